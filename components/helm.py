@@ -1,0 +1,71 @@
+"""Helm installs: one way to install a pinned chart, with lifecycle safety built in.
+
+Helm charts are installed with the Pulumi Kubernetes provider's Chart v4 (not Release v3):
+Chart v4 renders the chart and manages each object as its own Pulumi resource, so
+`pulumi preview` on a pull request shows object-level diffs, policy packs see every
+object, and Helm's `helm.sh/resource-policy: keep` becomes RetainOnDelete. Its costs are
+known and handled here: it runs no Helm hooks (none of our charts needs one at install),
+and it always renders as a fresh install, which is why istiod sets
+`base.validationFailurePolicy: Fail` (see `istio_values.istiod_values`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.versions import HelmChart
+
+RETAINED_TYPES: Final = frozenset(
+    {
+        "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+        "kubernetes:core/v1:Namespace",
+    }
+)
+"""Object types the program never deletes: deleting a CRD deletes every object of its
+kind cluster-wide, deleting a namespace deletes everything in it."""
+
+
+def retain_crds_and_namespaces(
+    args: pulumi.ResourceTransformArgs,
+) -> pulumi.ResourceTransformResult | None:
+    """Transform that marks CRDs and namespaces rendered by a chart RetainOnDelete.
+
+    Chart v4 already honours `helm.sh/resource-policy: keep`; this also covers charts
+    that ship CRDs without that annotation (Flagger's `crds/`).
+    """
+    if args.type_ not in RETAINED_TYPES:
+        return None
+    return pulumi.ResourceTransformResult(
+        props=args.props,
+        opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=True)),
+    )
+
+
+def install_chart(
+    resource_name: str,
+    chart: HelmChart,
+    *,
+    release: str,
+    namespace: pulumi.Input[str],
+    values: pulumi.Input[dict[str, Any]],
+    parent: pulumi.Resource,
+    depends_on: list[pulumi.Resource] | None = None,
+) -> k8s.helm.v4.Chart:
+    """Install `chart` at its pinned version as Helm release `release` in `namespace`."""
+    return k8s.helm.v4.Chart(
+        resource_name,
+        chart=chart.chart,
+        version=chart.version,
+        repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=chart.repository),
+        name=release,
+        namespace=namespace,
+        values=values,
+        opts=pulumi.ResourceOptions(
+            parent=parent,
+            depends_on=depends_on or [],
+            transforms=[retain_crds_and_namespaces],
+        ),
+    )

@@ -1,0 +1,155 @@
+"""Pure builders of the Istio Helm values and namespace labels.
+
+Plain functions from settings to dicts, unit-tested without the Pulumi engine. The
+IstioMesh component only wires their results into Helm charts and namespaces.
+
+istiod values are flat since Istio 1.24 (no `pilot:` block); the gateway chart validates
+its values against `values.schema.json`. The tests check every key set here against the
+charts' own defaults.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from components.settings import StackSettings
+
+ISTIO_NAMESPACE: Final = "istio-system"
+INGRESS_NAMESPACE: Final = "istio-ingress"
+EGRESS_NAMESPACE: Final = "istio-egress"
+INGRESS_GATEWAY_NAME: Final = "istio-ingressgateway"
+EGRESS_GATEWAY_NAME: Final = "istio-egressgateway"
+
+ISTIOD_RESOURCES: Final = {
+    "requests": {"cpu": "500m", "memory": "2Gi"},
+    "limits": {"cpu": "2", "memory": "4Gi"},
+}
+"""istiod: chart requests (500m/2Gi) plus limits, so a config storm cannot starve a node."""
+
+GATEWAY_RESOURCES: Final = {
+    "requests": {"cpu": "200m", "memory": "256Mi"},
+    "limits": {"cpu": "2", "memory": "1Gi"},
+}
+"""Gateways: double the chart's 100m/128Mi request, sized for the region's edge traffic."""
+
+PROXY_RESOURCES: Final = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "2", "memory": "1Gi"},
+}
+"""Sidecars: the chart's defaults, stated so the policy pack sees requests and limits."""
+
+DRAIN_FRIENDLY_PDB: Final = {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+"""One pod at a time may go, and crash-looping pods never block a node drain
+(istio/istio#12602, #53909: `minAvailable: 1` with one replica blocks drains)."""
+
+
+@dataclass(frozen=True)
+class GatewaySpec:
+    """Which gateway to install and how it is reached."""
+
+    release: str
+    namespace: str
+    selector_label: str
+    service_type: str
+
+
+INGRESS: Final = GatewaySpec(
+    INGRESS_GATEWAY_NAME, INGRESS_NAMESPACE, "ingressgateway", "LoadBalancer"
+)
+EGRESS: Final = GatewaySpec(EGRESS_GATEWAY_NAME, EGRESS_NAMESPACE, "egressgateway", "ClusterIP")
+
+
+def gateway_selector(gateway: GatewaySpec) -> dict[str, str]:
+    """Pod labels of a gateway, set explicitly so Gateway objects can select it."""
+    return {"istio": gateway.selector_label}
+
+
+def injection_labels(revision: str) -> dict[str, str]:
+    """Namespace labels that turn sidecar injection on for the installed control plane.
+
+    A revisioned control plane only injects namespaces labelled with its revision, and
+    `istio-injection` would override that label, so exactly one of the two is set.
+    """
+    return {"istio.io/rev": revision} if revision else {"istio-injection": "enabled"}
+
+
+def istio_namespace_labels(settings: StackSettings) -> dict[str, str]:
+    """Labels of the control-plane namespace: its network, for multi-network meshes."""
+    return {"topology.istio.io/network": settings.effective_network}
+
+
+def base_values(settings: StackSettings) -> dict[str, Any]:
+    """Values of the `base` chart (CRDs, cluster roles, default-revision webhook)."""
+    return {
+        "global": {"istioNamespace": ISTIO_NAMESPACE},
+        # Keep EnvoyFilter usable: the stable-channel admission policy rejects it, and
+        # the rate limiter is built on EnvoyFilters.
+        "experimental": {"stableValidationPolicy": False},
+        "defaultRevision": settings.istio_revision or "default",
+    }
+
+
+def mesh_config(settings: StackSettings) -> dict[str, Any]:
+    """`meshConfig` of istiod: access logs and the extra Envoy stats the alerts need."""
+    config: dict[str, Any] = {
+        "defaultConfig": {
+            # Apps must not start before their proxy, or their first calls fail.
+            "holdApplicationUntilProxyStarts": True,
+            "proxyStatsMatcher": {
+                "inclusionRegexps": list(settings.proxy_stats_inclusion_regexps),
+            },
+        },
+        "enablePrometheusMerge": True,
+    }
+    if settings.access_logging:
+        config["accessLogFile"] = "/dev/stdout"
+        config["accessLogEncoding"] = "JSON"
+    return config
+
+
+def istiod_values(settings: StackSettings) -> dict[str, Any]:
+    """Values of the `istiod` chart: multi-cluster identity, production sizing, meshConfig."""
+    values: dict[str, Any] = {
+        "autoscaleEnabled": True,
+        "autoscaleMin": settings.istiod_replicas,
+        "autoscaleMax": settings.istiod_max_replicas,
+        "replicaCount": settings.istiod_replicas,
+        "resources": ISTIOD_RESOURCES,
+        "pdb": DRAIN_FRIENDLY_PDB,
+        # Pulumi's Chart v4 renders like `helm template` (never an upgrade), so without
+        # this every `pulumi up` resets the webhook to Ignore after istiod flipped it to
+        # Fail (istio/istio#59367).
+        "base": {"validationFailurePolicy": "Fail"},
+        "global": {
+            "istioNamespace": ISTIO_NAMESPACE,
+            "meshID": settings.mesh_id,
+            "multiCluster": {"clusterName": settings.effective_cluster_name},
+            "network": settings.effective_network,
+            "logAsJson": True,
+            "proxy": {"resources": PROXY_RESOURCES},
+            "defaultPodDisruptionBudget": {"enabled": True},
+        },
+        "meshConfig": mesh_config(settings),
+    }
+    if settings.istio_revision:
+        values["revision"] = settings.istio_revision
+    return values
+
+
+def gateway_values(settings: StackSettings, gateway: GatewaySpec) -> dict[str, Any]:
+    """Values of the `gateway` chart for the ingress or egress gateway."""
+    values: dict[str, Any] = {
+        "labels": {**gateway_selector(gateway), "app": gateway.release},
+        "autoscaling": {
+            "enabled": True,
+            "minReplicas": settings.gateway_replicas,
+            "maxReplicas": settings.gateway_max_replicas,
+        },
+        "podDisruptionBudget": DRAIN_FRIENDLY_PDB,
+        "resources": GATEWAY_RESOURCES,
+        "service": {"type": gateway.service_type},
+    }
+    if settings.istio_revision:
+        values["revision"] = settings.istio_revision
+    return values

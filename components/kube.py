@@ -1,0 +1,26 @@
+"""Small builders of core Kubernetes objects the components share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+
+def namespace(
+    resource_name: str,
+    name: str,
+    labels: Mapping[str, str],
+    *,
+    parent: pulumi.Resource,
+) -> k8s.core.v1.Namespace:
+    """A namespace the program owns but never deletes (deletion cascades to its contents)."""
+    return k8s.core.v1.Namespace(
+        resource_name,
+        metadata=k8s.meta.v1.ObjectMetaArgs(
+            name=name,
+            labels={"app.kubernetes.io/managed-by": "pulumi", **labels},
+        ),
+        opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=True),
+    )

@@ -1,0 +1,386 @@
+"""The typed, frozen, validated settings of one region stack.
+
+`__main__.py` reads Pulumi config once, at the edge, and builds `StackSettings` with
+`load_settings`; everything below receives the model (or the part of it it needs) and never
+reads config or the stack name. Field names are snake_case in Python and camelCase in the
+stack files (`meshstack:meshId`), which is Pulumi's convention for config keys.
+
+Every field documents its default and why it is the default. A bad value raises
+`SettingsError` with one line naming the key path, the value and what is allowed, before
+any resource is registered.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from components.naming import is_dns_label
+
+CONFIG_NAMESPACE: Final = "meshstack"
+"""Pulumi config namespace of the project (the `name` in Pulumi.yaml)."""
+
+SECRET_KEYS: Final = frozenset({"kubeconfig"})
+"""Config keys read as Pulumi secrets by `__main__.py`, never copied into the settings."""
+
+
+class SettingsError(ValueError):
+    """A stack setting is invalid. `str()` is one line: key path, value, what is allowed."""
+
+
+class RuleViolationError(ValueError):
+    """A cross-field rule broken inside a model; names the offending key relative to it.
+
+    Model validators raise this instead of a bare ValueError so the error names the key
+    (`services[2].routes[0].weight`) rather than the whole enclosing object.
+    """
+
+    def __init__(self, path: tuple[str | int, ...], value: Any, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.value = value
+        self.message = message
+
+
+def _dns_label(value: str) -> str:
+    if not is_dns_label(value):
+        raise ValueError(
+            "must be a Kubernetes name: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit, at most 63 characters"
+        )
+    return value
+
+
+DnsLabel = Annotated[str, AfterValidator(_dns_label)]
+"""A string that is a valid Kubernetes namespace / Service name (RFC 1123 label)."""
+
+OptionalDnsLabel = Annotated[str, AfterValidator(lambda v: v and _dns_label(v))]
+"""A DNS label, or empty for "use the documented default"."""
+
+_LABEL_VALUE_MAX: Final = 63
+
+
+def _label_value(value: str) -> str:
+    ok = len(value) <= _LABEL_VALUE_MAX and all(c.isalnum() or c in "-_." for c in value)
+    if not ok or (value and not (value[0].isalnum() and value[-1].isalnum())):
+        raise ValueError(
+            "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+LabelValue = Annotated[str, AfterValidator(_label_value)]
+
+
+class SettingsModel(BaseModel):
+    """Base of every settings model: immutable, unknown keys rejected, camelCase keys."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        str_strip_whitespace=False,
+    )
+
+
+class ServiceVersion(SettingsModel):
+    """One version (DestinationRule subset) of a mesh service."""
+
+    name: DnsLabel = Field(description="Subset name, e.g. `stable`, `canary`, `v1`.")
+    labels: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        description=(
+            "Pod labels that select this version. Default: `{version: <name>}`, the label "
+            "Istio's telemetry reads for `destination_version`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _default_labels(self) -> ServiceVersion:
+        if not self.labels:
+            object.__setattr__(self, "labels", {"version": self.name})
+        return self
+
+
+class MeshService(SettingsModel):
+    """A service in the mesh. The mesh scales with this list.
+
+    The program does not create the application's Deployment; it routes, secures and
+    observes the Deployment named `name` in `namespace`, whose pods carry `app: <name>`.
+    """
+
+    name: DnsLabel = Field(description="Service (and Deployment) name.")
+    namespace: DnsLabel = Field(description="Workload namespace; created with injection on.")
+    port: int = Field(default=8080, ge=1, le=65535, description="Service port. Default 8080.")
+    protocol: Literal["http", "http2", "grpc"] = Field(
+        default="http",
+        description=(
+            "Application protocol, used to name the port (`http-…`/`grpc-…`) so Istio does "
+            "not fall back to opaque TCP. Default `http`."
+        ),
+    )
+    versions: tuple[ServiceVersion, ...] = Field(
+        default=(ServiceVersion(name="stable"),),
+        min_length=1,
+        description="Versions (subsets) of the service. Default: one `stable` version.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_versions(self) -> MeshService:
+        seen: set[str] = set()
+        for index, version in enumerate(self.versions):
+            if version.name in seen:
+                raise RuleViolationError(
+                    ("versions", index, "name"), version.name, "must be unique; it is repeated"
+                )
+            seen.add(version.name)
+        return self
+
+
+class StackSettings(SettingsModel):
+    """Everything one region stack needs, validated before any resource is registered."""
+
+    region: DnsLabel = Field(
+        description="Region this stack deploys to, e.g. `us-east-1`. Required.",
+    )
+    mesh_id: DnsLabel = Field(
+        default="meshstack",
+        description=(
+            "`global.meshID`: the same in every region so the clusters form one mesh "
+            "(shared trust domain and telemetry labels). Default `meshstack`."
+        ),
+    )
+    cluster_name: OptionalDnsLabel = Field(
+        default="",
+        description=(
+            "`global.multiCluster.clusterName`, the `source_cluster`/`destination_cluster` "
+            "metric label. Default: the region."
+        ),
+    )
+    network: OptionalDnsLabel = Field(
+        default="",
+        description=(
+            "`global.network` of this cluster; regions are separate networks joined by "
+            "east-west gateways. Default: `network-<region>`."
+        ),
+    )
+    kube_context: str = Field(
+        default="",
+        description=(
+            "kubeconfig context of this region's cluster. Default: empty, the kubeconfig's "
+            "current context."
+        ),
+    )
+    render_yaml_to_directory: str = Field(
+        default="",
+        description=(
+            "When set, the Kubernetes provider writes manifests to this directory instead "
+            "of applying them (for users with the Pulumi CLI but no cluster). Default: off."
+        ),
+    )
+    istio_revision: str = Field(
+        default="",
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
+        max_length=30,
+        description=(
+            "Control-plane revision for canary upgrades (`istiod-<revision>`, namespaces "
+            "labelled `istio.io/rev`). Default: empty, the default revision."
+        ),
+    )
+    access_logging: bool = Field(
+        default=True,
+        description=(
+            "Envoy access logs to stdout as JSON. Default on: the first thing an operator "
+            "needs when a request fails, and cheap next to tracing."
+        ),
+    )
+    proxy_stats_inclusion_regexps: tuple[str, ...] = Field(
+        default=(
+            r".*outlier_detection.*",
+            r".*upstream_rq_pending_overflow.*",
+            r".*upstream_cx_overflow.*",
+            r".*circuit_breakers.*",
+            r".*http_local_rate_limit.*",
+            r".*ratelimit.*",
+        ),
+        description=(
+            "Envoy stats exported beyond Istio's standard metrics. Default: outlier "
+            "ejections, circuit-breaker overflows and local/global rate-limit counters, "
+            "which the alerts and dashboard read; Envoy exports none of them otherwise."
+        ),
+    )
+    istiod_replicas: int = Field(
+        default=2,
+        ge=2,
+        le=20,
+        description=(
+            "Minimum istiod replicas (HPA floor). Default 2, the minimum: with one replica "
+            "the PodDisruptionBudget blocks node drains."
+        ),
+    )
+    istiod_max_replicas: int = Field(
+        default=5, ge=2, le=50, description="istiod HPA ceiling. Default 5 (chart default)."
+    )
+    gateway_replicas: int = Field(
+        default=2,
+        ge=2,
+        le=50,
+        description="Minimum ingress/egress gateway replicas (HPA floor). Default 2, as istiod.",
+    )
+    gateway_max_replicas: int = Field(
+        default=5, ge=2, le=100, description="Gateway HPA ceiling. Default 5 (chart default)."
+    )
+    egress_gateway: bool = Field(
+        default=True,
+        description="Install the egress gateway. Default on: outbound traffic has one exit.",
+    )
+    workload_namespaces: tuple[DnsLabel, ...] = Field(
+        default=(),
+        description=(
+            "Extra workload namespaces with injection enabled, beyond those of `services`. "
+            "Default: none."
+        ),
+    )
+    services: tuple[MeshService, ...] = Field(
+        default=(),
+        description="The mesh services of this region. Default: none.",
+    )
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> StackSettings:
+        if self.istiod_max_replicas < self.istiod_replicas:
+            raise RuleViolationError(
+                ("istiodMaxReplicas",),
+                self.istiod_max_replicas,
+                f"must be >= istiodReplicas ({self.istiod_replicas})",
+            )
+        if self.gateway_max_replicas < self.gateway_replicas:
+            raise RuleViolationError(
+                ("gatewayMaxReplicas",),
+                self.gateway_max_replicas,
+                f"must be >= gatewayReplicas ({self.gateway_replicas})",
+            )
+        seen: set[tuple[str, str]] = set()
+        for index, service in enumerate(self.services):
+            key = (service.namespace, service.name)
+            if key in seen:
+                raise RuleViolationError(
+                    ("services", index, "name"),
+                    service.name,
+                    f"must be unique in namespace {service.namespace!r}; it is repeated",
+                )
+            seen.add(key)
+        return self
+
+    @property
+    def effective_cluster_name(self) -> str:
+        """`clusterName`, defaulting to the region."""
+        return self.cluster_name or self.region
+
+    @property
+    def effective_network(self) -> str:
+        """`network`, defaulting to `network-<region>`."""
+        return self.network or f"network-{self.region}"
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every workload namespace, sorted: those of the services plus the extra ones."""
+        return tuple(sorted({s.namespace for s in self.services} | set(self.workload_namespaces)))
+
+
+# --- building the model from Pulumi config ------------------------------------------------
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _format_value(value: Any) -> str:
+    try:
+        text = json.dumps(value, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _format_message(msg: str) -> str:
+    for prefix in ("Value error, ", "Assertion failed, "):
+        msg = msg.removeprefix(prefix)
+    msg = msg.replace("Input should be", "must be").replace("String should", "must")
+    return msg.replace("List should", "must").replace("Tuple should", "must")
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line for the first error: `meshstack:<key path> = <value>: <what is allowed>`."""
+    first = error.errors(include_url=False)[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, RuleViolationError):
+        loc, first = loc + cause.path, {**first, "input": cause.value, "msg": cause.message}
+    path = f"{CONFIG_NAMESPACE}:{_format_loc(loc)}" if loc else CONFIG_NAMESPACE
+    message = _format_message(first["msg"])
+    if first["type"] == "missing":
+        line = f"{path} is required but not set"
+    elif first["type"] == "extra_forbidden":
+        line = f"{path} is not a known setting (check the spelling; see README config reference)"
+    else:
+        line = f"{path} = {_format_value(first['input'])}: {message}"
+    more = error.error_count() - 1
+    return f"{line} (and {more} more)" if more else line
+
+
+def _field_expects_text(annotation: Any) -> bool:
+    """Whether a config value for this field is plain text rather than JSON.
+
+    Pulumi hands the program every config value as a string; structured values arrive as
+    JSON. Strings must not go through JSON parsing, or a meshId of `123` would turn into
+    a number.
+    """
+    return annotation is str
+
+
+def load_settings(raw: Mapping[str, str]) -> StackSettings:
+    """Build the settings from raw config strings keyed `meshstack:<key>`.
+
+    Keys of other namespaces (`kubernetes:…`, `pulumi:…`) are ignored; an unknown key of
+    ours is an error, so a typo cannot silently fall back to a default.
+    """
+    fields_by_alias = {
+        (info.alias or name): info for name, info in StackSettings.model_fields.items()
+    }
+    data: dict[str, Any] = {}
+    for full_key, text in raw.items():
+        namespace, _, key = full_key.partition(":")
+        if namespace != CONFIG_NAMESPACE or key in SECRET_KEYS:
+            continue
+        info = fields_by_alias.get(key)
+        if info is not None and _field_expects_text(info.annotation):
+            data[key] = text
+            continue
+        try:
+            data[key] = json.loads(text)
+        except json.JSONDecodeError:
+            data[key] = text
+    try:
+        return StackSettings.model_validate(data)
+    except ValidationError as error:
+        raise SettingsError(format_validation_error(error)) from None

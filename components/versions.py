@@ -1,0 +1,48 @@
+"""Every chart and image version the program deploys, pinned in one place.
+
+Bumping a version is a one-line change here, reviewed through `pulumi preview`. Nothing
+in the program may use `latest` or an unpinned chart: the policy pack and the tests
+enforce it. The `# renovate:` markers let Renovate propose bumps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+
+@dataclass(frozen=True)
+class HelmChart:
+    """A Helm chart pinned to one version in one repository."""
+
+    chart: str
+    version: str
+    repository: str
+
+
+ISTIO_VERSION: Final = "1.30.3"
+"""Istio release installed by every region; charts and proxies share this version."""
+
+ISTIO_MINOR: Final = ".".join(ISTIO_VERSION.split(".")[:2])
+"""`1.30`: EnvoyFilters are scoped to this proxy minor so an upgrade cannot silently
+apply version-coupled patches to a newer Envoy."""
+
+_ISTIO_REPOSITORY: Final = "https://istio-release.storage.googleapis.com/charts"
+
+# renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
+ISTIO_BASE: Final = HelmChart("base", ISTIO_VERSION, _ISTIO_REPOSITORY)
+# renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
+ISTIOD: Final = HelmChart("istiod", ISTIO_VERSION, _ISTIO_REPOSITORY)
+# renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
+ISTIO_GATEWAY: Final = HelmChart("gateway", ISTIO_VERSION, _ISTIO_REPOSITORY)
+
+# renovate: datasource=helm registryUrl=https://flagger.app
+FLAGGER: Final = HelmChart("flagger", "1.44.0", "https://flagger.app")
+# renovate: datasource=helm registryUrl=https://flagger.app
+FLAGGER_LOADTESTER: Final = HelmChart("loadtester", "0.38.0", "https://flagger.app")
+
+# renovate: datasource=helm registryUrl=https://kiali.org/helm-charts
+KIALI_SERVER: Final = HelmChart("kiali-server", "2.29.0", "https://kiali.org/helm-charts")
+
+# renovate: datasource=helm registryUrl=https://jaegertracing.github.io/helm-charts
+JAEGER: Final = HelmChart("jaeger", "4.11.1", "https://jaegertracing.github.io/helm-charts")

@@ -1,0 +1,49 @@
+"""Shared fixtures: offline renders of the region stacks and a mock-runtime harness."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pytest
+
+from components.settings import StackSettings, load_settings
+from tools.render import Render, render_stack, run_program
+
+STACKS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+
+
+@pytest.fixture(scope="session")
+def stack_renders() -> dict[str, Render]:
+    """Each region stack rendered once per test session."""
+    return {stack: render_stack(stack) for stack in STACKS}
+
+
+def make_settings(**overrides: Any) -> StackSettings:
+    """Settings as a stack file would give them: camelCase keys, JSON values."""
+    import json
+
+    raw = {"meshstack:region": "test-region"}
+    for key, value in overrides.items():
+        raw[f"meshstack:{key}"] = value if isinstance(value, str) else json.dumps(value)
+    return load_settings(raw)
+
+
+def run_with_provider(
+    build: Callable[[pulumi.ResourceOptions], object],
+    config: Mapping[str, str] | None = None,
+) -> Render:
+    """Run `build(opts)` under the mock runtime, with a provider like `__main__.py`'s."""
+
+    def program() -> None:
+        provider = k8s.Provider("test-kubernetes")
+        build(pulumi.ResourceOptions(providers=[provider]))
+
+    return run_program("test", dict(config or {}), program=program)
+
+
+def by_name(render: Render) -> dict[str, Any]:
+    """Registrations keyed by Pulumi name."""
+    return {r.name: r for r in render.registrations}

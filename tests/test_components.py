@@ -1,0 +1,151 @@
+"""Mock-runtime tests of the components: children, parents, providers, dependencies."""
+
+from __future__ import annotations
+
+import pulumi
+import pytest
+
+from components import helm
+from components.istio import IstioMesh
+from components.region import RegionMesh
+from tests.conftest import by_name, make_settings, run_with_provider
+
+SETTINGS = make_settings(
+    services=[
+        {"name": "a", "namespace": "shop"},
+        {"name": "b", "namespace": "bank"},
+    ]
+)
+
+
+@pytest.fixture(scope="module")
+def mesh_render():  # type: ignore[no-untyped-def]
+    return run_with_provider(lambda opts: IstioMesh("m", SETTINGS, opts=opts))
+
+
+def test_istio_mesh_children(mesh_render) -> None:  # type: ignore[no-untyped-def]
+    names = by_name(mesh_render)
+    assert set(names) == {
+        "test-kubernetes",
+        "m",
+        "m-istio-system",
+        "m-ns-shop",
+        "m-ns-bank",
+        "m-ingress-ns",
+        "m-egress-ns",
+        "m-base",
+        "m-istiod",
+        "m-ingress-gateway",
+        "m-egress-gateway",
+    }
+    component = names["m"]
+    for name, registration in names.items():
+        if name not in {"m", "test-kubernetes"}:
+            assert registration.parent == component.urn, f"{name} is not parented to the mesh"
+
+
+def test_every_child_uses_the_explicit_provider(mesh_render) -> None:  # type: ignore[no-untyped-def]
+    provider_urn = by_name(mesh_render)["test-kubernetes"].urn
+    for r in mesh_render.registrations:
+        if r.type.startswith("kubernetes:"):
+            assert r.provider == provider_urn, r.name
+
+
+def test_install_order_base_istiod_ingress_egress(mesh_render) -> None:  # type: ignore[no-untyped-def]
+    names = by_name(mesh_render)
+    assert names["m-base"].urn in names["m-istiod"].dependencies
+    assert names["m-istiod"].urn in names["m-ingress-gateway"].dependencies
+    assert names["m-ingress-gateway"].urn in names["m-egress-gateway"].dependencies
+
+
+def test_namespaces_are_retained_and_injected(mesh_render) -> None:  # type: ignore[no-untyped-def]
+    names = by_name(mesh_render)
+    for name in ("m-istio-system", "m-ns-shop", "m-ns-bank", "m-ingress-ns", "m-egress-ns"):
+        assert names[name].retain_on_delete, name
+    assert names["m-ns-shop"].inputs["metadata"]["labels"]["istio-injection"] == "enabled"
+    assert names["m-ingress-ns"].inputs["metadata"]["labels"]["istio-injection"] == "enabled"
+    assert "istio-injection" not in names["m-istio-system"].inputs["metadata"]["labels"]
+
+
+def test_charts_are_pinned_and_get_their_values(mesh_render) -> None:  # type: ignore[no-untyped-def]
+    charts = {c["name"]: c for c in mesh_render.helm_charts()}
+    assert list(charts) == ["istio-base", "istiod", "istio-ingressgateway", "istio-egressgateway"]
+    for chart in charts.values():
+        assert chart["version"] == "1.30.3"
+        assert chart["repository"] == "https://istio-release.storage.googleapis.com/charts"
+    assert charts["istiod"]["namespace"] == "istio-system"
+    assert charts["istio-ingressgateway"]["namespace"] == "istio-ingress"
+    assert charts["istiod"]["values"]["global"]["meshID"] == "meshstack"
+
+
+def test_egress_gateway_is_optional() -> None:
+    settings = make_settings(egressGateway=False)
+    render = run_with_provider(lambda opts: IstioMesh("m", settings, opts=opts))
+    assert "m-egress-gateway" not in by_name(render)
+    assert "m-egress-ns" not in by_name(render)
+
+
+def test_revision_labels_namespaces_and_names_istiod() -> None:
+    settings = make_settings(istioRevision="canary", services=[{"name": "a", "namespace": "s"}])
+    render = run_with_provider(lambda opts: IstioMesh("m", settings, opts=opts))
+    names = by_name(render)
+    assert names["m-ns-s"].inputs["metadata"]["labels"]["istio.io/rev"] == "canary"
+    assert "istio-injection" not in names["m-ns-s"].inputs["metadata"]["labels"]
+    assert {c["name"] for c in render.helm_charts()} >= {"istiod-canary"}
+
+
+def test_custom_resources_wait_for_the_control_plane() -> None:
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", make_settings(), opts=opts)
+        pulumi.CustomResource(
+            "kubernetes:networking.istio.io/v1:Sidecar",
+            "probe",
+            {"apiVersion": "networking.istio.io/v1", "kind": "Sidecar"},
+            opts=mesh.custom_resource_options(parent=mesh),
+        )
+
+    names = by_name(run_with_provider(build))
+    assert names["m-istiod"].urn in names["probe"].dependencies
+    assert names["probe"].parent == names["m"].urn
+
+
+def test_unknown_workload_namespace_is_an_error() -> None:
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", make_settings(), opts=opts)
+        with pytest.raises(KeyError, match="not a workload namespace"):
+            mesh.workload_namespace("nope")
+
+    run_with_provider(build)
+
+
+def test_region_mesh_composes_istio_and_exports_outputs() -> None:
+    outputs: dict[str, object] = {}
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        region = RegionMesh("r", SETTINGS, opts=opts)
+        outputs["namespaces"] = region.workload_namespaces
+        pulumi.export("namespaces", region.workload_namespaces)
+        pulumi.export("version", region.istio_version)
+        pulumi.export("address", region.ingress_address)
+
+    render = run_with_provider(build)
+    names = by_name(render)
+    assert names["r-istio"].parent == names["r"].urn
+    assert render.outputs["namespaces"] == ["bank", "shop"]
+    assert render.outputs["version"] == "1.30.3"
+    assert render.outputs["address"] == "[unknown: known after deploy]"
+
+
+def test_retain_transform_marks_crds_and_namespaces_only() -> None:
+    def args(type_: str) -> pulumi.ResourceTransformArgs:
+        return pulumi.ResourceTransformArgs(
+            custom=True, type_=type_, name="x", props={}, opts=pulumi.ResourceOptions()
+        )
+
+    crd = helm.retain_crds_and_namespaces(
+        args("kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition")
+    )
+    assert crd is not None and crd.opts is not None and crd.opts.retain_on_delete is True
+    ns = helm.retain_crds_and_namespaces(args("kubernetes:core/v1:Namespace"))
+    assert ns is not None and ns.opts is not None and ns.opts.retain_on_delete is True
+    assert helm.retain_crds_and_namespaces(args("kubernetes:apps/v1:Deployment")) is None

@@ -1,0 +1,77 @@
+"""Pure builders of the Istio Helm values: no engine, no mocks."""
+
+from __future__ import annotations
+
+from components import istio_values as v
+from tests.conftest import make_settings
+
+
+def test_istiod_values_are_flat_and_carry_multicluster_identity() -> None:
+    values = v.istiod_values(make_settings(meshId="m1", clusterName="c1", network="n1"))
+    assert "pilot" not in values, "istiod values are flat since 1.24"
+    assert values["global"]["meshID"] == "m1"
+    assert values["global"]["multiCluster"] == {"clusterName": "c1"}
+    assert values["global"]["network"] == "n1"
+
+
+def test_istiod_is_sized_for_production() -> None:
+    values = v.istiod_values(make_settings(istiodReplicas=3, istiodMaxReplicas=7))
+    assert values["autoscaleEnabled"] is True
+    assert (values["autoscaleMin"], values["autoscaleMax"], values["replicaCount"]) == (3, 7, 3)
+    assert set(values["resources"]) == {"requests", "limits"}
+    assert set(values["global"]["proxy"]["resources"]) == {"requests", "limits"}
+
+
+def test_pdb_never_blocks_a_drain() -> None:
+    values = v.istiod_values(make_settings())
+    assert values["pdb"] == {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
+    gateway = v.gateway_values(make_settings(), v.INGRESS)
+    assert gateway["podDisruptionBudget"]["maxUnavailable"] == 1
+
+
+def test_webhook_failure_policy_is_pinned_for_chart_v4() -> None:
+    assert v.istiod_values(make_settings())["base"] == {"validationFailurePolicy": "Fail"}
+
+
+def test_access_logging_toggles_mesh_config() -> None:
+    on = v.mesh_config(make_settings())
+    assert (on["accessLogFile"], on["accessLogEncoding"]) == ("/dev/stdout", "JSON")
+    off = v.mesh_config(make_settings(accessLogging=False))
+    assert "accessLogFile" not in off
+
+
+def test_proxy_stats_matcher_comes_from_settings() -> None:
+    config = v.mesh_config(make_settings(proxyStatsInclusionRegexps=[".*foo.*"]))
+    assert config["defaultConfig"]["proxyStatsMatcher"] == {"inclusionRegexps": [".*foo.*"]}
+
+
+def test_revision_is_set_on_istiod_gateways_and_injection_labels() -> None:
+    settings = make_settings(istioRevision="1-30")
+    assert v.istiod_values(settings)["revision"] == "1-30"
+    assert v.gateway_values(settings, v.EGRESS)["revision"] == "1-30"
+    assert v.base_values(settings)["defaultRevision"] == "1-30"
+    assert v.injection_labels("1-30") == {"istio.io/rev": "1-30"}
+
+
+def test_default_revision_uses_istio_injection_label() -> None:
+    settings = make_settings()
+    assert "revision" not in v.istiod_values(settings)
+    assert "revision" not in v.gateway_values(settings, v.INGRESS)
+    assert v.injection_labels("") == {"istio-injection": "enabled"}
+
+
+def test_gateways_select_by_explicit_istio_label() -> None:
+    ingress = v.gateway_values(make_settings(), v.INGRESS)
+    assert ingress["labels"]["istio"] == "ingressgateway"
+    assert v.gateway_selector(v.INGRESS) == {"istio": "ingressgateway"}
+    assert ingress["service"]["type"] == "LoadBalancer"
+    assert v.gateway_values(make_settings(), v.EGRESS)["service"]["type"] == "ClusterIP"
+
+
+def test_stable_validation_policy_stays_off_so_envoyfilters_are_admitted() -> None:
+    assert v.base_values(make_settings())["experimental"] == {"stableValidationPolicy": False}
+
+
+def test_istio_namespace_is_labelled_with_its_network() -> None:
+    labels = v.istio_namespace_labels(make_settings(network="net-a"))
+    assert labels == {"topology.istio.io/network": "net-a"}

@@ -1,0 +1,384 @@
+"""Offline render of a stack: run the real program under the Pulumi SDK's mock runtime.
+
+`python -m tools.render STACK` evaluates `Pulumi.STACK.yaml` exactly as `pulumi preview`
+would run `__main__.py` (same settings, same components), but against
+`pulumi.runtime.set_mocks` instead of an engine: no CLI, no cluster, no network. It
+writes to `build/STACK/`:
+
+- `manifests.yaml`: every Kubernetes object the program registers itself, sorted by
+  (apiVersion, kind, namespace, name). Objects inside Helm charts are rendered by Helm at
+  deploy time and are described by `helm.yaml` instead;
+- `helm.yaml`: one document per Helm chart: name, chart, version, repository, namespace,
+  values;
+- `resources.json`: every Pulumi resource with urn, type, name, parent, dependencies,
+  provider, protect and retain_on_delete;
+- `outputs.json`: the stack outputs.
+
+Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
+`SECRET_PLACEHOLDER`. A settings error exits with status 2, prints the one-line message
+and writes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import runpy
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import pulumi
+import yaml
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import settings as runtime_settings
+from pulumi.runtime.config import set_all_config
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
+
+UNKNOWN_PLACEHOLDER: Final = "[unknown: known after deploy]"
+SECRET_PLACEHOLDER: Final = "[secret]"
+
+# Sentinels of Pulumi's wire format (sdk/python/lib/pulumi/runtime/rpc.py).
+_SIG_KEY: Final = "4dabf18193072939515e22adb298388d"
+_SECRET_SIG: Final = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG: Final = "5cf8f73096256a8f31e491e813e4eb8e"
+_OUTPUT_SIG: Final = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
+_UNKNOWN: Final = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+HELM_CHART_TYPE: Final = "kubernetes:helm.sh/v4:Chart"
+STACK_REFERENCE_TYPE: Final = "pulumi:pulumi:StackReference"
+
+
+class RenderError(Exception):
+    """The stack cannot be rendered; the message is one line for the user."""
+
+
+def _plain(value: Any) -> Any:
+    """Wire-format value → plain data, with secrets and unknowns made visible."""
+    if isinstance(value, str):
+        return UNKNOWN_PLACEHOLDER if value == _UNKNOWN else value
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        sig = value.get(_SIG_KEY)
+        if sig == _SECRET_SIG:
+            return SECRET_PLACEHOLDER
+        if sig == _RESOURCE_SIG:
+            return value.get("urn", UNKNOWN_PLACEHOLDER)
+        if sig == _OUTPUT_SIG:
+            if value.get("secret"):
+                return SECRET_PLACEHOLDER
+            return _plain(value["value"]) if "value" in value else UNKNOWN_PLACEHOLDER
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+@dataclass
+class Registration:
+    """One resource as the engine would have received it."""
+
+    urn: str
+    type: str
+    name: str
+    parent: str
+    custom: bool
+    dependencies: list[str]
+    provider: str
+    protect: bool
+    retain_on_delete: bool
+    inputs: dict[str, Any] = field(repr=False)
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The SDK's mock monitor, also keeping what each registration asked of the engine."""
+
+    def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
+        super().__init__(mocks)
+        self.registrations: list[Registration] = []
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
+            self.registrations.append(
+                Registration(
+                    urn=response.urn,
+                    type=request.type,
+                    name=request.name,
+                    parent=request.parent,
+                    custom=bool(request.custom),
+                    dependencies=sorted(set(request.dependencies)),
+                    provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
+                    protect=bool(request.protect),
+                    retain_on_delete=bool(request.retainOnDelete),
+                    inputs=_plain(inputs),
+                )
+            )
+        return response
+
+
+class RenderMocks(pulumi_mocks.Mocks):
+    """Echo inputs as outputs; leave everything else unknown, as a first preview does.
+
+    Stack references resolve from `stack_references`, so stacks that read another stack's
+    outputs render without a backend.
+    """
+
+    def __init__(self, stack_references: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.stack_references = dict(stack_references or {})
+
+    def new_resource(
+        self, args: pulumi_mocks.MockResourceArgs
+    ) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == STACK_REFERENCE_TYPE:
+            name = str(args.inputs.get("name", args.name))
+            if name not in self.stack_references:
+                raise RenderError(f"stack reference {name!r} has no offline outputs file")
+            outputs = dict(self.stack_references[name])
+            return name, {"name": name, "outputs": outputs, "secretOutputNames": []}
+        if args.typ == HELM_CHART_TYPE:
+            # The chart's rendered objects exist only after Helm runs at deploy time.
+            return None, {}
+        resource_id = f"{args.name}-id" if args.custom else None
+        return resource_id, dict(args.inputs)
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], None]:
+        return {}, None
+
+
+# --- stack config ------------------------------------------------------------------------
+
+
+def _encode(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def load_stack_config(
+    stack: str, project_dir: Path = PROJECT_DIR
+) -> tuple[dict[str, str], list[str]]:
+    """Config as the CLI hands it to the program: project defaults, then the stack file."""
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
+    stack_file = project_dir / f"Pulumi.{stack}.yaml"
+    if not stack_file.is_file():
+        raise RenderError(f"no stack file {stack_file.name} next to Pulumi.yaml")
+    namespace = project["name"]
+    config: dict[str, str] = {}
+    for key, declaration in (project.get("config") or {}).items():
+        full_key = key if ":" in key else f"{namespace}:{key}"
+        if isinstance(declaration, dict):
+            if "default" in declaration:
+                config[full_key] = _encode(declaration["default"])
+            elif "value" in declaration:
+                config[full_key] = _encode(declaration["value"])
+        else:
+            config[full_key] = _encode(declaration)
+    secret_keys: list[str] = []
+    for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
+        full_key = key if ":" in key else f"{namespace}:{key}"
+        if isinstance(value, dict) and set(value) == {"secure"}:
+            config[full_key] = SECRET_PLACEHOLDER
+            secret_keys.append(full_key)
+        else:
+            config[full_key] = _encode(value)
+    return config, secret_keys
+
+
+# --- running the program -------------------------------------------------------------------
+
+
+@dataclass
+class Render:
+    """Everything one offline run of the program produced."""
+
+    stack: str
+    registrations: list[Registration]
+    outputs: dict[str, Any]
+
+    def kubernetes_objects(self) -> list[dict[str, Any]]:
+        """Kubernetes objects the program registers itself, in deterministic order."""
+        objects = [
+            canonical_object(r.inputs)
+            for r in self.registrations
+            if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs
+        ]
+        return sorted(objects, key=_object_sort_key)
+
+    def helm_charts(self) -> list[dict[str, Any]]:
+        """One entry per Helm chart, in registration (install) order."""
+        charts = []
+        for r in self.registrations:
+            if r.type != HELM_CHART_TYPE:
+                continue
+            repository = (r.inputs.get("repositoryOpts") or {}).get("repo", "")
+            charts.append(
+                {
+                    "name": r.inputs.get("name", r.name),
+                    "chart": r.inputs.get("chart"),
+                    "version": r.inputs.get("version"),
+                    "repository": repository,
+                    "namespace": r.inputs.get("namespace"),
+                    "values": canonical(r.inputs.get("values", {})),
+                }
+            )
+        return charts
+
+    def resources(self) -> list[dict[str, Any]]:
+        """Every Pulumi resource, without its inputs."""
+        return [
+            {k: v for k, v in asdict(r).items() if k not in {"inputs", "custom"}}
+            for r in self.registrations
+        ]
+
+
+_LEADING_KEYS: Final = ("apiVersion", "kind", "metadata")
+
+
+def canonical(value: Any) -> Any:
+    """Keys sorted at every level, so renders diff cleanly and never depend on order."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    return value
+
+
+def canonical_object(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A Kubernetes object with apiVersion, kind and metadata first, the rest sorted."""
+    leading = {k: canonical(obj[k]) for k in _LEADING_KEYS if k in obj}
+    rest = {k: canonical(obj[k]) for k in sorted(obj) if k not in _LEADING_KEYS}
+    return {**leading, **rest}
+
+
+def _object_sort_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    metadata = obj.get("metadata") or {}
+    return (
+        str(obj.get("apiVersion", "")),
+        str(obj.get("kind", "")),
+        str(metadata.get("namespace", "")),
+        str(metadata.get("name", "")),
+    )
+
+
+@contextmanager
+def _project_on_path(project_dir: Path) -> Iterator[None]:
+    sys.path.insert(0, str(project_dir))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(project_dir))
+
+
+async def _resolve(value: Any) -> Any:
+    output = pulumi.Output.from_input(value)
+    if not await output.is_known():
+        return UNKNOWN_PLACEHOLDER
+    if await output.is_secret():
+        return SECRET_PLACEHOLDER
+    return await output.future()
+
+
+def run_program(
+    stack: str,
+    config: Mapping[str, str],
+    secret_keys: list[str] | None = None,
+    *,
+    project_dir: Path = PROJECT_DIR,
+    program: Callable[[], Any] | None = None,
+    stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Render:
+    """Run the program (or `program`) under mocks with `config`; return what it registered.
+
+    Runs as a preview (`dry_run`), so outputs the mocks do not provide stay unknown, as
+    they are in a first `pulumi preview`.
+    """
+    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
+    monitor = RecordingMonitor(RenderMocks(stack_references))
+    runtime_settings.SETTINGS.rpc_manager.clear()
+    runtime_settings.SETTINGS.outputs.clear()
+    runtime_settings.ROOT.set(None)
+    pulumi_mocks.set_mocks(
+        monitor.mocks, project=project, stack=stack, preview=True, monitor=monitor
+    )
+    set_all_config(dict(config), secret_keys or [])
+
+    def main() -> None:
+        with _project_on_path(project_dir):
+            runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+
+    _sync_await(run_pulumi_func(program or main))
+    root = runtime_settings.get_root_resource()
+    stack_outputs: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
+    outputs = {k: _sync_await(_resolve(v)) for k, v in sorted(stack_outputs.items())}
+    return Render(stack=stack, registrations=monitor.registrations, outputs=_plain(outputs))
+
+
+def render_stack(stack: str, project_dir: Path = PROJECT_DIR, **kwargs: Any) -> Render:
+    """Render `Pulumi.<stack>.yaml` of `project_dir`."""
+    config, secret_keys = load_stack_config(stack, project_dir)
+    return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML dumper that keeps key order and writes multi-line strings as blocks."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_yaml_documents(documents: list[Any]) -> str:
+    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=100)
+
+
+def write_render(render: Render, out_dir: Path) -> None:
+    """Write the render's files into `out_dir`, replacing what was there."""
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    (out_dir / "manifests.yaml").write_text(dump_yaml_documents(render.kubernetes_objects()))
+    (out_dir / "helm.yaml").write_text(dump_yaml_documents(render.helm_charts()))
+    (out_dir / "resources.json").write_text(json.dumps(render.resources(), indent=2) + "\n")
+    (out_dir / "outputs.json").write_text(
+        json.dumps(render.outputs, indent=2, sort_keys=True) + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", help="stack name: renders Pulumi.<stack>.yaml")
+    parser.add_argument("--out", type=Path, default=None, help="output directory")
+    args = parser.parse_args(argv)
+    out_dir = args.out or PROJECT_DIR / "build" / args.stack
+    try:
+        render = render_stack(args.stack)
+    except (pulumi.RunError, RenderError) as error:
+        print(f"render {args.stack}: {error}", file=sys.stderr)
+        return 2
+    write_render(render, out_dir)
+    print(
+        f"rendered {args.stack}: {len(render.kubernetes_objects())} objects, "
+        f"{len(render.helm_charts())} Helm charts, {len(render.registrations)} resources "
+        f"-> {out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
