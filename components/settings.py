@@ -247,6 +247,22 @@ class StackSettings(SettingsModel):
         default=True,
         description="Install the egress gateway. Default on: outbound traffic has one exit.",
     )
+    observability_namespace: DnsLabel = Field(
+        default="observability",
+        description=(
+            "Namespace of the tracing and mesh-console components (Jaeger, Kiali). Default "
+            "`observability`: kept apart from istio-system so its quotas and policies are "
+            "its own."
+        ),
+    )
+    prometheus_url: str = Field(
+        default="http://prometheus-operated.monitoring.svc.cluster.local:9090",
+        pattern=r"^https?://[^\s/]+(:\d+)?(/\S*)?$",
+        description=(
+            "Prometheus that scrapes the mesh, read by Flagger's analysis and Kiali. Default: "
+            "the `prometheus-operated` Service the Prometheus Operator creates in `monitoring`."
+        ),
+    )
     workload_namespaces: tuple[DnsLabel, ...] = Field(
         default=(),
         description=(

@@ -172,3 +172,15 @@ def test_wrong_type() -> None:
 def test_several_errors_are_counted_on_the_same_line() -> None:
     message = error_of(istiodReplicas=1, gatewayReplicas=1)
     assert message.endswith("(and 1 more)")
+
+
+def test_prometheus_url_defaults_to_the_operator_service() -> None:
+    settings = make_settings()
+    assert settings.prometheus_url == "http://prometheus-operated.monitoring.svc.cluster.local:9090"
+    assert settings.observability_namespace == "observability"
+
+
+def test_prometheus_url_must_be_http() -> None:
+    assert error_of(prometheusUrl="ftp://p:9090").startswith(
+        'meshstack:prometheusUrl = "ftp://p:9090": must match pattern'
+    )
