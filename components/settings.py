@@ -14,86 +14,34 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any, Final, Literal
+from typing import Any, Final, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    model_validator,
+from pydantic import Field, ValidationError, model_validator
+
+from components.settings_base import (
+    DnsLabel,
+    LabelValue,
+    OptionalDnsLabel,
+    RuleViolationError,
+    SettingsError,
+    SettingsModel,
 )
-from pydantic.alias_generators import to_camel
 
-from components.naming import is_dns_label
+__all__ = [
+    "CONFIG_NAMESPACE",
+    "MeshService",
+    "RuleViolationError",
+    "ServiceVersion",
+    "SettingsError",
+    "StackSettings",
+    "load_settings",
+]
 
 CONFIG_NAMESPACE: Final = "meshstack"
 """Pulumi config namespace of the project (the `name` in Pulumi.yaml)."""
 
 SECRET_KEYS: Final = frozenset({"kubeconfig"})
 """Config keys read as Pulumi secrets by `__main__.py`, never copied into the settings."""
-
-
-class SettingsError(ValueError):
-    """A stack setting is invalid. `str()` is one line: key path, value, what is allowed."""
-
-
-class RuleViolationError(ValueError):
-    """A cross-field rule broken inside a model; names the offending key relative to it.
-
-    Model validators raise this instead of a bare ValueError so the error names the key
-    (`services[2].routes[0].weight`) rather than the whole enclosing object.
-    """
-
-    def __init__(self, path: tuple[str | int, ...], value: Any, message: str) -> None:
-        super().__init__(message)
-        self.path = path
-        self.value = value
-        self.message = message
-
-
-def _dns_label(value: str) -> str:
-    if not is_dns_label(value):
-        raise ValueError(
-            "must be a Kubernetes name: lowercase letters, digits and '-', "
-            "starting and ending with a letter or digit, at most 63 characters"
-        )
-    return value
-
-
-DnsLabel = Annotated[str, AfterValidator(_dns_label)]
-"""A string that is a valid Kubernetes namespace / Service name (RFC 1123 label)."""
-
-OptionalDnsLabel = Annotated[str, AfterValidator(lambda v: v and _dns_label(v))]
-"""A DNS label, or empty for "use the documented default"."""
-
-_LABEL_VALUE_MAX: Final = 63
-
-
-def _label_value(value: str) -> str:
-    ok = len(value) <= _LABEL_VALUE_MAX and all(c.isalnum() or c in "-_." for c in value)
-    if not ok or (value and not (value[0].isalnum() and value[-1].isalnum())):
-        raise ValueError(
-            "must be a Kubernetes label value: at most 63 letters, digits, '-', '_' or '.', "
-            "starting and ending with a letter or digit"
-        )
-    return value
-
-
-LabelValue = Annotated[str, AfterValidator(_label_value)]
-
-
-class SettingsModel(BaseModel):
-    """Base of every settings model: immutable, unknown keys rejected, camelCase keys."""
-
-    model_config = ConfigDict(
-        frozen=True,
-        extra="forbid",
-        alias_generator=to_camel,
-        populate_by_name=True,
-        str_strip_whitespace=False,
-    )
 
 
 class ServiceVersion(SettingsModel):
