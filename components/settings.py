@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from components.observability_settings import ObservabilitySettings
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -222,6 +223,11 @@ class StackSettings(SettingsModel):
         default=(),
         description="The mesh services of this region. Default: none.",
     )
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings,
+        description="Tracing, Telemetry, Jaeger, Kiali and the observability hub. Default: "
+        "this region is its own hub with Badger-backed Jaeger and token-auth Kiali.",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
@@ -247,6 +253,13 @@ class StackSettings(SettingsModel):
                     f"must be unique in namespace {service.namespace!r}; it is repeated",
                 )
             seen.add(key)
+        for index, override in enumerate(self.observability.telemetry.namespaces):
+            if override.namespace not in self.namespaces:
+                raise RuleViolationError(
+                    ("observability", "telemetry", "namespaces", index, "namespace"),
+                    override.namespace,
+                    "must be a workload namespace of this region",
+                )
         return self
 
     @property
