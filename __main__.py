@@ -48,3 +48,5 @@ pulumi.export("istioVersion", region.istio_version)
 pulumi.export("istioNamespace", region.istio_namespace)
 pulumi.export("workloadNamespaces", region.workload_namespaces)
 pulumi.export("ingressGatewayAddress", region.ingress_address)
+if region.observability_hub is not None:
+    pulumi.export("observabilityHub", region.observability_hub)

@@ -7,11 +7,14 @@ hands both here.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 
 from components.istio import IstioMesh
+from components.jaeger import JaegerStack
+from components.kiali import KialiStack
+from components.observability import HubReference, MeshTelemetry, hub_outputs
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:region:RegionMesh"
@@ -30,12 +33,24 @@ class RegionMesh(pulumi.ComponentResource):
     """Mesh id shared by all regions."""
     ingress_address: pulumi.Output[str]
     """Where public traffic enters this region; known after deploy."""
+    observability_hub: pulumi.Output[dict[str, Any]] | None
+    """The hub's tracing endpoints for spokes (`observabilityHub`); None on a spoke."""
 
     def __init__(
         self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        self.mesh = IstioMesh(f"{name}-istio", settings, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self)
+        # Jaeger needs no Istio, and the mesh's tracing provider needs Jaeger's address.
+        hub = settings.observability
+        self.jaeger = JaegerStack(f"{name}-jaeger", settings, opts=child) if hub.is_hub else None
+        source = self.jaeger or HubReference(f"{name}-hub", hub.hub_stack, opts=child)
+        self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=source.tracing_target)
+        quiet = self.jaeger.namespace if self.jaeger else None
+        MeshTelemetry(f"{name}-telemetry", settings, self.mesh, quiet_namespace=quiet, opts=child)
+        if self.jaeger:
+            KialiStack(f"{name}-kiali", settings, self.mesh, self.jaeger, opts=child)
+        self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
 
         self.istio_namespace = self.mesh.namespace
         self.workload_namespaces = self.mesh.workload_namespaces
@@ -49,5 +64,6 @@ class RegionMesh(pulumi.ComponentResource):
                 "istio_version": self.istio_version,
                 "mesh_id": self.mesh_id,
                 "ingress_address": self.ingress_address,
+                "observability_hub": self.observability_hub,
             }
         )
