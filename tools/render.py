@@ -53,6 +53,9 @@ _RESOURCE_SIG: Final = "5cf8f73096256a8f31e491e813e4eb8e"
 _OUTPUT_SIG: Final = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
 _UNKNOWN: Final = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
+STACK_REFERENCES_FILE: Final = Path("offline") / "stack-references.yaml"
+"""Outputs of other stacks for offline renders: `{<org/project/stack>: {<output>: value}}`."""
+
 HELM_CHART_TYPE: Final = "kubernetes:helm.sh/v4:Chart"
 STACK_REFERENCE_TYPE: Final = "pulumi:pulumi:StackReference"
 
@@ -322,8 +325,24 @@ def run_program(
     return Render(stack=stack, registrations=monitor.registrations, outputs=_plain(outputs))
 
 
+def load_stack_references(project_dir: Path = PROJECT_DIR) -> dict[str, dict[str, Any]]:
+    """The offline outputs of referenced stacks, from `offline/stack-references.yaml`."""
+    path = project_dir / STACK_REFERENCES_FILE
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise RenderError(f"{STACK_REFERENCES_FILE} must map stack names to their outputs")
+    return {str(name): dict(outputs) for name, outputs in data.items()}
+
+
 def render_stack(stack: str, project_dir: Path = PROJECT_DIR, **kwargs: Any) -> Render:
-    """Render `Pulumi.<stack>.yaml` of `project_dir`."""
+    """Render `Pulumi.<stack>.yaml` of `project_dir`.
+
+    Stack references resolve from `offline/stack-references.yaml` unless
+    `stack_references` is given.
+    """
+    kwargs.setdefault("stack_references", load_stack_references(project_dir))
     config, secret_keys = load_stack_config(stack, project_dir)
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 
