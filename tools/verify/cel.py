@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import celpy
 import lark
@@ -77,7 +77,8 @@ class GoDuration(celtypes.DurationType):
 
     def __new__(cls, nanos: int) -> GoDuration:
         seconds, rem = divmod(nanos, 1_000_000_000)
-        self = super().__new__(cls, datetime.timedelta(seconds=seconds, microseconds=rem / 1000))
+        delta = datetime.timedelta(seconds=seconds, microseconds=rem / 1000)
+        self = cast(GoDuration, super().__new__(cls, delta))
         self.nanos = nanos
         return self
 

@@ -373,8 +373,12 @@ def validate_qualified_name(key: str) -> str | None:
     return None
 
 
-def validate_metadata(metadata: Any, namespaced: bool) -> list[str]:
-    """ObjectMeta checks that apply to every object, custom or built in."""
+def validate_metadata(metadata: Any, namespaced: bool | None) -> list[str]:
+    """ObjectMeta checks that apply to every object, custom or built in.
+
+    ``namespaced`` None means the scope is not known, so the namespace is only
+    checked for syntax.
+    """
     if not isinstance(metadata, dict):
         return ["metadata: Required value (must be an object)"]
     errors: list[str] = []
@@ -393,10 +397,10 @@ def validate_metadata(metadata: Any, namespaced: bool) -> list[str]:
             "alphanumeric character (at most 253 characters)"
         )
     namespace = metadata.get("namespace")
-    if namespaced:
-        if not namespace:
+    if namespaced is not False:
+        if not namespace and namespaced:
             errors.append("metadata.namespace: Required value (the kind is namespaced)")
-        elif (
+        elif namespace is not None and (
             not isinstance(namespace, str)
             or len(namespace) > 63
             or not _DNS1123_LABEL.match(namespace)
