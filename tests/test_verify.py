@@ -510,7 +510,25 @@ def test_cel_rule_needing_defaults_runs_after_defaulting() -> None:
 
 def test_oneof_mutual_exclusion_from_openapi() -> None:
     bad = modified(VIRTUAL_SERVICE, "spec.http.0.corsPolicy.allowOrigins.0.prefix", "https://")
-    assert "spec.http[0].corsPolicy.allowOrigins[0]: must match exactly one of" in only_error(bad)
+    assert only_error(bad).endswith(
+        "spec.http[0].corsPolicy.allowOrigins[0]: only one of exact, prefix, regex may be set "
+        "(found exact, prefix)"
+    )
+
+
+def test_generic_one_of_is_enforced() -> None:
+    alert_provider = {
+        "apiVersion": "flagger.app/v1beta1",
+        "kind": "AlertProvider",
+        "metadata": meta("slack"),
+        "spec": {"type": "slack", "address": "https://hooks.slack.com/x"},
+    }
+    assert validate_manifest(alert_provider) == []
+    del alert_provider["spec"]["address"]
+    assert only_error(alert_provider) == (
+        "AlertProvider/mesh/slack: spec: must match exactly one of: "
+        "{type, address} | {type, secretRef} (matched 0)"
+    )
 
 
 def test_wrong_group_for_telemetry_is_rejected() -> None:

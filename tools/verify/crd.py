@@ -217,11 +217,19 @@ class _Validator:
         if "oneOf" in schema:
             matches = sum(self._passes(value, s, path) for s in schema["oneOf"])
             if matches != 1:
-                self.error(
-                    path,
-                    f"must match exactly one of: {_describe(schema['oneOf'])} "
-                    f"(matched {matches}); these fields are mutually exclusive",
-                )
+                exclusive = _mutually_exclusive_fields(schema["oneOf"])
+                if exclusive and isinstance(value, dict):
+                    present = ", ".join(f for f in exclusive if f in value)
+                    self.error(
+                        path,
+                        f"only one of {', '.join(exclusive)} may be set (found {present})",
+                    )
+                else:
+                    self.error(
+                        path,
+                        f"must match exactly one of: {_describe(schema['oneOf'])} "
+                        f"(matched {matches})",
+                    )
         if "not" in schema and self._passes(value, schema["not"], path):
             self.error(path, f"must not match {_describe([schema['not']])}")
 
@@ -313,6 +321,22 @@ def _json_type(value: Any) -> str:
     if isinstance(value, list):
         return "array"
     return "object"
+
+
+def _mutually_exclusive_fields(options: list[Schema]) -> list[str] | None:
+    """Recognise the oneOf that Istio generates for "at most one of these fields":
+    ``[{not: {anyOf: [{required: [a]}, ...]}}, {required: [a]}, ...]``."""
+    if not options or set(options[0]) != {"not"}:
+        return None
+    fields: list[str] = []
+    for option in options[1:]:
+        if set(option) != {"required"} or len(option["required"]) != 1:
+            return None
+        fields.append(option["required"][0])
+    negated = options[0]["not"].get("anyOf", [])
+    if [o.get("required") for o in negated] != [[f] for f in fields]:
+        return None
+    return fields
 
 
 def _describe(options: Iterable[Schema]) -> str:
