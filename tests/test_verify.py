@@ -517,7 +517,7 @@ def test_oneof_mutual_exclusion_from_openapi() -> None:
 
 
 def test_generic_one_of_is_enforced() -> None:
-    alert_provider = {
+    alert_provider: Obj = {
         "apiVersion": "flagger.app/v1beta1",
         "kind": "AlertProvider",
         "metadata": meta("slack"),

@@ -277,6 +277,18 @@ def rule_function_names(rule: str) -> frozenset[str]:
     return frozenset(names)
 
 
+def _reason(exc: Exception) -> str:
+    # CELEvalError carries (message, Python exception type, arguments). The
+    # message is what a reader needs, plus the Python detail when celpy's
+    # message is generic (it says "overflow" for any failed int() conversion).
+    if isinstance(exc, CELEvalError) and exc.args:
+        message = str(exc.args[0])
+        detail = (exc.args[2] if len(exc.args) > 2 else None) or ()
+        extra = [str(d) for d in detail if isinstance(d, str) and str(d) not in message]
+        return f"{message} ({'; '.join(extra)})" if extra else message
+    return str(exc)
+
+
 def evaluate_rule(rule: str, value: Any) -> bool:
     """Evaluate ``rule`` with ``self`` bound to the JSON ``value``.
 
@@ -287,9 +299,9 @@ def evaluate_rule(rule: str, value: Any) -> bool:
     try:
         result = program.evaluate({"self": json_to_cel(value)})
     except Exception as exc:  # celpy raises CELEvalError and plain Python errors
-        raise CelRuleError(f"error evaluating CEL rule {rule!r}: {exc}") from exc
+        raise CelRuleError(f"error evaluating CEL rule {rule!r}: {_reason(exc)}") from exc
     if isinstance(result, CELEvalError):
-        raise CelRuleError(f"error evaluating CEL rule {rule!r}: {result.args[0]}")
+        raise CelRuleError(f"error evaluating CEL rule {rule!r}: {_reason(result)}")
     if not isinstance(result, celtypes.BoolType):
         raise CelRuleError(f"CEL rule {rule!r} returned {result!r}, not a bool")
     return bool(result)
