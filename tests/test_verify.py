@@ -314,6 +314,39 @@ def test_every_cel_rule_compiles_and_uses_only_supported_functions() -> None:
         assert not unsupported, f"{rule!r} uses {unsupported}"
 
 
+# Probe values per schema type; every rule must evaluate cleanly on at least one
+# probe of its node's type, which proves that each function it reaches exists.
+_RULE_PROBES: dict[str, list[Any]] = {
+    "string": ["1ms", "https://example.com/jwks", "ghcr.io/acme/filter:v1", "HTTP", "a"],
+    "integer": [80],
+    "array": [[{"number": 1}], ["a"]],
+    "object": [
+        {},
+        {"80": "x"},
+        {"group": "", "kind": "Service", "port": 80},
+        {"address": "10.0.0.1"},
+        {"wasm": {}},
+    ],
+}
+
+
+def test_every_cel_rule_runs() -> None:
+    checked: set[tuple[str, str]] = set()
+    for node, entry in default_catalog().rule_sites():
+        rule, node_type = entry["rule"], str(node.get("type"))
+        if is_transition_rule(rule) or (rule, node_type) in checked:
+            continue
+        checked.add((rule, node_type))
+        outcomes = []
+        for probe in _RULE_PROBES[node_type]:
+            try:
+                outcomes.append(evaluate_rule(rule, probe))
+            except CelRuleError:
+                continue
+        assert outcomes, f"{rule!r} failed to evaluate on every {node_type} probe"
+    assert len({rule for rule, _ in checked}) == 37
+
+
 def test_function_name_extraction_sees_methods_and_macros() -> None:
     names = rule_function_names(
         "isURL(self) && url(self).getScheme() == '' && self.all(k, k != '')"
@@ -419,6 +452,8 @@ def test_unknown_top_level_field_is_rejected() -> None:
     bad = copy.deepcopy(PEER_AUTHENTICATION)
     bad["specs"] = {}
     assert only_error(bad).endswith('specs: unknown field "specs"')
+    # status belongs to controllers and is discarded on create, so it is not checked.
+    assert validate_manifest(dict(PEER_AUTHENTICATION, status={"anything": 1})) == []
 
 
 def test_wrong_type_is_rejected() -> None:
@@ -676,6 +711,24 @@ def test_cluster_scoped_builtin_rejects_namespace() -> None:
     assert validate_core(bad) == [
         "Namespace/default/mesh: metadata.namespace: Forbidden: "
         "not allowed on a cluster-scoped kind"
+    ]
+
+
+def test_builtin_names_that_become_dns_labels() -> None:
+    service: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta("9reviews"),
+        "spec": {"ports": [{"port": 9080, "targetPort": "http"}]},
+    }
+    assert validate_core(service) == [
+        "Service/mesh/9reviews: metadata.name: Invalid value '9reviews': "
+        "must be an RFC 1035 label (at most 63 characters)"
+    ]
+    assert validate_core(modified(service, "metadata.name", "reviews")) == []
+    assert validate_core(modified(NAMESPACE, "metadata.name", "a.b")) == [
+        "Namespace//a.b: metadata.name: Invalid value 'a.b': "
+        "must be an RFC 1123 label (at most 63 characters)"
     ]
 
 

@@ -112,4 +112,25 @@ def validate_core(obj: dict[str, Any]) -> list[str]:
     # The OpenAPI schema does not check names, label syntax or scope; the API server does.
     namespaced = None if obj["kind"] not in CLUSTER_SCOPED_KINDS else False
     errors.extend(f"{prefix}: {e}" for e in validate_metadata(obj.get("metadata"), namespaced))
+    errors.extend(f"{prefix}: {e}" for e in _kind_specific_name(obj))
     return errors
+
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _kind_specific_name(obj: dict[str, Any]) -> list[str]:
+    # Some kinds need stricter names than a DNS subdomain because the name
+    # becomes a DNS label: Namespaces (RFC 1123 label) and Services (RFC 1035 label).
+    metadata = obj.get("metadata")
+    name = metadata.get("name") if isinstance(metadata, dict) else None
+    if not isinstance(name, str):
+        return []
+    pattern = {"Namespace": _DNS1123_LABEL, "Service": _DNS1035_LABEL}.get(str(obj["kind"]))
+    if pattern is None or (len(name) <= 63 and pattern.match(name)):
+        return []
+    label = "RFC 1123" if obj["kind"] == "Namespace" else "RFC 1035"
+    return [
+        f"metadata.name: Invalid value {name!r}: must be an {label} label (at most 63 characters)"
+    ]

@@ -92,15 +92,16 @@ class CrdVersion:
         return f"{self.group}/{self.version}"
 
 
-def iter_rules(schema: Any) -> Iterator[dict[str, Any]]:
-    """Every ``x-kubernetes-validations`` entry below ``schema``."""
+def iter_rule_sites(schema: Any) -> Iterator[tuple[Schema, dict[str, Any]]]:
+    """Every ``x-kubernetes-validations`` entry below ``schema``, with its schema node."""
     if isinstance(schema, dict):
-        yield from schema.get("x-kubernetes-validations") or []
+        for entry in schema.get("x-kubernetes-validations") or []:
+            yield schema, entry
         for value in schema.values():
-            yield from iter_rules(value)
+            yield from iter_rule_sites(value)
     elif isinstance(schema, list):
         for item in schema:
-            yield from iter_rules(item)
+            yield from iter_rule_sites(item)
 
 
 def is_transition_rule(rule: str) -> bool:
@@ -500,9 +501,13 @@ class CrdCatalog:
     def groups(self) -> frozenset[str]:
         return frozenset(v.group for v in self.versions.values())
 
+    def rule_sites(self) -> list[tuple[Schema, dict[str, Any]]]:
+        """Every CEL rule in the catalog (including transition rules) with its schema node."""
+        return [site for v in self.versions.values() for site in iter_rule_sites(v.schema)]
+
     def rules(self) -> list[str]:
         """Every CEL rule text in the catalog (including transition rules)."""
-        return [r["rule"] for v in self.versions.values() for r in iter_rules(v.schema)]
+        return [entry["rule"] for _, entry in self.rule_sites()]
 
     def lookup(self, api_version: str, kind: str) -> tuple[CrdVersion | None, str | None]:
         entry = self.versions.get((api_version, kind))
@@ -526,11 +531,14 @@ class CrdCatalog:
             return [f"{prefix}: apiVersion: {problem}"]
         errors = validate_metadata(obj.get("metadata"), entry.namespaced)
         # apiVersion and kind were checked by lookup and metadata by
-        # validate_metadata; every other top-level field is subject to the schema.
-        body = {k: v for k, v in obj.items() if k not in _ENVELOPE}
+        # validate_metadata. status is written by controllers through the status
+        # subresource (the server discards it on create), so it is not ours to
+        # check. Every other top-level field is subject to the schema.
+        skipped = {*_ENVELOPE, "status"}
+        body = {k: v for k, v in obj.items() if k not in skipped}
         schema = dict(entry.schema)
         schema["properties"] = {
-            k: v for k, v in schema.get("properties", {}).items() if k not in _ENVELOPE
+            k: v for k, v in schema.get("properties", {}).items() if k not in skipped
         }
         validator = _Validator()
         validator.validate(apply_defaults(body, schema), schema, "")
