@@ -478,6 +478,17 @@ def test_enum_violation_is_rejected() -> None:
     )
 
 
+def test_pattern_uses_re2_syntax() -> None:
+    # Prometheus' pattern "^(?i)(abort|warn)?$" is RE2 syntax that Python's re rejects.
+    good = modified(PROMETHEUS_RULE, "spec.groups.0.partial_response_strategy", "Warn")
+    assert validate_manifest(good) == []
+    bad = modified(PROMETHEUS_RULE, "spec.groups.0.partial_response_strategy", "retry")
+    assert only_error(bad) == (
+        "PrometheusRule/monitoring/mesh-alerts: spec.groups[0].partial_response_strategy: "
+        "'retry' does not match pattern '^(?i)(abort|warn)?$'"
+    )
+
+
 def test_cel_duration_rule_failure_names_path_and_message() -> None:
     bad = modified(VIRTUAL_SERVICE, "spec.http.0.timeout", "0.5ms")
     assert only_error(bad) == (
