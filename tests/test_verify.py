@@ -624,6 +624,53 @@ def test_deprecated_version_is_rejected() -> None:
     ]
 
 
+def test_message_expression_and_rule_errors_on_a_synthetic_crd() -> None:
+    catalog = CrdCatalog(
+        [
+            {
+                "spec": {
+                    "group": "example.io",
+                    "names": {"kind": "Widget"},
+                    "scope": "Namespaced",
+                    "versions": [
+                        {
+                            "name": "v1",
+                            "served": True,
+                            "schema": {
+                                "openAPIV3Schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "spec": {
+                                            "type": "object",
+                                            "properties": {"size": {"type": "integer"}},
+                                            "x-kubernetes-validations": [
+                                                {
+                                                    "rule": "self.size < 10",
+                                                    "messageExpression": "'size ' + "
+                                                    "string(self.size) + ' is too big'",
+                                                },
+                                                {"rule": "self.size != oldSelf.size"},
+                                            ],
+                                        }
+                                    },
+                                }
+                            },
+                        }
+                    ],
+                }
+            }
+        ]
+    )
+    widget: Obj = {"apiVersion": "example.io/v1", "kind": "Widget", "metadata": meta("w")}
+    assert catalog.validate(dict(widget, spec={"size": 3})) == []
+    assert catalog.validate(dict(widget, spec={"size": 12})) == [
+        "Widget/mesh/w: spec: Invalid value: size 12 is too big"
+    ]
+    # A rule that cannot be evaluated (self.size is absent) is reported, not skipped.
+    (error,) = catalog.validate(dict(widget, spec={}))
+    assert error.startswith("Widget/mesh/w: spec: Invalid value: error evaluating CEL rule")
+
+
 def test_missing_namespace_is_rejected() -> None:
     bad = copy.deepcopy(GATEWAY)
     del bad["metadata"]["namespace"]

@@ -289,19 +289,28 @@ def _reason(exc: Exception) -> str:
     return str(exc)
 
 
+def evaluate_expression(expression: str, value: Any) -> Any:
+    """Evaluate any CEL expression with ``self`` bound to the JSON ``value``.
+
+    Raises CelRuleError when evaluation fails.
+    """
+    program = compile_rule(expression)
+    try:
+        result = program.evaluate({"self": json_to_cel(value)})
+    except Exception as exc:  # celpy raises CELEvalError and plain Python errors
+        raise CelRuleError(f"error evaluating CEL rule {expression!r}: {_reason(exc)}") from exc
+    if isinstance(result, CELEvalError):
+        raise CelRuleError(f"error evaluating CEL rule {expression!r}: {_reason(result)}")
+    return result
+
+
 def evaluate_rule(rule: str, value: Any) -> bool:
     """Evaluate ``rule`` with ``self`` bound to the JSON ``value``.
 
     Raises CelRuleError when evaluation fails or the result is not a boolean,
     so callers can report it instead of treating it as a pass.
     """
-    program = compile_rule(rule)
-    try:
-        result = program.evaluate({"self": json_to_cel(value)})
-    except Exception as exc:  # celpy raises CELEvalError and plain Python errors
-        raise CelRuleError(f"error evaluating CEL rule {rule!r}: {_reason(exc)}") from exc
-    if isinstance(result, CELEvalError):
-        raise CelRuleError(f"error evaluating CEL rule {rule!r}: {_reason(result)}")
+    result = evaluate_expression(rule, value)
     if not isinstance(result, celtypes.BoolType):
         raise CelRuleError(f"CEL rule {rule!r} returned {result!r}, not a bool")
     return bool(result)

@@ -25,7 +25,7 @@ from typing import Any
 import re2  # type: ignore[import-untyped]  # google-re2, already required by cel-python
 import yaml
 
-from tools.verify.cel import CelRuleError, evaluate_rule
+from tools.verify.cel import CelRuleError, evaluate_expression, evaluate_rule
 from tools.verify.reference import reference_dir
 
 # The C loader parses the 1.3 MB of CRDs several times faster than the pure-Python one.
@@ -314,12 +314,21 @@ class _Validator:
                 self.error(path, f"Invalid value: {exc}")
                 continue
             if not ok:
-                message = (
-                    entry.get("message")
-                    or entry.get("messageExpression")
-                    or (f"failed rule: {rule}")
-                )
-                self.error(path, f"Invalid value: {message}")
+                self.error(path, f"Invalid value: {_rule_message(entry, value)}")
+
+
+def _rule_message(entry: dict[str, Any], value: Any) -> str:
+    # Like the API server: messageExpression wins when it yields a non-empty
+    # string, then message, then a generic text naming the rule.
+    expression = entry.get("messageExpression")
+    if expression:
+        try:
+            text = evaluate_expression(expression, value)
+        except CelRuleError as exc:
+            return f"{entry.get('message') or entry['rule']} (messageExpression failed: {exc})"
+        if isinstance(text, str) and text.strip():
+            return text
+    return str(entry.get("message") or f"failed rule: {entry['rule']}")
 
 
 def _json_type(value: Any) -> str:
