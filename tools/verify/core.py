@@ -21,9 +21,10 @@ from referencing import Registry, Resource
 from tools.verify.crd import default_catalog, object_ref, validate_metadata
 
 # Kubernetes 1.35 is the oldest minor still maintained upstream in late 2026
-# (1.35-1.37) and is inside Istio 1.30's supported range. Validating against the
-# oldest cluster we may deploy to catches fields that newer releases added and
-# older clusters would reject; kubernetes-validate 1.37.0 ships its schemas.
+# (1.35-1.37; kubernetes-validate 1.37.0 ships schemas up to 1.37). Validating
+# against the oldest cluster we may deploy to catches fields that newer releases
+# added and older clusters would reject. Istio 1.30's own support matrix is not
+# part of the reference data, so check it there before moving this forward.
 KUBERNETES_SCHEMA_VERSION = "1.35.0"
 
 _SCHEMA_DIR = f"kubernetes-json-schema/v{KUBERNETES_SCHEMA_VERSION}-local-strict"
