@@ -238,6 +238,18 @@ def _check(
             _check(value, child_defaults, child_schema, child_path, ref=ref, errors=errors)
 
 
+REFERENCE_CHART_DIRS: dict[tuple[str, str], str] = {
+    ("https://istio-release.storage.googleapis.com/charts", "base"): "istio-base",
+    ("https://istio-release.storage.googleapis.com/charts", "istiod"): "istiod",
+    ("https://istio-release.storage.googleapis.com/charts", "gateway"): "istio-gateway",
+    ("https://flagger.app", "flagger"): "flagger",
+    ("https://flagger.app", "loadtester"): "flagger-loadtester",
+    ("https://kiali.org/helm-charts", "kiali-server"): "kiali-server",
+    ("https://jaegertracing.github.io/helm-charts", "jaeger"): "jaeger",
+}
+"""(repository, published chart name) -> directory under reference/charts with its defaults."""
+
+
 def validate_helm_values(chart: str, values: dict[str, Any]) -> list[str]:
     """Problems with ``values`` for ``chart`` (a directory under reference/charts)."""
     ref = load_chart(reference_dir(), chart)
