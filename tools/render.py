@@ -109,6 +109,26 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
 
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        """Reads (stack references) are recorded too, so renders show which stack is read."""
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        inputs = json_format.MessageToDict(request.properties, preserving_proto_field_name=True)
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=True,
+                dependencies=sorted(set(request.dependencies)),
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
+                protect=False,
+                retain_on_delete=False,
+                inputs=_plain(inputs),
+            )
+        )
+        return response
+
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
