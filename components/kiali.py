@@ -23,11 +23,13 @@ import pulumi_random as random
 from components.helm import install_chart
 from components.istio import IstioMesh
 from components.jaeger import JaegerStack
+from components.kube import namespace
 from components.observability_settings import KialiSettings
 from components.settings import StackSettings
 from components.versions import KIALI_SERVER
 
 TOKEN: Final = "meshstack:observability:KialiStack"
+REMOTE_TOKEN: Final = "meshstack:observability:KialiRemoteAccess"
 
 RELEASE: Final = "kiali"
 """Helm release; with the default `deployment.instance_name` the Service is `kiali`."""
@@ -113,6 +115,16 @@ def kiali_values(
     }
 
 
+def remote_access_values(signing_key: pulumi.Input[str]) -> dict[str, Any]:
+    """Values of kiali-server on a spoke: only the ServiceAccount and RBAC the hub's Kiali
+    uses through its remote-cluster Secret, no Kiali server."""
+    return {
+        "deployment": {"remote_cluster_resources_only": True},
+        # The chart would otherwise render a new random key into its Secret on every run.
+        "login_token": {"signing_key": signing_key},
+    }
+
+
 def tracing_external_url(settings: StackSettings) -> str:
     """Browser URL of the Jaeger UI: the setting, else Jaeger's Ingress host, else none."""
     kiali = settings.observability.kiali
@@ -177,3 +189,42 @@ class KialiStack(pulumi.ComponentResource):
         self.register_outputs(
             {"namespace": self.namespace, "tracing_internal_url": self.tracing_internal_url}
         )
+
+
+class KialiRemoteAccess(pulumi.ComponentResource):
+    """On a spoke: what the hub's Kiali needs to read this cluster, and nothing else.
+
+    Children: the observability namespace (the same name as on the hub: Kiali expects its
+    namespace and instance name to match across clusters; retained on delete), a signing
+    key, and the kiali-server chart with `deployment.remote_cluster_resources_only`, which
+    creates Kiali's ServiceAccount, roles and bindings but no server. The hub still needs a
+    kubeconfig Secret for that ServiceAccount (docs/observability.md).
+    """
+
+    namespace: pulumi.Output[str]
+    """Namespace of Kiali's remote ServiceAccount (the observability namespace)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(REMOTE_TOKEN, name, None, opts)
+        ns = namespace(f"{name}-ns", settings.observability_namespace, {}, parent=self)
+        signing_key = random.RandomPassword(
+            f"{name}-signing-key",
+            length=SIGNING_KEY_LENGTH,
+            special=False,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        install_chart(
+            f"{name}-chart",
+            KIALI_SERVER,
+            release=RELEASE,
+            namespace=ns.metadata.name,
+            values=remote_access_values(pulumi.Output.secret(signing_key.result)),
+            parent=self,
+        )
+        self.namespace = ns.metadata.name.apply(str)
+        self.register_outputs({"namespace": self.namespace})

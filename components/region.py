@@ -13,7 +13,7 @@ import pulumi
 
 from components.istio import IstioMesh
 from components.jaeger import JaegerStack
-from components.kiali import KialiStack
+from components.kiali import KialiRemoteAccess, KialiStack
 from components.observability import HubReference, MeshTelemetry, hub_outputs
 from components.settings import StackSettings
 
@@ -50,6 +50,8 @@ class RegionMesh(pulumi.ComponentResource):
         MeshTelemetry(f"{name}-telemetry", settings, self.mesh, quiet_namespace=quiet, opts=child)
         if self.jaeger:
             KialiStack(f"{name}-kiali", settings, self.mesh, self.jaeger, opts=child)
+        else:
+            KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
 
         self.istio_namespace = self.mesh.namespace

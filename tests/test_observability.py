@@ -567,8 +567,22 @@ def test_spoke_reads_the_hub_and_runs_no_jaeger_or_kiali() -> None:
     assert "meshstack:observability:KialiStack" not in types
     provider = regs["spoke-istio-istiod"].inputs["values"]["meshConfig"]["extensionProviders"][0]
     assert provider["opentelemetry"] == {"service": "jaeger.obs.svc.cluster.local", "port": 4317}
-    names = {o["metadata"]["name"] for o in render.kubernetes_objects() if o["kind"] == "Namespace"}
-    assert "observability" not in names
+    # Only Kiali's remote ServiceAccount and RBAC, for the hub's Kiali to read this cluster.
+    remote = regs["spoke-kiali-remote"]
+    assert remote.type == "meshstack:observability:KialiRemoteAccess"
+    for child in (
+        "spoke-kiali-remote-ns",
+        "spoke-kiali-remote-signing-key",
+        "spoke-kiali-remote-chart",
+    ):
+        assert regs[child].parent == remote.urn
+    assert regs["spoke-kiali-remote-ns"].retain_on_delete
+    values = regs["spoke-kiali-remote-chart"].inputs["values"]
+    assert values == {
+        "deployment": {"remote_cluster_resources_only": True},
+        "login_token": {"signing_key": SECRET_PLACEHOLDER},
+    }
+    assert validate_helm_values("kiali-server", values) == []
 
 
 def test_spoke_without_offline_outputs_names_the_missing_stack() -> None:
@@ -618,8 +632,16 @@ def test_spokes_send_spans_to_the_hub_collector(
         "port": hub["otlpGrpcPort"],
     }
     assert HUB_OUTPUT not in stack_renders[stack].outputs
-    charts = {c["chart"] for c in stack_renders[stack].helm_charts()}
-    assert not charts & {"jaeger", "kiali-server"}
+    charts = {c["chart"]: c for c in stack_renders[stack].helm_charts()}
+    assert "jaeger" not in charts
+    kiali = charts["kiali-server"]["values"]
+    assert kiali["deployment"] == {"remote_cluster_resources_only": True}
+    hub_kiali = next(c for c in stack_renders[HUB].helm_charts() if c["chart"] == "kiali-server")
+    # Kiali expects the same namespace and instance (release) name in every cluster.
+    assert (charts["kiali-server"]["namespace"], charts["kiali-server"]["name"]) == (
+        hub_kiali["namespace"],
+        hub_kiali["name"],
+    )
 
 
 def test_offline_hub_outputs_match_the_hub_render(stack_renders: dict[str, Render]) -> None:
