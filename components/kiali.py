@@ -1,8 +1,10 @@
 """KialiStack: the Kiali console (kiali-server chart 2.x) wired to the other components.
 
 Kiali reads Prometheus (settings), traces from the JaegerStack's gRPC query API (never the
-collector ports: Kiali would get no traces, kiali/kiali#4207), Istio's root namespace
-from IstioMesh, and Grafana from settings. The chart's values are Kiali's own config tree,
+collector ports: Kiali would get no traces, kiali/kiali#4207), and Grafana from settings.
+Istio's namespaces are not set: Kiali 2.29 autodetects them, and its CRD marks
+`istio_namespace` and `external_services.istio.root_namespace` "deprecated after v2.11
+... will be ignored". The chart's values are Kiali's own config tree,
 the same tree the Kiali CRD documents, so the CRD schema can check keys the chart's
 defaults leave out.
 
@@ -64,7 +66,6 @@ def kiali_values(
     settings: KialiSettings,
     *,
     prometheus_url: str,
-    root_namespace: pulumi.Input[str],
     tracing_internal_url: pulumi.Input[str],
     tracing_external_url: str,
     signing_key: pulumi.Input[str],
@@ -106,7 +107,6 @@ def kiali_values(
             "prometheus": {"enabled": True, "url": prometheus_url},
             "tracing": tracing,
             "grafana": grafana,
-            "istio": {"root_namespace": root_namespace},
         },
         "clustering": {
             # Spokes appear once their kubeconfig Secrets (this label) exist here.
@@ -136,6 +136,9 @@ def tracing_external_url(settings: StackSettings) -> str:
 
 class KialiStack(pulumi.ComponentResource):
     """Kiali in the JaegerStack's namespace, reading Prometheus, Jaeger and Istio.
+
+    Takes the IstioMesh (installed after its control plane, whose config Kiali reads) and
+    the JaegerStack (namespace and query URL), never strings.
 
     Children: the login-token signing key (`RandomPassword`, a secret) and the
     kiali-server chart, installed after Istio's control plane (Kiali reads its config
@@ -174,7 +177,6 @@ class KialiStack(pulumi.ComponentResource):
             values=kiali_values(
                 kiali,
                 prometheus_url=settings.prometheus_url,
-                root_namespace=mesh.namespace,
                 tracing_internal_url=jaeger.query_grpc_url,
                 tracing_external_url=tracing_external_url(settings),
                 signing_key=pulumi.Output.secret(signing_key.result),

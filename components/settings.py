@@ -152,8 +152,9 @@ class StackSettings(SettingsModel):
     access_logging: bool = Field(
         default=True,
         description=(
-            "Envoy access logs to stdout as JSON. Default on: the first thing an operator "
-            "needs when a request fails, and cheap next to tracing."
+            "Envoy access logs to stdout as JSON, switched by the mesh-wide Telemetry "
+            "(per-namespace overrides in `observability.telemetry`). Default on: the first "
+            "thing an operator needs when a request fails, and cheap next to tracing."
         ),
     )
     proxy_stats_inclusion_regexps: tuple[str, ...] = Field(
@@ -253,6 +254,12 @@ class StackSettings(SettingsModel):
                     f"must be unique in namespace {service.namespace!r}; it is repeated",
                 )
             seen.add(key)
+        if self.observability_namespace in self.namespaces:
+            raise RuleViolationError(
+                ("observabilityNamespace",),
+                self.observability_namespace,
+                "must not be a workload namespace; Jaeger and Kiali own it",
+            )
         for index, override in enumerate(self.observability.telemetry.namespaces):
             if override.namespace not in self.namespaces:
                 raise RuleViolationError(

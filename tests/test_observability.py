@@ -223,7 +223,6 @@ def test_every_jaeger_value_exists_in_the_chart(jaeger: dict[str, Any]) -> None:
 def kiali_values(kiali: KialiSettings, **overrides: Any) -> dict[str, Any]:
     arguments: dict[str, Any] = {
         "prometheus_url": "http://prometheus:9090",
-        "root_namespace": "istio-system",
         "tracing_internal_url": "http://jaeger.observability.svc.cluster.local:16685",
         "tracing_external_url": "",
         "signing_key": "not-a-real-key",
@@ -254,7 +253,9 @@ def test_kiali_defaults_to_token_login_and_no_ingress() -> None:
         "url": "http://prometheus:9090",
     }
     assert values["external_services"]["grafana"] == {"enabled": False}
-    assert values["external_services"]["istio"] == {"root_namespace": "istio-system"}
+    # Deprecated after Kiali v2.11 and ignored (Kiali CRD): Istio's namespace is autodetected.
+    assert "istio" not in values["external_services"]
+    assert "istio_namespace" not in values
     assert values["clustering"]["autodetect_secrets"] == {
         "enabled": True,
         "label": "kiali.io/multiCluster=true",

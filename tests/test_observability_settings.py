@@ -189,3 +189,10 @@ def test_unknown_observability_key_is_a_typo() -> None:
         "meshstack:observability.samplingPercentage is not a known setting (check the "
         "spelling; see README config reference)"
     )
+
+
+def test_observability_namespace_is_not_a_workload_namespace() -> None:
+    assert error_of(workloadNamespaces=["observability"]) == (
+        'meshstack:observabilityNamespace = "observability": must not be a workload '
+        "namespace; Jaeger and Kiali own it"
+    )
