@@ -175,7 +175,7 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             severity=latency.severity,
             summary=f"{version} is slow",
             description=(
-                f"p95 latency of {version} is {{{{ $value | humanize }}}}ms over {window}, "
+                f'p95 latency of {version} is {{{{ $value | printf "%.0f" }}}}ms over {window}, '
                 f"above the {latency.threshold_ms:g}ms threshold for {latency.for_}."
             ),
         ),

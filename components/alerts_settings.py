@@ -26,15 +26,43 @@ _DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 def _duration(value: str) -> str:
     match = _DURATION.match(value)
-    if not value or match is None or not any(match.groups()):
+    if not value or match is None or not any(int(g) for g in match.groups() if g):
         raise ValueError(
-            "must be a Prometheus duration of hours, minutes, seconds, e.g. 2m or 1m30s"
+            "must be a positive duration in hours, minutes and seconds, e.g. 2m or 1m30s"
         )
     return value
 
 
 Duration = Annotated[str, AfterValidator(_duration)]
-"""A Prometheus duration such as `30s`, `2m` or `1h30m`; also valid for the CRDs' patterns."""
+"""A positive Prometheus duration such as `30s`, `2m` or `1h30m`; also matches the
+Prometheus Operator CRDs' duration pattern."""
+
+_PORT_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PORT_NAME_MAX: Final = 15
+_HTTPS_URL: Final = re.compile(r"^https://[^\s/#]+(/[^\s#]*)?$")
+
+
+def _port_name(value: str) -> str:
+    if len(value) > _PORT_NAME_MAX or not _PORT_NAME.match(value):
+        raise ValueError(
+            "must be a Kubernetes port name: at most 15 lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _http_path(value: str) -> str:
+    if not value.startswith("/") or any(c.isspace() for c in value):
+        raise ValueError("must be an HTTP path starting with '/', without spaces")
+    return value
+
+
+def _https_url(value: str) -> str:
+    if not _HTTPS_URL.match(value):
+        raise ValueError(
+            "must be an https:// URL without spaces or #fragment (the alert name is appended)"
+        )
+    return value
 
 
 def duration_seconds(value: str) -> int:
@@ -62,18 +90,15 @@ class AppMetrics(SettingsModel):
     merged metrics on 15020 or a Prometheus with mesh certificates).
     """
 
-    port: str = Field(
+    port: Annotated[str, AfterValidator(_port_name)] = Field(
         default="http-metrics",
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=15,
         description=(
             "Name of the Service port that serves metrics (a port name, at most 15 "
             "characters). Default `http-metrics`, the name the `http-` prefix keeps HTTP."
         ),
     )
-    path: str = Field(
+    path: Annotated[str, AfterValidator(_http_path)] = Field(
         default="/metrics",
-        pattern=r"^/\S*$",
         description="HTTP path of the metrics. Default `/metrics`, the Prometheus convention.",
     )
     interval: Duration = Field(
@@ -175,9 +200,8 @@ class CircuitBreakerAlert(SettingsModel):
 class AlertsSettings(SettingsModel):
     """Thresholds of the PrometheusRule and how Prometheus finds the monitors and the rule."""
 
-    runbook_base_url: str = Field(
+    runbook_base_url: Annotated[str, AfterValidator(_https_url)] = Field(
         default="https://github.com/meshstack/meshstack/blob/main/docs/alerts.md",
-        pattern=r"^https://[^\s/]+(/\S*)?$",
         description=(
             "Base of every alert's `runbook_url` (`<base>#<alertname in lowercase>`). "
             "Default: the runbook section of this project's docs/alerts.md; point it at "
