@@ -16,7 +16,6 @@ import pulumi_kubernetes as k8s
 from components import alerts_rules as rules
 from components.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL, dashboard_json
 from components.istio import IstioMesh
-from components.naming import dns_label
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:observability:MeshAlerts"
@@ -82,7 +81,9 @@ class MeshAlerts(pulumi.ComponentResource):
         for service in settings.services:
             if service.metrics is None:
                 continue
-            monitor_name = dns_label(service.name, "metrics")
+            # Named after its Service, in the Service's namespace: unique without a suffix
+            # that could push a 63-character name over the limit.
+            monitor_name = service.name
             k8s.apiextensions.CustomResource(
                 f"{name}-{service.namespace}-{service.name}-metrics",
                 api_version=MONITORING_API,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from components.dashboard import dashboard_json
 from components.istio import IstioMesh
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
+from tools.verify import validate_manifest
 
 SETTINGS = make_settings(
     services=[
@@ -69,14 +71,14 @@ def test_custom_resources_wait_for_the_control_plane(render: Render) -> None:
 def test_app_monitor_lives_in_the_service_namespace_and_depends_on_it(render: Render) -> None:
     names = by_name(render)
     assert names["m-ns-shop"].urn in names["al-shop-a-metrics"].dependencies
-    monitor = _objects(render)[("ServiceMonitor", "a-metrics")]
+    monitor = _objects(render)[("ServiceMonitor", "a")]
     assert monitor["metadata"]["namespace"] == "shop"
     assert monitor["spec"] == {
         "selector": {"matchLabels": {"app": "a"}},
         "namespaceSelector": {"matchNames": ["shop"]},
         "endpoints": [{"port": "http-prom", "path": "/m", "interval": "30s"}],
     }
-    assert ("ServiceMonitor", "b-metrics") not in _objects(render)
+    assert ("ServiceMonitor", "b") not in _objects(render)
 
 
 def test_monitors_and_rule_carry_the_prometheus_selector_labels(render: Render) -> None:
@@ -84,7 +86,7 @@ def test_monitors_and_rule_carry_the_prometheus_selector_labels(render: Render) 
     for key in [
         ("PodMonitor", "meshstack-envoy-stats"),
         ("ServiceMonitor", "meshstack-istiod"),
-        ("ServiceMonitor", "a-metrics"),
+        ("ServiceMonitor", "a"),
         ("PrometheusRule", "meshstack-mesh-alerts"),
     ]:
         obj = objects[key]
@@ -139,7 +141,7 @@ def test_outputs_name_the_rule_the_monitors_and_the_dashboard() -> None:
     outputs = run_with_provider(build).outputs
     assert outputs["rule"] == "meshstack-mesh-alerts"
     assert outputs["alerts"] == list(rules.ALERT_NAMES)
-    assert outputs["monitors"] == ["shop/a-metrics"]
+    assert outputs["monitors"] == ["shop/a"]
     assert outputs["dashboard"] == "monitoring/meshstack-mesh-dashboard"
 
 
@@ -190,8 +192,8 @@ def test_stacks_tune_their_alerts(stack_renders: dict[str, Render]) -> None:
 
 def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render]) -> None:
     east = _stack_objects(stack_renders, "us-east-1")
-    assert ("ServiceMonitor", "fingerprint-api-metrics") in east
-    assert east[("ServiceMonitor", "market-data-metrics")]["spec"]["endpoints"] == [
+    assert ("ServiceMonitor", "fingerprint-api") in east
+    assert east[("ServiceMonitor", "market-data")]["spec"]["endpoints"] == [
         {"port": "http-prom", "path": "/prometheus", "interval": "15s"}
     ]
     eu = _stack_objects(stack_renders, "eu-west-1")
@@ -199,3 +201,26 @@ def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render
     assert ("ConfigMap", "meshstack-mesh-dashboard") not in _stack_objects(
         stack_renders, "ap-southeast-1"
     )
+
+
+# --- strict CRD + CEL validation -------------------------------------------------------------
+
+OWN_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ConfigMap"}
+
+
+@pytest.mark.parametrize("stack", ["us-east-1", "eu-west-1", "ap-southeast-1"])
+def test_every_object_of_mesh_alerts_validates(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    own = [o for o in stack_renders[stack].kubernetes_objects() if o["kind"] in OWN_KINDS]
+    assert {o["kind"] for o in own} >= {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
+    for obj in own:
+        assert validate_manifest(obj) == [], (obj["kind"], obj["metadata"]["name"])
+
+
+def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
+    # The check above is strict: snake_case `source_labels` is not a PodMonitor field.
+    monitor = copy.deepcopy(_objects(render)[("PodMonitor", "meshstack-envoy-stats")])
+    relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
+    relabel["source_labels"] = relabel.pop("sourceLabels")
+    assert validate_manifest(monitor) != []

@@ -18,10 +18,13 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components import alerts_rules as rules
 from components.alerts_settings import AlertsSettings
 from tests.conftest import make_settings
+from tools.verify import validate_manifest
 
 DEFAULTS = AlertsSettings()
 PROMTOOL_HELP = (
@@ -180,8 +183,8 @@ def _write_rules(directory: Path, settings: AlertsSettings) -> Path:
 
 
 def test_promtool_check_rules_accepts_the_rules(promtool: str, tmp_path: Path) -> None:
-    for settings in (DEFAULTS, AlertsSettings.model_validate({"rateWindow": "5m"})):
-        path = _write_rules(tmp_path, settings)
+    for variant in (DEFAULTS, AlertsSettings.model_validate({"rateWindow": "5m"})):
+        path = _write_rules(tmp_path, variant)
         result = subprocess.run(
             [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
@@ -481,3 +484,46 @@ def test_promtool_unit_test_catches_a_wrong_expectation(promtool: str, tmp_path:
     result = _promtool_test(promtool, _unit_test_file(tmp_path, case))
     assert result.returncode != 0
     assert "FAILED" in result.stdout + result.stderr
+
+
+# --- any valid settings give valid rules ----------------------------------------------------
+
+durations = st.sampled_from(["30s", "1m", "90s", "2m", "5m", "1h"])
+ratios = st.floats(min_value=0.001, max_value=0.999, allow_nan=False)
+severities = st.sampled_from(["critical", "warning", "info"])
+alert_settings = st.fixed_dictionaries(
+    {
+        "rateWindow": st.sampled_from(["1m", "2m", "5m"]),
+        "canaryErrorRate": st.fixed_dictionaries(
+            {"threshold": ratios, "for": durations, "severity": severities}
+        ),
+        "canaryLatency": st.fixed_dictionaries(
+            {"thresholdMs": st.floats(min_value=0.5, max_value=1e6), "for": durations}
+        ),
+        "rateLimit": st.fixed_dictionaries(
+            {"threshold": ratios, "overLimitPerSecond": st.floats(min_value=0.01, max_value=1e5)}
+        ),
+        "circuitBreaker": st.fixed_dictionaries(
+            {"threshold": st.floats(min_value=0, max_value=1e4), "for": durations}
+        ),
+    }
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(raw=alert_settings)
+def test_any_valid_settings_give_rules_that_parse_and_validate(raw: dict[str, Any]) -> None:
+    alerts = AlertsSettings.model_validate(raw)
+    for rule in rules.alert_rules(alerts):
+        promql_parser.parse(rule["expr"])
+        assert f"[{alerts.rate_window}]" in rule["expr"]
+    resource = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PrometheusRule",
+        "metadata": {"name": "meshstack-mesh-alerts", "namespace": "istio-system"},
+        "spec": rules.prometheus_rule_spec(alerts),
+    }
+    assert validate_manifest(resource) == []
+    errors = rules.alert_rules(alerts)[0]
+    assert errors["expr"].endswith(f") > {alerts.canary_error_rate.threshold:g}")
+    assert errors["for"] == alerts.canary_error_rate.for_
