@@ -75,6 +75,19 @@ def canary_error_ratio_expr(window: str) -> str:
     )
 
 
+def enough_traffic_expr(window: str, min_rate: float) -> str:
+    """Service versions receiving at least `min_rate` requests per second.
+
+    `and`-ed to the canary alerts: one failed or slow request out of three is not a
+    verdict on a version.
+    """
+    by = "destination_service, destination_version"
+    return (
+        f'sum by ({by}) (rate(istio_requests_total{{reporter="destination"}}[{window}]))'
+        f" >= {min_rate:g}"
+    )
+
+
 def canary_p95_latency_expr(window: str) -> str:
     """p95 request duration per service version in milliseconds."""
     return (
@@ -152,11 +165,13 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     limit = settings.rate_limit
     breaker = settings.circuit_breaker
     version = "{{ $labels.destination_service }} version {{ $labels.destination_version }}"
+    by = "destination_service, destination_version"
     return [
         _alert(
             settings,
             "CanaryErrorRateHigh",
-            f"(\n{canary_error_ratio_expr(window)}\n) > {errors.threshold:g}",
+            f"(\n{canary_error_ratio_expr(window)}\n) > {errors.threshold:g}"
+            f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
             for_=errors.for_,
             severity=errors.severity,
             summary=f"{version} answers too many requests with 5xx",
@@ -170,7 +185,8 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
         _alert(
             settings,
             "CanaryLatencyHigh",
-            f"{canary_p95_latency_expr(window)}\n> {latency.threshold_ms:g}",
+            f"(\n{canary_p95_latency_expr(window)}\n) > {latency.threshold_ms:g}"
+            f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
             for_=latency.for_,
             severity=latency.severity,
             summary=f"{version} is slow",
@@ -258,10 +274,9 @@ def sidecar_pod_monitor_spec(settings: AlertsSettings) -> dict[str, Any]:
     """
     return {
         "selector": {
-            "matchExpressions": [
-                {"key": "security.istio.io/tlsMode", "operator": "Exists"},
-                {"key": "istio-prometheus-ignore", "operator": "DoesNotExist"},
-            ]
+            # Every pod: only proxies have the `http-envoy-prom` port, and the relabeling
+            # keeps the `istio-proxy` container, so sidecars and gateways alike are scraped.
+            "matchExpressions": [{"key": "istio-prometheus-ignore", "operator": "DoesNotExist"}]
         },
         "namespaceSelector": {"any": True},
         "jobLabel": "envoy-stats",

@@ -227,6 +227,15 @@ class AlertsSettings(SettingsModel):
             "scrapes, short enough that a 2m `for` reacts within 3 minutes."
         ),
     )
+    min_request_rate: float = Field(
+        default=0.1,
+        ge=0,
+        description=(
+            "Requests per second a service version must receive before the canary error "
+            "and latency alerts judge it. Default 0.1 (6 a minute): below that one failed "
+            "or slow request is noise, not a verdict. 0 judges every version."
+        ),
+    )
     canary_error_rate: ErrorRateAlert = Field(
         default_factory=ErrorRateAlert, description="`CanaryErrorRateHigh`."
     )

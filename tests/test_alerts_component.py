@@ -118,7 +118,7 @@ def test_istiod_service_monitor_reads_http_monitoring(render: Render) -> None:
 def test_rule_spec_is_the_builders_with_the_settings_thresholds(render: Render) -> None:
     rule = _objects(render)[("PrometheusRule", "meshstack-mesh-alerts")]
     assert rule["spec"] == rules.prometheus_rule_spec(SETTINGS.alerts)
-    assert rule["spec"]["groups"][0]["rules"][0]["expr"].endswith(") > 0.02")
+    assert ") > 0.02\nand on (" in rule["spec"]["groups"][0]["rules"][0]["expr"]
 
 
 def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Render) -> None:
@@ -184,10 +184,18 @@ def test_stacks_tune_their_alerts(stack_renders: dict[str, Render]) -> None:
         rule = _stack_objects(stack_renders, stack)[("PrometheusRule", "meshstack-mesh-alerts")]
         return next(r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == alert)
 
-    assert rule_of("eu-west-1", "CanaryErrorRateHigh")["expr"].endswith(") > 0.02")
-    assert rule_of("us-east-1", "CanaryErrorRateHigh")["expr"].endswith(") > 0.05")
-    assert rule_of("us-east-1", "CanaryLatencyHigh")["expr"].endswith("> 750")
+    assert ") > 0.02\nand on (" in rule_of("eu-west-1", "CanaryErrorRateHigh")["expr"]
+    assert ") > 0.05\nand on" in rule_of("us-east-1", "CanaryErrorRateHigh")["expr"]
+    assert ") > 750\nand on" in rule_of("us-east-1", "CanaryLatencyHigh")["expr"]
     assert "[2m]" in rule_of("ap-southeast-1", "CanaryErrorRateHigh")["expr"]
+    assert rule_of("eu-west-1", "CanaryLatencyHigh")["expr"].endswith(") >= 0.5")
+    eu_rule = _stack_objects(stack_renders, "eu-west-1")[
+        ("PrometheusRule", "meshstack-mesh-alerts")
+    ]
+    assert eu_rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule_of("ap-southeast-1", "RateLimitExceeded")["annotations"]["runbook_url"] == (
+        "https://runbooks.example.com/meshstack#ratelimitexceeded"
+    )
 
 
 def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render]) -> None:

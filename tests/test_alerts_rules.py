@@ -81,11 +81,12 @@ def test_every_expression_parses(rule: dict[str, Any]) -> None:
 def test_defaults_are_the_documented_thresholds() -> None:
     by_signal = _rules_by_signal(DEFAULTS)
     errors = by_signal[("CanaryErrorRateHigh", "")]
-    assert errors["expr"].endswith(") > 0.05")
+    assert ") > 0.05\nand on (" in errors["expr"]
     assert (errors["for"], errors["labels"]["severity"]) == ("2m", "critical")
     latency = by_signal[("CanaryLatencyHigh", "")]
-    assert latency["expr"].endswith("> 1000")
-    assert latency["expr"].startswith("histogram_quantile(0.95, ")
+    assert ") > 1000\nand on (" in latency["expr"]
+    assert errors["expr"].endswith(") >= 0.1") and latency["expr"].endswith(") >= 0.1")
+    assert latency["expr"].startswith("(\nhistogram_quantile(0.95, ")
     assert latency["for"] == "2m"
     assert by_signal[("RateLimitExceeded", "http_429")]["expr"].endswith(") > 0.1")
     assert by_signal[("RateLimitExceeded", "ratelimit_service")]["expr"].endswith(") > 1")
@@ -98,6 +99,7 @@ def test_thresholds_durations_and_severities_come_from_settings() -> None:
         {
             "runbookBaseUrl": "https://wiki.example.org/rb",
             "rateWindow": "2m",
+            "minRequestRate": 2,
             "canaryErrorRate": {"threshold": 0.02, "for": "1m", "severity": "warning"},
             "canaryLatency": {"thresholdMs": 250, "for": "3m", "severity": "critical"},
             "rateLimit": {"threshold": 0.3, "overLimitPerSecond": 7, "for": "10m"},
@@ -106,11 +108,12 @@ def test_thresholds_durations_and_severities_come_from_settings() -> None:
     )
     by_signal = _rules_by_signal(settings)
     errors = by_signal[("CanaryErrorRateHigh", "")]
-    assert errors["expr"].endswith(") > 0.02") and "[2m]" in errors["expr"]
+    assert ") > 0.02\nand on (" in errors["expr"] and "[2m]" in errors["expr"]
+    assert errors["expr"].endswith(") >= 2")
     assert (errors["for"], errors["labels"]["severity"]) == ("1m", "warning")
     assert "2% threshold for 1m" in errors["annotations"]["description"]
     latency = by_signal[("CanaryLatencyHigh", "")]
-    assert latency["expr"].endswith("> 250")
+    assert ") > 250\nand on (" in latency["expr"]
     assert (latency["for"], latency["labels"]["severity"]) == ("3m", "critical")
     assert by_signal[("RateLimitExceeded", "http_429")]["expr"].endswith(") > 0.3")
     assert by_signal[("RateLimitExceeded", "ratelimit_service")]["expr"].endswith(") > 7")
@@ -213,17 +216,17 @@ def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
     return {"series": f"{metric}{{{selector}}}", "values": values}
 
 
-def _requests(reporter: str, version: str, code: str, per_scrape: int) -> dict[str, str]:
+def _requests(reporter: str, version: str, code: str, per_scrape: float) -> dict[str, str]:
     labels = {
         "reporter": reporter,
         "destination_service": SERVICE,
         "destination_version": version,
         "response_code": code,
     }
-    return _series("istio_requests_total", labels, f"0+{per_scrape}x40")
+    return _series("istio_requests_total", labels, f"0+{per_scrape:g}x40")
 
 
-def _latency(version: str, cumulative: dict[str, int]) -> list[dict[str, str]]:
+def _latency(version: str, cumulative: dict[str, float]) -> list[dict[str, str]]:
     """Histogram buckets of `istio_request_duration_milliseconds`, counts per scrape."""
     return [
         _series(
@@ -234,7 +237,7 @@ def _latency(version: str, cumulative: dict[str, int]) -> list[dict[str, str]]:
                 "destination_version": version,
                 "le": le,
             },
-            f"0+{count}x40",
+            f"0+{count:g}x40",
         )
         for le, count in cumulative.items()
     ]
@@ -317,9 +320,29 @@ CASES = [
         ],
     ),
     Case(
+        "canary-5xx-silent-on-too-little-traffic",
+        "CanaryErrorRateHigh",
+        [
+            # Half the requests fail, but there are only 4 a minute: below minRequestRate.
+            _requests("destination", "canary", "200", 0.5),
+            _requests("destination", "canary", "503", 0.5),
+        ],
+    ),
+    Case(
+        "canary-5xx-on-little-traffic-fires-when-every-version-is-judged",
+        "CanaryErrorRateHigh",
+        [
+            _requests("destination", "canary", "200", 0.5),
+            _requests("destination", "canary", "503", 0.5),
+        ],
+        [Firing("", _canary("canary"), "50%")],
+        settings=AlertsSettings.model_validate({"minRequestRate": 0}),
+    ),
+    Case(
         "canary-slow-fires",
         "CanaryLatencyHigh",
         [
+            *HEALTHY_TRAFFIC,
             *_latency("stable", {"50": 60, "100": 100, "500": 100, "1000": 100, "2500": 100}),
             *_latency("stable", {"+Inf": 100}),
             # 10% answer within 500ms, the rest between 1s and 2.5s: p95 ~ 2417ms.
@@ -329,9 +352,19 @@ CASES = [
         [Firing("", _canary("canary"), "2417")],
     ),
     Case(
+        "canary-slow-silent-on-too-little-traffic",
+        "CanaryLatencyHigh",
+        [
+            _requests("destination", "canary", "200", 0.5),
+            *_latency("canary", {"50": 0, "100": 0, "500": 0, "1000": 0, "2500": 0.5}),
+            *_latency("canary", {"+Inf": 0.5}),
+        ],
+    ),
+    Case(
         "canary-fast-silent",
         "CanaryLatencyHigh",
         [
+            *HEALTHY_TRAFFIC,
             *_latency("canary", {"50": 60, "100": 100, "500": 100, "1000": 100, "2500": 100}),
             *_latency("canary", {"+Inf": 100}),
         ],
@@ -525,5 +558,5 @@ def test_any_valid_settings_give_rules_that_parse_and_validate(raw: dict[str, An
     }
     assert validate_manifest(resource) == []
     errors = rules.alert_rules(alerts)[0]
-    assert errors["expr"].endswith(f") > {alerts.canary_error_rate.threshold:g}")
+    assert f") > {alerts.canary_error_rate.threshold:g}\nand on (" in errors["expr"]
     assert errors["for"] == alerts.canary_error_rate.for_
