@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from components.alerts_settings import AlertsSettings, duration_seconds
+import pytest
+import yaml
+from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
+
+from components.alerts_settings import (
+    AlertsSettings,
+    AppMetrics,
+    DashboardSettings,
+    duration_seconds,
+)
 from components.settings import SettingsError
-from tests.conftest import make_settings
+from tests.conftest import STACKS, make_settings
+from tools.render import PROJECT_DIR
 
 
 def error_of(**overrides: object) -> str:
@@ -162,3 +173,47 @@ def test_metrics_path_must_be_absolute() -> None:
         'meshstack:services[0].metrics.path = "metrics": must be an HTTP path starting '
         "with '/', without spaces"
     )
+
+
+# --- the stack files exercise every option ----------------------------------------------------
+
+
+def _option_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
+    paths: set[str] = set()
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{info.alias or to_camel(name)}"
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            paths |= _option_paths(nested, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
+def _set_paths(value: Any, prefix: str) -> set[str]:
+    if not isinstance(value, dict):
+        return {prefix}
+    paths = {prefix}
+    for key, item in value.items():
+        if isinstance(item, dict) and not prefix.endswith("prometheusSelectorLabels"):
+            paths |= _set_paths(item, f"{prefix}.{key}")
+        else:
+            paths.add(f"{prefix}.{key}")
+    return paths
+
+
+def test_the_stack_files_exercise_every_alert_dashboard_and_metrics_option() -> None:
+    used: set[str] = set()
+    for stack in STACKS:
+        config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+        for key in ("alerts", "dashboard"):
+            used |= _set_paths(config.get(f"meshstack:{key}", {}), key)
+        for service in config.get("meshstack:services", []):
+            if "metrics" in service:
+                used |= _set_paths(service["metrics"], "metrics")
+    expected = (
+        _option_paths(AlertsSettings, "alerts.")
+        | _option_paths(DashboardSettings, "dashboard.")
+        | _option_paths(AppMetrics, "metrics.")
+    )
+    assert expected - used == set()
