@@ -11,6 +11,7 @@ from typing import Any, Final
 
 import pulumi
 
+from components.alerts import MeshAlerts
 from components.istio import IstioMesh
 from components.jaeger import JaegerStack
 from components.kiali import KialiRemoteAccess, KialiStack
@@ -53,6 +54,7 @@ class RegionMesh(pulumi.ComponentResource):
         else:
             KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
+        self.alerts = MeshAlerts(f"{name}-alerts", self.mesh, settings, opts=child)
 
         self.istio_namespace = self.mesh.namespace
         self.workload_namespaces = self.mesh.workload_namespaces
