@@ -263,7 +263,9 @@ class KialiSettings(SettingsModel):
     )
     openid_client_id: str = Field(default="", description="OpenID client id for `openid`.")
     view_only_mode: bool = Field(
-        default=False, description="Kiali cannot change mesh config. Default off."
+        default=True,
+        description="Kiali shows but cannot change mesh config. Default on: Pulumi owns the "
+        "Istio objects, and an edit made in Kiali would be drift the next `pulumi up` reverts.",
     )
     ingress_host: OptionalHost = Field(
         default="", description="Host of an Ingress to Kiali. Default: none, in-cluster only."
