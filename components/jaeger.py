@@ -170,6 +170,8 @@ def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str,
     jaeger: dict[str, Any] = {
         "replicas": settings.replicas,
         "resources": settings.resources.as_kubernetes(),
+        # Jaeger never calls the Kubernetes API; its sidecar has its own projected token.
+        "serviceAccount": {"automountServiceAccountToken": False},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
@@ -222,7 +224,7 @@ class JaegerStack(pulumi.ComponentResource):
     spokes reach the collector over mTLS through the east-west gateway), the Badger
     PersistentVolumeClaim (Badger storage only), and the jaeger chart. Secure defaults:
     one replica unless the store is external, persistent storage, non-root read-only
-    container, requests and limits, no Ingress unless a host is set.
+    container without an API token, requests and limits, no Ingress unless a host is set.
     """
 
     namespace: pulumi.Output[str]

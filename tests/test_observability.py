@@ -92,6 +92,8 @@ def test_badger_is_persistent_on_the_claim() -> None:
     }
     jaeger = values["jaeger"]
     assert jaeger["replicas"] == 1
+    assert jaeger["serviceAccount"] == {"automountServiceAccountToken": False}
+    assert jaeger["securityContext"]["runAsNonRoot"] is True
     assert jaeger["extraVolumes"] == [
         {"name": "badger-data", "persistentVolumeClaim": {"claimName": "jaeger-badger"}}
     ]
