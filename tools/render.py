@@ -17,6 +17,11 @@ writes to `build/STACK/`:
 Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
 `SECRET_PLACEHOLDER`. A settings error exits with status 2, prints the one-line message
 and writes nothing.
+
+`pulumi.StackReference`s (a spoke reading the observability hub) resolve from
+`offline/stack-references.yaml` (`STACK_REFERENCES_FILE`), which holds the referenced
+stacks' outputs as their own renders write them; a reference to a stack it does not list
+stops the render.
 """
 
 from __future__ import annotations
