@@ -26,6 +26,7 @@ from components.observability_settings import (
     TelemetrySettings,
 )
 from components.region import RegionMesh
+from components.settings import SettingsError
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import (
     PROJECT_DIR,
@@ -689,3 +690,33 @@ def test_stack_render_helper_loads_the_offline_file() -> None:
     render = render_stack("eu-west-1")
     reference = next(r for r in render.registrations if r.type == "pulumi:pulumi:StackReference")
     assert reference.inputs["name"] == "organization/meshstack/us-east-1"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["badger", "elasticsearch", "opensearch", "memory"]),
+    st.integers(min_value=1, max_value=5),
+    st.booleans(),
+)
+def test_jaeger_settings_either_scale_safely_or_fail_naming_replicas(
+    storage_type: str, replicas: int, ingress: bool
+) -> None:
+    storage: dict[str, Any] = {"type": storage_type}
+    if storage_type in ("elasticsearch", "opensearch"):
+        storage["serverUrls"] = ["https://search:9200"]
+    jaeger: dict[str, Any] = {"replicas": replicas, "storage": storage}
+    if ingress:
+        jaeger["ingressHost"] = "jaeger.example.com"
+    single_writer = storage_type in ("badger", "memory")
+    if single_writer and replicas > 1:
+        with pytest.raises(SettingsError) as caught:
+            make_settings(observability={"jaeger": jaeger})
+        assert str(caught.value).startswith(
+            f"meshstack:observability.jaeger.replicas = {replicas}: must be 1 with storage type"
+        )
+        return
+    values = j.jaeger_values(make_settings(observability={"jaeger": jaeger}).observability.jaeger)
+    assert values["jaeger"]["replicas"] == replicas
+    assert validate_helm_values("jaeger", values) == []
+    claims = values["jaeger"].get("extraVolumes", [])
+    assert bool(claims) == (storage_type == "badger")
