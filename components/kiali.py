@@ -137,13 +137,11 @@ def tracing_external_url(settings: StackSettings) -> str:
 class KialiStack(pulumi.ComponentResource):
     """Kiali in the JaegerStack's namespace, reading Prometheus, Jaeger and Istio.
 
-    Takes the IstioMesh (installed after its control plane, whose config Kiali reads) and
-    the JaegerStack (namespace and query URL), never strings.
-
-    Children: the login-token signing key (`RandomPassword`, a secret) and the
-    kiali-server chart, installed after Istio's control plane (Kiali reads its config
-    maps) and after Jaeger. Secure defaults: token login, anonymous refused unless allowed,
-    a stable secret signing key, requests and limits, no Ingress unless a host is set.
+    Receives the IstioMesh and the JaegerStack objects, never strings. Children: the
+    login-token signing key (`RandomPassword`, a secret) and the kiali-server chart,
+    installed after istiod (Kiali reads its config) and after Jaeger. Secure defaults:
+    token login, anonymous refused unless allowed, view-only, a stable secret signing key,
+    requests and limits, no Ingress unless a host is set.
     """
 
     namespace: pulumi.Output[str]

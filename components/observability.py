@@ -23,6 +23,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components import tracing
 from components.istio import IstioMesh
 from components.jaeger import JaegerStack
+from components.observability_settings import ObservabilitySettings
 from components.settings import StackSettings
 
 TELEMETRY_TOKEN: Final = "meshstack:observability:MeshTelemetry"
@@ -61,7 +62,7 @@ def hub_outputs(jaeger: JaegerStack) -> pulumi.Output[dict[str, Any]]:
 class HubReference(pulumi.ComponentResource):
     """A spoke's view of the observability hub, read from the hub stack's outputs.
 
-    Child: the `pulumi.StackReference` to `hub_stack`. Run `pulumi up` on the hub first:
+    Child: the `pulumi.StackReference` to `settings.hub_stack`. Run `pulumi up` on the hub first:
     until the hub has exported `observabilityHub`, a spoke's update fails with the
     missing output named.
     """
@@ -76,9 +77,13 @@ class HubReference(pulumi.ComponentResource):
     """The hub's Jaeger gRPC query URL."""
 
     def __init__(
-        self, name: str, hub_stack: str, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: ObservabilitySettings,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(HUB_REFERENCE_TOKEN, name, None, opts)
+        hub_stack = settings.hub_stack
         reference = pulumi.StackReference(
             f"{name}-stack", stack_name=hub_stack, opts=pulumi.ResourceOptions(parent=self)
         )

@@ -45,7 +45,7 @@ class RegionMesh(pulumi.ComponentResource):
         # Jaeger needs no Istio, and the mesh's tracing provider needs Jaeger's address.
         hub = settings.observability
         self.jaeger = JaegerStack(f"{name}-jaeger", settings, opts=child) if hub.is_hub else None
-        source = self.jaeger or HubReference(f"{name}-hub", hub.hub_stack, opts=child)
+        source = self.jaeger or HubReference(f"{name}-hub", hub, opts=child)
         self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=source.tracing_target)
         quiet = self.jaeger.namespace if self.jaeger else None
         MeshTelemetry(f"{name}-telemetry", settings, self.mesh, quiet_namespace=quiet, opts=child)

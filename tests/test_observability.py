@@ -594,7 +594,7 @@ def test_spoke_reads_the_hub_and_runs_no_jaeger_or_kiali() -> None:
 def test_spoke_without_offline_outputs_names_the_missing_stack() -> None:
     settings = make_settings(observability={"role": "spoke", "hubStack": "org/meshstack/nowhere"})
     with pytest.raises(RenderError, match="'org/meshstack/nowhere' has no offline outputs"):
-        run_with_provider(lambda opts: HubReference("h", settings.observability.hub_stack, opts))
+        run_with_provider(lambda opts: HubReference("h", settings.observability, opts))
 
 
 def test_mesh_without_tracing_gets_no_tracing_telemetry() -> None:
