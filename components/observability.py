@@ -41,7 +41,8 @@ HUB_KEYS: Final = (
     "queryGrpcUrl",
     "namespace",
 )
-"""Keys of the `observabilityHub` output; a spoke requires the first two."""
+"""Keys of the `observabilityHub` output; a spoke reads the collector host and port and the
+gRPC query URL (`HubReference`)."""
 
 TELEMETRY_API: Final = "telemetry.istio.io/v1"
 
