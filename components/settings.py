@@ -26,6 +26,13 @@ from components.settings_base import (
     SettingsError,
     SettingsModel,
 )
+from components.traffic_settings import (
+    ServiceRef,
+    ServiceTraffic,
+    TrafficSettings,
+    check_service,
+    check_stack,
+)
 
 __all__ = [
     "CONFIG_NAMESPACE",
@@ -85,6 +92,16 @@ class MeshService(SettingsModel):
         min_length=1,
         description="Versions (subsets) of the service. Default: one `stable` version.",
     )
+    delivery: Literal["static", "progressive"] = Field(
+        default="static",
+        description="`static`: the program routes it; `progressive`: Flagger does. Default static.",
+    )
+    calls: tuple[ServiceRef, ...] = Field(
+        default=(), description="Services it calls (`<namespace>/<name>`), for Sidecar scoping."
+    )
+    traffic: ServiceTraffic = Field(
+        default_factory=ServiceTraffic, description="Routing and resilience (docs/traffic.md)."
+    )
 
     @model_validator(mode="after")
     def _unique_versions(self) -> MeshService:
@@ -95,6 +112,7 @@ class MeshService(SettingsModel):
                     ("versions", index, "name"), version.name, "must be unique; it is repeated"
                 )
             seen.add(version.name)
+        check_service(self)
         return self
 
 
@@ -222,6 +240,9 @@ class StackSettings(SettingsModel):
         default=(),
         description="The mesh services of this region. Default: none.",
     )
+    traffic: TrafficSettings = Field(
+        default_factory=TrafficSettings, description="Gateways, bounds (docs/traffic.md)."
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
@@ -247,6 +268,7 @@ class StackSettings(SettingsModel):
                     f"must be unique in namespace {service.namespace!r}; it is repeated",
                 )
             seen.add(key)
+        check_stack(self)
         return self
 
     @property
