@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Annotated, Final, Literal
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar
 
 import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
 from pydantic import AfterValidator, Field, model_validator
@@ -193,6 +193,17 @@ def _retry_on(value: str) -> str:
     return value
 
 
+def _non_empty(items: tuple[T, ...]) -> tuple[T, ...]:
+    if not items:
+        raise ValueError("must have at least one item")
+    return items
+
+
+T = TypeVar("T")
+NonEmpty = Annotated[tuple[T, ...], AfterValidator(_non_empty)]
+"""A non-empty list. Checked after its items, so one bad item is reported once (pydantic's
+`min_length` would also report the list as too short)."""
+
 # --- per-route settings -------------------------------------------------------------------
 
 
@@ -241,8 +252,8 @@ class RetrySettings(SettingsModel):
 class CorsSettings(SettingsModel):
     """CORS policy of a route (`CorsPolicy`, with the current `allowOrigins`)."""
 
-    allow_origins: tuple[StringMatchSetting, ...] = Field(
-        min_length=1, description="Allowed origins (StringMatch list). Required."
+    allow_origins: NonEmpty[StringMatchSetting] = Field(
+        description="Allowed origins (StringMatch list). Required."
     )
     allow_methods: tuple[str, ...] = Field(
         default=("GET",), description="Allowed methods. Default GET only: least privilege."
@@ -329,9 +340,7 @@ class CanarySettings(SettingsModel):
             "Default: the split applies to all traffic."
         ),
     )
-    weights: tuple[SubsetWeight, ...] = Field(
-        min_length=1, description="Subset weights, summing to 100. Required."
-    )
+    weights: NonEmpty[SubsetWeight] = Field(description="Subset weights, summing to 100. Required.")
     stable: OptionalDnsLabel = Field(
         default="",
         description="Subset for requests outside `match`. Default: the first version.",
@@ -547,8 +556,8 @@ class ExposeSettings(SettingsModel):
     """Serve the service on public hosts through an ingress Gateway."""
 
     gateway: DnsLabel = Field(description="Name of an entry of `traffic.gateways`.")
-    hosts: tuple[Hostname, ...] = Field(
-        min_length=1, description="Public hosts; each must be served by the gateway."
+    hosts: NonEmpty[Hostname] = Field(
+        description="Public hosts; each must be served by the gateway."
     )
 
 
@@ -637,7 +646,7 @@ class GatewaySettings(SettingsModel):
     """An ingress Gateway for public hosts: HTTPS, and HTTP redirected to HTTPS."""
 
     name: DnsLabel = Field(description="Gateway name, in the ingress gateway's namespace.")
-    hosts: tuple[Hostname, ...] = Field(min_length=1, description="Hosts it serves.")
+    hosts: NonEmpty[Hostname] = Field(description="Hosts it serves.")
     credential_name: SecretName = Field(
         description="TLS Secret in the ingress gateway's namespace. Required."
     )
@@ -654,7 +663,9 @@ class TrafficSettings(SettingsModel):
         default=(), description="Ingress Gateways. Default: none."
     )
     ejection_detection_bound: Duration = Field(
-        default="1m", description="Max worst-case ejection detection time. Default 1m."
+        default="1m",
+        validate_default=True,
+        description="Max worst-case ejection detection time. Default 1m.",
     )
     outlier_request_gap: Duration = Field(
         default="1s",
@@ -805,9 +816,11 @@ def check_stack(settings: StackSettings) -> None:
             worst = ejection_detection_ms(outlier, settings.traffic.outlier_request_gap)
             if worst > bound:
                 raise RuleViolationError(
-                    (*where, *path, "outlierDetection"),
-                    outlier.model_dump(by_alias=True, exclude_none=True),
-                    f"worst-case ejection detection {format_duration(Decimal(worst))} exceeds "
+                    (*where, *path, "outlierDetection", "interval"),
+                    outlier.interval,
+                    f"worst-case ejection detection {format_duration(Decimal(worst))} "
+                    f"({outlier.errors_needed} errors x outlierRequestGap "
+                    f"{settings.traffic.outlier_request_gap} + interval) exceeds "
                     f"traffic.ejectionDetectionBound ({settings.traffic.ejection_detection_bound})",
                 )
 
