@@ -31,7 +31,7 @@ class RegionMesh(pulumi.ComponentResource):
     """Mesh id shared by all regions."""
     ingress_address: pulumi.Output[str]
     """Where public traffic enters this region; known after deploy."""
-    ejection_detection_seconds: pulumi.Output[dict[str, float]]
+    ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
     """Worst-case outlier ejection detection time per service (docs/traffic.md)."""
 
     def __init__(

@@ -25,7 +25,7 @@ TOKEN: Final = "meshstack:traffic:TrafficManagement"
 class TrafficManagement(pulumi.ComponentResource):
     """Gateways, CanaryRoutes, Sidecars and progressive delivery for one region."""
 
-    ejection_detection_seconds: pulumi.Output[dict[str, float]]
+    ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
     """Worst-case ejection detection time per `<namespace>/<name>`, every service."""
 
     def __init__(
@@ -41,7 +41,7 @@ class TrafficManagement(pulumi.ComponentResource):
         self.gateways = IngressGateways(f"{name}-gateways", traffic.gateways, mesh, opts=child)
         """The ingress Gateways."""
         backends = services_by_ref(settings)
-        ejection: dict[str, pulumi.Output[float]] = {}
+        ejection: dict[str, pulumi.Output[float | None]] = {}
         self.routes: dict[str, CanaryRoute] = {}
         """CanaryRoute per static service, keyed `<namespace>/<name>`."""
         for service in settings.services:

@@ -17,14 +17,17 @@ TOKEN: Final = "meshstack:traffic:CanaryRoute"
 NETWORKING_API: Final = "networking.istio.io/v1"
 
 
-def worst_ejection_seconds(service: MeshService, request_gap: str) -> float:
-    """Slowest worst-case ejection detection over the service's policies; 0 if none eject."""
+def worst_ejection_seconds(service: MeshService, request_gap: str) -> float | None:
+    """Slowest worst-case ejection detection over the service's policies.
+
+    None when outlier detection is off: such a service never ejects a failing host.
+    """
     times = [
         ejection_detection_ms(policy.outlier_detection, request_gap)
         for _, policy in effective_policies(service.traffic)
         if policy.outlier_detection is not None
     ]
-    return specs.ejection_seconds(max(times, default=0))
+    return specs.ejection_seconds(max(times)) if times else None
 
 
 class CanaryRoute(pulumi.ComponentResource):
@@ -38,8 +41,9 @@ class CanaryRoute(pulumi.ComponentResource):
 
     hosts: pulumi.Output[list[str]]
     """Hosts the VirtualService routes: the cluster-local FQDN, then public hosts."""
-    ejection_detection_seconds: pulumi.Output[float]
-    """Worst-case seconds from a host failing to its ejection (`traffic_settings`)."""
+    ejection_detection_seconds: pulumi.Output[float | None]
+    """Worst-case seconds from a host failing to its ejection (`traffic_settings`); None
+    when outlier detection is off."""
 
     def __init__(
         self,

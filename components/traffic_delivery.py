@@ -53,7 +53,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
     """Namespace of Flagger and the loadtester."""
     loadtester_url: pulumi.Output[str]
     """URL Flagger's webhooks call."""
-    ejection_detection_seconds: pulumi.Output[dict[str, float]]
+    ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
     """Worst-case ejection detection time per `<namespace>/<name>` (Canary trafficPolicy)."""
 
     def __init__(
