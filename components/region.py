@@ -11,6 +11,7 @@ from typing import Final
 
 import pulumi
 
+from components.alerts import MeshAlerts
 from components.istio import IstioMesh
 from components.settings import StackSettings
 from components.traffic import TrafficManagement
@@ -41,6 +42,9 @@ class RegionMesh(pulumi.ComponentResource):
         self.mesh = IstioMesh(f"{name}-istio", settings, opts=pulumi.ResourceOptions(parent=self))
         self.traffic = TrafficManagement(
             f"{name}-traffic", settings, self.mesh, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.alerts = MeshAlerts(
+            f"{name}-alerts", self.mesh, settings, opts=pulumi.ResourceOptions(parent=self)
         )
 
         self.istio_namespace = self.mesh.namespace

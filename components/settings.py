@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from components.alerts_settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -101,6 +102,10 @@ class MeshService(SettingsModel):
     )
     traffic: ServiceTraffic = Field(
         default_factory=ServiceTraffic, description="Routing and resilience (docs/traffic.md)."
+    )
+    metrics: AppMetrics | None = Field(
+        default=None,
+        description="Scrape the application's own metrics with a ServiceMonitor. Default: off.",
     )
 
     @model_validator(mode="after")
@@ -242,6 +247,14 @@ class StackSettings(SettingsModel):
     )
     traffic: TrafficSettings = Field(
         default_factory=TrafficSettings, description="Gateways, bounds (docs/traffic.md)."
+    )
+    alerts: AlertsSettings = Field(
+        default_factory=AlertsSettings,
+        description="Alert thresholds, scrape settings and runbooks (docs/alerts.md).",
+    )
+    dashboard: DashboardSettings = Field(
+        default_factory=DashboardSettings,
+        description="The Grafana mesh dashboard ConfigMap (docs/alerts.md).",
     )
 
     @model_validator(mode="after")
