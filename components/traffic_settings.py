@@ -541,9 +541,9 @@ def ejection_detection_ms(outlier: OutlierDetectionSettings, request_gap: str) -
 
     `N x request_gap + interval`, where N is the larger configured consecutive-error
     count and `request_gap` the longest assumed gap between two requests the failing host
-    receives. Envoy ejects on the N-th consecutive error as soon as it sees it, but only if
-    `maxEjectionPercent` allows; otherwise the ejection waits for the next sweep, at most
-    one `interval` later, to return a host to service. So N errors take up to
+    receives. Envoy ejects inline, on the N-th consecutive error, but not while
+    `maxEjectionPercent` hosts are already ejected; room is only made by the sweep that
+    runs every `interval` and returns hosts to service. So N errors take up to
     N x request_gap to arrive, plus up to one interval of sweep granularity.
     """
     return outlier.errors_needed * duration_ms(request_gap) + duration_ms(outlier.interval)
