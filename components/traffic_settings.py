@@ -561,6 +561,11 @@ class ExposeSettings(SettingsModel):
     )
 
 
+MIN_ANALYSIS_INTERVAL_MS: Final = 10_000
+"""Flagger runs rollout webhooks inside each interval; their timeouts (the load test's 5s)
+must stay below it."""
+
+
 class ProgressiveSettings(SettingsModel):
     """Flagger analysis of a `delivery: progressive` service."""
 
@@ -603,6 +608,12 @@ class ProgressiveSettings(SettingsModel):
         if duration_ms(self.interval) % 1000:
             raise RuleViolationError(
                 ("interval",), self.interval, "must be whole seconds (Flagger's format)"
+            )
+        if duration_ms(self.interval) < MIN_ANALYSIS_INTERVAL_MS:
+            raise RuleViolationError(
+                ("interval",),
+                self.interval,
+                "must be at least 10s: the rollout webhooks' timeouts must fit inside it",
             )
         return self
 

@@ -376,6 +376,13 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         f'{P}.progressive.interval = "1.500s": must be whole seconds (Flagger\'s format)',
     ),
     (
+        "progressive interval too short for the webhooks",
+        {"progressive": {"interval": "5s"}},
+        {"delivery": "progressive"},
+        f'{P}.progressive.interval = "5s": must be at least 10s: the rollout webhooks\' '
+        "timeouts must fit inside it",
+    ),
+    (
         "progressive and static canary",
         {"canary": {"weights": [{"subset": "stable", "weight": 100}]}},
         {"delivery": "progressive"},
