@@ -17,6 +17,7 @@ from components.jaeger import JaegerStack
 from components.kiali import KialiRemoteAccess, KialiStack
 from components.observability import HubReference, MeshTelemetry, hub_outputs
 from components.settings import StackSettings
+from components.traffic import TrafficManagement
 
 TOKEN: Final = "meshstack:region:RegionMesh"
 
@@ -36,6 +37,8 @@ class RegionMesh(pulumi.ComponentResource):
     """Where public traffic enters this region; known after deploy."""
     observability_hub: pulumi.Output[dict[str, Any]] | None
     """The hub's tracing endpoints for spokes (`observabilityHub`); None on a spoke."""
+    ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
+    """Worst-case outlier ejection detection time per service (docs/traffic.md)."""
 
     def __init__(
         self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
@@ -54,6 +57,7 @@ class RegionMesh(pulumi.ComponentResource):
         else:
             KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
+        self.traffic = TrafficManagement(f"{name}-traffic", settings, self.mesh, opts=child)
         self.alerts = MeshAlerts(f"{name}-alerts", self.mesh, settings, opts=child)
 
         self.istio_namespace = self.mesh.namespace
@@ -61,6 +65,7 @@ class RegionMesh(pulumi.ComponentResource):
         self.istio_version = self.mesh.version
         self.mesh_id = self.mesh.mesh_id
         self.ingress_address = self.mesh.ingress_address
+        self.ejection_detection_seconds = self.traffic.ejection_detection_seconds
         self.register_outputs(
             {
                 "istio_namespace": self.istio_namespace,
@@ -69,5 +74,6 @@ class RegionMesh(pulumi.ComponentResource):
                 "mesh_id": self.mesh_id,
                 "ingress_address": self.ingress_address,
                 "observability_hub": self.observability_hub,
+                "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )

@@ -28,6 +28,13 @@ from components.settings_base import (
     SettingsError,
     SettingsModel,
 )
+from components.traffic_settings import (
+    ServiceRef,
+    ServiceTraffic,
+    TrafficSettings,
+    check_service,
+    check_stack,
+)
 
 __all__ = [
     "CONFIG_NAMESPACE",
@@ -87,6 +94,16 @@ class MeshService(SettingsModel):
         min_length=1,
         description="Versions (subsets) of the service. Default: one `stable` version.",
     )
+    delivery: Literal["static", "progressive"] = Field(
+        default="static",
+        description="`static`: the program routes it; `progressive`: Flagger does. Default static.",
+    )
+    calls: tuple[ServiceRef, ...] = Field(
+        default=(), description="Services it calls (`<namespace>/<name>`), for Sidecar scoping."
+    )
+    traffic: ServiceTraffic = Field(
+        default_factory=ServiceTraffic, description="Routing and resilience (docs/traffic.md)."
+    )
     metrics: AppMetrics | None = Field(
         default=None,
         description="Scrape the application's own metrics with a ServiceMonitor. Default: off.",
@@ -101,6 +118,7 @@ class MeshService(SettingsModel):
                     ("versions", index, "name"), version.name, "must be unique; it is repeated"
                 )
             seen.add(version.name)
+        check_service(self)
         return self
 
 
@@ -229,6 +247,9 @@ class StackSettings(SettingsModel):
         default=(),
         description="The mesh services of this region. Default: none.",
     )
+    traffic: TrafficSettings = Field(
+        default_factory=TrafficSettings, description="Gateways, bounds (docs/traffic.md)."
+    )
     alerts: AlertsSettings = Field(
         default_factory=AlertsSettings,
         description="Alert thresholds, scrape settings and runbooks (docs/alerts.md).",
@@ -280,6 +301,7 @@ class StackSettings(SettingsModel):
                     override.namespace,
                     "must be a workload namespace of this region",
                 )
+        check_stack(self)
         return self
 
     @property
