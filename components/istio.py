@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_kubernetes.apiextensions import CustomResource
 
 from components import istio_values as values
 from components.helm import install_chart
@@ -127,35 +128,40 @@ class IstioMesh(pulumi.ComponentResource):
         )
         """istiod's chart: exists only once the CRDs and the validation webhook do."""
 
-        ingress_ns = namespace(
-            f"{name}-ingress-ns", values.INGRESS_NAMESPACE, injection, parent=self
-        )
-        ingress = install_chart(
-            f"{name}-ingress-gateway",
-            ISTIO_GATEWAY,
-            release=values.INGRESS.release,
-            namespace=ingress_ns.metadata.name,
-            values=values.gateway_values(settings, values.INGRESS),
-            parent=self,
-            depends_on=[self.control_plane],
-        )
-        self.gateways: list[pulumi.Resource] = [ingress]
-        """Gateway charts, in install order."""
-        if settings.egress_gateway:
-            egress_ns = namespace(
-                f"{name}-egress-ns", values.EGRESS_NAMESPACE, injection, parent=self
-            )
-            self.gateways.append(
-                install_chart(
-                    f"{name}-egress-gateway",
-                    ISTIO_GATEWAY,
-                    release=values.EGRESS.release,
-                    namespace=egress_ns.metadata.name,
-                    values=values.gateway_values(settings, values.EGRESS),
-                    parent=self,
-                    depends_on=[ingress],
+        gateway_namespaces = {values.ISTIO_NAMESPACE: istio_ns}
+        self.gateways: list[k8s.helm.v4.Chart] = []
+        """Gateway charts, in install order (each waits for the one before)."""
+        previous: pulumi.Resource = self.control_plane
+        for gateway in values.gateways(settings):
+            if gateway.namespace not in gateway_namespaces:
+                gateway_namespaces[gateway.namespace] = namespace(
+                    f"{name}-{gateway.key}-ns", gateway.namespace, injection, parent=self
                 )
+            chart = install_chart(
+                f"{name}-{gateway.key}-gateway",
+                ISTIO_GATEWAY,
+                release=gateway.release,
+                namespace=gateway_namespaces[gateway.namespace].metadata.name,
+                values=values.gateway_values(settings, gateway),
+                parent=self,
+                depends_on=[previous],
             )
+            self.gateways.append(chart)
+            previous = chart
+            if gateway.network_gateway:
+                CustomResource(
+                    f"{name}-cross-network-gateway",
+                    api_version="networking.istio.io/v1",
+                    kind="Gateway",
+                    metadata={
+                        "name": values.CROSS_NETWORK_GATEWAY,
+                        "namespace": istio_ns.metadata.name,
+                    },
+                    spec=values.cross_network_gateway_spec(),
+                    opts=self.custom_resource_options(self),
+                )
+        ingress_ns = gateway_namespaces[values.INGRESS.namespace]
+        ingress = self.gateways[0]
 
         self.namespace = istio_ns.metadata.name.apply(str)
         self.revision = pulumi.Output.from_input(revision)

@@ -21,6 +21,7 @@ INGRESS_NAMESPACE: Final = "istio-ingress"
 EGRESS_NAMESPACE: Final = "istio-egress"
 INGRESS_GATEWAY_NAME: Final = "istio-ingressgateway"
 EGRESS_GATEWAY_NAME: Final = "istio-egressgateway"
+EASTWEST_GATEWAY_NAME: Final = "istio-eastwestgateway"
 
 ISTIOD_RESOURCES: Final = {
     "requests": {"cpu": "500m", "memory": "2Gi"},
@@ -49,16 +50,61 @@ DRAIN_FRIENDLY_PDB: Final = {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": 
 class GatewaySpec:
     """Which gateway to install and how it is reached."""
 
+    key: str
+    """Short name used in Pulumi resource names (`<mesh>-<key>-gateway`)."""
     release: str
     namespace: str
     selector_label: str
     service_type: str
+    network_gateway: bool = False
+    """An east-west gateway: it carries the cluster's network and exposes port 15443."""
 
 
 INGRESS: Final = GatewaySpec(
-    INGRESS_GATEWAY_NAME, INGRESS_NAMESPACE, "ingressgateway", "LoadBalancer"
+    "ingress", INGRESS_GATEWAY_NAME, INGRESS_NAMESPACE, "ingressgateway", "LoadBalancer"
 )
-EGRESS: Final = GatewaySpec(EGRESS_GATEWAY_NAME, EGRESS_NAMESPACE, "egressgateway", "ClusterIP")
+EGRESS: Final = GatewaySpec(
+    "egress", EGRESS_GATEWAY_NAME, EGRESS_NAMESPACE, "egressgateway", "ClusterIP"
+)
+EASTWEST: Final = GatewaySpec(
+    "eastwest",
+    EASTWEST_GATEWAY_NAME,
+    ISTIO_NAMESPACE,
+    "eastwestgateway",
+    "LoadBalancer",
+    network_gateway=True,
+)
+"""Istio's multi-network recipe installs the east-west gateway beside istiod."""
+
+CROSS_NETWORK_GATEWAY: Final = "cross-network-gateway"
+"""Name of the Gateway that exposes this cluster's services to the other networks."""
+
+
+def gateways(settings: StackSettings) -> tuple[GatewaySpec, ...]:
+    """The gateways this region installs, in install order."""
+    return (
+        INGRESS,
+        *((EGRESS,) if settings.egress_gateway else ()),
+        *((EASTWEST,) if settings.east_west_gateway else ()),
+    )
+
+
+def cross_network_gateway_spec() -> dict[str, Any]:
+    """Gateway of the east-west gateway: mTLS passthrough of every `*.local` service.
+
+    AUTO_PASSTHROUGH routes on the SNI istiod's proxies set, so only mesh workloads of the
+    other regions (mTLS with the shared root CA) get through; nothing terminates here.
+    """
+    return {
+        "selector": gateway_selector(EASTWEST),
+        "servers": [
+            {
+                "port": {"number": 15443, "name": "tls", "protocol": "TLS"},
+                "tls": {"mode": "AUTO_PASSTHROUGH"},
+                "hosts": ["*.local"],
+            }
+        ],
+    }
 
 
 def gateway_selector(gateway: GatewaySpec) -> dict[str, str]:
@@ -147,9 +193,10 @@ def istiod_values(
 
 
 def gateway_values(settings: StackSettings, gateway: GatewaySpec) -> dict[str, Any]:
-    """Values of the `gateway` chart for the ingress or egress gateway."""
+    """Values of the `gateway` chart for the ingress, egress or east-west gateway."""
+    labels = {**gateway_selector(gateway), "app": gateway.release}
     values: dict[str, Any] = {
-        "labels": {**gateway_selector(gateway), "app": gateway.release},
+        "labels": labels,
         "autoscaling": {
             "enabled": True,
             "minReplicas": settings.gateway_replicas,
@@ -159,6 +206,13 @@ def gateway_values(settings: StackSettings, gateway: GatewaySpec) -> dict[str, A
         "resources": GATEWAY_RESOURCES,
         "service": {"type": gateway.service_type},
     }
+    if gateway.network_gateway:
+        # The chart then exposes `networkGatewayPorts` (15443 and istiod's 15012/15017)
+        # and asks istiod for this network's view of the mesh.
+        values["networkGateway"] = settings.effective_network
+        labels["topology.istio.io/network"] = settings.effective_network
+        if settings.east_west_gateway_service_annotations:
+            values["service"]["annotations"] = dict(settings.east_west_gateway_service_annotations)
     if settings.istio_revision:
         values["revision"] = settings.istio_revision
     return values

@@ -236,6 +236,22 @@ class StackSettings(SettingsModel):
             "the `prometheus-operated` Service the Prometheus Operator creates in `monitoring`."
         ),
     )
+    east_west_gateway: bool = Field(
+        default=True,
+        description=(
+            "Install the east-west gateway and its cross-network Gateway (mTLS passthrough "
+            "on 15443). Default on: every region is its own network, and cross-region "
+            "traffic (spokes' spans to the hub, failover) can only flow through it."
+        ),
+    )
+    east_west_gateway_service_annotations: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Annotations of the east-west gateway's LoadBalancer Service, e.g. to make it "
+            "an internal load balancer reachable only over the regions' private network. "
+            "Default: none (the cloud's default load balancer)."
+        ),
+    )
     workload_namespaces: tuple[DnsLabel, ...] = Field(
         default=(),
         description=(

@@ -9,6 +9,7 @@ from components import helm
 from components.istio import IstioMesh
 from components.region import RegionMesh
 from tests.conftest import by_name, make_settings, run_with_provider
+from tools.render import Render
 
 SETTINGS = make_settings(
     services=[
@@ -19,11 +20,11 @@ SETTINGS = make_settings(
 
 
 @pytest.fixture(scope="module")
-def mesh_render():  # type: ignore[no-untyped-def]
+def mesh_render() -> Render:
     return run_with_provider(lambda opts: IstioMesh("m", SETTINGS, opts=opts))
 
 
-def test_istio_mesh_children(mesh_render) -> None:  # type: ignore[no-untyped-def]
+def test_istio_mesh_children(mesh_render: Render) -> None:
     names = by_name(mesh_render)
     assert set(names) == {
         "test-kubernetes",
@@ -37,6 +38,8 @@ def test_istio_mesh_children(mesh_render) -> None:  # type: ignore[no-untyped-de
         "m-istiod",
         "m-ingress-gateway",
         "m-egress-gateway",
+        "m-eastwest-gateway",
+        "m-cross-network-gateway",
     }
     component = names["m"]
     for name, registration in names.items():
@@ -44,21 +47,39 @@ def test_istio_mesh_children(mesh_render) -> None:  # type: ignore[no-untyped-de
             assert registration.parent == component.urn, f"{name} is not parented to the mesh"
 
 
-def test_every_child_uses_the_explicit_provider(mesh_render) -> None:  # type: ignore[no-untyped-def]
+def test_every_child_uses_the_explicit_provider(mesh_render: Render) -> None:
     provider_urn = by_name(mesh_render)["test-kubernetes"].urn
     for r in mesh_render.registrations:
         if r.type.startswith("kubernetes:"):
             assert r.provider == provider_urn, r.name
 
 
-def test_install_order_base_istiod_ingress_egress(mesh_render) -> None:  # type: ignore[no-untyped-def]
+def test_install_order_base_istiod_ingress_egress(mesh_render: Render) -> None:
     names = by_name(mesh_render)
     assert names["m-base"].urn in names["m-istiod"].dependencies
     assert names["m-istiod"].urn in names["m-ingress-gateway"].dependencies
     assert names["m-ingress-gateway"].urn in names["m-egress-gateway"].dependencies
+    assert names["m-egress-gateway"].urn in names["m-eastwest-gateway"].dependencies
 
 
-def test_namespaces_are_retained_and_injected(mesh_render) -> None:  # type: ignore[no-untyped-def]
+def test_cross_network_gateway_waits_for_istiod_and_selects_the_east_west_gateway(
+    mesh_render: Render,
+) -> None:
+    names = by_name(mesh_render)
+    gateway = names["m-cross-network-gateway"]
+    assert names["m-istiod"].urn in gateway.dependencies
+    assert gateway.inputs["metadata"] == {
+        "name": "cross-network-gateway",
+        "namespace": "istio-system",
+    }
+    assert gateway.inputs["spec"]["selector"] == {"istio": "eastwestgateway"}
+    charts = {c["name"]: c for c in mesh_render.helm_charts()}
+    eastwest = charts["istio-eastwestgateway"]
+    assert eastwest["namespace"] == "istio-system"
+    assert eastwest["values"]["networkGateway"] == "network-test-region"
+
+
+def test_namespaces_are_retained_and_injected(mesh_render: Render) -> None:
     names = by_name(mesh_render)
     for name in ("m-istio-system", "m-ns-shop", "m-ns-bank", "m-ingress-ns", "m-egress-ns"):
         assert names[name].retain_on_delete, name
@@ -67,9 +88,15 @@ def test_namespaces_are_retained_and_injected(mesh_render) -> None:  # type: ign
     assert "istio-injection" not in names["m-istio-system"].inputs["metadata"]["labels"]
 
 
-def test_charts_are_pinned_and_get_their_values(mesh_render) -> None:  # type: ignore[no-untyped-def]
+def test_charts_are_pinned_and_get_their_values(mesh_render: Render) -> None:
     charts = {c["name"]: c for c in mesh_render.helm_charts()}
-    assert set(charts) == {"istio-base", "istiod", "istio-ingressgateway", "istio-egressgateway"}
+    assert set(charts) == {
+        "istio-base",
+        "istiod",
+        "istio-ingressgateway",
+        "istio-egressgateway",
+        "istio-eastwestgateway",
+    }
     for chart in charts.values():
         assert chart["version"] == "1.30.3"
         assert chart["repository"] == "https://istio-release.storage.googleapis.com/charts"
@@ -78,11 +105,17 @@ def test_charts_are_pinned_and_get_their_values(mesh_render) -> None:  # type: i
     assert charts["istiod"]["values"]["global"]["meshID"] == "meshstack"
 
 
-def test_egress_gateway_is_optional() -> None:
-    settings = make_settings(egressGateway=False)
+def test_egress_and_east_west_gateways_are_optional() -> None:
+    settings = make_settings(egressGateway=False, eastWestGateway=False)
     render = run_with_provider(lambda opts: IstioMesh("m", settings, opts=opts))
-    assert "m-egress-gateway" not in by_name(render)
-    assert "m-egress-ns" not in by_name(render)
+    names = by_name(render)
+    for gone in (
+        "m-egress-gateway",
+        "m-egress-ns",
+        "m-eastwest-gateway",
+        "m-cross-network-gateway",
+    ):
+        assert gone not in names
 
 
 def test_revision_labels_namespaces_and_names_istiod() -> None:

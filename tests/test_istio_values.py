@@ -91,3 +91,34 @@ def test_stable_validation_policy_stays_off_so_envoyfilters_are_admitted() -> No
 def test_istio_namespace_is_labelled_with_its_network() -> None:
     labels = v.istio_namespace_labels(make_settings(network="net-a"))
     assert labels == {"topology.istio.io/network": "net-a"}
+
+
+def test_gateways_install_in_order_and_follow_settings() -> None:
+    assert v.gateways(make_settings()) == (v.INGRESS, v.EGRESS, v.EASTWEST)
+    no_extras = make_settings(egressGateway=False, eastWestGateway=False)
+    assert v.gateways(no_extras) == (v.INGRESS,)
+
+
+def test_east_west_gateway_carries_the_network() -> None:
+    values = v.gateway_values(make_settings(network="net-a"), v.EASTWEST)
+    assert values["networkGateway"] == "net-a"
+    assert values["labels"]["topology.istio.io/network"] == "net-a"
+    assert values["labels"]["istio"] == "eastwestgateway"
+    assert "annotations" not in values["service"]
+    assert "networkGateway" not in v.gateway_values(make_settings(), v.INGRESS)
+
+
+def test_east_west_service_annotations_come_from_settings() -> None:
+    annotations = {"service.beta.kubernetes.io/aws-load-balancer-scheme": "internal"}
+    settings = make_settings(eastWestGatewayServiceAnnotations=annotations)
+    assert v.gateway_values(settings, v.EASTWEST)["service"]["annotations"] == annotations
+    assert "annotations" not in v.gateway_values(settings, v.INGRESS)["service"]
+
+
+def test_cross_network_gateway_passes_mtls_through_for_mesh_services_only() -> None:
+    spec = v.cross_network_gateway_spec()
+    assert spec["selector"] == {"istio": "eastwestgateway"}
+    (server,) = spec["servers"]
+    assert server["port"]["number"] == 15443
+    assert server["tls"] == {"mode": "AUTO_PASSTHROUGH"}
+    assert server["hosts"] == ["*.local"]

@@ -26,6 +26,8 @@ def test_defaults_are_production_ready() -> None:
     assert settings.gateway_replicas == 2
     assert settings.access_logging is True
     assert settings.egress_gateway is True
+    assert settings.east_west_gateway is True, "regions are separate networks"
+    assert settings.east_west_gateway_service_annotations == {}
     assert settings.istio_revision == ""
     assert settings.services == ()
 
