@@ -11,7 +11,10 @@ from typing import Final
 
 import pulumi
 
+from components.guardrails import NamespaceGuardrails
 from components.istio import IstioMesh
+from components.ratelimit import RateLimiter
+from components.security import MeshSecurity
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:region:RegionMesh"
@@ -36,6 +39,12 @@ class RegionMesh(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         self.mesh = IstioMesh(f"{name}-istio", settings, opts=pulumi.ResourceOptions(parent=self))
+        child = pulumi.ResourceOptions(parent=self)
+        self.security = MeshSecurity(f"{name}-security", self.mesh, settings, opts=child)
+        self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
+        self.guardrails = NamespaceGuardrails(
+            f"{name}-guardrails", self.mesh, settings.namespaces, settings.guardrails, opts=child
+        )
 
         self.istio_namespace = self.mesh.namespace
         self.workload_namespaces = self.mesh.workload_namespaces

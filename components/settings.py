@@ -18,6 +18,9 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from components.guardrails_settings import GuardrailSettings
+from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
+from components.security_settings import AllowRule, JwtSettings, SecuritySettings
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -84,6 +87,15 @@ class MeshService(SettingsModel):
         default=(ServiceVersion(name="stable"),),
         min_length=1,
         description="Versions (subsets) of the service. Default: one `stable` version.",
+    )
+    rate_limit: ServiceRateLimit = Field(
+        default=ServiceRateLimit(), description="Local (per-pod) rate limit; see docs."
+    )
+    jwt: JwtSettings | None = Field(
+        default=None, description="JWT issuer the service accepts. Default: none."
+    )
+    authorization: tuple[AllowRule, ...] = Field(
+        default=(), description="ALLOW rules on top of default-deny. Default: none."
     )
 
     @model_validator(mode="after")
@@ -222,6 +234,15 @@ class StackSettings(SettingsModel):
         default=(),
         description="The mesh services of this region. Default: none.",
     )
+    rate_limit: RateLimitSettings = Field(
+        default=RateLimitSettings(), description="Local limits and per-client quotas."
+    )
+    security: SecuritySettings = Field(
+        default=SecuritySettings(), description="mTLS exceptions and trusted namespaces."
+    )
+    guardrails: GuardrailSettings = Field(
+        default_factory=GuardrailSettings, description="ResourceQuota and LimitRange per namespace."
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
@@ -262,7 +283,11 @@ class StackSettings(SettingsModel):
     @property
     def namespaces(self) -> tuple[str, ...]:
         """Every workload namespace, sorted: those of the services plus the extra ones."""
-        return tuple(sorted({s.namespace for s in self.services} | set(self.workload_namespaces)))
+        quota = self.rate_limit.quota
+        extra = {quota.namespace} if quota.enabled else set()
+        return tuple(
+            sorted({s.namespace for s in self.services} | set(self.workload_namespaces) | extra)
+        )
 
 
 # --- building the model from Pulumi config ------------------------------------------------
