@@ -175,7 +175,6 @@ class QuotaSettings(SettingsModel):
     )
     tiers: tuple[QuotaTier, ...] = Field(
         default=DEFAULT_TIERS,
-        min_length=1,
         description="Client tiers. Default: `free`, 60 requests per minute.",
     )
     clients: tuple[QuotaClient, ...] = Field(

@@ -16,10 +16,10 @@ from typing import Any, Final
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tools.verify import reference_dir
 
 from components import ratelimit_specs as specs
 from components.ratelimit_settings import QuotaClient, QuotaSettings, QuotaTier
+from tools.verify import reference_dir
 
 VALID_KEYS: Final = frozenset(
     {
