@@ -10,7 +10,7 @@ stays above the sidecar's limit.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -70,16 +70,17 @@ class NamespaceGuardrails(pulumi.ComponentResource):
         if guardrails.enabled:
             for ns in namespaces:
                 ns_name = mesh.workload_namespace(ns).metadata.name
+                # Specs are plain dicts (schema-checked by the tests), not the SDK's TypedDicts.
                 k8s.core.v1.ResourceQuota(
                     f"{name}-{ns}-quota",
                     metadata=k8s.meta.v1.ObjectMetaArgs(name=QUOTA_NAME, namespace=ns_name),
-                    spec=resource_quota_spec(guardrails),
+                    spec=cast(Any, resource_quota_spec(guardrails)),
                     opts=pulumi.ResourceOptions(parent=self),
                 )
                 k8s.core.v1.LimitRange(
                     f"{name}-{ns}-limits",
                     metadata=k8s.meta.v1.ObjectMetaArgs(name=LIMIT_RANGE_NAME, namespace=ns_name),
-                    spec=limit_range_spec(guardrails),
+                    spec=cast(Any, limit_range_spec(guardrails)),
                     opts=pulumi.ResourceOptions(parent=self),
                 )
                 guarded.append(ns_name)

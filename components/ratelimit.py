@@ -9,7 +9,7 @@ injected namespace, the descriptor ConfigMap, the Redis password (a Pulumi secre
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -131,28 +131,30 @@ class RateLimiter(pulumi.ComponentResource):
                 opts=child,
             )
         after_secret = pulumi.ResourceOptions(parent=self, depends_on=[secret])
+        # Specs are plain dicts (schema-checked by the tests); the SDK types them as deep
+        # TypedDicts, hence the casts.
         k8s.apps.v1.Deployment(
             f"{name}-redis",
             metadata=metadata(specs.REDIS_NAME),
-            spec=specs.redis_deployment_spec(),
+            spec=cast(Any, specs.redis_deployment_spec()),
             opts=after_secret,
         )
         k8s.core.v1.Service(
             f"{name}-redis-service",
             metadata=metadata(specs.REDIS_NAME),
-            spec=specs.redis_service_spec(),
+            spec=cast(Any, specs.redis_service_spec()),
             opts=child,
         )
         k8s.apps.v1.Deployment(
             f"{name}-ratelimit",
             metadata=metadata(specs.RATELIMIT_NAME),
-            spec=specs.ratelimit_deployment_spec(quota),
+            spec=cast(Any, specs.ratelimit_deployment_spec(quota)),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, config]),
         )
         k8s.core.v1.Service(
             f"{name}-ratelimit-service",
             metadata=metadata(specs.RATELIMIT_NAME),
-            spec=specs.ratelimit_service_spec(),
+            spec=cast(Any, specs.ratelimit_service_spec()),
             opts=child,
         )
         for policy, spec in specs.ratelimit_allow_specs(
