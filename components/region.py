@@ -11,11 +11,13 @@ from typing import Final
 
 import pulumi
 
+from components.alerts import MeshAlerts
 from components.guardrails import NamespaceGuardrails
 from components.istio import IstioMesh
 from components.ratelimit import RateLimiter
 from components.security import MeshSecurity
 from components.settings import StackSettings
+from components.traffic import TrafficManagement
 
 TOKEN: Final = "meshstack:region:RegionMesh"
 
@@ -33,12 +35,20 @@ class RegionMesh(pulumi.ComponentResource):
     """Mesh id shared by all regions."""
     ingress_address: pulumi.Output[str]
     """Where public traffic enters this region; known after deploy."""
+    ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
+    """Worst-case outlier ejection detection time per service (docs/traffic.md)."""
 
     def __init__(
         self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         self.mesh = IstioMesh(f"{name}-istio", settings, opts=pulumi.ResourceOptions(parent=self))
+        self.traffic = TrafficManagement(
+            f"{name}-traffic", settings, self.mesh, opts=pulumi.ResourceOptions(parent=self)
+        )
+        self.alerts = MeshAlerts(
+            f"{name}-alerts", self.mesh, settings, opts=pulumi.ResourceOptions(parent=self)
+        )
         child = pulumi.ResourceOptions(parent=self)
         self.security = MeshSecurity(f"{name}-security", self.mesh, settings, opts=child)
         self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
@@ -51,6 +61,7 @@ class RegionMesh(pulumi.ComponentResource):
         self.istio_version = self.mesh.version
         self.mesh_id = self.mesh.mesh_id
         self.ingress_address = self.mesh.ingress_address
+        self.ejection_detection_seconds = self.traffic.ejection_detection_seconds
         self.register_outputs(
             {
                 "istio_namespace": self.istio_namespace,
@@ -58,5 +69,6 @@ class RegionMesh(pulumi.ComponentResource):
                 "istio_version": self.istio_version,
                 "mesh_id": self.mesh_id,
                 "ingress_address": self.ingress_address,
+                "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )

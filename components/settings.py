@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from components.alerts_settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.guardrails_settings import GuardrailSettings
 from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
 from components.security_settings import AllowRule, JwtSettings, SecuritySettings
@@ -28,6 +29,13 @@ from components.settings_base import (
     RuleViolationError,
     SettingsError,
     SettingsModel,
+)
+from components.traffic_settings import (
+    ServiceRef,
+    ServiceTraffic,
+    TrafficSettings,
+    check_service,
+    check_stack,
 )
 
 __all__ = [
@@ -97,6 +105,20 @@ class MeshService(SettingsModel):
     authorization: tuple[AllowRule, ...] = Field(
         default=(), description="ALLOW rules on top of default-deny. Default: none."
     )
+    delivery: Literal["static", "progressive"] = Field(
+        default="static",
+        description="`static`: the program routes it; `progressive`: Flagger does. Default static.",
+    )
+    calls: tuple[ServiceRef, ...] = Field(
+        default=(), description="Services it calls (`<namespace>/<name>`), for Sidecar scoping."
+    )
+    traffic: ServiceTraffic = Field(
+        default_factory=ServiceTraffic, description="Routing and resilience (docs/traffic.md)."
+    )
+    metrics: AppMetrics | None = Field(
+        default=None,
+        description="Scrape the application's own metrics with a ServiceMonitor. Default: off.",
+    )
 
     @model_validator(mode="after")
     def _unique_versions(self) -> MeshService:
@@ -107,6 +129,7 @@ class MeshService(SettingsModel):
                     ("versions", index, "name"), version.name, "must be unique; it is repeated"
                 )
             seen.add(version.name)
+        check_service(self)
         return self
 
 
@@ -243,6 +266,17 @@ class StackSettings(SettingsModel):
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings, description="ResourceQuota and LimitRange per namespace."
     )
+    traffic: TrafficSettings = Field(
+        default_factory=TrafficSettings, description="Gateways, bounds (docs/traffic.md)."
+    )
+    alerts: AlertsSettings = Field(
+        default_factory=AlertsSettings,
+        description="Alert thresholds, scrape settings and runbooks (docs/alerts.md).",
+    )
+    dashboard: DashboardSettings = Field(
+        default_factory=DashboardSettings,
+        description="The Grafana mesh dashboard ConfigMap (docs/alerts.md).",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
@@ -268,6 +302,7 @@ class StackSettings(SettingsModel):
                     f"must be unique in namespace {service.namespace!r}; it is repeated",
                 )
             seen.add(key)
+        check_stack(self)
         return self
 
     @property

@@ -202,8 +202,9 @@ def test_pulumi_yaml_declares_every_scalar_setting_with_the_model_default() -> N
     for name, info in StackSettings.model_fields.items():
         alias = info.alias or name
         default = info.get_default(call_default_factory=True)
-        structured = default and isinstance(default, tuple) and not isinstance(default[0], str)
-        structured = structured or isinstance(default, BaseModel)
+        structured = isinstance(default, BaseModel) or (
+            default and isinstance(default, tuple) and not isinstance(default[0], str)
+        )
         if structured or alias == "services":
             continue
         assert alias in declarations, f"meshstack:{alias} is not declared in Pulumi.yaml"

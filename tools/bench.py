@@ -29,12 +29,40 @@ SERVICES_PER_NAMESPACE = 10
 
 def generated_service(index: int) -> dict[str, Any]:
     """A representative mesh service; every option the stacks use appears at scale."""
-    return {
+    service: dict[str, Any] = {
         "name": f"svc-{index:04d}",
         "namespace": f"team-{index // SERVICES_PER_NAMESPACE:03d}",
         "port": 8080,
         "versions": [{"name": "stable"}, {"name": "canary"}],
     }
+    if index:
+        previous = index - 1
+        service["calls"] = [f"team-{previous // SERVICES_PER_NAMESPACE:03d}/svc-{previous:04d}"]
+    if index % SERVICES_PER_NAMESPACE == 0:
+        # One progressive service per namespace: a Flagger Canary instead of a VS and DR.
+        service["delivery"] = "progressive"
+        return service
+    service["traffic"] = {
+        "canary": {
+            "match": {"header": "x-user-id", "regex": "^canary-.*"},
+            "weights": [{"subset": "canary", "weight": 5}, {"subset": "stable", "weight": 95}],
+        },
+        "routes": [
+            {
+                "name": "status",
+                "exact": "/status",
+                "timeout": "2s",
+                "retries": {"attempts": 1, "perTryTimeout": "1s"},
+            },
+            {"name": "api", "prefix": "/api/v1"},
+        ],
+        "policy": {
+            "connectionPool": {"maxConnections": 100, "http2MaxRequests": 400},
+            "outlierDetection": {"consecutive5xxErrors": 5, "interval": "10s"},
+        },
+        "expose": {"gateway": "public", "hosts": [f"svc-{index:04d}.shop.example.com"]},
+    }
+    return service
 
 
 def generated_config(size: int) -> dict[str, str]:

@@ -1,0 +1,104 @@
+"""The three region stacks between them exercise every traffic option the issue names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import STACKS
+from tools.render import Render
+
+
+def objects(render: Render, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (o["metadata"].get("namespace", ""), o["metadata"]["name"]): o
+        for o in render.kubernetes_objects()
+        if o["kind"] == kind
+    }
+
+
+def test_fingerprint_api_header_canary_with_hashing_on_the_user(
+    stack_renders: dict[str, Render],
+) -> None:
+    for stack in STACKS:
+        vs = objects(stack_renders[stack], "VirtualService")["identity", "fingerprint-api"]
+        canary = next(r for r in vs["spec"]["http"] if r["name"] == "default-canary")
+        assert canary["match"][-1]["headers"]["x-user-id"] == {"regex": "^canary-.*"}
+        assert {d["destination"]["subset"]: d["weight"] for d in canary["route"]} == {
+            "canary": 5,
+            "stable": 95,
+        }
+        dr = objects(stack_renders[stack], "DestinationRule")["identity", "fingerprint-api"]
+        assert dr["spec"]["trafficPolicy"]["loadBalancer"] == {
+            "consistentHash": {"httpHeaderName": "x-user-id"}
+        }
+
+
+def test_revenue_engine_split_mirror_circuit_breaking_and_admin_route(
+    stack_renders: dict[str, Render],
+) -> None:
+    render = stack_renders["us-east-1"]
+    vs = objects(render, "VirtualService")["revenue", "revenue-engine"]["spec"]
+    default = next(r for r in vs["http"] if r["name"] == "default")
+    assert {d["destination"]["subset"]: d["weight"] for d in default["route"]} == {
+        "v1": 80,
+        "v2": 20,
+    }
+    assert default["mirror"]["subset"] == "v2"
+    assert default["mirrorPercentage"] == {"value": 25}
+    admin = next(r for r in vs["http"] if r["name"] == "admin")
+    assert admin["match"] == [{"uri": {"prefix": "/api/v1/admin"}}]
+    assert admin["route"][0]["destination"]["host"] == "admin-service.revenue.svc.cluster.local"
+    policy = objects(render, "DestinationRule")["revenue", "revenue-engine"]["spec"]
+    assert set(policy["trafficPolicy"]["connectionPool"]) == {"tcp", "http"}
+    assert policy["trafficPolicy"]["outlierDetection"]["consecutiveLocalOriginFailures"] == 3
+
+
+def test_a_progressive_service_and_flagger_in_some_stacks(
+    stack_renders: dict[str, Render],
+) -> None:
+    with_canaries = [s for s in STACKS if objects(stack_renders[s], "Canary")]
+    assert with_canaries
+    for stack in with_canaries:
+        charts = {c["chart"] for c in stack_renders[stack].helm_charts()}
+        assert {"flagger", "loadtester"} <= charts
+        for key in objects(stack_renders[stack], "Canary"):
+            assert key not in objects(stack_renders[stack], "VirtualService")
+            assert key not in objects(stack_renders[stack], "DestinationRule")
+
+
+def test_chaos_drill_in_exactly_one_region(stack_renders: dict[str, Render]) -> None:
+    drilling = [
+        stack
+        for stack in STACKS
+        if any(
+            "fault" in route
+            for vs in objects(stack_renders[stack], "VirtualService").values()
+            for route in vs["spec"]["http"]
+        )
+    ]
+    assert drilling == ["eu-west-1"]
+
+
+def test_a_public_host_on_the_gateway(stack_renders: dict[str, Render]) -> None:
+    for stack in ("us-east-1", "eu-west-1"):
+        gateways = objects(stack_renders[stack], "Gateway")
+        assert ("istio-ingress", "public") in gateways
+        vs = objects(stack_renders[stack], "VirtualService")["identity", "fingerprint-api"]
+        assert vs["spec"]["gateways"] == ["istio-ingress/public", "mesh"]
+
+
+def test_every_stack_exports_ejection_detection_times(stack_renders: dict[str, Render]) -> None:
+    for stack in STACKS:
+        times = stack_renders[stack].outputs["ejectionDetectionSeconds"]
+        assert times, stack
+        for service, seconds in times.items():
+            assert seconds is None or 0 < seconds <= 60, (stack, service)
+    assert stack_renders["us-east-1"].outputs["ejectionDetectionSeconds"] == {
+        "identity/fingerprint-api": 12.5,
+        "markets/market-data": 12.5,
+        # Outlier detection off: it never ejects.
+        "revenue/admin-service": None,
+        # max(5 x 5xx, 3 local-origin) = 5 errors x 500ms gap + 5s interval; the v2
+        # subset's own policy (3 x 500ms + 5s = 6.5s) is faster, so the service's counts.
+        "revenue/revenue-engine": 7.5,
+    }
