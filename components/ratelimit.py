@@ -19,7 +19,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components import ratelimit_specs as specs
 from components.istio import IstioMesh
-from components.security_specs import ingress_gateway_principal
+from components.security_specs import ingress_gateway_principal, workload_apps
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:ratelimit:RateLimiter"
@@ -57,21 +57,21 @@ class RateLimiter(pulumi.ComponentResource):
         local_names: list[str] = []
         if rate_limit.local.enabled:
             for service in settings.services:
-                filter_name = f"{service.name}-local-ratelimit"
-                CustomResource(
-                    f"{name}-{service.namespace}-{service.name}-local",
-                    api_version=ENVOY_FILTER_API,
-                    kind="EnvoyFilter",
-                    metadata={
-                        "name": filter_name,
-                        "namespace": mesh.workload_namespace(service.namespace).metadata.name,
-                    },
-                    spec=specs.local_ratelimit_spec(
-                        service.name, service.port, rate_limit.local, service.rate_limit
-                    ),
-                    opts=mesh.custom_resource_options(self),
-                )
-                local_names.append(f"{service.namespace}/{filter_name}")
+                ns_name = mesh.workload_namespace(service.namespace).metadata.name
+                # A Flagger primary's pods are `app: <name>-primary`: they get their own filter.
+                for app in workload_apps(service.name, service.delivery == "progressive"):
+                    filter_name = f"{app}-local-ratelimit"
+                    CustomResource(
+                        f"{name}-{service.namespace}-{app}-local",
+                        api_version=ENVOY_FILTER_API,
+                        kind="EnvoyFilter",
+                        metadata={"name": filter_name, "namespace": ns_name},
+                        spec=specs.local_ratelimit_spec(
+                            app, service.port, rate_limit.local, service.rate_limit
+                        ),
+                        opts=mesh.custom_resource_options(self),
+                    )
+                    local_names.append(f"{service.namespace}/{filter_name}")
 
         quota = rate_limit.quota
         address, domain = "", ""

@@ -46,7 +46,19 @@ class MeshSecurity(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         security = settings.security
-        trusted = sorted({*security.trusted_source_namespaces, settings.observability_namespace})
+        trusted = sorted(
+            {
+                *security.trusted_source_namespaces,
+                settings.observability_namespace,
+                # Flagger's load tester sends the canary's acceptance and load traffic.
+                settings.traffic.flagger_namespace,
+            }
+        )
+        callers: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for caller in settings.services:
+            for ref in caller.calls:
+                namespace, _, callee = ref.partition("/")
+                callers.setdefault((namespace, callee), []).append((caller.namespace, caller.name))
 
         self._resource(
             f"{name}-mesh-mtls",
@@ -67,46 +79,37 @@ class MeshSecurity(pulumi.ComponentResource):
             )
         for ns in settings.namespaces:
             ns_name = mesh.workload_namespace(ns).metadata.name
-            for policy, spec in specs.namespace_policies(trusted, security.public_paths).items():
+            for policy_name, spec in specs.namespace_policies(
+                trusted, security.public_paths
+            ).items():
                 self._resource(
-                    f"{name}-{ns}-{policy}",
+                    f"{name}-{ns}-{policy_name}",
                     "AuthorizationPolicy",
-                    policy,
+                    policy_name,
                     namespace=ns_name,
                     spec=spec,
                     mesh=mesh,
                 )
         for service in settings.services:
             ns_name = mesh.workload_namespace(service.namespace).metadata.name
-            prefix = f"{name}-{service.namespace}-{service.name}"
-            if service.jwt is not None:
-                self._resource(
-                    f"{prefix}-jwt",
-                    "RequestAuthentication",
-                    f"{service.name}-jwt",
-                    namespace=ns_name,
-                    spec=specs.request_authentication_spec(service.name, service.jwt),
-                    mesh=mesh,
-                )
-                self._resource(
-                    f"{prefix}-require-jwt",
-                    "AuthorizationPolicy",
-                    f"{service.name}-require-jwt",
-                    namespace=ns_name,
-                    spec=specs.require_jwt_spec(
-                        service.name, service.jwt, trusted, security.public_paths
-                    ),
-                    mesh=mesh,
-                )
-            if service.authorization:
-                self._resource(
-                    f"{prefix}-allow",
-                    "AuthorizationPolicy",
-                    f"{service.name}-allow",
-                    namespace=ns_name,
-                    spec=specs.service_allow_spec(service.name, service.authorization),
-                    mesh=mesh,
-                )
+            principals = specs.caller_principals(callers.get((service.namespace, service.name), []))
+            for app in specs.workload_apps(service.name, service.delivery == "progressive"):
+                for policy in specs.service_policies(
+                    app,
+                    jwt=service.jwt,
+                    rules=service.authorization,
+                    caller_principals=principals,
+                    trusted_namespaces=trusted,
+                    public_paths=security.public_paths,
+                ):
+                    self._resource(
+                        f"{name}-{service.namespace}-{policy.name}",
+                        policy.kind,
+                        policy.name,
+                        namespace=ns_name,
+                        spec=policy.spec,
+                        mesh=mesh,
+                    )
 
         self.mtls_mode = pulumi.Output.from_input("STRICT")
         self.trusted_namespaces = pulumi.Output.from_input(trusted)

@@ -184,8 +184,9 @@ class SecuritySettings(SettingsModel):
         default=("monitoring",),
         description=(
             "Namespaces whose workloads may call any workload (Prometheus scraping app "
-            "metrics ports, the Flagger load tester). The observability namespace is "
-            "always added. Default `monitoring`, where the Prometheus Operator runs."
+            "metrics ports). The observability namespace and Flagger's namespace (load "
+            "tester) are always added. Default `monitoring`, where the Prometheus Operator "
+            "runs."
         ),
     )
     public_paths: tuple[str, ...] = Field(

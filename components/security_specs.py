@@ -12,6 +12,7 @@ with any ALLOW policy present a request must match one of them):
 - `allow-public-paths` keeps `GET /health`, `/status`… reachable for every caller;
 - `<service>-allow` holds the service's own rules (service accounts, gateway, JWT
   identities and claims, paths, methods);
+- `<service>-allow-callers` lets in the services whose `calls` name this one;
 - `<service>-require-jwt` (DENY) rejects requests without a JWT on protected paths.
 
 Sidecar ports 15020 (health probes rewritten by istiod, merged Prometheus metrics) and
@@ -22,6 +23,7 @@ kubelet probes and sidecar scraping work under default-deny without a rule.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 from components.istio_values import INGRESS
@@ -47,6 +49,31 @@ def ingress_gateway_principal() -> str:
     """Identity of the ingress gateway: the chart names its service account after the
     release (`istio_values.INGRESS`), in the gateway's namespace."""
     return workload_principal(INGRESS.namespace, INGRESS.release)
+
+
+PRIMARY_SUFFIX: Final = "-primary"
+"""Flagger runs a progressive service's stable pods as `<name>-primary`, relabelled
+`app: <name>-primary`, next to the canary pods that keep `app: <name>`."""
+
+
+def workload_apps(name: str, progressive: bool) -> tuple[str, ...]:
+    """The `app` label values of a service's pods: with Flagger, also the primary's."""
+    return (name, f"{name}{PRIMARY_SUFFIX}") if progressive else (name,)
+
+
+def caller_principals(calls: Iterable[tuple[str, str]]) -> list[str]:
+    """Identities of calling services, `(namespace, name)`: each workload is assumed to run
+    as a service account named after its service (the convention `calls` relies on)."""
+    return sorted({workload_principal(namespace, name) for namespace, name in calls})
+
+
+def callers_allow_spec(app: str, principals: Sequence[str]) -> dict[str, Any]:
+    """ALLOW the services that declare `calls` to this one, on pods `app: <app>`."""
+    return {
+        "selector": _selector(app),
+        "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": list(principals)}}]}],
+    }
 
 
 def mesh_peer_authentication_spec() -> dict[str, Any]:
@@ -183,4 +210,50 @@ def namespace_policies(
     }
     if public_paths:
         policies[ALLOW_PUBLIC] = public_paths_spec(public_paths)
+    return policies
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One security object of a workload: kind, metadata name and spec."""
+
+    kind: str
+    name: str
+    spec: dict[str, Any]
+
+
+def service_policies(
+    app: str,
+    *,
+    jwt: JwtSettings | None,
+    rules: Sequence[AllowRule],
+    caller_principals: Sequence[str],
+    trusted_namespaces: Iterable[str],
+    public_paths: Sequence[str],
+) -> list[Policy]:
+    """The per-workload objects of pods `app: <app>`, named after `app`."""
+    policies: list[Policy] = []
+    if jwt is not None:
+        policies.append(
+            Policy("RequestAuthentication", f"{app}-jwt", request_authentication_spec(app, jwt))
+        )
+        policies.append(
+            Policy(
+                "AuthorizationPolicy",
+                f"{app}-require-jwt",
+                require_jwt_spec(app, jwt, trusted_namespaces, public_paths),
+            )
+        )
+    if rules:
+        policies.append(
+            Policy("AuthorizationPolicy", f"{app}-allow", service_allow_spec(app, rules))
+        )
+    if caller_principals:
+        policies.append(
+            Policy(
+                "AuthorizationPolicy",
+                f"{app}-allow-callers",
+                callers_allow_spec(app, caller_principals),
+            )
+        )
     return policies

@@ -305,3 +305,22 @@ def test_local_part_can_be_switched_off() -> None:
 
     render = run_with_provider(build)
     assert not [o for o in render.kubernetes_objects() if o["kind"] == "EnvoyFilter"]
+
+
+def test_a_flagger_primary_gets_its_own_local_filter() -> None:
+    settings = make_settings(
+        services=[{"name": "a", "namespace": "n", "delivery": "progressive"}],
+    )
+
+    def build(opts: Any) -> None:
+        RateLimiter("rl", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+
+    filters = {
+        o["metadata"]["name"]: o["spec"]["workloadSelector"]["labels"]
+        for o in run_with_provider(build).kubernetes_objects()
+        if o["kind"] == "EnvoyFilter"
+    }
+    assert filters == {
+        "a-local-ratelimit": {"app": "a"},
+        "a-primary-local-ratelimit": {"app": "a-primary"},
+    }

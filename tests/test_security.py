@@ -328,7 +328,12 @@ def test_policies_per_namespace_and_service(render) -> None:  # type: ignore[no-
         ("markets", "market-data-allow"),
     }
     trusted = policies[("revenue", "allow-trusted-namespaces")]["spec"]["rules"][0]
-    assert trusted["from"][0]["source"]["namespaces"] == ["loadtest", "monitoring", "obs"]
+    assert trusted["from"][0]["source"]["namespaces"] == [
+        "flagger-system",
+        "loadtest",
+        "monitoring",
+        "obs",
+    ], "settings, the observability namespace and Flagger's (load tester) namespace"
     authn = _objects(render, "RequestAuthentication")
     assert authn[("revenue", "revenue-engine-jwt")]["spec"]["jwtRules"][0]["issuer"] == ISSUER
 
@@ -378,3 +383,68 @@ def test_exceptions_and_jwt_rules_are_exercised_by_the_stacks(stack_renders: Any
     assert any("selector" not in s and s["mtls"]["mode"] == "PERMISSIVE" for s in peer)
     jwt = [o for o in objects if o["kind"] == "RequestAuthentication"]
     assert any(o["metadata"]["name"] == "revenue-engine-jwt" for o in jwt)
+
+
+# --- service-to-service calls and Flagger primaries -----------------------------------------
+
+
+def test_workload_apps_include_the_flagger_primary() -> None:
+    assert specs.workload_apps("api", progressive=False) == ("api",)
+    assert specs.workload_apps("api", progressive=True) == ("api", "api-primary")
+
+
+def test_callers_are_allowed_by_their_service_identity() -> None:
+    principals = specs.caller_principals([("shop", "web"), ("shop", "web"), ("bank", "ledger")])
+    assert principals == ["cluster.local/ns/bank/sa/ledger", "cluster.local/ns/shop/sa/web"]
+    assert specs.callers_allow_spec("api", principals) == {
+        "selector": {"matchLabels": {"app": "api"}},
+        "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": principals}}]}],
+    }
+
+
+def test_service_policies_are_named_after_the_workload() -> None:
+    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    policies = specs.service_policies(
+        "api-primary",
+        jwt=jwt,
+        rules=(AllowRule(methods=("GET",)),),
+        caller_principals=["cluster.local/ns/a/sa/b"],
+        trusted_namespaces=["monitoring"],
+        public_paths=["/health"],
+    )
+    assert [(p.kind, p.name) for p in policies] == [
+        ("RequestAuthentication", "api-primary-jwt"),
+        ("AuthorizationPolicy", "api-primary-require-jwt"),
+        ("AuthorizationPolicy", "api-primary-allow"),
+        ("AuthorizationPolicy", "api-primary-allow-callers"),
+    ]
+    for policy in policies:
+        assert policy.spec["selector"] == {"matchLabels": {"app": "api-primary"}}
+
+
+def test_calls_and_progressive_delivery_in_the_component() -> None:
+    settings = make_settings(
+        services=[
+            {"name": "web", "namespace": "shop", "calls": ["bank/ledger"]},
+            {
+                "name": "ledger",
+                "namespace": "bank",
+                "delivery": "progressive",
+                "authorization": [{"fromIngressGateway": True}],
+            },
+        ]
+    )
+
+    def build(opts: Any) -> None:
+        MeshSecurity("sec", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+
+    policies = _objects(run_with_provider(build), "AuthorizationPolicy")
+    for app in ("ledger", "ledger-primary"):
+        callers = policies[("bank", f"{app}-allow-callers")]["spec"]
+        assert callers["selector"] == {"matchLabels": {"app": app}}
+        assert callers["rules"][0]["from"][0]["source"]["principals"] == [
+            "cluster.local/ns/shop/sa/web"
+        ]
+        assert ("bank", f"{app}-allow") in policies
+    assert ("shop", "web-allow-callers") not in policies
