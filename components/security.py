@@ -60,6 +60,15 @@ class MeshSecurity(pulumi.ComponentResource):
                 namespace, _, callee = ref.partition("/")
                 callers.setdefault((namespace, callee), []).append((caller.namespace, caller.name))
 
+        exposed: set[tuple[str, str]] = set()
+        for service in settings.services:
+            if service.traffic.expose is not None:
+                exposed.add((service.namespace, service.name))
+                for route in service.traffic.routes:
+                    if route.backend is not None:
+                        namespace, _, backend = route.backend.partition("/")
+                        exposed.add((namespace, backend))
+
         self._resource(
             f"{name}-mesh-mtls",
             "PeerAuthentication",
@@ -101,6 +110,7 @@ class MeshSecurity(pulumi.ComponentResource):
                     caller_principals=principals,
                     trusted_namespaces=trusted,
                     public_paths=security.public_paths,
+                    exposed=(service.namespace, service.name) in exposed,
                 ):
                     self._resource(
                         f"{name}-{service.namespace}-{policy.name}",

@@ -76,6 +76,16 @@ def callers_allow_spec(app: str, principals: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def ingress_gateway_allow_spec(app: str) -> dict[str, Any]:
+    """ALLOW everything the ingress gateway forwards to pods `app: <app>` (an exposed
+    service without rules of its own; with rules, the rules decide)."""
+    return {
+        "selector": _selector(app),
+        "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": [ingress_gateway_principal()]}}]}],
+    }
+
+
 def mesh_peer_authentication_spec() -> dict[str, Any]:
     """Mesh-wide STRICT mTLS: in the root namespace, without a selector."""
     return {"mtls": {"mode": "STRICT"}}
@@ -230,8 +240,13 @@ def service_policies(
     caller_principals: Sequence[str],
     trusted_namespaces: Iterable[str],
     public_paths: Sequence[str],
+    exposed: bool = False,
 ) -> list[Policy]:
-    """The per-workload objects of pods `app: <app>`, named after `app`."""
+    """The per-workload objects of pods `app: <app>`, named after `app`.
+
+    `exposed`: the ingress gateway forwards to this service (it is exposed, or the backend
+    of an exposed route); without rules of its own it then accepts the gateway.
+    """
     policies: list[Policy] = []
     if jwt is not None:
         policies.append(
@@ -247,6 +262,14 @@ def service_policies(
     if rules:
         policies.append(
             Policy("AuthorizationPolicy", f"{app}-allow", service_allow_spec(app, rules))
+        )
+    if exposed and not rules:
+        policies.append(
+            Policy(
+                "AuthorizationPolicy",
+                f"{app}-allow-ingress-gateway",
+                ingress_gateway_allow_spec(app),
+            )
         )
     if caller_principals:
         policies.append(

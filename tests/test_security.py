@@ -448,3 +448,46 @@ def test_calls_and_progressive_delivery_in_the_component() -> None:
         ]
         assert ("bank", f"{app}-allow") in policies
     assert ("shop", "web-allow-callers") not in policies
+
+
+def test_exposed_service_without_rules_accepts_the_ingress_gateway() -> None:
+    assert specs.ingress_gateway_allow_spec("web") == {
+        "selector": {"matchLabels": {"app": "web"}},
+        "action": "ALLOW",
+        "rules": [
+            {
+                "from": [
+                    {
+                        "source": {
+                            "principals": ["cluster.local/ns/istio-ingress/sa/istio-ingressgateway"]
+                        }
+                    }
+                ]
+            }
+        ],
+    }
+    common: dict[str, Any] = {
+        "jwt": None,
+        "caller_principals": [],
+        "trusted_namespaces": [],
+        "public_paths": [],
+    }
+    exposed = specs.service_policies("web", rules=(), exposed=True, **common)
+    assert [p.name for p in exposed] == ["web-allow-ingress-gateway"]
+    with_rules = specs.service_policies(
+        "web", rules=(AllowRule(methods=("GET",)),), exposed=True, **common
+    )
+    assert [p.name for p in with_rules] == ["web-allow"], "with rules, the rules decide"
+    assert specs.service_policies("web", rules=(), exposed=False, **common) == []
+
+
+def test_stacks_open_exposed_services_and_route_backends_to_the_gateway(
+    stack_renders: Any,
+) -> None:
+    names = {
+        (o["metadata"]["namespace"], o["metadata"]["name"])
+        for o in stack_renders["us-east-1"].kubernetes_objects()
+        if o["kind"] == "AuthorizationPolicy"
+    }
+    assert ("identity", "fingerprint-api-allow-ingress-gateway") in names
+    assert ("revenue", "revenue-engine-allow-ingress-gateway") not in names, "not exposed"
