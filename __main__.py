@@ -49,3 +49,5 @@ pulumi.export("istioNamespace", region.istio_namespace)
 pulumi.export("workloadNamespaces", region.workload_namespaces)
 pulumi.export("ingressGatewayAddress", region.ingress_address)
 pulumi.export("ejectionDetectionSeconds", region.ejection_detection_seconds)
+if region.observability_hub is not None:
+    pulumi.export("observabilityHub", region.observability_hub)

@@ -21,6 +21,7 @@ from components import istio_values as values
 from components.helm import install_chart
 from components.kube import namespace
 from components.settings import StackSettings
+from components.tracing import TracingTarget
 from components.versions import ISTIO_BASE, ISTIO_GATEWAY, ISTIO_VERSION, ISTIOD
 
 TOKEN: Final = "meshstack:istio:IstioMesh"
@@ -43,14 +44,26 @@ def _service_address(resources: Sequence[Any] | None) -> pulumi.Output[str] | st
     return services[0].status.apply(_load_balancer_address)
 
 
+def _istiod_values(
+    settings: StackSettings, tracing: TracingTarget | None
+) -> pulumi.Input[dict[str, Any]]:
+    """istiod values; with a tracing target they wait for its (Output) address."""
+    if tracing is None:
+        return values.istiod_values(settings)
+    return pulumi.Output.all(tracing.service, tracing.port).apply(
+        lambda target: values.istiod_values(settings, str(target[0]), int(target[1]))
+    )
+
+
 class IstioMesh(pulumi.ComponentResource):
     """Istio 1.30 for one region: namespaces, `base`, `istiod`, ingress and egress gateways.
 
     Children: the `istio-system`, `istio-ingress`, `istio-egress` and workload namespaces
     (retained on delete, injection enabled where workloads run), and one Helm chart per
     Istio component. Secure defaults: ≥2 istiod and gateway replicas with drain-friendly
-    PodDisruptionBudgets, HPAs, requests and limits everywhere, JSON access logs, and the
-    validation webhook pinned to `Fail`.
+    PodDisruptionBudgets, HPAs, requests and limits everywhere, and the validation webhook
+    pinned to `Fail`. With `tracing`, meshConfig gets an OTLP `opentelemetry` extension
+    provider to that target (the Telemetry API selects it; `components.tracing`).
     """
 
     namespace: pulumi.Output[str]
@@ -75,8 +88,12 @@ class IstioMesh(pulumi.ComponentResource):
         name: str,
         settings: StackSettings,
         opts: pulumi.ResourceOptions | None = None,
+        *,
+        tracing: TracingTarget | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
+        self.tracing_target = tracing
+        """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
         revision = settings.istio_revision
         injection = values.injection_labels(revision)
 
@@ -104,7 +121,7 @@ class IstioMesh(pulumi.ComponentResource):
             ISTIOD,
             release=f"istiod-{revision}" if revision else "istiod",
             namespace=istio_ns.metadata.name,
-            values=values.istiod_values(settings),
+            values=_istiod_values(settings, tracing),
             parent=self,
             depends_on=[base],
         )

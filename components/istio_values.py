@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from components.settings import StackSettings
+from components.tracing import OTLP_GRPC_PORT, extension_providers
 
 ISTIO_NAMESPACE: Final = "istio-system"
 INGRESS_NAMESPACE: Final = "istio-ingress"
@@ -90,9 +91,15 @@ def base_values(settings: StackSettings) -> dict[str, Any]:
     }
 
 
-def mesh_config(settings: StackSettings) -> dict[str, Any]:
-    """`meshConfig` of istiod: access logs and the extra Envoy stats the alerts need."""
-    config: dict[str, Any] = {
+def mesh_config(
+    settings: StackSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
+) -> dict[str, Any]:
+    """`meshConfig` of istiod: extension providers and the extra Envoy stats the alerts need.
+
+    Access logs are not configured here (`accessLogFile`) but through the Telemetry API,
+    which selects the `extensionProviders` defined here (see `components.tracing`).
+    """
+    return {
         "defaultConfig": {
             # Apps must not start before their proxy, or their first calls fail.
             "holdApplicationUntilProxyStarts": True,
@@ -101,15 +108,17 @@ def mesh_config(settings: StackSettings) -> dict[str, Any]:
             },
         },
         "enablePrometheusMerge": True,
+        "extensionProviders": extension_providers(tracing_service, tracing_port),
     }
-    if settings.access_logging:
-        config["accessLogFile"] = "/dev/stdout"
-        config["accessLogEncoding"] = "JSON"
-    return config
 
 
-def istiod_values(settings: StackSettings) -> dict[str, Any]:
-    """Values of the `istiod` chart: multi-cluster identity, production sizing, meshConfig."""
+def istiod_values(
+    settings: StackSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
+) -> dict[str, Any]:
+    """Values of the `istiod` chart: multi-cluster identity, production sizing, meshConfig.
+
+    `tracing_service`/`tracing_port`: the OTLP/gRPC collector spans go to, if any.
+    """
     values: dict[str, Any] = {
         "autoscaleEnabled": True,
         "autoscaleMin": settings.istiod_replicas,
@@ -130,7 +139,7 @@ def istiod_values(settings: StackSettings) -> dict[str, Any]:
             "proxy": {"resources": PROXY_RESOURCES},
             "defaultPodDisruptionBudget": {"enabled": True},
         },
-        "meshConfig": mesh_config(settings),
+        "meshConfig": mesh_config(settings, tracing_service, tracing_port),
     }
     if settings.istio_revision:
         values["revision"] = settings.istio_revision

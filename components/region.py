@@ -7,13 +7,16 @@ hands both here.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import pulumi
 
 from components.alerts import MeshAlerts
 from components.guardrails import NamespaceGuardrails
 from components.istio import IstioMesh
+from components.jaeger import JaegerStack
+from components.kiali import KialiRemoteAccess, KialiStack
+from components.observability import HubReference, MeshTelemetry, hub_outputs
 from components.ratelimit import RateLimiter
 from components.security import MeshSecurity
 from components.settings import StackSettings
@@ -35,6 +38,8 @@ class RegionMesh(pulumi.ComponentResource):
     """Mesh id shared by all regions."""
     ingress_address: pulumi.Output[str]
     """Where public traffic enters this region; known after deploy."""
+    observability_hub: pulumi.Output[dict[str, Any]] | None
+    """The hub's tracing endpoints for spokes (`observabilityHub`); None on a spoke."""
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
     """Worst-case outlier ejection detection time per service (docs/traffic.md)."""
 
@@ -42,14 +47,21 @@ class RegionMesh(pulumi.ComponentResource):
         self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        self.mesh = IstioMesh(f"{name}-istio", settings, opts=pulumi.ResourceOptions(parent=self))
-        self.traffic = TrafficManagement(
-            f"{name}-traffic", settings, self.mesh, opts=pulumi.ResourceOptions(parent=self)
-        )
-        self.alerts = MeshAlerts(
-            f"{name}-alerts", self.mesh, settings, opts=pulumi.ResourceOptions(parent=self)
-        )
         child = pulumi.ResourceOptions(parent=self)
+        # Jaeger needs no Istio, and the mesh's tracing provider needs Jaeger's address.
+        hub = settings.observability
+        self.jaeger = JaegerStack(f"{name}-jaeger", settings, opts=child) if hub.is_hub else None
+        source = self.jaeger or HubReference(f"{name}-hub", hub, opts=child)
+        self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=source.tracing_target)
+        quiet = self.jaeger.namespace if self.jaeger else None
+        MeshTelemetry(f"{name}-telemetry", settings, self.mesh, quiet_namespace=quiet, opts=child)
+        if self.jaeger:
+            KialiStack(f"{name}-kiali", settings, self.mesh, self.jaeger, opts=child)
+        else:
+            KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
+        self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
+        self.traffic = TrafficManagement(f"{name}-traffic", settings, self.mesh, opts=child)
+        self.alerts = MeshAlerts(f"{name}-alerts", self.mesh, settings, opts=child)
         self.security = MeshSecurity(f"{name}-security", self.mesh, settings, opts=child)
         self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
         self.guardrails = NamespaceGuardrails(
@@ -69,6 +81,7 @@ class RegionMesh(pulumi.ComponentResource):
                 "istio_version": self.istio_version,
                 "mesh_id": self.mesh_id,
                 "ingress_address": self.ingress_address,
+                "observability_hub": self.observability_hub,
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from components.alerts_settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.guardrails_settings import GuardrailSettings
+from components.observability_settings import ObservabilitySettings
 from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
 from components.security_settings import AllowRule, JwtSettings, SecuritySettings
 from components.settings_base import (
@@ -186,8 +187,9 @@ class StackSettings(SettingsModel):
     access_logging: bool = Field(
         default=True,
         description=(
-            "Envoy access logs to stdout as JSON. Default on: the first thing an operator "
-            "needs when a request fails, and cheap next to tracing."
+            "Envoy access logs to stdout as JSON, switched by the mesh-wide Telemetry "
+            "(per-namespace overrides in `observability.telemetry`). Default on: the first "
+            "thing an operator needs when a request fails, and cheap next to tracing."
         ),
     )
     proxy_stats_inclusion_regexps: tuple[str, ...] = Field(
@@ -277,6 +279,11 @@ class StackSettings(SettingsModel):
         default_factory=DashboardSettings,
         description="The Grafana mesh dashboard ConfigMap (docs/alerts.md).",
     )
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings,
+        description="Tracing, Telemetry, Jaeger, Kiali and the observability hub. Default: "
+        "this region is its own hub with Badger-backed Jaeger and token-auth Kiali.",
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
@@ -302,6 +309,19 @@ class StackSettings(SettingsModel):
                     f"must be unique in namespace {service.namespace!r}; it is repeated",
                 )
             seen.add(key)
+        if self.observability_namespace in self.namespaces:
+            raise RuleViolationError(
+                ("observabilityNamespace",),
+                self.observability_namespace,
+                "must not be a workload namespace; Jaeger and Kiali own it",
+            )
+        for index, override in enumerate(self.observability.telemetry.namespaces):
+            if override.namespace not in self.namespaces:
+                raise RuleViolationError(
+                    ("observability", "telemetry", "namespaces", index, "namespace"),
+                    override.namespace,
+                    "must be a workload namespace of this region",
+                )
         check_stack(self)
         return self
 

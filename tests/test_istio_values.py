@@ -33,11 +33,27 @@ def test_webhook_failure_policy_is_pinned_for_chart_v4() -> None:
     assert v.istiod_values(make_settings())["base"] == {"validationFailurePolicy": "Fail"}
 
 
-def test_access_logging_toggles_mesh_config() -> None:
-    on = v.mesh_config(make_settings())
-    assert (on["accessLogFile"], on["accessLogEncoding"]) == ("/dev/stdout", "JSON")
-    off = v.mesh_config(make_settings(accessLogging=False))
-    assert "accessLogFile" not in off
+def test_access_logs_are_a_json_provider_not_mesh_config_files() -> None:
+    """Access logging goes through the Telemetry API only (components.tracing)."""
+    for access_logging in (True, False):
+        config = v.mesh_config(make_settings(accessLogging=access_logging))
+        assert "accessLogFile" not in config
+        assert "accessLogEncoding" not in config
+        assert config["extensionProviders"] == [
+            {
+                "name": "envoy-json",
+                "envoyFileAccessLog": {"path": "/dev/stdout", "logFormat": {"labels": {}}},
+            }
+        ]
+
+
+def test_tracing_target_becomes_an_opentelemetry_provider() -> None:
+    values = v.istiod_values(make_settings(), "jaeger.obs.svc.cluster.local", 4317)
+    providers = values["meshConfig"]["extensionProviders"]
+    assert providers[0] == {
+        "name": "jaeger-otlp",
+        "opentelemetry": {"service": "jaeger.obs.svc.cluster.local", "port": 4317},
+    }
 
 
 def test_proxy_stats_matcher_comes_from_settings() -> None:

@@ -55,6 +55,7 @@ def test_valid_settings_always_render_and_validate(
     assert [e for obj in objects for e in validate_manifest(obj)] == []
     namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
     expected = {s["namespace"] for s in service_list} | {"istio-system", "istio-ingress"}
+    expected.add("observability")  # the default role is hub: JaegerStack's namespace
     assert namespaces == expected | ({"istio-egress"} if egress else set())
 
 

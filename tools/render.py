@@ -17,6 +17,11 @@ writes to `build/STACK/`:
 Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
 `SECRET_PLACEHOLDER`. A settings error exits with status 2, prints the one-line message
 and writes nothing.
+
+`pulumi.StackReference`s (a spoke reading the observability hub) resolve from
+`offline/stack-references.yaml` (`STACK_REFERENCES_FILE`), which holds the referenced
+stacks' outputs as their own renders write them; a reference to a stack it does not list
+stops the render.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ _SECRET_SIG: Final = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG: Final = "5cf8f73096256a8f31e491e813e4eb8e"
 _OUTPUT_SIG: Final = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
 _UNKNOWN: Final = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+
+STACK_REFERENCES_FILE: Final = Path("offline") / "stack-references.yaml"
+"""Outputs of other stacks for offline renders: `{<org/project/stack>: {<output>: value}}`."""
 
 HELM_CHART_TYPE: Final = "kubernetes:helm.sh/v4:Chart"
 STACK_REFERENCE_TYPE: Final = "pulumi:pulumi:StackReference"
@@ -105,6 +113,26 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
     def __init__(self, mocks: pulumi_mocks.Mocks) -> None:
         super().__init__(mocks)
         self.registrations: list[Registration] = []
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        """Reads (stack references) are recorded too, so renders show which stack is read."""
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        inputs = json_format.MessageToDict(request.properties, preserving_proto_field_name=True)
+        self.registrations.append(
+            Registration(
+                urn=response.urn,
+                type=request.type,
+                name=request.name,
+                parent=request.parent,
+                custom=True,
+                dependencies=sorted(set(request.dependencies)),
+                provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
+                protect=False,
+                retain_on_delete=False,
+                inputs=_plain(inputs),
+            )
+        )
+        return response
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
@@ -333,8 +361,24 @@ def run_program(
     return Render(stack=stack, registrations=monitor.registrations, outputs=_plain(outputs))
 
 
+def load_stack_references(project_dir: Path = PROJECT_DIR) -> dict[str, dict[str, Any]]:
+    """The offline outputs of referenced stacks, from `offline/stack-references.yaml`."""
+    path = project_dir / STACK_REFERENCES_FILE
+    if not path.is_file():
+        return {}
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise RenderError(f"{STACK_REFERENCES_FILE} must map stack names to their outputs")
+    return {str(name): dict(outputs) for name, outputs in data.items()}
+
+
 def render_stack(stack: str, project_dir: Path = PROJECT_DIR, **kwargs: Any) -> Render:
-    """Render `Pulumi.<stack>.yaml` of `project_dir`."""
+    """Render `Pulumi.<stack>.yaml` of `project_dir`.
+
+    Stack references resolve from `offline/stack-references.yaml` unless
+    `stack_references` is given.
+    """
+    kwargs.setdefault("stack_references", load_stack_references(project_dir))
     config, secret_keys = load_stack_config(stack, project_dir)
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 

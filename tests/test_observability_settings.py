@@ -1,0 +1,262 @@
+"""Settings of the observability area: secure defaults, and one test per error message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from pydantic.alias_generators import to_camel
+
+from components.observability_settings import ObservabilitySettings
+from components.settings import SettingsError
+from tests.conftest import STACKS, make_settings
+from tools.render import PROJECT_DIR
+
+SPOKE: dict[str, Any] = {"role": "spoke", "hubStack": "organization/meshstack/us-east-1"}
+
+
+def error_of(**overrides: Any) -> str:
+    with pytest.raises(SettingsError) as caught:
+        make_settings(**overrides)
+    return str(caught.value)
+
+
+def test_defaults_are_a_secure_single_region_hub() -> None:
+    obs = make_settings().observability
+    assert obs.role == "hub" and obs.is_hub and obs.hub_stack == ""
+    assert obs.telemetry.sampling_percentage == 100
+    assert obs.jaeger.replicas == 1
+    assert obs.jaeger.storage.type == "badger"
+    assert obs.jaeger.storage.size == "20Gi"
+    assert obs.jaeger.storage.retention == "72h"
+    assert obs.jaeger.ingress_host == ""
+    assert obs.kiali.auth_strategy == "token"
+    assert obs.kiali.allow_anonymous is False
+    assert obs.kiali.ingress_host == ""
+    assert obs.kiali.view_only_mode is True
+
+
+def test_external_store_may_scale() -> None:
+    jaeger = make_settings(
+        observability={
+            "jaeger": {
+                "replicas": 3,
+                "storage": {"type": "opensearch", "serverUrls": ["https://os:9200"]},
+            }
+        }
+    ).observability.jaeger
+    assert jaeger.replicas == 3 and jaeger.storage.external
+
+
+def test_spoke_names_its_hub() -> None:
+    obs = make_settings(observability=SPOKE).observability
+    assert not obs.is_hub
+    assert obs.hub_stack == "organization/meshstack/us-east-1"
+
+
+def test_badger_with_two_replicas_is_an_error() -> None:
+    assert error_of(observability={"jaeger": {"replicas": 2}}) == (
+        "meshstack:observability.jaeger.replicas = 2: must be 1 with storage type 'badger' "
+        "(each replica would keep its own part of every trace); use elasticsearch or "
+        "opensearch to scale"
+    )
+
+
+def test_memory_with_two_replicas_is_an_error() -> None:
+    message = error_of(observability={"jaeger": {"replicas": 2, "storage": {"type": "memory"}}})
+    assert message.startswith(
+        "meshstack:observability.jaeger.replicas = 2: must be 1 with storage type 'memory'"
+    )
+
+
+def test_external_store_needs_urls() -> None:
+    assert error_of(observability={"jaeger": {"storage": {"type": "elasticsearch"}}}) == (
+        "meshstack:observability.jaeger.storage.serverUrls = []: must list at least one URL "
+        "for type 'elasticsearch'"
+    )
+
+
+def test_urls_only_for_external_stores() -> None:
+    assert error_of(observability={"jaeger": {"storage": {"serverUrls": ["http://es:9200"]}}}) == (
+        'meshstack:observability.jaeger.storage.serverUrls = ["http://es:9200"]: must be empty '
+        "unless type is 'elasticsearch' or 'opensearch'"
+    )
+
+
+def test_sampling_percentage_is_bounded() -> None:
+    assert error_of(observability={"telemetry": {"samplingPercentage": 101}}) == (
+        "meshstack:observability.telemetry.samplingPercentage = 101: must be less than or "
+        "equal to 100"
+    )
+    assert error_of(observability={"telemetry": {"samplingPercentage": -1}}) == (
+        "meshstack:observability.telemetry.samplingPercentage = -1: must be greater than or "
+        "equal to 0"
+    )
+
+
+def test_metric_override_must_change_a_tag() -> None:
+    overrides = [{"metric": "REQUEST_COUNT"}]
+    assert error_of(observability={"telemetry": {"metricOverrides": overrides}}) == (
+        "meshstack:observability.telemetry.metricOverrides[0].removeTags = []: must name a "
+        "tag to remove, or addTags a tag to add"
+    )
+
+
+def test_namespace_override_must_change_something() -> None:
+    namespaces = [{"namespace": "shop"}]
+    assert error_of(observability={"telemetry": {"namespaces": namespaces}}) == (
+        "meshstack:observability.telemetry.namespaces[0].samplingPercentage = null: must be "
+        "set, or accessLogging must be; an override must change something"
+    )
+
+
+def test_namespace_override_is_unique() -> None:
+    namespaces = [
+        {"namespace": "shop", "accessLogging": False},
+        {"namespace": "shop", "samplingPercentage": 5},
+    ]
+    assert error_of(observability={"telemetry": {"namespaces": namespaces}}) == (
+        'meshstack:observability.telemetry.namespaces[1].namespace = "shop": must be unique; '
+        "it is repeated"
+    )
+
+
+def test_namespace_override_needs_a_workload_namespace() -> None:
+    namespaces = [{"namespace": "nowhere", "accessLogging": False}]
+    assert error_of(
+        workloadNamespaces=["shop"], observability={"telemetry": {"namespaces": namespaces}}
+    ) == (
+        'meshstack:observability.telemetry.namespaces[0].namespace = "nowhere": must be a '
+        "workload namespace of this region"
+    )
+
+
+def test_anonymous_needs_explicit_permission() -> None:
+    assert error_of(observability={"kiali": {"authStrategy": "anonymous"}}) == (
+        'meshstack:observability.kiali.authStrategy = "anonymous": gives everyone full access; '
+        "set allowAnonymous: true to accept that"
+    )
+    allowed = make_settings(
+        observability={"kiali": {"authStrategy": "anonymous", "allowAnonymous": True}}
+    )
+    assert allowed.observability.kiali.auth_strategy == "anonymous"
+
+
+def test_openid_needs_issuer_and_client() -> None:
+    assert error_of(observability={"kiali": {"authStrategy": "openid"}}) == (
+        'meshstack:observability.kiali.openidIssuerUri = "": must be set together with '
+        "openidClientId when authStrategy is 'openid'"
+    )
+
+
+def test_grafana_urls_come_in_pairs() -> None:
+    kiali = {"grafanaInternalUrl": "http://grafana.monitoring:3000"}
+    assert error_of(observability={"kiali": kiali}) == (
+        'meshstack:observability.kiali.grafanaExternalUrl = "": must be set together with '
+        "grafanaInternalUrl (or both left empty)"
+    )
+
+
+def test_spoke_needs_a_hub_stack() -> None:
+    assert error_of(observability={"role": "spoke"}) == (
+        'meshstack:observability.hubStack = "": must name the hub stack as '
+        "organization/project/stack when role is 'spoke'"
+    )
+
+
+def test_hub_has_no_hub_stack() -> None:
+    assert error_of(observability={"hubStack": "organization/meshstack/us-east-1"}) == (
+        'meshstack:observability.hubStack = "organization/meshstack/us-east-1": must be empty '
+        "when role is 'hub'"
+    )
+
+
+def test_spoke_runs_no_jaeger_or_kiali() -> None:
+    assert error_of(observability={**SPOKE, "jaeger": {"replicas": 1}}) == (
+        "meshstack:observability.jaeger = {}: must not be set when role is 'spoke'; only the "
+        "hub runs Jaeger and Kiali"
+    )
+    assert error_of(observability={**SPOKE, "kiali": {"viewOnlyMode": False}}).startswith(
+        'meshstack:observability.kiali = {"viewOnlyMode": false}: must not be set'
+    )
+
+
+def test_ingress_host_must_be_a_dns_name() -> None:
+    assert error_of(observability={"jaeger": {"ingressHost": "Jaeger_UI"}}) == (
+        'meshstack:observability.jaeger.ingressHost = "Jaeger_UI": must be a DNS host name '
+        "(lowercase letters, digits, '-' and '.')"
+    )
+
+
+def test_unknown_observability_key_is_a_typo() -> None:
+    assert error_of(observability={"samplingPercentage": 5}) == (
+        "meshstack:observability.samplingPercentage is not a known setting (check the "
+        "spelling; see README config reference)"
+    )
+
+
+def test_observability_namespace_is_not_a_workload_namespace() -> None:
+    assert error_of(workloadNamespaces=["observability"]) == (
+        'meshstack:observabilityNamespace = "observability": must not be a workload '
+        "namespace; Jaeger and Kiali own it"
+    )
+
+
+# --- the stack files exercise every option ------------------------------------------------
+
+HUB_ALTERNATIVES = {
+    # One hub per mesh, so its mutually exclusive alternatives are exercised by the tests
+    # (test_observability.py) instead: external and in-memory stores...
+    "observability.jaeger.storage.serverUrls",
+    "observability.jaeger.storage.indexPrefix",
+    "observability.jaeger.storage.credentialsSecret",
+    "observability.jaeger.storage.maxTraces",
+    # ...and the insecure, development-only non-defaults.
+    "observability.kiali.allowAnonymous",
+    "observability.kiali.viewOnlyMode",
+}
+
+
+def _option_paths(model: type[BaseModel], prefix: str) -> set[str]:
+    paths: set[str] = set()
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{info.alias or to_camel(name)}"
+        nested = info.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            paths |= _option_paths(nested, f"{path}.")
+        else:
+            paths.add(path)
+    return paths
+
+
+def _set_paths(value: Any, prefix: str) -> set[str]:
+    paths = {prefix}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            paths |= _set_paths(item, f"{prefix}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            paths |= _set_paths(item, f"{prefix}[]")
+    return paths
+
+
+def test_the_stack_files_exercise_every_observability_option() -> None:
+    used: set[str] = set()
+    for stack in STACKS:
+        config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+        used |= _set_paths(config.get("meshstack:observability", {}), "observability")
+    expected = _option_paths(ObservabilitySettings, "observability.")
+    assert expected - used - HUB_ALTERNATIVES == set()
+    # Every list option is used with each of its item keys, too.
+    item_keys = {
+        "observability.telemetry.metricOverrides[]": ("metric", "mode", "removeTags", "addTags"),
+        "observability.telemetry.namespaces[]": (
+            "namespace",
+            "samplingPercentage",
+            "accessLogging",
+        ),
+    }
+    for prefix, keys in item_keys.items():
+        assert {f"{prefix}.{key}" for key in keys} <= used, prefix
