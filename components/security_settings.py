@@ -139,6 +139,13 @@ class AllowRule(SettingsModel):
     )
     paths: tuple[str, ...] = Field(default=(), description="Paths. Default: any path.")
     methods: tuple[Method, ...] = Field(default=(), description="Methods. Default: any.")
+    ports: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "Container ports. Default: any. E.g. a metrics port scraped in plaintext under a "
+            "port-level mTLS exception (plaintext callers have no identity to match)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _not_allow_all(self) -> AllowRule:
@@ -154,6 +161,9 @@ class AllowRule(SettingsModel):
                 )
         for index, path in enumerate(self.paths):
             _check_path(("paths", index), path)
+        for index, port in enumerate(self.ports):
+            if not 1 <= port <= 65535:
+                raise RuleViolationError(("ports", index), port, "must be a port, 1-65535")
         if self.claims and not self.request_principals:
             raise RuleViolationError(
                 ("claims",),
@@ -161,11 +171,11 @@ class AllowRule(SettingsModel):
                 "needs requestPrincipals: claims exist only on requests with a valid JWT",
             )
         sources = self.service_accounts or self.request_principals or self.from_ingress_gateway
-        if not sources and not self.paths and not self.methods:
+        if not sources and not self.paths and not self.methods and not self.ports:
             raise RuleViolationError(
                 (),
                 self.model_dump(by_alias=True),
-                "must name a source, a path or a method: an empty rule allows everything",
+                "must name a source, a path, a method or a port: an empty rule allows everything",
             )
         return self
 

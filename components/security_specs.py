@@ -147,6 +147,8 @@ def _rule(rule: AllowRule) -> dict[str, Any]:
         operation["paths"] = list(rule.paths)
     if rule.methods:
         operation["methods"] = list(rule.methods)
+    if rule.ports:
+        operation["ports"] = [str(port) for port in rule.ports]
     result: dict[str, Any] = {}
     if source:
         result["from"] = [{"source": source}]

@@ -163,7 +163,7 @@ def test_an_empty_rule_would_allow_everything() -> None:
         "meshstack:services[0].authorization[0] = "
     )
     assert error_of(services=service(authorization=[{}])).endswith(
-        ": must name a source, a path or a method: an empty rule allows everything"
+        ": must name a source, a path, a method or a port: an empty rule allows everything"
     )
 
 
@@ -491,3 +491,17 @@ def test_stacks_open_exposed_services_and_route_backends_to_the_gateway(
     }
     assert ("identity", "fingerprint-api-allow-ingress-gateway") in names
     assert ("revenue", "revenue-engine-allow-ingress-gateway") not in names, "not exposed"
+
+
+def test_rule_port_out_of_range() -> None:
+    rule = {"ports": [70000]}
+    assert error_of(services=service(authorization=[rule])) == (
+        "meshstack:services[0].authorization[0].ports[0] = 70000: must be a port, 1-65535"
+    )
+
+
+def test_a_port_rule_opens_a_plaintext_metrics_port() -> None:
+    rule = AllowRule(ports=(9102,), methods=("GET",), paths=("/metrics",))
+    assert specs.service_allow_spec("a", (rule,))["rules"] == [
+        {"to": [{"operation": {"paths": ["/metrics"], "methods": ["GET"], "ports": ["9102"]}}]}
+    ]
