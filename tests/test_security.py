@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from components import security_specs as specs
 from components.istio import IstioMesh
@@ -505,3 +507,35 @@ def test_a_port_rule_opens_a_plaintext_metrics_port() -> None:
     assert specs.service_allow_spec("a", (rule,))["rules"] == [
         {"to": [{"operation": {"paths": ["/metrics"], "methods": ["GET"], "ports": ["9102"]}}]}
     ]
+
+
+_rules = st.builds(
+    dict,
+    serviceAccounts=st.lists(st.sampled_from(["shop/web", "bank/ledger"]), max_size=2),
+    fromIngressGateway=st.booleans(),
+    requestPrincipals=st.lists(st.sampled_from(["*", f"{ISSUER}/alice"]), max_size=2),
+    paths=st.lists(st.sampled_from(["/api/*", "/status", "*"]), max_size=2),
+    methods=st.lists(st.sampled_from(["GET", "POST", "DELETE"]), max_size=2),
+    ports=st.lists(st.integers(1, 65535), max_size=1),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(_rules, min_size=1, max_size=3))
+def test_any_accepted_rules_give_a_valid_policy_that_is_never_allow_all(
+    raw_rules: list[dict[str, Any]],
+) -> None:
+    try:
+        rules = tuple(AllowRule.model_validate(r) for r in raw_rules)
+    except ValueError:
+        return  # rejected settings are covered by the error-message tests
+    spec = specs.service_allow_spec("api", rules)
+    for rule in spec["rules"]:
+        assert rule.get("from") or rule.get("to"), rule
+    policy = {
+        "apiVersion": "security.istio.io/v1",
+        "kind": "AuthorizationPolicy",
+        "metadata": {"name": "api-allow", "namespace": "shop"},
+        "spec": spec,
+    }
+    assert validate_manifest(policy) == []
