@@ -509,7 +509,7 @@ def test_a_port_rule_opens_a_plaintext_metrics_port() -> None:
     ]
 
 
-_rules = st.builds(
+_rules: st.SearchStrategy[dict[str, Any]] = st.builds(
     dict,
     serviceAccounts=st.lists(st.sampled_from(["shop/web", "bank/ledger"]), max_size=2),
     fromIngressGateway=st.booleans(),
