@@ -98,13 +98,16 @@ class MeshService(SettingsModel):
         description="Versions (subsets) of the service. Default: one `stable` version.",
     )
     rate_limit: ServiceRateLimit = Field(
-        default=ServiceRateLimit(), description="Local (per-pod) rate limit; see docs."
+        default=ServiceRateLimit(),
+        description="Per-pod limit and per-path limits. Default: the stack's local limit.",
     )
     jwt: JwtSettings | None = Field(
-        default=None, description="JWT issuer the service accepts. Default: none."
+        default=None,
+        description="JWT issuer it accepts (docs/security.md). Default: none, no tokens.",
     )
     authorization: tuple[AllowRule, ...] = Field(
-        default=(), description="ALLOW rules on top of default-deny. Default: none."
+        default=(),
+        description="ALLOW rules on top of default-deny (docs/security.md). Default: none.",
     )
     delivery: Literal["static", "progressive"] = Field(
         default="static",
@@ -260,13 +263,16 @@ class StackSettings(SettingsModel):
         description="The mesh services of this region. Default: none.",
     )
     rate_limit: RateLimitSettings = Field(
-        default=RateLimitSettings(), description="Local limits and per-client quotas."
+        default=RateLimitSettings(),
+        description="Local limits (on) and per-client quotas (off) (docs/security.md).",
     )
     security: SecuritySettings = Field(
-        default=SecuritySettings(), description="mTLS exceptions and trusted namespaces."
+        default=SecuritySettings(),
+        description="mTLS exceptions, trusted namespaces (docs/security.md). Default: none.",
     )
     guardrails: GuardrailSettings = Field(
-        default_factory=GuardrailSettings, description="ResourceQuota and LimitRange per namespace."
+        default_factory=GuardrailSettings,
+        description="ResourceQuota and LimitRange per namespace (docs/security.md). Default on.",
     )
     traffic: TrafficSettings = Field(
         default_factory=TrafficSettings, description="Gateways, bounds (docs/traffic.md)."
@@ -337,7 +343,8 @@ class StackSettings(SettingsModel):
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        """Every workload namespace, sorted: those of the services plus the extra ones."""
+        """Every workload namespace, sorted: those of the services, the extra ones, and the
+        quota service's when it is enabled."""
         quota = self.rate_limit.quota
         extra = {quota.namespace} if quota.enabled else set()
         return tuple(
