@@ -12,10 +12,13 @@ from typing import Any, Final
 import pulumi
 
 from components.alerts import MeshAlerts
+from components.guardrails import NamespaceGuardrails
 from components.istio import IstioMesh
 from components.jaeger import JaegerStack
 from components.kiali import KialiRemoteAccess, KialiStack
 from components.observability import HubReference, MeshTelemetry, hub_outputs
+from components.ratelimit import RateLimiter
+from components.security import MeshSecurity
 from components.settings import StackSettings
 from components.traffic import TrafficManagement
 
@@ -59,6 +62,11 @@ class RegionMesh(pulumi.ComponentResource):
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         self.traffic = TrafficManagement(f"{name}-traffic", settings, self.mesh, opts=child)
         self.alerts = MeshAlerts(f"{name}-alerts", self.mesh, settings, opts=child)
+        self.security = MeshSecurity(f"{name}-security", self.mesh, settings, opts=child)
+        self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
+        self.guardrails = NamespaceGuardrails(
+            f"{name}-guardrails", self.mesh, settings.namespaces, settings.guardrails, opts=child
+        )
 
         self.istio_namespace = self.mesh.namespace
         self.workload_namespaces = self.mesh.workload_namespaces

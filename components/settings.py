@@ -19,7 +19,10 @@ from typing import Any, Final, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from components.alerts_settings import AlertsSettings, AppMetrics, DashboardSettings
+from components.guardrails_settings import GuardrailSettings
 from components.observability_settings import ObservabilitySettings
+from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
+from components.security_settings import AllowRule, JwtSettings, SecuritySettings
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -93,6 +96,18 @@ class MeshService(SettingsModel):
         default=(ServiceVersion(name="stable"),),
         min_length=1,
         description="Versions (subsets) of the service. Default: one `stable` version.",
+    )
+    rate_limit: ServiceRateLimit = Field(
+        default=ServiceRateLimit(),
+        description="Per-pod limit and per-path limits. Default: the stack's local limit.",
+    )
+    jwt: JwtSettings | None = Field(
+        default=None,
+        description="JWT issuer it accepts (docs/security.md). Default: none, no tokens.",
+    )
+    authorization: tuple[AllowRule, ...] = Field(
+        default=(),
+        description="ALLOW rules on top of default-deny (docs/security.md). Default: none.",
     )
     delivery: Literal["static", "progressive"] = Field(
         default="static",
@@ -263,6 +278,18 @@ class StackSettings(SettingsModel):
         default=(),
         description="The mesh services of this region. Default: none.",
     )
+    rate_limit: RateLimitSettings = Field(
+        default=RateLimitSettings(),
+        description="Local limits (on) and per-client quotas (off) (docs/security.md).",
+    )
+    security: SecuritySettings = Field(
+        default=SecuritySettings(),
+        description="mTLS exceptions, trusted namespaces (docs/security.md). Default: none.",
+    )
+    guardrails: GuardrailSettings = Field(
+        default_factory=GuardrailSettings,
+        description="ResourceQuota and LimitRange per namespace (docs/security.md). Default on.",
+    )
     traffic: TrafficSettings = Field(
         default_factory=TrafficSettings, description="Gateways, bounds (docs/traffic.md)."
     )
@@ -332,8 +359,13 @@ class StackSettings(SettingsModel):
 
     @property
     def namespaces(self) -> tuple[str, ...]:
-        """Every workload namespace, sorted: those of the services plus the extra ones."""
-        return tuple(sorted({s.namespace for s in self.services} | set(self.workload_namespaces)))
+        """Every workload namespace, sorted: those of the services, the extra ones, and the
+        quota service's when it is enabled."""
+        quota = self.rate_limit.quota
+        extra = {quota.namespace} if quota.enabled else set()
+        return tuple(
+            sorted({s.namespace for s in self.services} | set(self.workload_namespaces) | extra)
+        )
 
 
 # --- building the model from Pulumi config ------------------------------------------------

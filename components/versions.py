@@ -46,3 +46,12 @@ KIALI_SERVER: Final = HelmChart("kiali-server", "2.29.0", "https://kiali.org/hel
 
 # renovate: datasource=helm registryUrl=https://jaegertracing.github.io/helm-charts
 JAEGER: Final = HelmChart("jaeger", "4.11.1", "https://jaegertracing.github.io/helm-charts")
+
+# envoyproxy/ratelimit has no releases since v1.4.0 (2020); every `main` commit is pushed
+# as an image tagged with its short commit SHA. f2fb1577 is the commit whose config loader
+# the tests check the generated config against (reference/ratelimit); Istio's sample pins
+# the older 30a4ce1a.
+# renovate: datasource=docker depName=envoyproxy/ratelimit
+RATELIMIT_IMAGE: Final = "docker.io/envoyproxy/ratelimit:f2fb1577"
+# renovate: datasource=docker depName=redis
+REDIS_IMAGE: Final = "docker.io/library/redis:7.4.5-alpine"

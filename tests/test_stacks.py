@@ -17,16 +17,22 @@ import yaml
 
 from components.settings import StackSettings
 from tests.conftest import STACKS
-from tools.render import PROJECT_DIR, Render, render_stack, write_render
+from tools.render import PROJECT_DIR, SECRET_PLACEHOLDER, Render, render_stack, write_render
 from tools.verify import validate_helm_values, validate_manifest
 from tools.verify.helm_values import REFERENCE_CHART_DIRS
+
+
+def _checkable(obj: dict[str, Any]) -> dict[str, Any]:
+    """The object without top-level fields that are Pulumi secrets: before deploy a
+    Secret's `stringData` is only `[secret]`, which no schema can check."""
+    return {k: v for k, v in obj.items() if v != SECRET_PLACEHOLDER}
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_object_passes_its_schema(stack_renders: dict[str, Render], stack: str) -> None:
     objects = stack_renders[stack].kubernetes_objects()
     assert objects, "a stack renders at least its namespaces"
-    errors = [e for obj in objects for e in validate_manifest(obj)]
+    errors = [e for obj in objects for e in validate_manifest(_checkable(obj))]
     assert errors == []
 
 

@@ -1,0 +1,264 @@
+"""EnvoyFilter patches judged by Envoy's own protobuf definitions (xds-protos).
+
+Istio passes an EnvoyFilter patch `value` through as xDS JSON, so the value must parse as
+the Envoy message its `applyTo` names, and every `@type` inside must resolve to a message
+Envoy knows. Parsing uses `ignore_unknown_fields=False`: a field Envoy does not know fails.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator
+from typing import Any, Final
+
+import pytest
+from envoy.config.listener.v3 import listener_components_pb2  # noqa: F401 (registers types)
+from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
+from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401
+from envoy.extensions.filters.network.http_connection_manager.v3 import (
+    http_connection_manager_pb2,
+)
+from google.protobuf import json_format, message, symbol_database
+
+from components import ratelimit_specs as specs
+from components.ratelimit_settings import (
+    LocalRateLimitSettings,
+    LocalRoute,
+    QuotaSettings,
+    ServiceRateLimit,
+)
+from components.versions import ISTIO_VERSION
+
+TYPE_URL_PREFIX: Final = "type.googleapis.com/"
+
+PATCH_MESSAGES: Final[dict[str, type[message.Message]]] = {
+    "HTTP_FILTER": http_connection_manager_pb2.HttpFilter,
+    "VIRTUAL_HOST": route_components_pb2.VirtualHost,
+    "HTTP_ROUTE": route_components_pb2.Route,
+}
+"""The Envoy message an EnvoyFilter patch value is, by its `applyTo`."""
+
+
+def message_class(type_url: str) -> type[message.Message]:
+    """The message class of an `@type` URL, from the protobuf symbol database."""
+    if not type_url.startswith(TYPE_URL_PREFIX):
+        raise ValueError(f"{type_url!r} is not a type.googleapis.com URL")
+    name = type_url.removeprefix(TYPE_URL_PREFIX)
+    cls: type[message.Message] = symbol_database.Default().GetSymbol(name)
+    return cls
+
+
+def typed_configs(value: Any) -> Iterator[dict[str, Any]]:
+    """Every object with an `@type` key inside `value`, outermost first."""
+    if isinstance(value, dict):
+        if "@type" in value:
+            yield value
+        for item in value.values():
+            yield from typed_configs(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from typed_configs(item)
+
+
+def parse_typed_config(config: dict[str, Any]) -> message.Message:
+    """Parse one typed config as the message its `@type` names; unknown fields fail."""
+    body = {k: v for k, v in config.items() if k != "@type"}
+    return json_format.ParseDict(
+        body, message_class(config["@type"])(), ignore_unknown_fields=False
+    )
+
+
+def parse_patch(patch: dict[str, Any]) -> list[message.Message]:
+    """Parse a config patch's value as its `applyTo` message, then each typed config."""
+    parsed: list[message.Message] = []
+    cls = PATCH_MESSAGES[patch["applyTo"]]
+    parsed.append(
+        json_format.ParseDict(patch["patch"]["value"], cls(), ignore_unknown_fields=False)
+    )
+    parsed.extend(parse_typed_config(c) for c in typed_configs(patch["patch"]["value"]))
+    return parsed
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+ROUTES = ServiceRateLimit(
+    routes=(
+        LocalRoute(path_prefix="/status", requests_per_second=2000),
+        LocalRoute(path_prefix="/identify", requests_per_second=200),
+    )
+)
+
+
+def _envoy_filters(render: Any) -> list[dict[str, Any]]:
+    return [o for o in render.kubernetes_objects() if o["kind"] == "EnvoyFilter"]
+
+
+def test_every_envoy_filter_patch_of_every_stack_parses_with_envoy_protos(
+    stack_renders: Any,
+) -> None:
+    checked = 0
+    for stack, render in stack_renders.items():
+        filters = _envoy_filters(render)
+        assert filters, f"{stack} has no EnvoyFilter"
+        for envoy_filter in filters:
+            for patch in envoy_filter["spec"]["configPatches"]:
+                assert parse_patch(patch), (stack, envoy_filter["metadata"]["name"])
+                checked += 1
+    assert checked >= 10
+
+
+def test_a_field_envoy_does_not_know_fails_the_parse() -> None:
+    spec = specs.local_ratelimit_spec("app", 8080, LocalRateLimitSettings(), ROUTES)
+    broken = copy.deepcopy(spec["configPatches"][1])
+    broken["patch"]["value"]["typed_per_filter_config"][specs.LOCAL_FILTER]["token_buckt"] = {}
+    with pytest.raises(json_format.ParseError, match="token_buckt"):
+        parse_patch(broken)
+
+
+def test_an_unknown_type_url_fails() -> None:
+    with pytest.raises(KeyError):
+        message_class("type.googleapis.com/envoy.extensions.filters.http.nope.v3.Nope")
+
+
+def test_local_filter_is_inserted_before_the_router_with_the_direct_typed_config() -> None:
+    spec = specs.local_ratelimit_spec("app", 8080, LocalRateLimitSettings(), ServiceRateLimit())
+    assert spec["workloadSelector"] == {"labels": {"app": "app"}}
+    (patch,) = spec["configPatches"]
+    assert patch["applyTo"] == "HTTP_FILTER"
+    assert patch["match"]["context"] == "SIDECAR_INBOUND"
+    assert patch["match"]["listener"]["filterChain"]["filter"] == {
+        "name": "envoy.filters.network.http_connection_manager",
+        "subFilter": {"name": "envoy.filters.http.router"},
+    }
+    assert patch["patch"]["operation"] == "INSERT_BEFORE"
+    value = patch["patch"]["value"]
+    assert value["name"] == "envoy.filters.http.local_ratelimit"
+    config = value["typed_config"]
+    assert config["@type"] == (
+        "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
+    )
+    assert "TypedStruct" not in str(spec)
+    assert config["token_bucket"] == {
+        "max_tokens": 1000,
+        "tokens_per_fill": 1000,
+        "fill_interval": "1s",
+    }, "default: 1000 requests per second per pod"
+    assert config["stat_prefix"] == "http_local_rate_limiter"
+    assert config["enable_x_ratelimit_headers"] == "DRAFT_VERSION_03"
+    assert config["filter_enabled"]["default_value"] == {"numerator": 100, "denominator": "HUNDRED"}
+    assert config["filter_enforced"]["default_value"]["numerator"] == 100
+    assert config["response_headers_to_add"][0]["header"] == {
+        "key": "x-local-rate-limit",
+        "value": "true",
+    }
+
+
+def test_enforced_percent_and_service_rate_come_from_settings() -> None:
+    config = specs.local_ratelimit_config(
+        LocalRateLimitSettings(requests_per_second=300, enforced_percent=50),
+        ServiceRateLimit(requests_per_second=40),
+    )
+    assert config["filter_enforced"]["default_value"]["numerator"] == 50
+    assert config["token_bucket"]["max_tokens"] == 40
+
+
+def test_per_route_limits_are_keyed_by_the_filter_name_on_the_inbound_vhost() -> None:
+    spec = specs.local_ratelimit_spec("app", 9090, LocalRateLimitSettings(), ROUTES)
+    vhost = spec["configPatches"][1]
+    assert vhost["applyTo"] == "VIRTUAL_HOST"
+    assert vhost["match"]["routeConfiguration"] == {"vhost": {"name": "inbound|http|9090"}}
+    assert vhost["patch"]["operation"] == "MERGE"
+    per_filter = vhost["patch"]["value"]["typed_per_filter_config"]
+    # Envoy >= 1.29 looks the per-route config up by the inserted filter's name (#32074).
+    assert list(per_filter) == [spec["configPatches"][0]["patch"]["value"]["name"]]
+    config = per_filter[specs.LOCAL_FILTER]
+    buckets = {
+        d["entries"][0]["value"]: d["token_bucket"]["tokens_per_fill"]
+        for d in config["descriptors"]
+    }
+    assert buckets == {"/status": 2000, "/identify": 200}
+    assert buckets["/status"] > buckets["/identify"]
+    assert config["always_consume_default_token_bucket"] is False
+    matchers = [a["actions"][0]["header_value_match"]["headers"][0] for a in config["rate_limits"]]
+    assert matchers == [
+        {"name": ":path", "string_match": {"prefix": "/status"}},
+        {"name": ":path", "string_match": {"prefix": "/identify"}},
+    ]
+
+
+def test_every_patch_is_scoped_to_the_installed_istio_minor(stack_renders: Any) -> None:
+    for render in stack_renders.values():
+        for envoy_filter in _envoy_filters(render):
+            for patch in envoy_filter["spec"]["configPatches"]:
+                pattern = patch["match"]["proxy"]["proxyVersion"]
+                assert pattern == r"^1\.30.*"
+                assert re.match(pattern, ISTIO_VERSION)
+                assert not re.match(pattern, "1.31.0")
+                assert not re.match(pattern, "1.3.0")
+
+
+def test_us_east_1_fingerprint_api_allows_more_status_than_identify(stack_renders: Any) -> None:
+    (envoy_filter,) = [
+        f
+        for f in _envoy_filters(stack_renders["us-east-1"])
+        if f["metadata"]["name"] == "fingerprint-api-local-ratelimit"
+    ]
+    assert envoy_filter["metadata"]["namespace"] == "identity"
+    vhost = envoy_filter["spec"]["configPatches"][1]["patch"]["value"]
+    config = vhost["typed_per_filter_config"][specs.LOCAL_FILTER]
+    limits = {
+        d["entries"][0]["value"]: d["token_bucket"]["max_tokens"] for d in config["descriptors"]
+    }
+    assert limits["/status"] > limits["/identify"]
+    assert config["token_bucket"]["max_tokens"] == 500
+
+
+def test_local_rate_limit_stats_are_exported_by_the_mesh(stack_renders: Any) -> None:
+    for render in stack_renders.values():
+        (istiod,) = [c for c in render.helm_charts() if c["chart"] == "istiod"]
+        matcher = istiod["values"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]
+        assert ".*http_local_rate_limit.*" in matcher["inclusionRegexps"]
+        assert ".*ratelimit.*" in matcher["inclusionRegexps"]
+
+
+def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
+    quota = QuotaSettings(enabled=True, namespace="rl", timeout_ms=250)
+    spec = specs.gateway_filter_spec(quota, {"istio": "ingressgateway"}, "rl")
+    assert spec["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
+    (patch,) = spec["configPatches"]
+    assert patch["match"]["context"] == "GATEWAY"
+    assert patch["patch"]["operation"] == "INSERT_BEFORE"
+    value = patch["patch"]["value"]
+    assert value["name"] == "envoy.filters.http.ratelimit"
+    config = value["typed_config"]
+    assert config["@type"] == (
+        "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+    )
+    assert config["domain"] == "meshstack"
+    assert config["failure_mode_deny"] is False, "default: fail open"
+    assert config["timeout"] == "0.250s"
+    service = config["rate_limit_service"]
+    assert service["transport_api_version"] == "V3"
+    assert service["grpc_service"]["envoy_grpc"]["cluster_name"] == (
+        "outbound|8081||ratelimit.rl.svc.cluster.local"
+    )
+    assert parse_patch(patch)
+
+
+def test_gateway_actions_turn_the_client_header_into_the_descriptor() -> None:
+    quota = QuotaSettings(enabled=True, client_header="x-api-client")
+    spec = specs.gateway_actions_spec(quota, {"istio": "ingressgateway"})
+    (patch,) = spec["configPatches"]
+    assert patch["applyTo"] == "VIRTUAL_HOST"
+    assert patch["match"]["context"] == "GATEWAY"
+    by_header, anonymous = patch["patch"]["value"]["rate_limits"]
+    assert by_header["actions"] == [
+        {"request_headers": {"header_name": "x-api-client", "descriptor_key": "client_id"}}
+    ]
+    match = anonymous["actions"][0]["header_value_match"]
+    assert match["expect_match"] is False
+    assert match["headers"] == [{"name": "x-api-client", "present_match": True}]
+    assert (match["descriptor_key"], match["descriptor_value"]) == specs.ANONYMOUS_DESCRIPTOR
+    assert parse_patch(patch)
