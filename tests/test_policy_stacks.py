@@ -119,56 +119,72 @@ RESOURCES = {
 }
 
 
+# The Deployment and the CRD are registered through CustomResource: same type token
+# (`kubernetes:apps/v1:Deployment`) and same camelCase inputs as the typed classes, without
+# making mypy resolve the typed classes' large overloads.
+API_POD_TEMPLATE: dict[str, Any] = {
+    "metadata": {"labels": {"app": "api"}},
+    "spec": {
+        "initContainers": [{"name": "init", "image": IMAGE, "resources": RESOURCES}],
+        "containers": [{"name": "api", "image": IMAGE, "resources": RESOURCES}],
+    },
+}
+CRD_SPEC: dict[str, Any] = {
+    "group": "acme.io",
+    "names": {"kind": "Widget", "plural": "widgets"},
+    "scope": "Namespaced",
+    "versions": [{"name": "v1", "served": True, "storage": True}],
+}
+
+
 def compliant_program(opts: pulumi.ResourceOptions) -> None:
     mesh = IstioMesh("m", make_settings(services=[{"name": "api", "namespace": "shop"}]), opts=opts)
+    istio_cr = mesh.custom_resource_options(mesh)
+    mtls_spec: dict[str, Any] = {"mtls": {"mode": "STRICT"}}
     k8s.apiextensions.CustomResource(
         "m-mtls",
         api_version="security.istio.io/v1",
         kind="PeerAuthentication",
-        metadata={"name": "default", "namespace": "istio-system"},
-        spec={"mtls": {"mode": "STRICT"}},
-        opts=mesh.custom_resource_options(mesh),
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="default", namespace="istio-system"),
+        spec=mtls_spec,
+        opts=istio_cr,
     )
+    deny_all_spec: dict[str, Any] = {}
     k8s.apiextensions.CustomResource(
         "m-deny-all",
         api_version="security.istio.io/v1",
         kind="AuthorizationPolicy",
-        metadata={"name": "deny-all", "namespace": "shop"},
-        spec={},
-        opts=mesh.custom_resource_options(mesh),
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="deny-all", namespace="shop"),
+        spec=deny_all_spec,
+        opts=istio_cr,
     )
-    k8s.apps.v1.Deployment(
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": "api"}},
+        "template": API_POD_TEMPLATE,
+    }
+    k8s.apiextensions.CustomResource(
         "m-api",
-        metadata={"name": "api", "namespace": "shop"},
-        spec={
-            "selector": {"matchLabels": {"app": "api"}},
-            "template": {
-                "metadata": {"labels": {"app": "api"}},
-                "spec": {
-                    "initContainers": [{"name": "init", "image": IMAGE, "resources": RESOURCES}],
-                    "containers": [{"name": "api", "image": IMAGE, "resources": RESOURCES}],
-                },
-            },
-        },
+        api_version="apps/v1",
+        kind="Deployment",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="api", namespace="shop"),
+        spec=deployment_spec,
         opts=pulumi.ResourceOptions(parent=mesh),
     )
-    k8s.apiextensions.v1.CustomResourceDefinition(
+    k8s.apiextensions.CustomResource(
         "m-crd",
-        metadata={"name": "widgets.acme.io"},
-        spec={
-            "group": "acme.io",
-            "names": {"kind": "Widget", "plural": "widgets"},
-            "scope": "Namespaced",
-            "versions": [{"name": "v1", "served": True, "storage": True}],
-        },
+        api_version="apiextensions.k8s.io/v1",
+        kind="CustomResourceDefinition",
+        metadata=k8s.meta.v1.ObjectMetaArgs(name="widgets.acme.io"),
+        spec=CRD_SPEC,
         opts=pulumi.ResourceOptions(parent=mesh, retain_on_delete=True),
     )
+    kiali_values: dict[str, Any] = {"auth": {"strategy": "token"}}
     install_chart(
         "m-kiali",
         KIALI_SERVER,
         release="kiali",
         namespace="observability",
-        values={"auth": {"strategy": "token"}},
+        values=kiali_values,
         parent=mesh,
     )
 
