@@ -276,11 +276,20 @@ def mesh_strict_mtls(args: StackValidationArgs, report_violation: ReportViolatio
 # --- authorization -------------------------------------------------------------------------
 
 
+def _sets_a_field(match: Any) -> bool:
+    # Istio treats an empty list or string like an absent field: it matches anything.
+    return isinstance(match, Mapping) and any(match[key] for key in match)
+
+
 def _constrains(rule: Mapping[str, Any]) -> bool:
     """Whether an AuthorizationPolicy rule narrows anything (a source, operation or condition)."""
     sources = [_get(entry, "source") for entry in _items(rule.get("from"))]
     operations = [_get(entry, "operation") for entry in _items(rule.get("to"))]
-    return any(sources) or any(operations) or bool(_items(rule.get("when")))
+    return (
+        any(_sets_a_field(s) for s in sources)
+        or any(_sets_a_field(o) for o in operations)
+        or bool(_items(rule.get("when")))
+    )
 
 
 def no_allow_all_authorization(

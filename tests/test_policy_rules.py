@@ -412,6 +412,7 @@ def test_narrow_authorization_policies_pass(spec: Any) -> None:
         ({"rules": [{}]}, 0),
         ({"action": "ALLOW", "rules": [{"to": [{"operation": {"paths": ["/x"]}}]}, {}]}, 1),
         ({"rules": [{"from": [{"source": {}}], "to": [{}], "when": []}]}, 0),
+        ({"rules": [{"from": [{"source": {"principals": []}}]}]}, 0),
     ],
 )
 def test_allow_all_authorization_policies_fail(spec: Any, index: int) -> None:
