@@ -11,6 +11,7 @@ from typing import Final
 
 import pulumi
 
+from components.alerts import MeshAlerts
 from components.istio import IstioMesh
 from components.settings import StackSettings
 
@@ -36,6 +37,9 @@ class RegionMesh(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         self.mesh = IstioMesh(f"{name}-istio", settings, opts=pulumi.ResourceOptions(parent=self))
+        self.alerts = MeshAlerts(
+            f"{name}-alerts", self.mesh, settings, opts=pulumi.ResourceOptions(parent=self)
+        )
 
         self.istio_namespace = self.mesh.namespace
         self.workload_namespaces = self.mesh.workload_namespaces

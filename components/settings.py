@@ -18,6 +18,7 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
+from components.alerts_settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -84,6 +85,10 @@ class MeshService(SettingsModel):
         default=(ServiceVersion(name="stable"),),
         min_length=1,
         description="Versions (subsets) of the service. Default: one `stable` version.",
+    )
+    metrics: AppMetrics | None = Field(
+        default=None,
+        description="Scrape the application's own metrics with a ServiceMonitor. Default: off.",
     )
 
     @model_validator(mode="after")
@@ -221,6 +226,14 @@ class StackSettings(SettingsModel):
     services: tuple[MeshService, ...] = Field(
         default=(),
         description="The mesh services of this region. Default: none.",
+    )
+    alerts: AlertsSettings = Field(
+        default_factory=AlertsSettings,
+        description="Alert thresholds, scrape settings and runbooks (docs/alerts.md).",
+    )
+    dashboard: DashboardSettings = Field(
+        default_factory=DashboardSettings,
+        description="The Grafana mesh dashboard ConfigMap (docs/alerts.md).",
     )
 
     @model_validator(mode="after")

@@ -1,0 +1,1 @@
+"""Developer tooling for meshstack (not deployed): verification helpers used by the tests."""

@@ -214,7 +214,11 @@ class Render:
         return sorted(objects, key=_object_sort_key)
 
     def helm_charts(self) -> list[dict[str, Any]]:
-        """One entry per Helm chart, in registration (install) order."""
+        """One entry per Helm chart, sorted by namespace then release name.
+
+        Install order is not a property of this list: it is expressed by each chart's
+        dependencies in resources.json.
+        """
         charts = []
         for r in self.registrations:
             if r.type != HELM_CHART_TYPE:
@@ -230,14 +234,21 @@ class Render:
                     "values": canonical(r.inputs.get("values", {})),
                 }
             )
-        return charts
+        return sorted(charts, key=lambda c: (str(c["namespace"]), str(c["name"])))
 
     def resources(self) -> list[dict[str, Any]]:
-        """Every Pulumi resource, without its inputs."""
-        return [
-            {k: v for k, v in asdict(r).items() if k not in {"inputs", "custom"}}
-            for r in self.registrations
-        ]
+        """Every Pulumi resource, without its inputs, sorted by URN.
+
+        Registration order depends on how the SDK's threads interleave, so it is not
+        stable between runs; the URN order is.
+        """
+        return sorted(
+            (
+                {k: v for k, v in asdict(r).items() if k not in {"inputs", "custom"}}
+                for r in self.registrations
+            ),
+            key=lambda r: str(r["urn"]),
+        )
 
 
 _LEADING_KEYS: Final = ("apiVersion", "kind", "metadata")
@@ -364,10 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", help="stack name: renders Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
+    parser.add_argument(
+        "--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml"
+    )
     args = parser.parse_args(argv)
-    out_dir = args.out or PROJECT_DIR / "build" / args.stack
+    out_dir = args.out or args.project_dir / "build" / args.stack
     try:
-        render = render_stack(args.stack)
+        render = render_stack(args.stack, args.project_dir)
     except (pulumi.RunError, RenderError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
@@ -375,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"rendered {args.stack}: {len(render.kubernetes_objects())} objects, "
         f"{len(render.helm_charts())} Helm charts, {len(render.registrations)} resources "
-        f"-> {out_dir.relative_to(PROJECT_DIR) if out_dir.is_relative_to(PROJECT_DIR) else out_dir}"
+        f"-> {out_dir.relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir}"
     )
     return 0
 

@@ -1,0 +1,234 @@
+"""MeshAlerts under the mock runtime: children, parents, provider, dependencies, specs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pulumi
+import pytest
+
+from components import alerts_rules as rules
+from components.alerts import MeshAlerts
+from components.dashboard import dashboard_json
+from components.istio import IstioMesh
+from tests.conftest import by_name, make_settings, run_with_provider
+from tools.render import Render
+from tools.verify import validate_manifest
+
+SETTINGS = make_settings(
+    services=[
+        {"name": "a", "namespace": "shop", "metrics": {"port": "http-prom", "path": "/m"}},
+        {"name": "b", "namespace": "bank"},
+    ],
+    alerts={"canaryErrorRate": {"threshold": 0.02}},
+)
+
+
+def _build(settings: Any) -> Render:
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", settings, opts=opts)
+        MeshAlerts("al", mesh, settings, opts=opts)
+
+    return run_with_provider(build)
+
+
+@pytest.fixture(scope="module")
+def render() -> Render:
+    return _build(SETTINGS)
+
+
+def _objects(render: Render) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in render.kubernetes_objects()}
+
+
+def test_children_are_parented_to_the_component(render: Render) -> None:
+    names = by_name(render)
+    children = {n for n, r in names.items() if r.parent == names["al"].urn}
+    assert children == {
+        "al-sidecars",
+        "al-istiod",
+        "al-shop-a-metrics",
+        "al-rules",
+        "al-dashboard",
+    }
+    assert names["al"].type == "meshstack:observability:MeshAlerts"
+
+
+def test_children_use_the_explicit_provider(render: Render) -> None:
+    names = by_name(render)
+    for child in ("al-sidecars", "al-istiod", "al-shop-a-metrics", "al-rules", "al-dashboard"):
+        assert names[child].provider == names["test-kubernetes"].urn, child
+
+
+def test_custom_resources_wait_for_the_control_plane(render: Render) -> None:
+    names = by_name(render)
+    for child in ("al-sidecars", "al-istiod", "al-shop-a-metrics", "al-rules"):
+        assert names["m-istiod"].urn in names[child].dependencies, child
+
+
+def test_app_monitor_lives_in_the_service_namespace_and_depends_on_it(render: Render) -> None:
+    names = by_name(render)
+    assert names["m-ns-shop"].urn in names["al-shop-a-metrics"].dependencies
+    monitor = _objects(render)[("ServiceMonitor", "a")]
+    assert monitor["metadata"]["namespace"] == "shop"
+    assert monitor["spec"] == {
+        "selector": {"matchLabels": {"app": "a"}},
+        "namespaceSelector": {"matchNames": ["shop"]},
+        "endpoints": [{"port": "http-prom", "path": "/m", "interval": "30s"}],
+    }
+    assert ("ServiceMonitor", "b") not in _objects(render)
+
+
+def test_monitors_and_rule_carry_the_prometheus_selector_labels(render: Render) -> None:
+    objects = _objects(render)
+    for key in [
+        ("PodMonitor", "meshstack-envoy-stats"),
+        ("ServiceMonitor", "meshstack-istiod"),
+        ("ServiceMonitor", "a"),
+        ("PrometheusRule", "meshstack-mesh-alerts"),
+    ]:
+        obj = objects[key]
+        assert obj["apiVersion"] == "monitoring.coreos.com/v1"
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack", key
+
+
+def test_sidecar_pod_monitor_scrapes_envoy_on_every_proxy(render: Render) -> None:
+    monitor = _objects(render)[("PodMonitor", "meshstack-envoy-stats")]
+    assert monitor["metadata"]["namespace"] == "istio-system"
+    spec = monitor["spec"]
+    assert spec["namespaceSelector"] == {"any": True}
+    (endpoint,) = spec["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http-envoy-prom", "/stats/prometheus")
+    assert endpoint["relabelings"][0] == {
+        "action": "keep",
+        "sourceLabels": ["__meta_kubernetes_pod_container_name"],
+        "regex": "istio-proxy",
+    }
+
+
+def test_istiod_service_monitor_reads_http_monitoring(render: Render) -> None:
+    monitor = _objects(render)[("ServiceMonitor", "meshstack-istiod")]
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["istio-system"]}
+    assert monitor["spec"]["selector"] == {"matchLabels": {"istio": "pilot"}}
+    assert monitor["spec"]["endpoints"][0]["port"] == "http-monitoring"
+
+
+def test_rule_spec_is_the_builders_with_the_settings_thresholds(render: Render) -> None:
+    rule = _objects(render)[("PrometheusRule", "meshstack-mesh-alerts")]
+    assert rule["spec"] == rules.prometheus_rule_spec(SETTINGS.alerts)
+    assert ") > 0.02\nand on (" in rule["spec"]["groups"][0]["rules"][0]["expr"]
+
+
+def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Render) -> None:
+    configmap = _objects(render)[("ConfigMap", "meshstack-mesh-dashboard")]
+    assert configmap["metadata"]["namespace"] == "monitoring"
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["data"] == {"meshstack-mesh.json": dashboard_json()}
+    assert json.loads(configmap["data"]["meshstack-mesh.json"])["uid"] == "meshstack-mesh"
+
+
+def test_outputs_name_the_rule_the_monitors_and_the_dashboard() -> None:
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", SETTINGS, opts=opts)
+        component = MeshAlerts("al", mesh, SETTINGS, opts=opts)
+        pulumi.export("rule", component.rule_name)
+        pulumi.export("alerts", component.alert_names)
+        pulumi.export("monitors", component.app_monitors)
+        pulumi.export("dashboard", component.dashboard_configmap)
+
+    outputs = run_with_provider(build).outputs
+    assert outputs["rule"] == "meshstack-mesh-alerts"
+    assert outputs["alerts"] == list(rules.ALERT_NAMES)
+    assert outputs["monitors"] == ["shop/a"]
+    assert outputs["dashboard"] == "monitoring/meshstack-mesh-dashboard"
+
+
+def test_dashboard_can_be_disabled_or_moved() -> None:
+    off = _build(make_settings(dashboard={"enabled": False}))
+    assert "al-dashboard" not in by_name(off)
+    moved = _build(make_settings(dashboard={"namespace": "grafana"}))
+    configmap = _objects(moved)[("ConfigMap", "meshstack-mesh-dashboard")]
+    assert configmap["metadata"]["namespace"] == "grafana"
+
+
+def test_two_services_with_the_same_name_in_two_namespaces_do_not_collide() -> None:
+    settings = make_settings(
+        services=[
+            {"name": "api", "namespace": "one", "metrics": {}},
+            {"name": "api", "namespace": "two", "metrics": {}},
+        ]
+    )
+    names = by_name(_build(settings))
+    assert {"al-one-api-metrics", "al-two-api-metrics"} <= set(names)
+
+
+# --- the three stacks -------------------------------------------------------------------------
+
+
+def _stack_objects(stack_renders: dict[str, Render], stack: str) -> dict[tuple[str, str], Any]:
+    return _objects(stack_renders[stack])
+
+
+def test_every_stack_renders_the_monitors_and_the_rule(stack_renders: dict[str, Render]) -> None:
+    for stack in stack_renders:
+        objects = _stack_objects(stack_renders, stack)
+        assert ("PodMonitor", "meshstack-envoy-stats") in objects, stack
+        assert ("ServiceMonitor", "meshstack-istiod") in objects, stack
+        assert ("PrometheusRule", "meshstack-mesh-alerts") in objects, stack
+
+
+def test_stacks_tune_their_alerts(stack_renders: dict[str, Render]) -> None:
+    def rule_of(stack: str, alert: str) -> dict[str, Any]:
+        rule = _stack_objects(stack_renders, stack)[("PrometheusRule", "meshstack-mesh-alerts")]
+        return next(r for r in rule["spec"]["groups"][0]["rules"] if r["alert"] == alert)
+
+    assert ") > 0.02\nand on (" in rule_of("eu-west-1", "CanaryErrorRateHigh")["expr"]
+    assert ") > 0.05\nand on" in rule_of("us-east-1", "CanaryErrorRateHigh")["expr"]
+    assert ") > 750\nand on" in rule_of("us-east-1", "CanaryLatencyHigh")["expr"]
+    assert "[2m]" in rule_of("ap-southeast-1", "CanaryErrorRateHigh")["expr"]
+    assert rule_of("eu-west-1", "CanaryLatencyHigh")["expr"].endswith(") >= 0.5")
+    eu_rule = _stack_objects(stack_renders, "eu-west-1")[
+        ("PrometheusRule", "meshstack-mesh-alerts")
+    ]
+    assert eu_rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule_of("ap-southeast-1", "RateLimitExceeded")["annotations"]["runbook_url"] == (
+        "https://runbooks.example.com/meshstack#ratelimitexceeded"
+    )
+
+
+def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render]) -> None:
+    east = _stack_objects(stack_renders, "us-east-1")
+    assert ("ServiceMonitor", "fingerprint-api") in east
+    assert east[("ServiceMonitor", "market-data")]["spec"]["endpoints"] == [
+        {"port": "http-prom", "path": "/prometheus", "interval": "15s"}
+    ]
+    eu = _stack_objects(stack_renders, "eu-west-1")
+    assert eu[("ConfigMap", "meshstack-mesh-dashboard")]["metadata"]["namespace"] == "grafana"
+    assert ("ConfigMap", "meshstack-mesh-dashboard") not in _stack_objects(
+        stack_renders, "ap-southeast-1"
+    )
+
+
+# --- strict CRD + CEL validation -------------------------------------------------------------
+
+OWN_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ConfigMap"}
+
+
+@pytest.mark.parametrize("stack", ["us-east-1", "eu-west-1", "ap-southeast-1"])
+def test_every_object_of_mesh_alerts_validates(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    own = [o for o in stack_renders[stack].kubernetes_objects() if o["kind"] in OWN_KINDS]
+    assert {o["kind"] for o in own} >= {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
+    for obj in own:
+        assert validate_manifest(obj) == [], (obj["kind"], obj["metadata"]["name"])
+
+
+def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
+    # The check above is strict: snake_case `source_labels` is not a PodMonitor field.
+    monitor = copy.deepcopy(_objects(render)[("PodMonitor", "meshstack-envoy-stats")])
+    relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
+    relabel["source_labels"] = relabel.pop("sourceLabels")
+    assert validate_manifest(monitor) != []

@@ -1,0 +1,106 @@
+"""The Grafana dashboard: produced by grafana-foundation-sdk, with the panels issue 4 lists."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import promql_parser
+import pytest
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.dashboard import Dashboard
+
+from components import dashboard
+from components.alerts_rules import EJECTIONS, PENDING_OVERFLOW
+
+PARSED: dict[str, Any] = json.loads(dashboard.dashboard_json())
+
+REQUIRED_PANELS = {
+    "Request rate": "istio_requests_total",
+    "Error rate %": 'response_code=~"5.."',
+    "P99 latency": "histogram_quantile(0.99,",
+    "Canary traffic split %": "destination_version",
+    "Outlier ejections / circuit breaker": EJECTIONS,
+    "Rate-limited requests (429)": 'response_code="429"',
+}
+
+
+def _panels() -> dict[str, dict[str, Any]]:
+    return {p["title"]: p for p in PARSED["panels"]}
+
+
+def _as_grafana_would_query(expr: str) -> str:
+    """Interpolate Grafana's variables the way Grafana does before sending the query."""
+    expr = expr.replace("$__rate_interval", "1m")
+    return re.sub(r"\$(cluster|service)\b", "(a|b)", expr)
+
+
+def test_the_json_is_what_the_sdk_builder_serialises() -> None:
+    built = dashboard.mesh_dashboard().build()
+    assert isinstance(built, Dashboard)
+    assert json.loads(json.dumps(built, cls=JSONEncoder)) == PARSED
+
+
+@pytest.mark.parametrize("title", REQUIRED_PANELS)
+def test_required_panel_exists_with_its_query(title: str) -> None:
+    panel = _panels()[title]
+    assert panel["type"] == "timeseries"
+    assert panel["targets"][0]["expr"] == dashboard.PANEL_QUERIES[title]
+    assert REQUIRED_PANELS[title] in panel["targets"][0]["expr"]
+    assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_circuit_breaker_panel_also_shows_pending_overflows() -> None:
+    targets = _panels()["Outlier ejections / circuit breaker"]["targets"]
+    assert [t["refId"] for t in targets] == ["A", "B"]
+    assert PENDING_OVERFLOW in targets[1]["expr"]
+
+
+def test_canary_split_is_a_share_per_version() -> None:
+    expr = dashboard.PANEL_QUERIES["Canary traffic split %"]
+    assert "sum by (destination_service_name, destination_version)" in expr
+    assert "group_left" in expr
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [t["expr"] for p in PARSED["panels"] for t in p["targets"]],
+)
+def test_every_panel_query_parses(expr: str) -> None:
+    promql_parser.parse(_as_grafana_would_query(expr))
+
+
+def test_panel_ids_are_unique() -> None:
+    ids = [p["id"] for p in PARSED["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_cluster_and_service_variables_exist_and_filter_the_queries() -> None:
+    variables = {v["name"]: v for v in PARSED["templating"]["list"]}
+    assert set(variables) == {"datasource", "cluster", "service"}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["cluster"]["query"] == (
+        "label_values(istio_requests_total, destination_cluster)"
+    )
+    assert "destination_service_name)" in variables["service"]["query"]
+    for name in ("cluster", "service"):
+        assert variables[name]["multi"] and variables[name]["includeAll"]
+    for title in ("Request rate", "Error rate %", "P99 latency", "Rate-limited requests (429)"):
+        expr = dashboard.PANEL_QUERIES[title]
+        assert 'destination_cluster=~"$cluster"' in expr
+        assert 'destination_service_name=~"$service"' in expr
+
+
+def test_variable_queries_parse() -> None:
+    for variable in PARSED["templating"]["list"]:
+        query = variable.get("query", "")
+        if query.startswith("label_values("):
+            selector = query.removeprefix("label_values(").rsplit(",", 1)[0]
+            promql_parser.parse(_as_grafana_would_query(selector))
+
+
+def test_the_json_is_stable() -> None:
+    # The ConfigMap's content must not change between runs, or every `pulumi up` diffs.
+    assert dashboard.dashboard_json() == dashboard.dashboard_json()
+    assert PARSED["uid"] == "meshstack-mesh"

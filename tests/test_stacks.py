@@ -1,0 +1,225 @@
+"""Every region stack renders offline, and everything it renders passes the real schemas.
+
+Custom resources are checked against the upstream CRDs (strict, with CEL rules), core
+objects with kubernetes-validate (strict), Helm values against each chart's defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from components.settings import StackSettings
+from tests.conftest import STACKS
+from tools.render import PROJECT_DIR, Render, render_stack, write_render
+from tools.verify import validate_helm_values, validate_manifest
+from tools.verify.helm_values import REFERENCE_CHART_DIRS
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_object_passes_its_schema(stack_renders: dict[str, Render], stack: str) -> None:
+    objects = stack_renders[stack].kubernetes_objects()
+    assert objects, "a stack renders at least its namespaces"
+    errors = [e for obj in objects for e in validate_manifest(obj)]
+    assert errors == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_helm_value_exists_in_its_chart(stack_renders: dict[str, Render], stack: str) -> None:
+    charts = stack_renders[stack].helm_charts()
+    assert charts
+    for chart in charts:
+        key = (chart["repository"], chart["chart"])
+        assert key in REFERENCE_CHART_DIRS, f"no reference defaults for chart {key}"
+        assert validate_helm_values(REFERENCE_CHART_DIRS[key], chart["values"]) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_kubernetes_resource_uses_the_stack_provider(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    registrations = stack_renders[stack].registrations
+    providers = [r for r in registrations if r.type == "pulumi:providers:kubernetes"]
+    assert [p.name for p in providers] == [f"{stack}-kubernetes"]
+    for r in registrations:
+        if r.type.startswith("kubernetes:"):
+            assert r.provider == providers[0].urn, f"{r.name} is not on the stack's provider"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_two_objects_share_a_kubernetes_identity(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    identities = [
+        (
+            o["apiVersion"].split("/")[0],
+            o["kind"],
+            o["metadata"].get("namespace"),
+            o["metadata"]["name"],
+        )
+        for o in stack_renders[stack].kubernetes_objects()
+    ]
+    assert len(identities) == len(set(identities))
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_namespaces_and_crds_are_never_deleted(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    for r in stack_renders[stack].registrations:
+        if r.type in {
+            "kubernetes:core/v1:Namespace",
+            "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+        }:
+            assert r.retain_on_delete, r.name
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_outputs_name_what_an_operator_needs(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    outputs = stack_renders[stack].outputs
+    assert outputs["region"] == stack
+    assert outputs["istioVersion"] == "1.30.3"
+    assert outputs["istioNamespace"] == "istio-system"
+    assert outputs["ingressGatewayAddress"] == "[unknown: known after deploy]"
+    assert outputs["workloadNamespaces"]
+
+
+def test_render_is_deterministic(tmp_path: Path) -> None:
+    first, second = tmp_path / "a", tmp_path / "b"
+    write_render(render_stack("us-east-1"), first)
+    write_render(render_stack("us-east-1"), second)
+    for name in ("manifests.yaml", "helm.yaml", "resources.json", "outputs.json"):
+        assert (first / name).read_text() == (second / name).read_text(), name
+
+
+def test_manifests_are_sorted_by_api_version_kind_namespace_name(
+    stack_renders: dict[str, Render],
+) -> None:
+    objects = stack_renders["us-east-1"].kubernetes_objects()
+    keys = [
+        (o["apiVersion"], o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"])
+        for o in objects
+    ]
+    assert keys == sorted(keys)
+
+
+def test_resources_json_describes_every_resource(tmp_path: Path) -> None:
+    render = render_stack("eu-west-1")
+    write_render(render, tmp_path)
+    resources = json.loads((tmp_path / "resources.json").read_text())
+    assert len(resources) == len(render.registrations)
+    for resource in resources:
+        assert set(resource) == {
+            "urn",
+            "type",
+            "name",
+            "parent",
+            "dependencies",
+            "provider",
+            "protect",
+            "retain_on_delete",
+        }
+    urns = [r["urn"] for r in resources]
+    assert len(urns) == len(set(urns)), "URNs are unique"
+
+
+def _project_copy(tmp_path: Path, stack_config: dict[str, Any]) -> Path:
+    project = tmp_path / "project"
+    project.mkdir()
+    for name in ("Pulumi.yaml", "__main__.py"):
+        (project / name).write_text((PROJECT_DIR / name).read_text())
+    (project / "Pulumi.bad.yaml").write_text(yaml.safe_dump({"config": stack_config}))
+    return project
+
+
+def _render_cli(project: Path, stack: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tools.render", stack, "--project-dir", str(project)],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_settings_error_exits_with_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path, {"meshstack:region": "bad", "meshstack:istiodReplicas": 1})
+    result = _render_cli(project, "bad")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "render bad: invalid stack settings: meshstack:istiodReplicas = 1: must be greater "
+        "than or equal to 2"
+    ]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (project / "build").exists()
+
+
+def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
+    project = _project_copy(tmp_path, {"meshstack:region": "lab-1"})
+    result = _render_cli(project, "bad")
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (project / "build" / "bad").iterdir())
+    assert written == ["helm.yaml", "manifests.yaml", "outputs.json", "resources.json"]
+
+
+# --- Pulumi.yaml declares the settings ---------------------------------------------------
+
+
+def _declarations() -> dict[str, Any]:
+    project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())
+    return {
+        key.split(":", 1)[1]: value
+        for key, value in project["config"].items()
+        if key.startswith("meshstack:")
+    }
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "boolean": bool,
+    "integer": int,
+    "array": (list, tuple),
+}
+
+
+def test_pulumi_yaml_declares_every_scalar_setting_with_the_model_default() -> None:
+    declarations = _declarations()
+    for name, info in StackSettings.model_fields.items():
+        alias = info.alias or name
+        default = info.get_default(call_default_factory=True)
+        structured = isinstance(default, BaseModel) or (
+            default and isinstance(default, tuple) and not isinstance(default[0], str)
+        )
+        if structured or alias == "services":
+            continue
+        assert alias in declarations, f"meshstack:{alias} is not declared in Pulumi.yaml"
+        declaration = declarations[alias]
+        assert declaration.get("description"), alias
+        if info.is_required():
+            assert "default" not in declaration, alias
+            continue
+        assert isinstance(default, _JSON_TYPES[declaration["type"]]), alias
+        expected = list(default) if isinstance(default, tuple) else default
+        assert declaration["default"] == expected, f"default of meshstack:{alias} differs"
+
+
+def test_pulumi_yaml_declares_nothing_the_model_does_not_know() -> None:
+    aliases = {info.alias or name for name, info in StackSettings.model_fields.items()}
+    assert set(_declarations()) - aliases == {"kubeconfig"}
+    assert _declarations()["kubeconfig"]["secret"] is True
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_disable_default_kubernetes_provider(stack: str) -> None:
+    config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+    assert config["pulumi:disable-default-providers"] == ["kubernetes"]
+    assert config["meshstack:region"] == stack
