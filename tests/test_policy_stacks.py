@@ -332,3 +332,14 @@ def test_pack_config_allows_anonymous_kiali_on_listed_stacks(program_render: Ren
 def test_violations_name_the_resource(program_render: Render) -> None:
     report = check(mutated(program_render, _latest_image))
     assert [v.urn for v in report.violations] == [first(program_render, ":Deployment").urn]
+
+
+def test_compliant_program_objects_pass_the_strict_validators(program_render: Render) -> None:
+    # The compliant baseline must be a valid program, or a variant could be "caught" for
+    # the wrong reason.
+    from tools.verify import validate_helm_values, validate_manifest
+
+    problems = [p for obj in program_render.kubernetes_objects() for p in validate_manifest(obj)]
+    kiali = next(c for c in program_render.helm_charts() if c["chart"] == KIALI_SERVER.chart)
+    problems += validate_helm_values("kiali-server", kiali["values"])
+    assert problems == []
