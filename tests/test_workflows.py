@@ -110,6 +110,8 @@ def test_pull_request_runs_the_readme_test_command_then_previews_every_stack(
     pull_request: dict[str, Any],
 ) -> None:
     assert set(pull_request["on"]) == {"pull_request"}, "never pull_request_target"
+    readme = (PROJECT_DIR / "README.md").read_text()
+    assert re.search(r"^make test\b", readme, re.MULTILINE), "the README's test command"
     checks = pull_request["jobs"]["checks"]
     assert "make test" in [s.get("run") for s in steps(checks)]
     assert any("prometheus" in str(s.get("run", "")) for s in steps(checks)), "promtool"
