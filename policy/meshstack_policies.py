@@ -346,8 +346,9 @@ def kiali_not_anonymous(args: ResourceValidationArgs, report_violation: ReportVi
     if strategy != "anonymous":
         return
     stack = os.environ.get(STACK_ENV, "")
-    allowed = [str(s) for s in _items(args.get_config().get("allowedStacks"))]
-    if stack and stack in allowed:
+    allowed = {str(s) for s in _items(args.get_config().get("allowedStacks"))}
+    # `dev` and `acme/meshstack/dev` name the same stack.
+    if stack and {stack, stack.rsplit("/", 1)[-1]} & allowed:
         return
     report_violation(
         f"{where} is anonymous on stack {stack or '(unknown)'}, which is not in allowedStacks",

@@ -450,8 +450,11 @@ def test_anonymous_kiali_fails_outside_allowed_stacks(monkeypatch: pytest.Monkey
     ]
 
 
-def test_anonymous_kiali_passes_on_an_allowed_stack(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(rules.STACK_ENV, "dev")
+@pytest.mark.parametrize("stack", ["dev", "acme/meshstack/dev"])
+def test_anonymous_kiali_passes_on_an_allowed_stack(
+    monkeypatch: pytest.MonkeyPatch, stack: str
+) -> None:
+    monkeypatch.setenv(rules.STACK_ENV, stack)
     args = resource_args(CHART, kiali_chart("anonymous"), config={"allowedStacks": ["dev"]})
     assert violations(rules.kiali_not_anonymous, args) == []
 
