@@ -28,6 +28,7 @@ from pulumi_policy import (
     StackValidationArgs,
     StackValidationPolicy,
 )
+from pulumi_policy.proxy import UnknownValueError
 
 HELM_CHART_TYPES: Final = frozenset(
     {"kubernetes:helm.sh/v4:Chart", "kubernetes:helm.sh/v3:Release"}
@@ -115,10 +116,19 @@ def _items(value: Any) -> list[Any]:
     return []
 
 
+def _label_part(value: Any, *path: str) -> Any:
+    """Like `_get`, for message labels: a value unknown during preview reads as missing,
+    so a violation is still reported when only the object's name is not known yet."""
+    try:
+        return _get(value, *path)
+    except UnknownValueError:
+        return None
+
+
 def _object_ref(group: str, kind: str, props: Mapping[str, Any]) -> str:
     """`Kind namespace/name` of an object, for messages that point at the manifest."""
-    name = _get(props, "metadata", "name")
-    namespace = _get(props, "metadata", "namespace")
+    name = _label_part(props, "metadata", "name")
+    namespace = _label_part(props, "metadata", "namespace")
     label = f"{group}/{kind}" if group else kind
     if isinstance(name, str) and isinstance(namespace, str):
         return f"{label} {namespace}/{name}"
@@ -149,7 +159,7 @@ def _containers(pod_spec: Any) -> Iterator[tuple[str, Mapping[str, Any]]]:
     for field in ("initContainers", "containers"):
         for index, container in enumerate(_items(_get(pod_spec, field))):
             if isinstance(container, Mapping):
-                name = container.get("name")
+                name = _label_part(container, "name")
                 yield (f"{field}[{name if isinstance(name, str) else index}]", container)
 
 

@@ -206,6 +206,14 @@ def test_an_image_known_only_after_deploy_is_left_to_the_engine() -> None:
         violations(rules.images_pinned, args)
 
 
+def test_a_name_known_only_after_deploy_does_not_hide_a_violation() -> None:
+    props = deployment(container("ghcr.io/acme/api:latest", name=UNKNOWN_STRING_VALUE))
+    props["metadata"] = {"name": UNKNOWN_STRING_VALUE, "namespace": UNKNOWN_STRING_VALUE}
+    assert violations(rules.images_pinned, resource_args(DEPLOYMENT, props)) == [
+        "apps/Deployment containers[0]: image 'ghcr.io/acme/api:latest' uses the mutable tag latest"
+    ]
+
+
 def test_helm_values_images_pinned_pass() -> None:
     values = {
         "global": {"hub": "docker.io/istio", "tag": "1.30.3"},
