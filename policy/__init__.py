@@ -1,0 +1,1 @@
+"""meshstack's Pulumi policy pack (`pulumi preview --policy-pack policy`) and its offline runner."""
