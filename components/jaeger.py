@@ -16,6 +16,14 @@ than one replica.
 The in-cluster endpoints are derived from the chart's own naming helper
 (`jaeger.fullname`, mirrored by `jaeger_fullname`): the chart's single Service is named
 after it and exposes OTLP 4317/4318 and the query API 16686 (HTTP) / 16685 (gRPC).
+
+Ordering: Jaeger's pods run in the mesh (injected), so its chart must install after
+istiod, or a first `pulumi up` races the injection webhook and starts Jaeger without a
+sidecar. istiod in turn needs Jaeger's OTLP address for its tracing provider. The address
+depends only on settings (namespace and release name), so `JaegerStack.tracing_target_for`
+computes it before the stack exists, with the same functions the stack uses for its own
+outputs: RegionMesh hands that target to IstioMesh, then creates JaegerStack with the
+mesh, and a test holds the two equal.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components.helm import install_chart
+from components.istio import IstioMesh
 from components.istio_values import injection_labels
 from components.kube import namespace
 from components.observability_settings import JaegerSettings
@@ -248,6 +257,7 @@ class JaegerStack(pulumi.ComponentResource):
         self,
         name: str,
         settings: StackSettings,
+        mesh: IstioMesh,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
@@ -258,7 +268,8 @@ class JaegerStack(pulumi.ComponentResource):
             injection_labels(settings.istio_revision),
             parent=self,
         )
-        depends_on: list[pulumi.Resource] = []
+        # After istiod: the pods must be injected (module docstring).
+        depends_on: list[pulumi.Resource] = [mesh.control_plane]
         if jaeger.storage.type == "badger":
             depends_on.append(
                 k8s.core.v1.PersistentVolumeClaim(
@@ -308,5 +319,17 @@ class JaegerStack(pulumi.ComponentResource):
 
     @property
     def tracing_target(self) -> TracingTarget:
-        """The OTLP/gRPC target for IstioMesh's tracing provider."""
+        """The OTLP/gRPC target of this stack, as its outputs."""
         return TracingTarget(service=self.otlp_grpc_host, port=self.otlp_grpc_port)
+
+    @staticmethod
+    def tracing_target_for(settings: StackSettings) -> TracingTarget:
+        """The OTLP/gRPC target the JaegerStack of `settings` will have, before it exists.
+
+        For IstioMesh's tracing provider, which istiod needs before Jaeger may install.
+        """
+        host = service_host(jaeger_fullname(RELEASE), settings.observability_namespace)
+        return TracingTarget(
+            service=pulumi.Output.from_input(host),
+            port=pulumi.Output.from_input(OTLP_GRPC_PORT),
+        )

@@ -48,11 +48,18 @@ class RegionMesh(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        # Jaeger needs no Istio, and the mesh's tracing provider needs Jaeger's address.
+        # istiod gets Jaeger's address first; Jaeger installs after istiod so its pods are
+        # injected (components/jaeger.py). A spoke reads the hub's address instead.
         hub = settings.observability
-        self.jaeger = JaegerStack(f"{name}-jaeger", settings, opts=child) if hub.is_hub else None
-        source = self.jaeger or HubReference(f"{name}-hub", hub, opts=child)
-        self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=source.tracing_target)
+        tracing = (
+            JaegerStack.tracing_target_for(settings)
+            if hub.is_hub
+            else HubReference(f"{name}-hub", hub, opts=child).tracing_target
+        )
+        self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=tracing)
+        self.jaeger = (
+            JaegerStack(f"{name}-jaeger", settings, self.mesh, opts=child) if hub.is_hub else None
+        )
         quiet = self.jaeger.namespace if self.jaeger else None
         MeshTelemetry(f"{name}-telemetry", settings, self.mesh, quiet_namespace=quiet, opts=child)
         if self.jaeger:

@@ -421,10 +421,10 @@ def hub_render() -> Render:
     return run_with_provider(lambda opts: RegionMesh("hub", settings, opts))
 
 
-def test_mesh_depends_on_jaeger_and_kiali_on_both(hub_render: Render) -> None:
+def test_jaeger_installs_after_istiod_so_its_pods_are_injected(hub_render: Render) -> None:
     regs = by_name(hub_render)
-    # istiod's values carry the collector address, so istiod waits for Jaeger's namespace.
-    assert regs["hub-jaeger-ns"].urn in regs["hub-istio-istiod"].dependencies
+    assert regs["hub-istio-istiod"].urn in regs["hub-jaeger-chart"].dependencies
+    assert regs["hub-jaeger-ns"].urn not in regs["hub-istio-istiod"].dependencies
     types = {r.name: r.type for r in hub_render.registrations}
     assert types["hub-jaeger"] == "meshstack:observability:JaegerStack"
     assert types["hub-kiali"] == "meshstack:observability:KialiStack"
@@ -451,6 +451,25 @@ def test_jaeger_namespace_and_claim_are_retained(hub_render: Render) -> None:
     assert regs["hub-jaeger-badger"].retain_on_delete
     assert regs["hub-jaeger-ns"].inputs["metadata"]["labels"]["istio-injection"] == "enabled"
     assert regs["hub-jaeger-badger"].urn in regs["hub-jaeger-chart"].dependencies
+
+
+def test_planned_tracing_target_is_the_jaeger_stacks_own_endpoint() -> None:
+    settings = make_settings(observabilityNamespace="traces")
+    seen: dict[str, object] = {}
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        region = RegionMesh("hub", settings, opts)
+        assert region.jaeger is not None
+        planned = j.JaegerStack.tracing_target_for(settings)
+        pulumi.export("planned", pulumi.Output.all(planned.service, planned.port))
+        actual = region.jaeger.tracing_target
+        pulumi.export("actual", pulumi.Output.all(actual.service, actual.port))
+        seen["ok"] = True
+
+    render = run_with_provider(build)
+    assert seen["ok"]
+    assert render.outputs["planned"] == render.outputs["actual"]
+    assert render.outputs["actual"] == ["jaeger.traces.svc.cluster.local", 4317]
 
 
 def test_istio_tracing_provider_is_the_jaeger_service(hub_render: Render) -> None:
