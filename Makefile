@@ -8,7 +8,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install render render-all test check lint fmt typecheck pytest bench clean
+.PHONY: install render render-all test check lint fmt typecheck pytest bench policy clean
 
 .venv/.synced: uv.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
@@ -43,6 +43,9 @@ fmt: install
 
 bench: install ## Render wall time and peak memory per stack and for 50..400 services.
 	$(PY) -m tools.bench
+
+policy: install ## Real preview of STACK with the policy pack (needs the Pulumi CLI and the stack).
+	pulumi preview --stack $(STACK) --policy-pack policy --policy-pack-config policy/config.json
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
