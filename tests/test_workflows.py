@@ -169,3 +169,11 @@ def test_every_pulumi_run_uses_the_policy_pack_and_the_locked_cli(
         assert step["with"]["pulumi-version"] == sdk_version
         assert step["env"] == {"PULUMI_ACCESS_TOKEN": "${{ secrets.PULUMI_ACCESS_TOKEN }}"}
         assert "make install" in [s.get("run") for s in steps(job)], "the pack runs in .venv"
+
+
+def test_checks_fetch_the_pinned_reference_data_before_testing() -> None:
+    for name in ("pull-request.yml", "deploy.yml"):
+        text = (PROJECT_DIR / ".github" / "workflows" / name).read_text()
+        fetch = text.index("python3 tools/fetch_reference.py")
+        assert fetch < text.index("run: make test"), name
+        assert text.count("MESHSTACK_REFERENCE_DIR: ${{ runner.temp }}/reference") == 2, name
