@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Any
 
-from tools.render import PROJECT_DIR, load_stack_config, run_program
+from tools.render import PROJECT_DIR, load_stack_config, render_stack, run_program
 
 STACKS = ("us-east-1", "eu-west-1", "ap-southeast-1")
 SIZES = (50, 100, 200, 400)
@@ -38,6 +38,20 @@ def generated_service(index: int) -> dict[str, Any]:
     if index:
         previous = index - 1
         service["calls"] = [f"team-{previous // SERVICES_PER_NAMESPACE:03d}/svc-{previous:04d}"]
+    # Per-path local rate limits, JWT and explicit ALLOW rules on every service.
+    service["rateLimit"] = {
+        "requestsPerSecond": 500,
+        "routes": [{"pathPrefix": "/status", "requestsPerSecond": 2000}],
+    }
+    service["jwt"] = {
+        "issuer": "https://auth.bench.example.com",
+        "jwksUri": "https://auth.bench.example.com/.well-known/jwks.json",
+        "audiences": [service["name"]],
+        "protectedPaths": ["/api/*"],
+    }
+    service["authorization"] = [
+        {"requestPrincipals": ["*"], "paths": ["/api/*"], "methods": ["GET", "POST"]}
+    ]
     if index % SERVICES_PER_NAMESPACE == 0:
         # One progressive service per namespace: a Flagger Canary instead of a VS and DR.
         service["delivery"] = "progressive"
@@ -70,6 +84,10 @@ def generated_config(size: int) -> dict[str, str]:
     config, _ = load_stack_config("us-east-1")
     config["meshstack:region"] = f"bench-{size}"
     config["meshstack:services"] = json.dumps([generated_service(i) for i in range(size)])
+    # Keys that name us-east-1's own namespaces point at the generated ones instead.
+    observability = json.loads(config["meshstack:observability"])
+    observability["telemetry"]["namespaces"] = [{"namespace": "team-000", "samplingPercentage": 10}]
+    config["meshstack:observability"] = json.dumps(observability)
     return config
 
 
@@ -78,8 +96,7 @@ def _child(target: str) -> None:
     if target.isdigit():
         render = run_program(f"bench-{target}", generated_config(int(target)))
     else:
-        config, secret_keys = load_stack_config(target)
-        render = run_program(target, config, secret_keys)
+        render = render_stack(target)
     render_seconds = time.perf_counter() - started
     print(
         json.dumps(
