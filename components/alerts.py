@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 from components import alerts_rules as rules
 from components.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL, dashboard_json
 from components.istio import IstioMesh
+from components.naming import MANAGED_BY
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:observability:MeshAlerts"
@@ -56,7 +57,7 @@ class MeshAlerts(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         alerts = settings.alerts
-        labels = {"app.kubernetes.io/managed-by": "pulumi", **alerts.prometheus_selector_labels}
+        labels = {**MANAGED_BY, **alerts.prometheus_selector_labels}
 
         def metadata(k8s_name: str, namespace: pulumi.Input[str]) -> k8s.meta.v1.ObjectMetaArgs:
             return k8s.meta.v1.ObjectMetaArgs(name=k8s_name, namespace=namespace, labels=labels)
@@ -112,7 +113,7 @@ class MeshAlerts(pulumi.ComponentResource):
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=DASHBOARD_CONFIGMAP_NAME,
                     namespace=settings.dashboard.namespace,
-                    labels={"app.kubernetes.io/managed-by": "pulumi", **GRAFANA_DASHBOARD_LABEL},
+                    labels={**MANAGED_BY, **GRAFANA_DASHBOARD_LABEL},
                 ),
                 data={DASHBOARD_FILE: dashboard_json()},
                 opts=pulumi.ResourceOptions(parent=self),

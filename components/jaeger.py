@@ -37,6 +37,7 @@ from components.helm import install_chart
 from components.istio import IstioMesh
 from components.istio_values import injection_labels
 from components.kube import namespace
+from components.naming import service_fqdn
 from components.observability_settings import JaegerSettings
 from components.settings import StackSettings
 from components.tracing import (
@@ -80,11 +81,6 @@ def jaeger_fullname(release: str, name_override: str = "", fullname_override: st
     name = name_override or CHART_NAME
     full = release if name in release else f"{release}-{name}"
     return full[:63].rstrip("-")
-
-
-def service_host(service: str, namespace_name: str) -> str:
-    """Fully qualified in-cluster host of a Service."""
-    return f"{service}.{namespace_name}.svc.cluster.local"
 
 
 def _storage_backend(settings: JaegerSettings) -> dict[str, Any]:
@@ -296,7 +292,7 @@ class JaegerStack(pulumi.ComponentResource):
         fullname = jaeger_fullname(RELEASE)
         self.namespace = ns.metadata.name.apply(str)
         self.service_name = pulumi.Output.from_input(fullname)
-        self.otlp_grpc_host = self.namespace.apply(lambda n: service_host(fullname, n))
+        self.otlp_grpc_host = self.namespace.apply(lambda n: service_fqdn(fullname, n))
         self.otlp_grpc_port = pulumi.Output.from_input(OTLP_GRPC_PORT)
         self.otlp_grpc_endpoint = self.otlp_grpc_host.apply(lambda h: f"{h}:{OTLP_GRPC_PORT}")
         self.otlp_http_endpoint = self.otlp_grpc_host.apply(
@@ -328,7 +324,7 @@ class JaegerStack(pulumi.ComponentResource):
 
         For IstioMesh's tracing provider, which istiod needs before Jaeger may install.
         """
-        host = service_host(jaeger_fullname(RELEASE), settings.observability_namespace)
+        host = service_fqdn(jaeger_fullname(RELEASE), settings.observability_namespace)
         return TracingTarget(
             service=pulumi.Output.from_input(host),
             port=pulumi.Output.from_input(OTLP_GRPC_PORT),

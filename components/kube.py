@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.naming import MANAGED_BY
+
 
 def namespace(
     resource_name: str,
@@ -20,7 +22,7 @@ def namespace(
         resource_name,
         metadata=k8s.meta.v1.ObjectMetaArgs(
             name=name,
-            labels={"app.kubernetes.io/managed-by": "pulumi", **labels},
+            labels={**MANAGED_BY, **labels},
         ),
         opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=True),
     )

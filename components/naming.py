@@ -10,6 +10,12 @@ from __future__ import annotations
 import re
 from typing import Final
 
+CLUSTER_DOMAIN: Final = "cluster.local"
+"""Kubernetes cluster domain; Istio's trust domain default matches it."""
+
+MANAGED_BY: Final = {"app.kubernetes.io/managed-by": "pulumi"}
+"""Label on every object the program creates itself, so operators can tell them apart."""
+
 DNS_LABEL_MAX: Final = 63
 DNS_SUBDOMAIN_MAX: Final = 253
 
@@ -40,3 +46,8 @@ def dns_label(*parts: str) -> str:
             f"(lowercase letters, digits and '-', at most {DNS_LABEL_MAX} characters)"
         )
     return name
+
+
+def service_fqdn(name: str, namespace: str) -> str:
+    """Fully qualified in-cluster host of a Service, as Istio and Envoy name it."""
+    return f"{name}.{namespace}.svc.{CLUSTER_DOMAIN}"

@@ -19,6 +19,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components import ratelimit_specs as specs
 from components.istio import IstioMesh
+from components.naming import service_fqdn
 from components.security_specs import ingress_gateway_principal, workload_apps
 from components.settings import StackSettings
 
@@ -77,9 +78,7 @@ class RateLimiter(pulumi.ComponentResource):
         address, domain = "", ""
         if quota.enabled:
             self._quota(name, mesh, settings)
-            address = (
-                f"{specs.service_host(specs.RATELIMIT_NAME, quota.namespace)}:{specs.GRPC_PORT}"
-            )
+            address = f"{service_fqdn(specs.RATELIMIT_NAME, quota.namespace)}:{specs.GRPC_PORT}"
             domain = quota.domain
 
         self.local_filters = pulumi.Output.from_input(local_names)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+from components.naming import service_fqdn
 from components.ratelimit_settings import (
     LocalRateLimitSettings,
     QuotaSettings,
@@ -224,13 +225,9 @@ def ratelimit_config(quota: QuotaSettings) -> dict[str, Any]:
     return {"domain": quota.domain, "descriptors": descriptors}
 
 
-def service_host(name: str, namespace: str) -> str:
-    return f"{name}.{namespace}.svc.cluster.local"
-
-
 def ratelimit_cluster(namespace: str) -> str:
     """Envoy cluster of the ratelimit gRPC port, as Istio names outbound clusters."""
-    return f"outbound|{GRPC_PORT}||{service_host(RATELIMIT_NAME, namespace)}"
+    return f"outbound|{GRPC_PORT}||{service_fqdn(RATELIMIT_NAME, namespace)}"
 
 
 def _seconds(milliseconds: int) -> str:
@@ -267,7 +264,7 @@ def gateway_filter_spec(
                                 "grpc_service": {
                                     "envoy_grpc": {
                                         "cluster_name": ratelimit_cluster(namespace),
-                                        "authority": service_host(RATELIMIT_NAME, namespace),
+                                        "authority": service_fqdn(RATELIMIT_NAME, namespace),
                                     },
                                     "timeout": _seconds(quota.timeout_ms),
                                 },
@@ -370,7 +367,7 @@ def ratelimit_deployment_spec(quota: QuotaSettings) -> dict[str, Any]:
         "LOG_FORMAT": "json",
         "REDIS_SOCKET_TYPE": "tcp",
         "REDIS_TYPE": "SINGLE",
-        "REDIS_URL": f"{service_host(REDIS_NAME, namespace)}:{REDIS_PORT}",
+        "REDIS_URL": f"{service_fqdn(REDIS_NAME, namespace)}:{REDIS_PORT}",
         "RUNTIME_ROOT": RUNTIME_ROOT,
         "RUNTIME_SUBDIRECTORY": RUNTIME_SUBDIRECTORY,
         # The ConfigMap volume swaps a symlink on update: watch the subdirectory, skip

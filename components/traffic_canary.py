@@ -10,6 +10,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components import traffic_specs as specs
 from components.istio import IstioMesh
+from components.naming import MANAGED_BY
 from components.settings import MeshService
 from components.traffic_settings import effective_policies, ejection_detection_ms
 
@@ -62,7 +63,7 @@ class CanaryRoute(pulumi.ComponentResource):
         metadata = {
             "name": service.name,
             "namespace": namespace,
-            "labels": {"app.kubernetes.io/managed-by": "pulumi", "app": service.name},
+            "labels": {**MANAGED_BY, "app": service.name},
         }
         options = mesh.custom_resource_options(self)
         vs_spec = pulumi.Output.all(*gateway_refs).apply(

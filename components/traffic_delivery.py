@@ -27,6 +27,7 @@ from components import traffic_specs as specs
 from components.helm import install_chart
 from components.istio import IstioMesh
 from components.kube import namespace
+from components.naming import MANAGED_BY
 from components.settings import MeshService, StackSettings
 from components.traffic_canary import worst_ejection_seconds
 from components.traffic_gateway import IngressGateways
@@ -105,7 +106,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                 metadata={
                     "name": service.name,
                     "namespace": mesh.workload_namespace(service.namespace).metadata.name,
-                    "labels": {"app.kubernetes.io/managed-by": "pulumi", "app": service.name},
+                    "labels": {**MANAGED_BY, "app": service.name},
                 },
                 spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
                 opts=canary_options,

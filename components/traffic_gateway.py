@@ -11,6 +11,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components import traffic_specs as specs
 from components.istio import IstioMesh
+from components.naming import MANAGED_BY
 from components.traffic_settings import GatewaySettings
 
 TOKEN: Final = "meshstack:traffic:IngressGateways"
@@ -46,7 +47,7 @@ class IngressGateways(pulumi.ComponentResource):
                 metadata={
                     "name": gateway.name,
                     "namespace": mesh.ingress_namespace,
-                    "labels": {"app.kubernetes.io/managed-by": "pulumi"},
+                    "labels": dict(MANAGED_BY),
                 },
                 spec=mesh.ingress_selector.apply(partial(specs.gateway_spec, gateway)),
                 opts=mesh.custom_resource_options(self),

@@ -17,6 +17,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components import traffic_specs as specs
 from components.istio import IstioMesh
+from components.naming import MANAGED_BY
 from components.settings import MeshService, StackSettings
 from components.traffic_settings import services_by_ref
 
@@ -70,7 +71,7 @@ class SidecarScopes(pulumi.ComponentResource):
                 metadata={
                     "name": SIDECAR_NAME,
                     "namespace": mesh.workload_namespace(ns).metadata.name,
-                    "labels": {"app.kubernetes.io/managed-by": "pulumi"},
+                    "labels": dict(MANAGED_BY),
                 },
                 spec=spec,
                 opts=mesh.custom_resource_options(self),

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Final
 
+from components.naming import service_fqdn
 from components.settings import MeshService
 from components.traffic_settings import (
     CanarySettings,
@@ -50,7 +51,7 @@ timeouts must stay well inside the analysis interval."""
 
 def service_host(service: MeshService) -> str:
     """The service's cluster-local FQDN, as VirtualServices and DestinationRules name it."""
-    return f"{service.name}.{service.namespace}.svc.cluster.local"
+    return service_fqdn(service.name, service.namespace)
 
 
 def string_match(match: StringMatchSetting) -> dict[str, str]:
