@@ -10,6 +10,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
+from components import versions
 from components.region import RegionMesh
 from components.settings import SettingsError, StackSettings, load_settings
 
@@ -45,6 +46,7 @@ region = RegionMesh(
 pulumi.export("region", settings.region)
 pulumi.export("meshId", region.mesh_id)
 pulumi.export("istioVersion", region.istio_version)
+pulumi.export("versions", versions.pinned())
 pulumi.export("istioNamespace", region.istio_namespace)
 pulumi.export("workloadNamespaces", region.workload_namespaces)
 pulumi.export("ingressGatewayAddress", region.ingress_address)

@@ -55,3 +55,15 @@ JAEGER: Final = HelmChart("jaeger", "4.11.1", "https://jaegertracing.github.io/h
 RATELIMIT_IMAGE: Final = "docker.io/envoyproxy/ratelimit:f2fb1577"
 # renovate: datasource=docker depName=redis
 REDIS_IMAGE: Final = "docker.io/library/redis:7.4.5-alpine"
+
+
+def pinned() -> dict[str, str]:
+    """Every pinned chart (`<chart>`: version) and image (`<name>`: reference), for operators.
+
+    Exported as the stack output `versions`, so `pulumi stack output versions` answers
+    "what runs in this region" without reading the code.
+    """
+    charts = (ISTIO_BASE, ISTIOD, ISTIO_GATEWAY, FLAGGER, FLAGGER_LOADTESTER, KIALI_SERVER, JAEGER)
+    versions = {f"chart/{chart.chart}": chart.version for chart in charts}
+    versions |= {"image/ratelimit": RATELIMIT_IMAGE, "image/redis": REDIS_IMAGE}
+    return dict(sorted(versions.items()))

@@ -93,6 +93,9 @@ def test_stack_outputs_name_what_an_operator_needs(
     outputs = stack_renders[stack].outputs
     assert outputs["region"] == stack
     assert outputs["istioVersion"] == "1.30.3"
+    assert outputs["versions"]["chart/istiod"] == "1.30.3"
+    assert outputs["versions"]["chart/flagger"] == "1.44.0"
+    assert all(":" in v for k, v in outputs["versions"].items() if k.startswith("image/"))
     assert outputs["istioNamespace"] == "istio-system"
     assert outputs["ingressGatewayAddress"] == "[unknown: known after deploy]"
     assert outputs["workloadNamespaces"]
