@@ -188,7 +188,39 @@ class MetricTagOverride(SettingsModel):
             raise RuleViolationError(
                 ("removeTags",), [], "must name a tag to remove, or addTags a tag to add"
             )
+        for index, tag in enumerate(self.remove_tags):
+            if tag in READ_TAGS:
+                raise RuleViolationError(
+                    ("removeTags", index),
+                    tag,
+                    "must not be a tag Kiali, Flagger, the alerts or the dashboard read "
+                    f"({', '.join(sorted(READ_TAGS))})",
+                )
         return self
+
+
+READ_TAGS: Final = frozenset(
+    {
+        "reporter",
+        "request_protocol",
+        "response_code",
+        "response_flags",
+        "grpc_response_status",
+        "source_workload",
+        "source_workload_namespace",
+        "source_cluster",
+        "destination_service",
+        "destination_service_name",
+        "destination_service_namespace",
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_version",
+        "destination_cluster",
+    }
+)
+"""Istio metric tags something downstream depends on. Kiali's graph skips every series
+without `request_protocol` and `response_code` (kiali graph telemetry); Flagger's built-in
+checks, the alerts and the dashboard group by destination and version labels."""
 
 
 class NamespaceTelemetry(SettingsModel):

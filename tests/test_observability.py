@@ -340,7 +340,7 @@ def test_metric_tag_overrides() -> None:
         observability={
             "telemetry": {
                 "metricOverrides": [
-                    {"metric": "REQUEST_COUNT", "removeTags": ["request_protocol"]},
+                    {"metric": "REQUEST_SIZE", "removeTags": ["source_principal"]},
                     {"mode": "SERVER", "addTags": {"request_host": "request.host"}},
                 ]
             }
@@ -352,8 +352,8 @@ def test_metric_tag_overrides() -> None:
             "providers": [{"name": "prometheus"}],
             "overrides": [
                 {
-                    "match": {"metric": "REQUEST_COUNT", "mode": "CLIENT_AND_SERVER"},
-                    "tagOverrides": {"request_protocol": {"operation": "REMOVE"}},
+                    "match": {"metric": "REQUEST_SIZE", "mode": "CLIENT_AND_SERVER"},
+                    "tagOverrides": {"source_principal": {"operation": "REMOVE"}},
                 },
                 {
                     "match": {"metric": "ALL_METRICS", "mode": "SERVER"},

@@ -260,3 +260,23 @@ def test_the_stack_files_exercise_every_observability_option() -> None:
     }
     for prefix, keys in item_keys.items():
         assert {f"{prefix}.{key}" for key in keys} <= used, prefix
+
+
+def test_metric_override_may_not_remove_a_tag_something_reads() -> None:
+    with pytest.raises(SettingsError) as caught:
+        make_settings(
+            observability={
+                "telemetry": {
+                    "metricOverrides": [
+                        {
+                            "metric": "REQUEST_COUNT",
+                            "removeTags": ["response_code", "request_protocol"],
+                        }
+                    ]
+                }
+            }
+        )
+    assert str(caught.value).startswith(
+        'meshstack:observability.telemetry.metricOverrides[0].removeTags[0] = "response_code": '
+        "must not be a tag Kiali, Flagger, the alerts or the dashboard read (destination_cluster, "
+    )
