@@ -155,6 +155,12 @@ def mesh_config(
         },
         "enablePrometheusMerge": True,
         "extensionProviders": extension_providers(tracing_service, tracing_port),
+        "serviceSettings": [
+            {
+                "settings": {"clusterLocal": True},
+                "hosts": list(settings.cluster_local_service_hosts),
+            }
+        ],
     }
 
 

@@ -24,6 +24,7 @@ from components.observability_settings import ObservabilitySettings
 from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
 from components.security_settings import AllowRule, JwtSettings, SecuritySettings
 from components.settings_base import (
+    ClusterLocalHost,
     DnsLabel,
     LabelValue,
     OptionalDnsLabel,
@@ -267,6 +268,15 @@ class StackSettings(SettingsModel):
             "Default: none (the cloud's default load balancer)."
         ),
     )
+    cluster_local_hosts: tuple[ClusterLocalHost, ...] = Field(
+        default=(),
+        description=(
+            "Extra hosts kept in this region (`meshConfig.serviceSettings` clusterLocal), "
+            "e.g. `admin-service.revenue.svc.cluster.local` or `*.batch.svc.cluster.local`. "
+            "Default: none; the per-region infrastructure (the ratelimit service and Redis, "
+            "Flagger's loadtester) is always kept local, see `cluster_local_service_hosts`."
+        ),
+    )
     workload_namespaces: tuple[DnsLabel, ...] = Field(
         default=(),
         description=(
@@ -356,6 +366,20 @@ class StackSettings(SettingsModel):
     def effective_network(self) -> str:
         """`network`, defaulting to `network-<region>`."""
         return self.network or f"network-{self.region}"
+
+    @property
+    def cluster_local_service_hosts(self) -> tuple[str, ...]:
+        """Hosts that must never be load-balanced to another region, sorted.
+
+        In a multi-primary mesh a Service with the same name and namespace in several
+        clusters is one service, load-balanced across them. Per-region infrastructure
+        must stay local: the ratelimit service of another region serves another domain
+        with another Redis, and Flagger's loadtester must load this region's canary.
+        """
+        hosts = {f"*.{self.traffic.flagger_namespace}.svc.cluster.local"}
+        if self.rate_limit.quota.enabled:
+            hosts.add(f"*.{self.rate_limit.quota.namespace}.svc.cluster.local")
+        return tuple(sorted(hosts | set(self.cluster_local_hosts)))
 
     @property
     def namespaces(self) -> tuple[str, ...]:

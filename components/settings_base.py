@@ -7,6 +7,7 @@ both sides import them without a cycle.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Final
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
@@ -74,3 +75,21 @@ class SettingsModel(BaseModel):
         populate_by_name=True,
         str_strip_whitespace=False,
     )
+
+
+_SERVICE_HOST = re.compile(
+    r"^(\*|[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.[a-z0-9]([-a-z0-9]*[a-z0-9])?\.svc\.cluster\.local$"
+)
+
+
+def _cluster_local_host(value: str) -> str:
+    if not _SERVICE_HOST.match(value):
+        raise ValueError(
+            "must be an in-cluster service host `<name>.<namespace>.svc.cluster.local`, "
+            "or `*.<namespace>.svc.cluster.local` for a whole namespace"
+        )
+    return value
+
+
+ClusterLocalHost = Annotated[str, AfterValidator(_cluster_local_host)]
+"""A Service host (or a namespace wildcard) as Istio's `serviceSettings` takes it."""

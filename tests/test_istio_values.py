@@ -122,3 +122,19 @@ def test_cross_network_gateway_passes_mtls_through_for_mesh_services_only() -> N
     assert server["port"]["number"] == 15443
     assert server["tls"] == {"mode": "AUTO_PASSTHROUGH"}
     assert server["hosts"] == ["*.local"]
+
+
+def test_per_region_infrastructure_is_cluster_local() -> None:
+    settings = make_settings(
+        rateLimit={"quota": {"enabled": True, "namespace": "quotas"}},
+        clusterLocalHosts=["admin.shop.svc.cluster.local"],
+    )
+    (service_settings,) = v.mesh_config(settings)["serviceSettings"]
+    assert service_settings["settings"] == {"clusterLocal": True}
+    assert service_settings["hosts"] == [
+        "*.flagger-system.svc.cluster.local",
+        "*.quotas.svc.cluster.local",
+        "admin.shop.svc.cluster.local",
+    ]
+    hosts = v.mesh_config(make_settings())["serviceSettings"][0]["hosts"]
+    assert hosts == ["*.flagger-system.svc.cluster.local"], "no ratelimit without quotas"

@@ -186,3 +186,11 @@ def test_prometheus_url_must_be_http() -> None:
     assert error_of(prometheusUrl="ftp://p:9090").startswith(
         'meshstack:prometheusUrl = "ftp://p:9090": must match pattern'
     )
+
+
+def test_cluster_local_host_must_be_an_in_cluster_service_host() -> None:
+    assert error_of(clusterLocalHosts=["admin.example.com"]) == (
+        'meshstack:clusterLocalHosts[0] = "admin.example.com": must be an in-cluster service '
+        "host `<name>.<namespace>.svc.cluster.local`, or `*.<namespace>.svc.cluster.local` "
+        "for a whole namespace"
+    )
