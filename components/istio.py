@@ -195,3 +195,27 @@ class IstioMesh(pulumi.ComponentResource):
     def custom_resource_options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
         """Options for an Istio custom resource: parented, and after CRDs and webhook exist."""
         return pulumi.ResourceOptions(parent=parent, depends_on=[self.control_plane])
+
+    def admit_ingress_controller(
+        self,
+        resource_name: str,
+        *,
+        parent: pulumi.Resource,
+        namespace: pulumi.Input[str],
+        name: str,
+        pod_labels: dict[str, str],
+        port: int,
+    ) -> CustomResource:
+        """A PeerAuthentication letting an out-of-mesh Ingress controller reach one port.
+
+        For components that expose a meshed UI through a Kubernetes Ingress
+        (`istio_values.ingress_controller_exception_spec` says why).
+        """
+        return CustomResource(
+            resource_name,
+            api_version="security.istio.io/v1",
+            kind="PeerAuthentication",
+            metadata={"name": name, "namespace": namespace},
+            spec=values.ingress_controller_exception_spec(pod_labels, port),
+            opts=self.custom_resource_options(parent),
+        )

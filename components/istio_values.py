@@ -80,6 +80,20 @@ CROSS_NETWORK_GATEWAY: Final = "cross-network-gateway"
 """Name of the Gateway that exposes this cluster's services to the other networks."""
 
 
+def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> dict[str, Any]:
+    """PeerAuthentication spec: STRICT, except plaintext on `port` of the selected pods.
+
+    Ingress controllers such as ingress-nginx run outside the mesh and send plaintext;
+    with the mesh-wide STRICT policy the pod's sidecar would reset those connections, and
+    an Ingress to a meshed UI would answer 502. Only that one port of those pods opens.
+    """
+    return {
+        "selector": {"matchLabels": dict(pod_labels)},
+        "mtls": {"mode": "STRICT"},
+        "portLevelMtls": {str(port): {"mode": "PERMISSIVE"}},
+    }
+
+
 def gateways(settings: StackSettings) -> tuple[GatewaySpec, ...]:
     """The gateways this region installs, in install order."""
     return (

@@ -165,6 +165,11 @@ def user_config(settings: JaegerSettings) -> dict[str, Any]:
     }
 
 
+def pod_labels(release: str = RELEASE) -> dict[str, str]:
+    """Selector labels of the chart's pod (`jaeger.selectorLabels`)."""
+    return {"app.kubernetes.io/name": CHART_NAME, "app.kubernetes.io/instance": release}
+
+
 def badger_claim_name(release: str = RELEASE) -> str:
     """Name of the PersistentVolumeClaim holding Badger's files."""
     return f"{jaeger_fullname(release)}-badger"
@@ -288,6 +293,16 @@ class JaegerStack(pulumi.ComponentResource):
             depends_on=depends_on,
         )
         """The jaeger chart."""
+
+        if jaeger.ingress_host:
+            mesh.admit_ingress_controller(
+                f"{name}-ingress-mtls",
+                parent=self,
+                namespace=ns.metadata.name,
+                name=f"{RELEASE}-ingress",
+                pod_labels=pod_labels(),
+                port=QUERY_HTTP_PORT,
+            )
 
         fullname = jaeger_fullname(RELEASE)
         self.namespace = ns.metadata.name.apply(str)

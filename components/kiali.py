@@ -43,6 +43,13 @@ when it generates one) — but generated once and kept, not on every render."""
 MULTI_CLUSTER_LABEL: Final = "kiali.io/multiCluster=true"
 """Label of the remote-cluster kubeconfig Secrets Kiali discovers in its namespace."""
 
+SERVER_PORT: Final = 20001
+"""Kiali's HTTP port (chart `server.port` default): UI, API and its Ingress backend."""
+
+POD_LABELS: Final = {"app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": RELEASE}
+"""Selector labels of the chart's pod (`kiali-server.selectorLabels`; the instance is
+`deployment.instance_name`, which defaults to the release name used here)."""
+
 WEB_ROOT: Final = "/kiali"
 """Kiali's default web root on Kubernetes, stated so links and Ingress agree."""
 
@@ -183,6 +190,15 @@ class KialiStack(pulumi.ComponentResource):
             depends_on=[mesh.control_plane, jaeger.chart],
         )
         """The kiali-server chart."""
+        if kiali.ingress_host:
+            mesh.admit_ingress_controller(
+                f"{name}-ingress-mtls",
+                parent=self,
+                namespace=jaeger.namespace,
+                name=f"{RELEASE}-ingress",
+                pod_labels=dict(POD_LABELS),
+                port=SERVER_PORT,
+            )
 
         self.namespace = jaeger.namespace
         self.tracing_internal_url = jaeger.query_grpc_url

@@ -138,3 +138,12 @@ def test_per_region_infrastructure_is_cluster_local() -> None:
     ]
     hosts = v.mesh_config(make_settings())["serviceSettings"][0]["hosts"]
     assert hosts == ["*.flagger-system.svc.cluster.local"], "no ratelimit without quotas"
+
+
+def test_ingress_controller_exception_opens_one_port_of_the_selected_pods_only() -> None:
+    spec = v.ingress_controller_exception_spec({"app": "ui"}, 8080)
+    assert spec == {
+        "selector": {"matchLabels": {"app": "ui"}},
+        "mtls": {"mode": "STRICT"},
+        "portLevelMtls": {"8080": {"mode": "PERMISSIVE"}},
+    }

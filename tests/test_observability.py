@@ -739,3 +739,35 @@ def test_jaeger_settings_either_scale_safely_or_fail_naming_replicas(
     assert validate_helm_values("jaeger", values) == []
     claims = values["jaeger"].get("extraVolumes", [])
     assert bool(claims) == (storage_type == "badger")
+
+
+def test_ui_ingresses_get_a_plaintext_exception_for_their_port_only() -> None:
+    settings = make_settings(
+        observability={
+            "jaeger": {"ingressHost": "traces.example.com"},
+            "kiali": {"ingressHost": "kiali.example.com"},
+        }
+    )
+    render = run_with_provider(lambda opts: RegionMesh("hub", settings, opts))
+    regs = by_name(render)
+    exceptions = {
+        o["metadata"]["name"]: o
+        for o in render.kubernetes_objects()
+        if o["kind"] == "PeerAuthentication" and o["metadata"]["namespace"] == "observability"
+    }
+    assert set(exceptions) == {"jaeger-ingress", "kiali-ingress"}
+    assert exceptions["jaeger-ingress"]["spec"]["portLevelMtls"] == {
+        "16686": {"mode": "PERMISSIVE"}
+    }
+    assert exceptions["kiali-ingress"]["spec"]["portLevelMtls"] == {"20001": {"mode": "PERMISSIVE"}}
+    assert exceptions["jaeger-ingress"]["spec"]["selector"]["matchLabels"] == j.pod_labels()
+    assert regs["hub-jaeger-ingress-mtls"].parent == regs["hub-jaeger"].urn
+    assert regs["hub-istio-istiod"].urn in regs["hub-kiali-ingress-mtls"].dependencies
+    for obj in exceptions.values():
+        assert validate_manifest(obj) == []
+
+
+def test_no_plaintext_exception_without_an_ingress(hub_render: Render) -> None:
+    names = {r.name for r in hub_render.registrations}
+    assert "hub-jaeger-ingress-mtls" not in names
+    assert "hub-kiali-ingress-mtls" not in names
