@@ -116,7 +116,8 @@ def kiali_values(
             "grafana": grafana,
         },
         "clustering": {
-            # Spokes appear once their kubeconfig Secrets (this label) exist here.
+            # Spokes appear once their kubeconfig Secrets (this label) exist here and the
+            # chart re-renders: it finds them with Helm's `lookup` at render time.
             "autodetect_secrets": {"enabled": True, "label": MULTI_CLUSTER_LABEL},
         },
     }
