@@ -30,6 +30,7 @@ from components.traffic_settings import (
     StringMatchSetting,
     TrafficPolicySettings,
     duration_ms,
+    merged_subset_policy,
 )
 
 MESH_GATEWAY: Final = "mesh"
@@ -252,8 +253,10 @@ def traffic_policy_spec(
 ) -> dict[str, Any]:
     """A DestinationRule `trafficPolicy`.
 
-    `only_set`: emit only the fields the settings set (subset policies, which Istio merges
-    over the service-wide policy field by field). `tcp_pool=False` drops the TCP pool,
+    `only_set`: emit only the sections the settings set (subset policies: Istio keeps the
+    service-wide section a subset leaves unset, but replaces a section it sets as a whole,
+    so subset policies are first merged with `merged_subset_policy`). `tcp_pool=False`
+    drops the TCP pool,
     which Flagger's `Canary.spec.service.trafficPolicy` cannot carry.
     """
     fields = policy.model_fields_set if only_set else set(type(policy).model_fields)
@@ -310,7 +313,8 @@ def destination_rule_spec(service: MeshService) -> dict[str, Any]:
         subset: dict[str, Any] = {"name": version.name, "labels": dict(version.labels)}
         override = traffic.subset_policies.get(version.name)
         if override is not None:
-            subset["trafficPolicy"] = traffic_policy_spec(override, only_set=True)
+            merged = merged_subset_policy(traffic.policy, override)
+            subset["trafficPolicy"] = traffic_policy_spec(merged, only_set=True)
         subsets.append(subset)
     return {
         "host": service_host(service),

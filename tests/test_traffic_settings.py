@@ -364,6 +364,25 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "traffic.ejectionDetectionBound (60s)",
     ),
     (
+        "subset outlier detection invalid once merged over the service's",
+        {
+            "policy": {
+                "outlierDetection": {
+                    "consecutive5xxErrors": None,
+                    "consecutiveLocalOriginFailures": 3,
+                    "splitExternalLocalOriginErrors": True,
+                }
+            },
+            "subsetPolicies": {
+                "canary": {"outlierDetection": {"splitExternalLocalOriginErrors": False}}
+            },
+        },
+        {},
+        f'{P}.subsetPolicies.canary.outlierDetection = "set": merged over '
+        "traffic.policy.outlierDetection (as Istio applies it): takes effect only with "
+        "splitExternalLocalOriginErrors: true",
+    ),
+    (
         "progressive step above max",
         {"progressive": {"stepWeight": 60}},
         {"delivery": "progressive"},

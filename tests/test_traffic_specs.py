@@ -255,10 +255,46 @@ def test_destination_rule_subsets_policy_and_mtls() -> None:
         {
             "name": "canary",
             "labels": {"version": "canary"},
-            # Only what the subset sets: the rest merges from the service-wide policy.
-            "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 10}}},
+            # Istio replaces a whole section a subset sets, so the service-wide pool is
+            # merged in (the subset's field wins); sections it leaves unset are inherited.
+            "trafficPolicy": {
+                "connectionPool": {
+                    "tcp": {"maxConnections": 10, "connectTimeout": "2s"},
+                    "http": policy["connectionPool"]["http"],
+                }
+            },
         },
     ]
+    valid("DestinationRule", spec)
+
+
+def test_subset_outlier_detection_keeps_the_service_wide_fields_it_does_not_set() -> None:
+    traffic = {
+        "policy": {
+            "outlierDetection": {
+                "consecutive5xxErrors": 7,
+                "consecutiveLocalOriginFailures": 3,
+                "splitExternalLocalOriginErrors": True,
+                "interval": "5s",
+                "maxEjectionPercent": 30,
+                "minHealthPercent": 50,
+            },
+        },
+        "subsetPolicies": {"canary": {"outlierDetection": {"baseEjectionTime": "1m"}}},
+    }
+    spec = specs.destination_rule_spec(only(stack(svc(traffic=traffic))))
+    canary = next(s for s in spec["subsets"] if s["name"] == "canary")
+    assert canary["trafficPolicy"] == {
+        "outlierDetection": {
+            "consecutive5xxErrors": 7,
+            "consecutiveLocalOriginFailures": 3,
+            "splitExternalLocalOriginErrors": True,
+            "interval": "5s",
+            "baseEjectionTime": "60s",
+            "maxEjectionPercent": 30,
+            "minHealthPercent": 50,
+        }
+    }
     valid("DestinationRule", spec)
 
 
