@@ -322,9 +322,15 @@ class SubsetWeight(SettingsModel):
 
 
 class MirrorSettings(SettingsModel):
-    """Copy live traffic to a subset; its responses are discarded."""
+    """Copy live traffic to a shadow subset; its responses are discarded.
 
-    subset: DnsLabel = Field(description="A version name of the service.")
+    Only for idempotent traffic: a mirrored write is executed by the shadow too. The shadow
+    must get no live weight, or it would process the same requests twice.
+    """
+
+    subset: DnsLabel = Field(
+        description="A version name of the service with no (or 0) weight in `weights`."
+    )
     percentage: float = Field(
         default=100.0, gt=0, le=100, description="Percent of requests mirrored. Default 100."
     )
@@ -345,7 +351,9 @@ class CanarySettings(SettingsModel):
         default="",
         description="Subset for requests outside `match`. Default: the first version.",
     )
-    mirror: MirrorSettings | None = Field(default=None, description="Default: no mirroring.")
+    mirror: MirrorSettings | None = Field(
+        default=None, description="Default: no mirroring. Idempotent traffic only."
+    )
 
     @model_validator(mode="after")
     def _weights_sum_to_100(self) -> CanarySettings:
@@ -793,6 +801,14 @@ def check_service(service: MeshService) -> None:
                 ("traffic", "canary", "mirror", "subset"),
                 canary.mirror.subset,
                 f"mirror target must be a version of the service ({known})",
+            )
+        live = {w.subset: w.weight for w in canary.weights if w.weight}
+        if canary.mirror is not None and canary.mirror.subset in live:
+            raise RuleViolationError(
+                ("traffic", "canary", "mirror", "subset"),
+                canary.mirror.subset,
+                f"must not also get live traffic (weight {live[canary.mirror.subset]}): it "
+                "would process mirrored requests twice; mirror to a shadow version without weight",
             )
     for name, policy in traffic.subset_policies.items():
         if name not in subsets:

@@ -223,6 +223,18 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "service (canary, stable)",
     ),
     (
+        "mirror target also gets live weight",
+        {
+            "canary": {
+                "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
+                "mirror": {"subset": "canary"},
+            }
+        },
+        {},
+        f'{P}.canary.mirror.subset = "canary": must not also get live traffic (weight 20): it '
+        "would process mirrored requests twice; mirror to a shadow version without weight",
+    ),
+    (
         "subset policy for unknown version",
         {"subsetPolicies": {"v9": {"connectionPool": {"maxConnections": 1}}}},
         {},

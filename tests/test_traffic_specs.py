@@ -79,15 +79,17 @@ def test_weighted_split_with_mirror_uses_current_fields() -> None:
     traffic = {
         "canary": {
             "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
-            "mirror": {"subset": "canary", "percentage": 25},
+            "mirror": {"subset": "shadow", "percentage": 25},
         }
     }
-    [route] = specs.http_routes(only(stack(svc(traffic=traffic))), {})
+    versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
+    service = only(stack(svc(versions=versions, traffic=traffic)))
+    [route] = specs.http_routes(service, {})
     assert [d["weight"] for d in route["route"]] == [80, 20]
-    assert route["mirror"]["subset"] == "canary"
+    assert route["mirror"]["subset"] == "shadow"
     assert route["mirrorPercentage"] == {"value": 25.0}
     assert "mirrorPercent" not in route
-    valid("VirtualService", specs.virtual_service_spec(only(stack(svc(traffic=traffic))), {}))
+    valid("VirtualService", specs.virtual_service_spec(service, {}))
 
 
 def test_endpoint_routes_exact_first_longest_prefix_next_and_backends() -> None:

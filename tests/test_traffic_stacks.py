@@ -43,7 +43,8 @@ def test_revenue_engine_split_mirror_circuit_breaking_and_admin_route(
         "v1": 80,
         "v2": 20,
     }
-    assert default["mirror"]["subset"] == "v2"
+    # The mirror goes to a shadow without live weight, so no request is processed twice.
+    assert default["mirror"]["subset"] == "v3"
     assert default["mirrorPercentage"] == {"value": 25}
     admin = next(r for r in vs["http"] if r["name"] == "admin")
     assert admin["match"] == [{"uri": {"prefix": "/api/v1/admin"}}]
