@@ -44,6 +44,9 @@ LOADTESTER_RELEASE: Final = "flagger-loadtester"
 LOADTESTER_PORT: Final = 80
 """The loadtester chart's Service port (`service.port`)."""
 
+GHZ_HEALTH_PROTO: Final = "/tmp/ghz/health.proto"
+"""`grpc.health.v1` proto in the loadtester image, so ghz needs no server reflection."""
+
 SMOKE_TEST_TIMEOUT: Final = "30s"
 LOAD_TEST_TIMEOUT: Final = "5s"
 """The loadtester starts `hey` in the background and answers at once; rollout webhooks'
@@ -404,8 +407,10 @@ def load_test_command(service: MeshService) -> str:
     duration = flagger_interval(progressive.interval)
     qps = progressive.load_test_qps
     if service.protocol == "grpc":
+        # The loadtester image ships the health proto: without it ghz needs server
+        # reflection, which services need not enable.
         return (
-            f"ghz -z {duration} -q {qps} -c 2 --insecure "
+            f"ghz -z {duration} -q {qps} -c 2 --insecure --proto={GHZ_HEALTH_PROTO} "
             f"--call grpc.health.v1.Health/Check {_canary_address(service)}"
         )
     return f"hey -z {duration} -q {qps} -c 2 http://{_canary_address(service)}/"
