@@ -436,6 +436,11 @@ def canary_service_spec(service: MeshService, gateway_refs: Sequence[str]) -> di
         spec["hosts"] = list(traffic.expose.hosts)
     if traffic.cors is not None:
         spec["corsPolicy"] = cors_spec(traffic.cors)
+    if service.metrics is not None:
+        # Flagger's generated Services (`<name>`, `-primary`, `-canary`) carry only `port`
+        # unless port discovery adds the Deployment's other named container ports, such as
+        # the metrics port the app ServiceMonitor scrapes.
+        spec["portDiscovery"] = True
     return spec
 
 

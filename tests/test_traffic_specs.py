@@ -460,6 +460,7 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
         "--call grpc.health.v1.Health/Check api-canary.shop:9090"
     )
     service_spec = spec["service"]
+    assert "portDiscovery" not in service_spec
     assert service_spec["portName"] == "grpc"
     assert service_spec["hosts"] == ["api.example.com"]
     assert service_spec["gateways"] == ["istio-ingress/public", "mesh"]
@@ -482,3 +483,12 @@ def test_flagger_and_loadtester_values_exist_in_their_charts() -> None:
     assert values["crd"] == {"create": False}
     assert validate_helm_values("flagger", values) == []
     assert validate_helm_values("flagger-loadtester", specs.loadtester_values()) == []
+
+
+def test_canary_discovers_ports_when_app_metrics_are_scraped() -> None:
+    # Flagger's generated Services only carry `service.port` without port discovery, so
+    # the ServiceMonitor would find no metrics port on them.
+    service = only(stack(svc(delivery="progressive", metrics={"port": "http-prom"})))
+    spec = specs.canary_spec(service, [], "fd")
+    assert spec["service"]["portDiscovery"] is True
+    valid("Canary", spec, api="flagger.app/v1beta1")

@@ -65,6 +65,9 @@ def test_a_progressive_service_and_flagger_in_some_stacks(
         for key in objects(stack_renders[stack], "Canary"):
             assert key not in objects(stack_renders[stack], "VirtualService")
             assert key not in objects(stack_renders[stack], "DestinationRule")
+    # market-data's app metrics port must reach Flagger's generated Services.
+    canary = objects(stack_renders["us-east-1"], "Canary")["markets", "market-data"]
+    assert canary["spec"]["service"]["portDiscovery"] is True
 
 
 def test_chaos_drill_in_exactly_one_region(stack_renders: dict[str, Render]) -> None:
