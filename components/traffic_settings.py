@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar
 
 import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from components.naming import is_dns_label, is_dns_subdomain
 from components.settings_base import DnsLabel, OptionalDnsLabel, RuleViolationError, SettingsModel
@@ -322,9 +322,15 @@ class SubsetWeight(SettingsModel):
 
 
 class MirrorSettings(SettingsModel):
-    """Copy live traffic to a subset; its responses are discarded."""
+    """Copy live traffic to a shadow subset; its responses are discarded.
 
-    subset: DnsLabel = Field(description="A version name of the service.")
+    Only for idempotent traffic: a mirrored write is executed by the shadow too. The shadow
+    must get no live weight, or it would process the same requests twice.
+    """
+
+    subset: DnsLabel = Field(
+        description="A version name of the service with no (or 0) weight in `weights`."
+    )
     percentage: float = Field(
         default=100.0, gt=0, le=100, description="Percent of requests mirrored. Default 100."
     )
@@ -345,7 +351,9 @@ class CanarySettings(SettingsModel):
         default="",
         description="Subset for requests outside `match`. Default: the first version.",
     )
-    mirror: MirrorSettings | None = Field(default=None, description="Default: no mirroring.")
+    mirror: MirrorSettings | None = Field(
+        default=None, description="Default: no mirroring. Idempotent traffic only."
+    )
 
     @model_validator(mode="after")
     def _weights_sum_to_100(self) -> CanarySettings:
@@ -635,7 +643,10 @@ class ServiceTraffic(SettingsModel):
         default_factory=TrafficPolicySettings, description="Service-wide DestinationRule policy."
     )
     subset_policies: dict[str, TrafficPolicySettings] = Field(
-        default_factory=dict, description="Per-version policy overrides. Default: none."
+        default_factory=dict,
+        description=(
+            "Per-version policy overrides, merged over `policy` section by section. Default: none."
+        ),
     )
     expose: ExposeSettings | None = Field(default=None, description="Default: mesh-internal.")
     progressive: ProgressiveSettings = Field(
@@ -693,16 +704,51 @@ class TrafficSettings(SettingsModel):
 # --- rules across fields --------------------------------------------------------------------
 
 
+M = TypeVar("M", ConnectionPoolSettings, OutlierDetectionSettings)
+
+
+def _deep_merged(base: M | None, override: M) -> M:
+    """`base` with the fields `override` sets replaced (validated again as a whole)."""
+    if base is None:
+        return override
+    data = {name: getattr(base, name) for name in type(base).model_fields}
+    data.update({name: getattr(override, name) for name in override.model_fields_set})
+    return type(override).model_validate(data)
+
+
+def merged_subset_policy(
+    service: TrafficPolicySettings, subset: TrafficPolicySettings
+) -> TrafficPolicySettings:
+    """A subset policy with the service-wide `connectionPool` / `outlierDetection` merged in.
+
+    Istio's `MergeTrafficPolicy` replaces a whole section (`connectionPool`,
+    `outlierDetection`, `loadBalancer`) when the subset sets it, so a subset that sets one
+    field of a section would otherwise drop every other service-wide field of it. The
+    result sets the same sections as `subset` (fields it sets win); a section the subset
+    leaves unset is inherited by Istio as is. Raises pydantic's ValidationError when the
+    merged outlier detection breaks its rules.
+    """
+    fields = subset.model_fields_set
+    data: dict[str, object] = {name: getattr(subset, name) for name in fields}
+    if "connection_pool" in fields and subset.connection_pool is not None:
+        data["connection_pool"] = _deep_merged(service.connection_pool, subset.connection_pool)
+    if "outlier_detection" in fields and subset.outlier_detection is not None:
+        data["outlier_detection"] = _deep_merged(
+            service.outlier_detection, subset.outlier_detection
+        )
+    return TrafficPolicySettings.model_validate(data)
+
+
 def effective_policies(
     traffic: ServiceTraffic,
 ) -> list[tuple[tuple[str | int, ...], TrafficPolicySettings]]:
-    """The service-wide policy and each subset policy that sets its own outlier detection.
+    """The service-wide policy and each subset policy that sets its own outlier detection,
+    merged over the service-wide one (`merged_subset_policy`), as Envoy gets them.
 
-    A subset policy only overrides the fields it sets (Istio merges subset policies over
-    the service-wide one field by field), so an unset `outlierDetection` inherits.
+    A subset policy that leaves `outlierDetection` unset inherits the service's.
     """
     return [(("traffic", "policy"), traffic.policy)] + [
-        (("traffic", "subsetPolicies", name), policy)
+        (("traffic", "subsetPolicies", name), merged_subset_policy(traffic.policy, policy))
         for name, policy in traffic.subset_policies.items()
         if "outlier_detection" in policy.model_fields_set
     ]
@@ -756,13 +802,31 @@ def check_service(service: MeshService) -> None:
                 canary.mirror.subset,
                 f"mirror target must be a version of the service ({known})",
             )
-    for name in traffic.subset_policies:
+        live = {w.subset: w.weight for w in canary.weights if w.weight}
+        if canary.mirror is not None and canary.mirror.subset in live:
+            raise RuleViolationError(
+                ("traffic", "canary", "mirror", "subset"),
+                canary.mirror.subset,
+                f"must not also get live traffic (weight {live[canary.mirror.subset]}): it "
+                "would process mirrored requests twice; mirror to a shadow version without weight",
+            )
+    for name, policy in traffic.subset_policies.items():
         if name not in subsets:
             raise RuleViolationError(
                 ("traffic", "subsetPolicies", name),
                 name,
                 f"must be a version of the service ({known})",
             )
+        try:
+            merged_subset_policy(traffic.policy, policy)
+        except ValidationError as error:
+            cause = error.errors()[0].get("ctx", {}).get("error")
+            reason = cause.message if isinstance(cause, RuleViolationError) else str(error)
+            raise RuleViolationError(
+                ("traffic", "subsetPolicies", name, "outlierDetection"),
+                "set",
+                f"merged over traffic.policy.outlierDetection (as Istio applies it): {reason}",
+            ) from None
     _check_retries(("traffic", "retries"), traffic.retries, traffic.timeout, "timeout")
     for index, route in enumerate(traffic.routes):
         retries = route.retries or traffic.retries

@@ -30,6 +30,7 @@ from components.traffic_settings import (
     StringMatchSetting,
     TrafficPolicySettings,
     duration_ms,
+    merged_subset_policy,
 )
 
 MESH_GATEWAY: Final = "mesh"
@@ -42,6 +43,9 @@ LOADTESTER_RELEASE: Final = "flagger-loadtester"
 """Helm release of the loadtester; the chart names its Service after it."""
 LOADTESTER_PORT: Final = 80
 """The loadtester chart's Service port (`service.port`)."""
+
+GHZ_HEALTH_PROTO: Final = "/tmp/ghz/health.proto"
+"""`grpc.health.v1` proto in the loadtester image, so ghz needs no server reflection."""
 
 SMOKE_TEST_TIMEOUT: Final = "30s"
 LOAD_TEST_TIMEOUT: Final = "5s"
@@ -252,8 +256,10 @@ def traffic_policy_spec(
 ) -> dict[str, Any]:
     """A DestinationRule `trafficPolicy`.
 
-    `only_set`: emit only the fields the settings set (subset policies, which Istio merges
-    over the service-wide policy field by field). `tcp_pool=False` drops the TCP pool,
+    `only_set`: emit only the sections the settings set (subset policies: Istio keeps the
+    service-wide section a subset leaves unset, but replaces a section it sets as a whole,
+    so subset policies are first merged with `merged_subset_policy`). `tcp_pool=False`
+    drops the TCP pool,
     which Flagger's `Canary.spec.service.trafficPolicy` cannot carry.
     """
     fields = policy.model_fields_set if only_set else set(type(policy).model_fields)
@@ -310,7 +316,8 @@ def destination_rule_spec(service: MeshService) -> dict[str, Any]:
         subset: dict[str, Any] = {"name": version.name, "labels": dict(version.labels)}
         override = traffic.subset_policies.get(version.name)
         if override is not None:
-            subset["trafficPolicy"] = traffic_policy_spec(override, only_set=True)
+            merged = merged_subset_policy(traffic.policy, override)
+            subset["trafficPolicy"] = traffic_policy_spec(merged, only_set=True)
         subsets.append(subset)
     return {
         "host": service_host(service),
@@ -400,8 +407,10 @@ def load_test_command(service: MeshService) -> str:
     duration = flagger_interval(progressive.interval)
     qps = progressive.load_test_qps
     if service.protocol == "grpc":
+        # The loadtester image ships the health proto: without it ghz needs server
+        # reflection, which services need not enable.
         return (
-            f"ghz -z {duration} -q {qps} -c 2 --insecure "
+            f"ghz -z {duration} -q {qps} -c 2 --insecure --proto={GHZ_HEALTH_PROTO} "
             f"--call grpc.health.v1.Health/Check {_canary_address(service)}"
         )
     return f"hey -z {duration} -q {qps} -c 2 http://{_canary_address(service)}/"
@@ -427,6 +436,11 @@ def canary_service_spec(service: MeshService, gateway_refs: Sequence[str]) -> di
         spec["hosts"] = list(traffic.expose.hosts)
     if traffic.cors is not None:
         spec["corsPolicy"] = cors_spec(traffic.cors)
+    if service.metrics is not None:
+        # Flagger's generated Services (`<name>`, `-primary`, `-canary`) carry only `port`
+        # unless port discovery adds the Deployment's other named container ports, such as
+        # the metrics port the app ServiceMonitor scrapes.
+        spec["portDiscovery"] = True
     return spec
 
 

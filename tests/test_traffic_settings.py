@@ -223,6 +223,18 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "service (canary, stable)",
     ),
     (
+        "mirror target also gets live weight",
+        {
+            "canary": {
+                "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
+                "mirror": {"subset": "canary"},
+            }
+        },
+        {},
+        f'{P}.canary.mirror.subset = "canary": must not also get live traffic (weight 20): it '
+        "would process mirrored requests twice; mirror to a shadow version without weight",
+    ),
+    (
         "subset policy for unknown version",
         {"subsetPolicies": {"v9": {"connectionPool": {"maxConnections": 1}}}},
         {},
@@ -362,6 +374,25 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         f'{P}.subsetPolicies.canary.outlierDetection.interval = "58s": worst-case ejection '
         "detection 63s (5 errors x outlierRequestGap 1s + interval) exceeds "
         "traffic.ejectionDetectionBound (60s)",
+    ),
+    (
+        "subset outlier detection invalid once merged over the service's",
+        {
+            "policy": {
+                "outlierDetection": {
+                    "consecutive5xxErrors": None,
+                    "consecutiveLocalOriginFailures": 3,
+                    "splitExternalLocalOriginErrors": True,
+                }
+            },
+            "subsetPolicies": {
+                "canary": {"outlierDetection": {"splitExternalLocalOriginErrors": False}}
+            },
+        },
+        {},
+        f'{P}.subsetPolicies.canary.outlierDetection = "set": merged over '
+        "traffic.policy.outlierDetection (as Istio applies it): takes effect only with "
+        "splitExternalLocalOriginErrors: true",
     ),
     (
         "progressive step above max",

@@ -79,15 +79,17 @@ def test_weighted_split_with_mirror_uses_current_fields() -> None:
     traffic = {
         "canary": {
             "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
-            "mirror": {"subset": "canary", "percentage": 25},
+            "mirror": {"subset": "shadow", "percentage": 25},
         }
     }
-    [route] = specs.http_routes(only(stack(svc(traffic=traffic))), {})
+    versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
+    service = only(stack(svc(versions=versions, traffic=traffic)))
+    [route] = specs.http_routes(service, {})
     assert [d["weight"] for d in route["route"]] == [80, 20]
-    assert route["mirror"]["subset"] == "canary"
+    assert route["mirror"]["subset"] == "shadow"
     assert route["mirrorPercentage"] == {"value": 25.0}
     assert "mirrorPercent" not in route
-    valid("VirtualService", specs.virtual_service_spec(only(stack(svc(traffic=traffic))), {}))
+    valid("VirtualService", specs.virtual_service_spec(service, {}))
 
 
 def test_endpoint_routes_exact_first_longest_prefix_next_and_backends() -> None:
@@ -255,10 +257,46 @@ def test_destination_rule_subsets_policy_and_mtls() -> None:
         {
             "name": "canary",
             "labels": {"version": "canary"},
-            # Only what the subset sets: the rest merges from the service-wide policy.
-            "trafficPolicy": {"connectionPool": {"tcp": {"maxConnections": 10}}},
+            # Istio replaces a whole section a subset sets, so the service-wide pool is
+            # merged in (the subset's field wins); sections it leaves unset are inherited.
+            "trafficPolicy": {
+                "connectionPool": {
+                    "tcp": {"maxConnections": 10, "connectTimeout": "2s"},
+                    "http": policy["connectionPool"]["http"],
+                }
+            },
         },
     ]
+    valid("DestinationRule", spec)
+
+
+def test_subset_outlier_detection_keeps_the_service_wide_fields_it_does_not_set() -> None:
+    traffic = {
+        "policy": {
+            "outlierDetection": {
+                "consecutive5xxErrors": 7,
+                "consecutiveLocalOriginFailures": 3,
+                "splitExternalLocalOriginErrors": True,
+                "interval": "5s",
+                "maxEjectionPercent": 30,
+                "minHealthPercent": 50,
+            },
+        },
+        "subsetPolicies": {"canary": {"outlierDetection": {"baseEjectionTime": "1m"}}},
+    }
+    spec = specs.destination_rule_spec(only(stack(svc(traffic=traffic))))
+    canary = next(s for s in spec["subsets"] if s["name"] == "canary")
+    assert canary["trafficPolicy"] == {
+        "outlierDetection": {
+            "consecutive5xxErrors": 7,
+            "consecutiveLocalOriginFailures": 3,
+            "splitExternalLocalOriginErrors": True,
+            "interval": "5s",
+            "baseEjectionTime": "60s",
+            "maxEjectionPercent": 30,
+            "minHealthPercent": 50,
+        }
+    }
     valid("DestinationRule", spec)
 
 
@@ -416,8 +454,13 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
     assert analysis["sessionAffinity"] == {"cookieName": "canary"}
     smoke, load = analysis["webhooks"]
     assert smoke["metadata"]["cmd"] == "grpc_health_probe -addr=api-canary.shop:9090"
-    assert load["metadata"]["cmd"].startswith("ghz -z 30s -q 10 -c 2 --insecure ")
+    # The image's health proto, so the load test works without gRPC server reflection.
+    assert load["metadata"]["cmd"] == (
+        "ghz -z 30s -q 10 -c 2 --insecure --proto=/tmp/ghz/health.proto "
+        "--call grpc.health.v1.Health/Check api-canary.shop:9090"
+    )
     service_spec = spec["service"]
+    assert "portDiscovery" not in service_spec
     assert service_spec["portName"] == "grpc"
     assert service_spec["hosts"] == ["api.example.com"]
     assert service_spec["gateways"] == ["istio-ingress/public", "mesh"]
@@ -440,3 +483,12 @@ def test_flagger_and_loadtester_values_exist_in_their_charts() -> None:
     assert values["crd"] == {"create": False}
     assert validate_helm_values("flagger", values) == []
     assert validate_helm_values("flagger-loadtester", specs.loadtester_values()) == []
+
+
+def test_canary_discovers_ports_when_app_metrics_are_scraped() -> None:
+    # Flagger's generated Services only carry `service.port` without port discovery, so
+    # the ServiceMonitor would find no metrics port on them.
+    service = only(stack(svc(delivery="progressive", metrics={"port": "http-prom"})))
+    spec = specs.canary_spec(service, [], "fd")
+    assert spec["service"]["portDiscovery"] is True
+    valid("Canary", spec, api="flagger.app/v1beta1")

@@ -43,7 +43,8 @@ def test_revenue_engine_split_mirror_circuit_breaking_and_admin_route(
         "v1": 80,
         "v2": 20,
     }
-    assert default["mirror"]["subset"] == "v2"
+    # The mirror goes to a shadow without live weight, so no request is processed twice.
+    assert default["mirror"]["subset"] == "v3"
     assert default["mirrorPercentage"] == {"value": 25}
     admin = next(r for r in vs["http"] if r["name"] == "admin")
     assert admin["match"] == [{"uri": {"prefix": "/api/v1/admin"}}]
@@ -64,6 +65,9 @@ def test_a_progressive_service_and_flagger_in_some_stacks(
         for key in objects(stack_renders[stack], "Canary"):
             assert key not in objects(stack_renders[stack], "VirtualService")
             assert key not in objects(stack_renders[stack], "DestinationRule")
+    # market-data's app metrics port must reach Flagger's generated Services.
+    canary = objects(stack_renders["us-east-1"], "Canary")["markets", "market-data"]
+    assert canary["spec"]["service"]["portDiscovery"] is True
 
 
 def test_chaos_drill_in_exactly_one_region(stack_renders: dict[str, Render]) -> None:
