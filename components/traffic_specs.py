@@ -517,8 +517,6 @@ def flagger_values(prometheus_url: str, cluster_name: str) -> dict[str, Any]:
         # The CRDs come from the chart's crds/ folder, which Chart v4 installs and the
         # program retains; the template copy would be a second owner of the same objects.
         "crd": {"create": False},
-        # Only Prometheus annotations: the chart's defaults also opt into Linkerd and App Mesh.
-        "podAnnotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
     }
 
 
