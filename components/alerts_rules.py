@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from components.alerts_settings import AlertsSettings, AppMetrics
+from components.ratelimit_settings import QuotaSettings
+from components.ratelimit_specs import METRICS_PORT, RATELIMIT_NAME, ratelimit_service_spec
 
 ALERT_NAMES: Final = (
     "CanaryErrorRateHigh",
@@ -50,6 +52,18 @@ ISTIOD_SERVICE_SELECTOR: Final = {"istio": "pilot"}
 EJECTIONS: Final = "envoy_cluster_outlier_detection_ejections_enforced_total"
 PENDING_OVERFLOW: Final = "envoy_cluster_upstream_rq_pending_overflow"
 RATELIMIT_OVER_LIMIT: Final = "ratelimit_service_rate_limit_over_limit"
+
+RATELIMIT_SERIES: Final = "ratelimit_.*"
+"""Series kept from the ratelimit service's own endpoint: its counters only. Its Go runtime
+series would duplicate nothing useful, and Envoy's come from the sidecar PodMonitor."""
+
+MESH_CERTIFICATE_FILES: Final = {
+    "caFile": "root-cert.pem",
+    "certFile": "cert-chain.pem",
+    "keyFile": "key.pem",
+}
+"""Files Istio's proxy writes to `OUTPUT_CERTS` (Istio's "Prometheus" integration, TLS
+settings), by the `tlsConfig` field that reads each."""
 
 ENVOY_STATS: Final = {
     EJECTIONS: "cluster.{cluster}.outlier_detection.ejections_enforced_total",
@@ -308,12 +322,82 @@ def istiod_service_monitor_spec(settings: AlertsSettings, istio_namespace: str) 
     }
 
 
+def mesh_tls_endpoint(settings: AlertsSettings) -> dict[str, Any]:
+    """`scheme` and `tlsConfig` of an endpoint scraped through a STRICT-mTLS sidecar.
+
+    Prometheus presents the workload certificate its own istio-proxy sidecar writes to
+    `meshCertificatesDir`. `insecureSkipVerify`: the server certificate carries a SPIFFE
+    identity, not the pod address Prometheus dials, so name verification cannot succeed
+    (Istio's documented setting); the client certificate still authenticates Prometheus.
+    """
+    directory = settings.mesh_certificates_dir
+    return {
+        "scheme": "https",
+        "tlsConfig": {
+            **{field: f"{directory}/{file}" for field, file in MESH_CERTIFICATE_FILES.items()},
+            "insecureSkipVerify": True,
+        },
+    }
+
+
 def app_service_monitor_spec(
-    service_name: str, namespace: str, metrics: AppMetrics
+    settings: AlertsSettings, service_name: str, namespace: str, metrics: AppMetrics
 ) -> dict[str, Any]:
-    """ServiceMonitor `spec` for one application's own metrics."""
+    """ServiceMonitor `spec` for one application's own metrics, over mesh mTLS."""
     return {
         "selector": {"matchLabels": {"app": service_name}},
         "namespaceSelector": {"matchNames": [namespace]},
-        "endpoints": [{"port": metrics.port, "path": metrics.path, "interval": metrics.interval}],
+        "endpoints": [
+            {
+                "port": metrics.port,
+                "path": metrics.path,
+                "interval": metrics.interval,
+                **mesh_tls_endpoint(settings),
+            }
+        ],
+    }
+
+
+def ratelimit_metrics_port_name() -> str:
+    """Name of the ratelimit Service's Prometheus port (`METRICS_PORT`)."""
+    ports = ratelimit_service_spec()["ports"]
+    return str(next(p["name"] for p in ports if p["port"] == METRICS_PORT))
+
+
+def ratelimit_service_monitor_spec(
+    settings: AlertsSettings, quota: QuotaSettings
+) -> dict[str, Any]:
+    """ServiceMonitor `spec` for the ratelimit service's own counters (`RateLimitExceeded`).
+
+    The ratelimit Service carries no `app` label, so every Service of the quota namespace is
+    selected and the `keep` relabeling narrows it to the one named `RATELIMIT_NAME` (Redis'
+    Service has no metrics port anyway). The pods are meshed under STRICT mTLS, hence the
+    mesh TLS settings. Only `ratelimit_*` series are kept: the sidecar PodMonitor already
+    scrapes the proxy, so nothing is counted twice.
+    """
+    return {
+        "selector": {},
+        "namespaceSelector": {"matchNames": [quota.namespace]},
+        "endpoints": [
+            {
+                # Path: Prometheus' default `/metrics`, ratelimit's PROMETHEUS_PATH.
+                "port": ratelimit_metrics_port_name(),
+                "interval": settings.scrape_interval,
+                **mesh_tls_endpoint(settings),
+                "relabelings": [
+                    {
+                        "action": "keep",
+                        "sourceLabels": ["__meta_kubernetes_service_name"],
+                        "regex": RATELIMIT_NAME,
+                    }
+                ],
+                "metricRelabelings": [
+                    {
+                        "action": "keep",
+                        "sourceLabels": ["__name__"],
+                        "regex": RATELIMIT_SERIES,
+                    }
+                ],
+            }
+        ],
     }

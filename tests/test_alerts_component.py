@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pulumi
@@ -11,8 +12,12 @@ import pytest
 
 from components import alerts_rules as rules
 from components.alerts import MeshAlerts
+from components.alerts_settings import AlertsSettings
 from components.dashboard import dashboard_json
 from components.istio import IstioMesh
+from components.ratelimit import RateLimiter
+from components.ratelimit_specs import RATELIMIT_NAME
+from components.security import MeshSecurity
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
 from tools.verify import validate_manifest
@@ -76,9 +81,48 @@ def test_app_monitor_lives_in_the_service_namespace_and_depends_on_it(render: Re
     assert monitor["spec"] == {
         "selector": {"matchLabels": {"app": "a"}},
         "namespaceSelector": {"matchNames": ["shop"]},
-        "endpoints": [{"port": "http-prom", "path": "/m", "interval": "30s"}],
+        "endpoints": [
+            {
+                "port": "http-prom",
+                "path": "/m",
+                "interval": "30s",
+                "scheme": "https",
+                "tlsConfig": {
+                    "caFile": "/etc/prom-certs/root-cert.pem",
+                    "certFile": "/etc/prom-certs/cert-chain.pem",
+                    "keyFile": "/etc/prom-certs/key.pem",
+                    "insecureSkipVerify": True,
+                },
+            }
+        ],
     }
     assert ("ServiceMonitor", "b") not in _objects(render)
+
+
+def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_strict() -> None:
+    # MeshSecurity makes the mesh STRICT: a plaintext scrape of the app port is rejected by
+    # its sidecar, so the monitor must present the mesh certificate Prometheus' sidecar wrote.
+    settings = make_settings(
+        services=[{"name": "a", "namespace": "shop", "metrics": {}}],
+        alerts={"meshCertificatesDir": "/var/run/istio-certs"},
+    )
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", settings, opts=opts)
+        MeshSecurity("sec", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, opts=opts)
+
+    objects = _objects(run_with_provider(build))
+    assert objects[("PeerAuthentication", "default")]["spec"]["mtls"] == {"mode": "STRICT"}
+    (endpoint,) = objects[("ServiceMonitor", "a")]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {
+        "caFile": "/var/run/istio-certs/root-cert.pem",
+        "certFile": "/var/run/istio-certs/cert-chain.pem",
+        "keyFile": "/var/run/istio-certs/key.pem",
+        "insecureSkipVerify": True,
+    }
+    assert validate_manifest(objects[("ServiceMonitor", "a")]) == []
 
 
 def test_monitors_and_rule_carry_the_prometheus_selector_labels(render: Render) -> None:
@@ -202,8 +246,19 @@ def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render
     east = _stack_objects(stack_renders, "us-east-1")
     assert ("ServiceMonitor", "fingerprint-api") in east
     assert east[("ServiceMonitor", "market-data")]["spec"]["endpoints"] == [
-        {"port": "http-prom", "path": "/prometheus", "interval": "15s"}
+        {
+            "port": "http-prom",
+            "path": "/prometheus",
+            "interval": "15s",
+            **rules.mesh_tls_endpoint(AlertsSettings()),
+        }
     ]
+    eu_ratelimit = _stack_objects(stack_renders, "eu-west-1")[
+        ("ServiceMonitor", "meshstack-ratelimit")
+    ]
+    assert eu_ratelimit["spec"]["endpoints"][0]["tlsConfig"]["caFile"] == (
+        "/etc/istio-certs/root-cert.pem"
+    )
     eu = _stack_objects(stack_renders, "eu-west-1")
     assert eu[("ConfigMap", "meshstack-mesh-dashboard")]["metadata"]["namespace"] == "grafana"
     assert ("ConfigMap", "meshstack-mesh-dashboard") not in _stack_objects(
@@ -232,3 +287,78 @@ def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
     relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
     relabel["source_labels"] = relabel.pop("sourceLabels")
     assert validate_manifest(monitor) != []
+
+
+# --- the ratelimit service's own counters ------------------------------------------------
+
+
+def _ratelimit_render(settings: Any) -> Render:
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", settings, opts=opts)
+        RateLimiter("rl", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, opts=opts)
+
+    return run_with_provider(build)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels is evaluated here"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_quota_adds_a_monitor_that_really_scrapes_the_ratelimit_service() -> None:
+    settings = make_settings(
+        services=[{"name": "a", "namespace": "shop"}],
+        rateLimit={"quota": {"enabled": True, "namespace": "quota"}},
+    )
+    render = _ratelimit_render(settings)
+    names = by_name(render)
+    assert names["m-ns-quota"].urn in names["al-ratelimit"].dependencies
+    assert names["m-istiod"].urn in names["al-ratelimit"].dependencies
+    objects = _objects(render)
+    monitor = objects[("ServiceMonitor", "meshstack-ratelimit")]
+    service = objects[("Service", RATELIMIT_NAME)]
+    deployment = objects[("Deployment", RATELIMIT_NAME)]
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "quota"
+    spec = monitor["spec"]
+    # Prometheus' Kubernetes discovery: the selector picks the Service by its labels, the
+    # relabeling keeps it by name, the endpoint names one of its ports.
+    assert spec["namespaceSelector"] == {"matchNames": ["quota"]}
+    assert _selects(spec["selector"], service["metadata"].get("labels", {}))
+    (endpoint,) = spec["endpoints"]
+    keep = endpoint["relabelings"][0]
+    assert keep["sourceLabels"] == ["__meta_kubernetes_service_name"]
+    assert re.fullmatch(keep["regex"], service["metadata"]["name"])
+    assert not re.fullmatch(keep["regex"], "redis")
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    # ... and that port is where the ratelimit container serves its Prometheus counters.
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["USE_PROMETHEUS"] == "true"
+    assert env["PROMETHEUS_ADDR"] == f":{port['targetPort']}"
+    assert env["PROMETHEUS_PATH"] == endpoint.get("path", "/metrics")
+    # Meshed under STRICT mTLS: scraped like the applications.
+    assert {k: endpoint[k] for k in ("scheme", "tlsConfig")} == rules.mesh_tls_endpoint(
+        settings.alerts
+    )
+    # Only the service's own counters: the alert's metric passes, Go and Envoy series do not.
+    (metric_keep,) = endpoint["metricRelabelings"]
+    assert (metric_keep["action"], metric_keep["sourceLabels"]) == ("keep", ["__name__"])
+    assert re.fullmatch(metric_keep["regex"], rules.RATELIMIT_OVER_LIMIT)
+    for other in ("go_goroutines", "envoy_cluster_upstream_rq_total", "istio_requests_total"):
+        assert not re.fullmatch(metric_keep["regex"], other), other
+    assert rules.RATELIMIT_OVER_LIMIT in rules.over_limit_expr("1m")
+    assert validate_manifest(monitor) == []
+
+
+def test_without_quotas_there_is_no_ratelimit_monitor(render: Render) -> None:
+    assert "al-ratelimit" not in by_name(render)
+    assert ("ServiceMonitor", "meshstack-ratelimit") not in _objects(render)
+
+
+def test_quota_stacks_scrape_the_ratelimit_service(stack_renders: dict[str, Render]) -> None:
+    for stack, render in stack_renders.items():
+        quota = ("Deployment", RATELIMIT_NAME) in _objects(render)
+        assert (("ServiceMonitor", "meshstack-ratelimit") in _objects(render)) == quota, stack
