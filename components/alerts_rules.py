@@ -43,6 +43,11 @@ Scraping it (not the merged 15020) keeps proxy and application metrics apart."""
 
 ENVOY_PROMETHEUS_PATH: Final = "/stats/prometheus"
 
+PROMETHEUS_IGNORE_LABEL: Final = "istio-prometheus-ignore"
+"""Pod label (any value) that opts a pod out of the sidecar PodMonitor, as in Istio's
+`samples/addons/extras/prometheus-operator.yaml`: for pods whose 15090 Prometheus cannot
+reach, e.g. behind a chart's NetworkPolicy."""
+
 ISTIOD_MONITORING_PORT: Final = "http-monitoring"
 """istiod Service port (15014) serving control-plane metrics."""
 
@@ -283,14 +288,14 @@ def sidecar_pod_monitor_spec(settings: AlertsSettings) -> dict[str, Any]:
     """PodMonitor `spec` scraping Envoy's own metrics from every proxy in the cluster.
 
     A PodMonitor, not a ServiceMonitor: port 15090 is on every injected pod, and not every
-    pod has a Service exposing it. Pods labelled `istio-prometheus-ignore` opt out, as in
+    pod has a Service exposing it. Pods labelled `PROMETHEUS_IGNORE_LABEL` opt out, as in
     Istio's `samples/addons/extras/prometheus-operator.yaml`.
     """
     return {
         "selector": {
             # Every pod: only proxies have the `http-envoy-prom` port, and the relabeling
             # keeps the `istio-proxy` container, so sidecars and gateways alike are scraped.
-            "matchExpressions": [{"key": "istio-prometheus-ignore", "operator": "DoesNotExist"}]
+            "matchExpressions": [{"key": PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"}]
         },
         "namespaceSelector": {"any": True},
         "jobLabel": "envoy-stats",

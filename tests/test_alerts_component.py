@@ -9,8 +9,10 @@ from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from components import alerts_rules as rules
+from components import kiali
 from components.alerts import MeshAlerts
 from components.alerts_settings import AlertsSettings
 from components.dashboard import dashboard_json
@@ -20,7 +22,8 @@ from components.ratelimit_specs import RATELIMIT_NAME
 from components.security import MeshSecurity
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
-from tools.verify import validate_manifest
+from tools.verify import validate_helm_values, validate_manifest
+from tools.verify.reference import reference_dir
 
 SETTINGS = make_settings(
     services=[
@@ -362,3 +365,30 @@ def test_quota_stacks_scrape_the_ratelimit_service(stack_renders: dict[str, Rend
     for stack, render in stack_renders.items():
         quota = ("Deployment", RATELIMIT_NAME) in _objects(render)
         assert (("ServiceMonitor", "meshstack-ratelimit") in _objects(render)) == quota, stack
+
+
+# --- Kiali's pod and the sidecar PodMonitor -----------------------------------------------
+
+
+def test_kiali_pod_opts_out_of_the_sidecar_pod_monitor_and_keeps_its_network_policy() -> None:
+    # The kiali-server chart's NetworkPolicy admits 20001 and 9090 only, so a scrape of
+    # Kiali's 15090 would be a target that is always down; the label the PodMonitor excludes
+    # takes Kiali's pod out of it, and the NetworkPolicy stays as the chart ships it.
+    values = kiali.kiali_values(
+        make_settings().observability.kiali,
+        prometheus_url="http://prometheus:9090",
+        tracing_internal_url="http://jaeger:16685",
+        tracing_external_url="",
+        signing_key="not-a-real-key",
+    )
+    deployment = values["deployment"]
+    assert deployment["pod_labels"] == {rules.PROMETHEUS_IGNORE_LABEL: "true"}
+    assert "network_policy" not in deployment
+    excluded = rules.sidecar_pod_monitor_spec(AlertsSettings())["selector"]["matchExpressions"]
+    assert {"key": rules.PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"} in excluded
+    chart = yaml.safe_load(
+        (reference_dir() / "charts" / "kiali-server" / "values.yaml").read_text()
+    )["deployment"]
+    assert chart["network_policy"]["enabled"] is True
+    assert chart["pod_labels"] == {}, "the chart key the label goes into"
+    assert validate_helm_values("kiali-server", values) == []
