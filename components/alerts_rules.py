@@ -85,11 +85,23 @@ def _selector(labels: dict[str, str]) -> str:
 
 
 def canary_error_ratio_expr(window: str) -> str:
-    """5xx share per service version, as seen by the receiving sidecar."""
+    """Failed share per service version, as seen by the receiving sidecar.
+
+    A failure is a 5xx, or, for gRPC (`request_protocol="grpc"`), a `grpc_response_status`
+    other than `0` (OK): gRPC answers errors with HTTP 200 and the status in a trailer, so
+    `response_code` alone misses them. The two selectors are joined with `or` before the
+    `sum`: a series both select (a gRPC 5xx with an error status) has one label set and is
+    kept once, so nothing is counted twice.
+    """
     by = "destination_service, destination_version"
     server = _selector({"reporter": "destination"})
+    http_errors = f'istio_requests_total{{{server}, response_code=~"5.."}}'
+    grpc_errors = (
+        f'istio_requests_total{{{server}, request_protocol="grpc", grpc_response_status!~"0|"}}'
+    )
     return (
-        f'sum by ({by}) (rate(istio_requests_total{{{server}, response_code=~"5.."}}[{window}]))'
+        f"sum by ({by}) (\n  rate({http_errors}[{window}])\n  or\n"
+        f"  rate({grpc_errors}[{window}])\n)"
         f"\n/\nsum by ({by}) (rate(istio_requests_total{{{server}}}[{window}]))"
     )
 
@@ -193,10 +205,11 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
             for_=errors.for_,
             severity=errors.severity,
-            summary=f"{version} answers too many requests with 5xx",
+            summary=f"{version} fails too many requests",
             description=(
                 "{{ $value | humanizePercentage }} of the requests to "
-                f"{version} failed with 5xx over {window}, above the "
+                f"{version} failed (5xx, or a gRPC status other than OK) over {window}, "
+                "above the "
                 f"{_percent(errors.threshold)} threshold for {errors.for_}. If this is a "
                 "canary, roll it back."
             ),

@@ -124,13 +124,17 @@ class AppMetrics(SettingsModel):
 
 
 class ErrorRateAlert(SettingsModel):
-    """`CanaryErrorRateHigh`: share of 5xx responses per service version."""
+    """`CanaryErrorRateHigh`: share of failed requests (5xx, or a non-OK gRPC status) per
+    service version."""
 
     threshold: float = Field(
         default=0.05,
         gt=0,
         lt=1,
-        description="Ratio of 5xx responses (0-1) above which the alert fires. Default 0.05 (5%).",
+        description=(
+            "Ratio of failed requests (0-1; 5xx, or for gRPC a status other than OK) above "
+            "which the alert fires. Default 0.05 (5%)."
+        ),
     )
     for_: Duration = Field(
         default="2m",
