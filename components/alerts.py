@@ -25,6 +25,7 @@ MONITORING_API: Final = "monitoring.coreos.com/v1"
 
 SIDECAR_MONITOR_NAME: Final = "meshstack-envoy-stats"
 ISTIOD_MONITOR_NAME: Final = "meshstack-istiod"
+RATELIMIT_MONITOR_NAME: Final = "meshstack-ratelimit"
 RULE_NAME: Final = "meshstack-mesh-alerts"
 DASHBOARD_CONFIGMAP_NAME: Final = "meshstack-mesh-dashboard"
 
@@ -34,9 +35,11 @@ class MeshAlerts(pulumi.ComponentResource):
 
     Children: a PodMonitor for every sidecar's Envoy metrics and a ServiceMonitor for istiod
     (both in the mesh's root namespace), one ServiceMonitor per service with `metrics` set
-    (in the service's namespace), a PrometheusRule with the mesh alerts, and, unless
-    disabled, the dashboard ConfigMap in the dashboard namespace. Custom resources wait for
-    the control plane like every Istio-side object; thresholds come from settings.
+    (in the service's namespace), with per-client quotas one ServiceMonitor for the
+    ratelimit service's counters (in its namespace), a PrometheusRule with the mesh alerts,
+    and, unless disabled, the dashboard ConfigMap in the dashboard namespace. Custom
+    resources wait for the control plane like every Istio-side object; thresholds come
+    from settings.
     """
 
     rule_name: pulumi.Output[str]
@@ -93,11 +96,23 @@ class MeshAlerts(pulumi.ComponentResource):
                     monitor_name, mesh.workload_namespace(service.namespace).metadata.name
                 ),
                 spec=rules.app_service_monitor_spec(
-                    service.name, service.namespace, service.metrics
+                    alerts, service.name, service.namespace, service.metrics
                 ),
                 opts=mesh.custom_resource_options(self),
             )
             app_monitors.append(f"{service.namespace}/{monitor_name}")
+        quota = settings.rate_limit.quota
+        if quota.enabled:
+            k8s.apiextensions.CustomResource(
+                f"{name}-ratelimit",
+                api_version=MONITORING_API,
+                kind="ServiceMonitor",
+                metadata=metadata(
+                    RATELIMIT_MONITOR_NAME, mesh.workload_namespace(quota.namespace).metadata.name
+                ),
+                spec=rules.ratelimit_service_monitor_spec(alerts, quota),
+                opts=mesh.custom_resource_options(self),
+            )
         k8s.apiextensions.CustomResource(
             f"{name}-rules",
             api_version=MONITORING_API,

@@ -20,6 +20,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from components.alerts_settings import AlertsSettings, AppMetrics
+from components.ratelimit_settings import QuotaSettings
+from components.ratelimit_specs import METRICS_PORT, RATELIMIT_NAME, ratelimit_service_spec
 
 ALERT_NAMES: Final = (
     "CanaryErrorRateHigh",
@@ -41,6 +43,11 @@ Scraping it (not the merged 15020) keeps proxy and application metrics apart."""
 
 ENVOY_PROMETHEUS_PATH: Final = "/stats/prometheus"
 
+PROMETHEUS_IGNORE_LABEL: Final = "istio-prometheus-ignore"
+"""Pod label (any value) that opts a pod out of the sidecar PodMonitor, as in Istio's
+`samples/addons/extras/prometheus-operator.yaml`: for pods whose 15090 Prometheus cannot
+reach, e.g. behind a chart's NetworkPolicy."""
+
 ISTIOD_MONITORING_PORT: Final = "http-monitoring"
 """istiod Service port (15014) serving control-plane metrics."""
 
@@ -50,6 +57,18 @@ ISTIOD_SERVICE_SELECTOR: Final = {"istio": "pilot"}
 EJECTIONS: Final = "envoy_cluster_outlier_detection_ejections_enforced_total"
 PENDING_OVERFLOW: Final = "envoy_cluster_upstream_rq_pending_overflow"
 RATELIMIT_OVER_LIMIT: Final = "ratelimit_service_rate_limit_over_limit"
+
+RATELIMIT_SERIES: Final = "ratelimit_.*"
+"""Series kept from the ratelimit service's own endpoint: its counters only. Its Go runtime
+series would duplicate nothing useful, and Envoy's come from the sidecar PodMonitor."""
+
+MESH_CERTIFICATE_FILES: Final = {
+    "caFile": "root-cert.pem",
+    "certFile": "cert-chain.pem",
+    "keyFile": "key.pem",
+}
+"""Files Istio's proxy writes to `OUTPUT_CERTS` (Istio's "Prometheus" integration, TLS
+settings), by the `tlsConfig` field that reads each."""
 
 ENVOY_STATS: Final = {
     EJECTIONS: "cluster.{cluster}.outlier_detection.ejections_enforced_total",
@@ -66,11 +85,23 @@ def _selector(labels: dict[str, str]) -> str:
 
 
 def canary_error_ratio_expr(window: str) -> str:
-    """5xx share per service version, as seen by the receiving sidecar."""
+    """Failed share per service version, as seen by the receiving sidecar.
+
+    A failure is a 5xx, or, for gRPC (`request_protocol="grpc"`), a `grpc_response_status`
+    other than `0` (OK): gRPC answers errors with HTTP 200 and the status in a trailer, so
+    `response_code` alone misses them. The two selectors are joined with `or` before the
+    `sum`: a series both select (a gRPC 5xx with an error status) has one label set and is
+    kept once, so nothing is counted twice.
+    """
     by = "destination_service, destination_version"
     server = _selector({"reporter": "destination"})
+    http_errors = f'istio_requests_total{{{server}, response_code=~"5.."}}'
+    grpc_errors = (
+        f'istio_requests_total{{{server}, request_protocol="grpc", grpc_response_status!~"0|"}}'
+    )
     return (
-        f'sum by ({by}) (rate(istio_requests_total{{{server}, response_code=~"5.."}}[{window}]))'
+        f"sum by ({by}) (\n  rate({http_errors}[{window}])\n  or\n"
+        f"  rate({grpc_errors}[{window}])\n)"
         f"\n/\nsum by ({by}) (rate(istio_requests_total{{{server}}}[{window}]))"
     )
 
@@ -174,10 +205,11 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
             for_=errors.for_,
             severity=errors.severity,
-            summary=f"{version} answers too many requests with 5xx",
+            summary=f"{version} fails too many requests",
             description=(
                 "{{ $value | humanizePercentage }} of the requests to "
-                f"{version} failed with 5xx over {window}, above the "
+                f"{version} failed (5xx, or a gRPC status other than OK) over {window}, "
+                "above the "
                 f"{_percent(errors.threshold)} threshold for {errors.for_}. If this is a "
                 "canary, roll it back."
             ),
@@ -269,14 +301,14 @@ def sidecar_pod_monitor_spec(settings: AlertsSettings) -> dict[str, Any]:
     """PodMonitor `spec` scraping Envoy's own metrics from every proxy in the cluster.
 
     A PodMonitor, not a ServiceMonitor: port 15090 is on every injected pod, and not every
-    pod has a Service exposing it. Pods labelled `istio-prometheus-ignore` opt out, as in
+    pod has a Service exposing it. Pods labelled `PROMETHEUS_IGNORE_LABEL` opt out, as in
     Istio's `samples/addons/extras/prometheus-operator.yaml`.
     """
     return {
         "selector": {
             # Every pod: only proxies have the `http-envoy-prom` port, and the relabeling
             # keeps the `istio-proxy` container, so sidecars and gateways alike are scraped.
-            "matchExpressions": [{"key": "istio-prometheus-ignore", "operator": "DoesNotExist"}]
+            "matchExpressions": [{"key": PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"}]
         },
         "namespaceSelector": {"any": True},
         "jobLabel": "envoy-stats",
@@ -308,12 +340,82 @@ def istiod_service_monitor_spec(settings: AlertsSettings, istio_namespace: str) 
     }
 
 
+def mesh_tls_endpoint(settings: AlertsSettings) -> dict[str, Any]:
+    """`scheme` and `tlsConfig` of an endpoint scraped through a STRICT-mTLS sidecar.
+
+    Prometheus presents the workload certificate its own istio-proxy sidecar writes to
+    `meshCertificatesDir`. `insecureSkipVerify`: the server certificate carries a SPIFFE
+    identity, not the pod address Prometheus dials, so name verification cannot succeed
+    (Istio's documented setting); the client certificate still authenticates Prometheus.
+    """
+    directory = settings.mesh_certificates_dir
+    return {
+        "scheme": "https",
+        "tlsConfig": {
+            **{field: f"{directory}/{file}" for field, file in MESH_CERTIFICATE_FILES.items()},
+            "insecureSkipVerify": True,
+        },
+    }
+
+
 def app_service_monitor_spec(
-    service_name: str, namespace: str, metrics: AppMetrics
+    settings: AlertsSettings, service_name: str, namespace: str, metrics: AppMetrics
 ) -> dict[str, Any]:
-    """ServiceMonitor `spec` for one application's own metrics."""
+    """ServiceMonitor `spec` for one application's own metrics, over mesh mTLS."""
     return {
         "selector": {"matchLabels": {"app": service_name}},
         "namespaceSelector": {"matchNames": [namespace]},
-        "endpoints": [{"port": metrics.port, "path": metrics.path, "interval": metrics.interval}],
+        "endpoints": [
+            {
+                "port": metrics.port,
+                "path": metrics.path,
+                "interval": metrics.interval,
+                **mesh_tls_endpoint(settings),
+            }
+        ],
+    }
+
+
+def ratelimit_metrics_port_name() -> str:
+    """Name of the ratelimit Service's Prometheus port (`METRICS_PORT`)."""
+    ports = ratelimit_service_spec()["ports"]
+    return str(next(p["name"] for p in ports if p["port"] == METRICS_PORT))
+
+
+def ratelimit_service_monitor_spec(
+    settings: AlertsSettings, quota: QuotaSettings
+) -> dict[str, Any]:
+    """ServiceMonitor `spec` for the ratelimit service's own counters (`RateLimitExceeded`).
+
+    The ratelimit Service carries no `app` label, so every Service of the quota namespace is
+    selected and the `keep` relabeling narrows it to the one named `RATELIMIT_NAME` (Redis'
+    Service has no metrics port anyway). The pods are meshed under STRICT mTLS, hence the
+    mesh TLS settings. Only `ratelimit_*` series are kept: the sidecar PodMonitor already
+    scrapes the proxy, so nothing is counted twice.
+    """
+    return {
+        "selector": {},
+        "namespaceSelector": {"matchNames": [quota.namespace]},
+        "endpoints": [
+            {
+                # Path: Prometheus' default `/metrics`, ratelimit's PROMETHEUS_PATH.
+                "port": ratelimit_metrics_port_name(),
+                "interval": settings.scrape_interval,
+                **mesh_tls_endpoint(settings),
+                "relabelings": [
+                    {
+                        "action": "keep",
+                        "sourceLabels": ["__meta_kubernetes_service_name"],
+                        "regex": RATELIMIT_NAME,
+                    }
+                ],
+                "metricRelabelings": [
+                    {
+                        "action": "keep",
+                        "sourceLabels": ["__name__"],
+                        "regex": RATELIMIT_SERIES,
+                    }
+                ],
+            }
+        ],
     }

@@ -65,6 +65,15 @@ def _https_url(value: str) -> str:
     return value
 
 
+def _absolute_dir(value: str) -> str:
+    if not value.startswith("/") or value.endswith("/") or any(c.isspace() for c in value):
+        raise ValueError(
+            "must be an absolute directory path without spaces or trailing '/', "
+            "e.g. /etc/prom-certs"
+        )
+    return value
+
+
 def duration_seconds(value: str) -> int:
     """Seconds in a `Duration` (already validated)."""
     match = _DURATION.match(value)
@@ -88,6 +97,10 @@ class AppMetrics(SettingsModel):
     The Service of the mesh service must carry the label `app: <name>` and name its metrics
     port `port`; Prometheus must be able to reach it (with STRICT mTLS, through Istio's
     merged metrics on 15020 or a Prometheus with mesh certificates).
+
+    The ServiceMonitor scrapes over mesh mTLS (`scheme: https`, the certificates in
+    `alerts.meshCertificatesDir`): under STRICT PeerAuthentication the sidecar rejects
+    plaintext, so Prometheus needs Istio's certificate-writing sidecar (docs/alerts.md).
     """
 
     port: Annotated[str, AfterValidator(_port_name)] = Field(
@@ -111,13 +124,17 @@ class AppMetrics(SettingsModel):
 
 
 class ErrorRateAlert(SettingsModel):
-    """`CanaryErrorRateHigh`: share of 5xx responses per service version."""
+    """`CanaryErrorRateHigh`: share of failed requests (5xx, or a non-OK gRPC status) per
+    service version."""
 
     threshold: float = Field(
         default=0.05,
         gt=0,
         lt=1,
-        description="Ratio of 5xx responses (0-1) above which the alert fires. Default 0.05 (5%).",
+        description=(
+            "Ratio of failed requests (0-1; 5xx, or for gRPC a status other than OK) above "
+            "which the alert fires. Default 0.05 (5%)."
+        ),
     )
     for_: Duration = Field(
         default="2m",
@@ -214,6 +231,17 @@ class AlertsSettings(SettingsModel):
             "Labels on every PodMonitor, ServiceMonitor and PrometheusRule so the Prometheus "
             "Operator picks them up. Default `{release: kube-prometheus-stack}`, what that "
             "chart's default selectors require."
+        ),
+    )
+    mesh_certificates_dir: Annotated[str, AfterValidator(_absolute_dir)] = Field(
+        default="/etc/prom-certs",
+        description=(
+            "Directory in the Prometheus container holding the Istio workload certificate "
+            "(`root-cert.pem`, `cert-chain.pem`, `key.pem`), written there by Prometheus' "
+            "own istio-proxy sidecar (Istio's 'Prometheus' integration, TLS settings). "
+            "Application and ratelimit monitors scrape over mTLS with it, because STRICT "
+            "PeerAuthentication rejects plaintext scrapes. Default `/etc/prom-certs`, "
+            "the mount path of Istio's documentation."
         ),
     )
     scrape_interval: Duration = Field(

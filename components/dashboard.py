@@ -45,6 +45,39 @@ _UPSTREAM: Final = r'cluster_name=~"outbound\\|[0-9]+\\|[^|]*\\|($service)\\..*"
 """Envoy stats carry the upstream in `cluster_name` (`outbound|8080||svc.ns.svc.cluster.local`)
 and no mesh-cluster label; the service variable filters on the host part."""
 
+FLAGGER_TRACKS: Final = ("primary", "canary")
+"""Suffixes of the Services Flagger routes a canary's traffic to (`<svc>-primary`,
+`<svc>-canary`); both run the same `destination_version`."""
+
+TRACK_LABEL: Final = "track"
+"""Label the split query moves the Flagger suffix into (empty for subset canaries)."""
+
+_FLAGGER_NAME: Final = f"(.+)-({'|'.join(FLAGGER_TRACKS)})"
+_SPLIT: Final = (
+    'reporter="source", destination_cluster=~"$cluster", '
+    f'destination_service_name=~"($service)(-({"|".join(FLAGGER_TRACKS)}))?"'
+)
+"""The callers' view: a mirrored request is reported by the destination sidecar under the
+mirror's version, but the calling proxy reports only the request it routed."""
+
+
+def _split_requests() -> str:
+    """Request rate per service and version, Flagger's `-primary`/`-canary` folded into the
+    service's name with the suffix in `TRACK_LABEL`."""
+    by_name = (
+        "sum by (destination_service_name, destination_version) "
+        f"(rate(istio_requests_total{{{_SPLIT}}}[{RATE}]))"
+    )
+    with_track = (
+        f'label_replace({by_name}, "{TRACK_LABEL}", "$2", '
+        f'"destination_service_name", "{_FLAGGER_NAME}")'
+    )
+    return (
+        f'label_replace({with_track}, "destination_service_name", "$1", '
+        f'"destination_service_name", "{_FLAGGER_NAME}")'
+    )
+
+
 PANEL_QUERIES: Final = {
     "Request rate": (
         f"sum by (destination_service_name) (rate(istio_requests_total{{{_SERVER}}}[{RATE}]))"
@@ -59,10 +92,10 @@ PANEL_QUERIES: Final = {
         f"(rate(istio_request_duration_milliseconds_bucket{{{_SERVER}}}[{RATE}])))"
     ),
     "Canary traffic split %": (
-        "100 * sum by (destination_service_name, destination_version) "
-        f"(rate(istio_requests_total{{{_SERVER}}}[{RATE}]))\n"
-        "/ ignoring (destination_version) group_left\n"
-        f"sum by (destination_service_name) (rate(istio_requests_total{{{_SERVER}}}[{RATE}]))"
+        f"100 * sum by (destination_service_name, destination_version, {TRACK_LABEL}) "
+        f"({_split_requests()})\n"
+        f"/ ignoring (destination_version, {TRACK_LABEL}) group_left\n"
+        f"sum by (destination_service_name) ({_split_requests()})"
     ),
     "Outlier ejections / circuit breaker": (
         f"sum by (cluster_name) (rate({EJECTIONS}{{{_UPSTREAM}}}[{RATE}]))"
@@ -80,7 +113,9 @@ PENDING_OVERFLOW_QUERY: Final = (
 """Second query of the circuit-breaker panel: requests shed by the pending-request limit."""
 
 _LEGENDS: Final = {
-    "Canary traffic split %": "{{destination_service_name}} {{destination_version}}",
+    "Canary traffic split %": (
+        "{{destination_service_name}} {{destination_version}} {{" + TRACK_LABEL + "}}"
+    ),
     "Outlier ejections / circuit breaker": "ejections {{cluster_name}}",
 }
 _UNITS: Final = {

@@ -22,6 +22,7 @@ from typing import Any, Final
 import pulumi
 import pulumi_random as random
 
+from components.alerts_rules import PROMETHEUS_IGNORE_LABEL
 from components.helm import install_chart
 from components.istio import IstioMesh
 from components.jaeger import JaegerStack
@@ -99,6 +100,10 @@ def kiali_values(
     deployment: dict[str, Any] = {
         "resources": RESOURCES,
         "view_only_mode": settings.view_only_mode,
+        # The chart's NetworkPolicy (kept: `network_policy.enabled` defaults to true) admits
+        # only 20001 and 9090, so the sidecar PodMonitor's target on 15090 could never be
+        # scraped and would stay down; the label opts Kiali's pod out of that PodMonitor.
+        "pod_labels": {PROMETHEUS_IGNORE_LABEL: "true"},
     }
     server: dict[str, Any] = {"web_root": WEB_ROOT}
     if settings.ingress_host:

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import pulumi
 import pytest
+import yaml
 
 from components import alerts_rules as rules
+from components import kiali
 from components.alerts import MeshAlerts
+from components.alerts_settings import AlertsSettings
 from components.dashboard import dashboard_json
 from components.istio import IstioMesh
+from components.ratelimit import RateLimiter
+from components.ratelimit_specs import RATELIMIT_NAME
+from components.security import MeshSecurity
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
-from tools.verify import validate_manifest
+from tools.verify import validate_helm_values, validate_manifest
+from tools.verify.reference import reference_dir
 
 SETTINGS = make_settings(
     services=[
@@ -76,9 +84,48 @@ def test_app_monitor_lives_in_the_service_namespace_and_depends_on_it(render: Re
     assert monitor["spec"] == {
         "selector": {"matchLabels": {"app": "a"}},
         "namespaceSelector": {"matchNames": ["shop"]},
-        "endpoints": [{"port": "http-prom", "path": "/m", "interval": "30s"}],
+        "endpoints": [
+            {
+                "port": "http-prom",
+                "path": "/m",
+                "interval": "30s",
+                "scheme": "https",
+                "tlsConfig": {
+                    "caFile": "/etc/prom-certs/root-cert.pem",
+                    "certFile": "/etc/prom-certs/cert-chain.pem",
+                    "keyFile": "/etc/prom-certs/key.pem",
+                    "insecureSkipVerify": True,
+                },
+            }
+        ],
     }
     assert ("ServiceMonitor", "b") not in _objects(render)
+
+
+def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_strict() -> None:
+    # MeshSecurity makes the mesh STRICT: a plaintext scrape of the app port is rejected by
+    # its sidecar, so the monitor must present the mesh certificate Prometheus' sidecar wrote.
+    settings = make_settings(
+        services=[{"name": "a", "namespace": "shop", "metrics": {}}],
+        alerts={"meshCertificatesDir": "/var/run/istio-certs"},
+    )
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", settings, opts=opts)
+        MeshSecurity("sec", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, opts=opts)
+
+    objects = _objects(run_with_provider(build))
+    assert objects[("PeerAuthentication", "default")]["spec"]["mtls"] == {"mode": "STRICT"}
+    (endpoint,) = objects[("ServiceMonitor", "a")]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"] == {
+        "caFile": "/var/run/istio-certs/root-cert.pem",
+        "certFile": "/var/run/istio-certs/cert-chain.pem",
+        "keyFile": "/var/run/istio-certs/key.pem",
+        "insecureSkipVerify": True,
+    }
+    assert validate_manifest(objects[("ServiceMonitor", "a")]) == []
 
 
 def test_monitors_and_rule_carry_the_prometheus_selector_labels(render: Render) -> None:
@@ -202,8 +249,19 @@ def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render
     east = _stack_objects(stack_renders, "us-east-1")
     assert ("ServiceMonitor", "fingerprint-api") in east
     assert east[("ServiceMonitor", "market-data")]["spec"]["endpoints"] == [
-        {"port": "http-prom", "path": "/prometheus", "interval": "15s"}
+        {
+            "port": "http-prom",
+            "path": "/prometheus",
+            "interval": "15s",
+            **rules.mesh_tls_endpoint(AlertsSettings()),
+        }
     ]
+    eu_ratelimit = _stack_objects(stack_renders, "eu-west-1")[
+        ("ServiceMonitor", "meshstack-ratelimit")
+    ]
+    assert eu_ratelimit["spec"]["endpoints"][0]["tlsConfig"]["caFile"] == (
+        "/etc/istio-certs/root-cert.pem"
+    )
     eu = _stack_objects(stack_renders, "eu-west-1")
     assert eu[("ConfigMap", "meshstack-mesh-dashboard")]["metadata"]["namespace"] == "grafana"
     assert ("ConfigMap", "meshstack-mesh-dashboard") not in _stack_objects(
@@ -232,3 +290,105 @@ def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
     relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
     relabel["source_labels"] = relabel.pop("sourceLabels")
     assert validate_manifest(monitor) != []
+
+
+# --- the ratelimit service's own counters ------------------------------------------------
+
+
+def _ratelimit_render(settings: Any) -> Render:
+    def build(opts: pulumi.ResourceOptions) -> None:
+        mesh = IstioMesh("m", settings, opts=opts)
+        RateLimiter("rl", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, opts=opts)
+
+    return run_with_provider(build)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, "only matchLabels is evaluated here"
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def test_quota_adds_a_monitor_that_really_scrapes_the_ratelimit_service() -> None:
+    settings = make_settings(
+        services=[{"name": "a", "namespace": "shop"}],
+        rateLimit={"quota": {"enabled": True, "namespace": "quota"}},
+    )
+    render = _ratelimit_render(settings)
+    names = by_name(render)
+    assert names["m-ns-quota"].urn in names["al-ratelimit"].dependencies
+    assert names["m-istiod"].urn in names["al-ratelimit"].dependencies
+    objects = _objects(render)
+    monitor = objects[("ServiceMonitor", "meshstack-ratelimit")]
+    service = objects[("Service", RATELIMIT_NAME)]
+    deployment = objects[("Deployment", RATELIMIT_NAME)]
+    assert monitor["metadata"]["namespace"] == service["metadata"]["namespace"] == "quota"
+    spec = monitor["spec"]
+    # Prometheus' Kubernetes discovery: the selector picks the Service by its labels, the
+    # relabeling keeps it by name, the endpoint names one of its ports.
+    assert spec["namespaceSelector"] == {"matchNames": ["quota"]}
+    assert _selects(spec["selector"], service["metadata"].get("labels", {}))
+    (endpoint,) = spec["endpoints"]
+    keep = endpoint["relabelings"][0]
+    assert keep["sourceLabels"] == ["__meta_kubernetes_service_name"]
+    assert re.fullmatch(keep["regex"], service["metadata"]["name"])
+    assert not re.fullmatch(keep["regex"], "redis")
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    # ... and that port is where the ratelimit container serves its Prometheus counters.
+    env = {
+        e["name"]: e.get("value")
+        for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["USE_PROMETHEUS"] == "true"
+    assert env["PROMETHEUS_ADDR"] == f":{port['targetPort']}"
+    assert env["PROMETHEUS_PATH"] == endpoint.get("path", "/metrics")
+    # Meshed under STRICT mTLS: scraped like the applications.
+    assert {k: endpoint[k] for k in ("scheme", "tlsConfig")} == rules.mesh_tls_endpoint(
+        settings.alerts
+    )
+    # Only the service's own counters: the alert's metric passes, Go and Envoy series do not.
+    (metric_keep,) = endpoint["metricRelabelings"]
+    assert (metric_keep["action"], metric_keep["sourceLabels"]) == ("keep", ["__name__"])
+    assert re.fullmatch(metric_keep["regex"], rules.RATELIMIT_OVER_LIMIT)
+    for other in ("go_goroutines", "envoy_cluster_upstream_rq_total", "istio_requests_total"):
+        assert not re.fullmatch(metric_keep["regex"], other), other
+    assert rules.RATELIMIT_OVER_LIMIT in rules.over_limit_expr("1m")
+    assert validate_manifest(monitor) == []
+
+
+def test_without_quotas_there_is_no_ratelimit_monitor(render: Render) -> None:
+    assert "al-ratelimit" not in by_name(render)
+    assert ("ServiceMonitor", "meshstack-ratelimit") not in _objects(render)
+
+
+def test_quota_stacks_scrape_the_ratelimit_service(stack_renders: dict[str, Render]) -> None:
+    for stack, render in stack_renders.items():
+        quota = ("Deployment", RATELIMIT_NAME) in _objects(render)
+        assert (("ServiceMonitor", "meshstack-ratelimit") in _objects(render)) == quota, stack
+
+
+# --- Kiali's pod and the sidecar PodMonitor -----------------------------------------------
+
+
+def test_kiali_pod_opts_out_of_the_sidecar_pod_monitor_and_keeps_its_network_policy() -> None:
+    # The kiali-server chart's NetworkPolicy admits 20001 and 9090 only, so a scrape of
+    # Kiali's 15090 would be a target that is always down; the label the PodMonitor excludes
+    # takes Kiali's pod out of it, and the NetworkPolicy stays as the chart ships it.
+    values = kiali.kiali_values(
+        make_settings().observability.kiali,
+        prometheus_url="http://prometheus:9090",
+        tracing_internal_url="http://jaeger:16685",
+        tracing_external_url="",
+        signing_key="not-a-real-key",
+    )
+    deployment = values["deployment"]
+    assert deployment["pod_labels"] == {rules.PROMETHEUS_IGNORE_LABEL: "true"}
+    assert "network_policy" not in deployment
+    excluded = rules.sidecar_pod_monitor_spec(AlertsSettings())["selector"]["matchExpressions"]
+    assert {"key": rules.PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"} in excluded
+    chart = yaml.safe_load(
+        (reference_dir() / "charts" / "kiali-server" / "values.yaml").read_text()
+    )["deployment"]
+    assert chart["network_policy"]["enabled"] is True
+    assert chart["pod_labels"] == {}, "the chart key the label goes into"
+    assert validate_helm_values("kiali-server", values) == []

@@ -226,6 +226,20 @@ def _requests(reporter: str, version: str, code: str, per_scrape: float) -> dict
     return _series("istio_requests_total", labels, f"0+{per_scrape:g}x40")
 
 
+def _grpc_requests(version: str, code: str, grpc_status: str, per_scrape: float) -> dict[str, str]:
+    """gRPC requests as the server sidecar reports them: the HTTP status (200 even for most
+    failures) in `response_code`, the gRPC status in `grpc_response_status`."""
+    labels = {
+        "reporter": "destination",
+        "destination_service": SERVICE,
+        "destination_version": version,
+        "request_protocol": "grpc",
+        "response_code": code,
+        "grpc_response_status": grpc_status,
+    }
+    return _series("istio_requests_total", labels, f"0+{per_scrape:g}x40")
+
+
 def _latency(version: str, cumulative: dict[str, float]) -> list[dict[str, str]]:
     """Histogram buckets of `istio_request_duration_milliseconds`, counts per scrape."""
     return [
@@ -337,6 +351,35 @@ CASES = [
         ],
         [Firing("", _canary("canary"), "50%")],
         settings=AlertsSettings.model_validate({"minRequestRate": 0}),
+    ),
+    Case(
+        "canary-grpc-unavailable-fires",
+        "CanaryErrorRateHigh",
+        [
+            # gRPC failures travel as HTTP 200 with grpc-status 14 (UNAVAILABLE).
+            _grpc_requests("stable", "200", "0", 100),
+            _grpc_requests("canary", "200", "0", 90),
+            _grpc_requests("canary", "200", "14", 10),
+        ],
+        [Firing("", _canary("canary"), "10%")],
+    ),
+    Case(
+        "canary-grpc-ok-silent",
+        "CanaryErrorRateHigh",
+        [
+            _grpc_requests("stable", "200", "0", 100),
+            _grpc_requests("canary", "200", "0", 100),
+        ],
+    ),
+    Case(
+        "canary-grpc-5xx-with-an-error-status-counts-once",
+        "CanaryErrorRateHigh",
+        [
+            # A gRPC request failed with both 503 and UNAVAILABLE: 10%, not 20%.
+            _grpc_requests("canary", "200", "0", 90),
+            _grpc_requests("canary", "503", "14", 10),
+        ],
+        [Firing("", _canary("canary"), "10%")],
     ),
     Case(
         "canary-slow-fires",

@@ -48,6 +48,7 @@ def test_scrape_defaults_follow_istio_and_prometheus_practice() -> None:
     assert alerts.rate_window == "1m", "four scrapes per rate window"
     assert alerts.prometheus_selector_labels == {"release": "kube-prometheus-stack"}
     assert alerts.runbook_base_url.startswith("https://")
+    assert alerts.mesh_certificates_dir == "/etc/prom-certs", "Istio's documented mount"
 
 
 def test_dashboard_defaults_to_on_in_the_monitoring_namespace() -> None:
@@ -173,6 +174,16 @@ def test_metrics_path_must_be_absolute() -> None:
         'meshstack:services[0].metrics.path = "metrics": must be an HTTP path starting '
         "with '/', without spaces"
     )
+
+
+def test_mesh_certificates_dir_must_be_an_absolute_directory() -> None:
+    expected = (
+        "must be an absolute directory path without spaces or trailing '/', e.g. /etc/prom-certs"
+    )
+    assert error_of(alerts={"meshCertificatesDir": "etc/prom-certs"}) == (
+        f'meshstack:alerts.meshCertificatesDir = "etc/prom-certs": {expected}'
+    )
+    assert error_of(alerts={"meshCertificatesDir": "/etc/prom-certs/"}).endswith(expected)
 
 
 # --- the stack files exercise every option ----------------------------------------------------

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import promql_parser
 import pytest
+import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from components import dashboard
 from components.alerts_rules import EJECTIONS, PENDING_OVERFLOW
+from tests.test_alerts_rules import PROMTOOL_HELP
 
 PARSED: dict[str, Any] = json.loads(dashboard.dashboard_json())
 
@@ -57,10 +62,84 @@ def test_circuit_breaker_panel_also_shows_pending_overflows() -> None:
     assert PENDING_OVERFLOW in targets[1]["expr"]
 
 
-def test_canary_split_is_a_share_per_version() -> None:
+def test_canary_split_is_a_share_per_version_and_flagger_track_as_the_callers_see_it() -> None:
     expr = dashboard.PANEL_QUERIES["Canary traffic split %"]
-    assert "sum by (destination_service_name, destination_version)" in expr
+    assert "sum by (destination_service_name, destination_version, track)" in expr
     assert "group_left" in expr
+    assert 'reporter="source"' in expr and 'reporter="destination"' not in expr
+    assert "label_replace(" in expr
+
+
+def _split_series(reporter: str, service: str, version: str, per_scrape: float) -> dict[str, str]:
+    labels = (
+        f'reporter="{reporter}", destination_cluster="a", '
+        f'destination_service_name="{service}", destination_version="{version}"'
+    )
+    return {"series": f"istio_requests_total{{{labels}}}", "values": f"0+{per_scrape:g}x40"}
+
+
+def test_canary_split_evaluates_to_the_real_shares(tmp_path: Path) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail(PROMTOOL_HELP)
+    series = [
+        # Flagger: 75/25 between b-primary and b-canary, one version (the same image tag).
+        _split_series("source", "b-primary", "v1", 45),
+        _split_series("source", "b-canary", "v1", 15),
+        _split_series("destination", "b-primary", "v1", 45),
+        _split_series("destination", "b-canary", "v1", 15),
+        # Subsets: 80/20 between v1 and v2, plus 100% mirrored to v3. Only the destination
+        # sidecar of v3 reports the mirrored copies; the caller reports what it routed.
+        _split_series("source", "a", "v1", 80),
+        _split_series("source", "a", "v2", 20),
+        _split_series("destination", "a", "v1", 80),
+        _split_series("destination", "a", "v2", 20),
+        _split_series("destination", "a", "v3", 100),
+    ]
+
+    def share(service: str, version: str, track: str, value: float) -> dict[str, Any]:
+        labels = {"destination_service_name": service, "destination_version": version}
+        if track:
+            labels["track"] = track
+        return {
+            "labels": "{" + ", ".join(f'{k}="{v}"' for k, v in labels.items()) + "}",
+            "value": value,
+        }
+
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        "expr": _as_grafana_would_query(
+                            dashboard.PANEL_QUERIES["Canary traffic split %"]
+                        ),
+                        "eval_time": "5m",
+                        "exp_samples": [
+                            share("a", "v1", "", 80),
+                            share("a", "v2", "", 20),
+                            share("b", "v1", "primary", 75),
+                            share("b", "v1", "canary", 25),
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "split.test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run(
+        [promtool, "test", "rules", path.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize(
