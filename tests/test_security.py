@@ -539,3 +539,168 @@ def test_any_accepted_rules_give_a_valid_policy_that_is_never_allow_all(
         "spec": spec,
     }
     assert validate_manifest(policy) == []
+
+
+# --- route backends and the JWT DENY exemption ----------------------------------------------
+
+GATEWAY = "cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
+
+
+def test_route_paths_and_their_intersection_with_protected_paths() -> None:
+    assert specs.route_path("/api/v1/admin", None) == "/api/v1/admin*"
+    assert specs.route_path(None, "/status") == "/status"
+    assert specs.intersect_paths(["/api/v1/admin*"], ["/api/*"]) == ["/api/v1/admin*"]
+    assert specs.intersect_paths(["/api/v1/admin*"], ["*"]) == ["/api/v1/admin*"]
+    assert specs.intersect_paths(["/a*"], ["/a/b*", "/a/c", "/x*"]) == ["/a/b*", "/a/c"]
+    assert specs.intersect_paths(["/a/c"], ["/a*", "/a/c"]) == ["/a/c"]
+    assert specs.intersect_paths(["/status", "/web*"], ["/api/*"]) == []
+
+
+def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -> None:
+    settings = make_settings(
+        services=[
+            {"name": "client", "namespace": "shop", "calls": ["shop/front"]},
+            {
+                "name": "front",
+                "namespace": "shop",
+                "jwt": JWT,
+                "traffic": {
+                    "routes": [
+                        {"name": "admin", "prefix": "/api/admin", "backend": "shop/back"},
+                        {"name": "web", "prefix": "/web", "backend": "shop/back"},
+                    ]
+                },
+            },
+            {"name": "back", "namespace": "shop"},
+        ]
+    )
+
+    def build(opts: Any) -> None:
+        MeshSecurity("sec", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+
+    out = run_with_provider(build)
+    policies = _objects(out, "AuthorizationPolicy")
+    assert policies[("shop", "back-allow-routed")]["spec"]["rules"] == [
+        {
+            "from": [{"source": {"principals": ["cluster.local/ns/shop/sa/client"]}}],
+            "to": [{"operation": {"paths": ["/api/admin*", "/web*"]}}],
+        }
+    ]
+    deny = policies[("shop", "back-require-jwt-via-shop-front")]["spec"]
+    assert deny["action"] == "DENY"
+    (rule,) = deny["rules"]
+    assert rule["to"][0]["operation"]["paths"] == ["/api/admin*"], "only routed ∩ protected"
+    assert rule["from"][0]["source"]["notRequestPrincipals"] == ["*"]
+    authn = _objects(out, "RequestAuthentication")[("shop", "back-jwt-via-shop-front")]
+    assert authn["spec"]["jwtRules"][0]["issuer"] == ISSUER
+    assert authn["spec"]["selector"] == {"matchLabels": {"app": "back"}}
+
+
+def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_exempts_it() -> None:
+    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    routed = specs.RoutedFrom(
+        namespace="shop",
+        name="front",
+        paths=("/api/admin*",),
+        principals=("cluster.local/ns/shop/sa/client", GATEWAY),
+        jwt=jwt,
+    )
+    policies = {
+        p.name: p
+        for p in specs.service_policies(
+            "back",
+            jwt=jwt,
+            rules=(),
+            caller_principals=[],
+            trusted_namespaces=["monitoring"],
+            public_paths=[],
+            routed=[routed],
+        )
+    }
+    assert "back-jwt-via-shop-front" not in policies, "back accepts that issuer already"
+    allow = policies["back-allow-routed"].spec["rules"][0]
+    assert allow["from"][0]["source"]["principals"] == ["cluster.local/ns/shop/sa/client", GATEWAY]
+    for name in ("back-require-jwt", "back-require-jwt-via-shop-front"):
+        source = policies[name].spec["rules"][0]["from"][0]["source"]
+        assert source["notPrincipals"] == ["cluster.local/ns/shop/sa/client"]
+        assert GATEWAY not in source["notPrincipals"]
+
+
+def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
+    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    rules = (
+        AllowRule(service_accounts=("ops/admin",), methods=("GET",)),
+        AllowRule(service_accounts=("ops/batch",), request_principals=("*",)),
+        AllowRule(from_ingress_gateway=True, methods=("GET",)),
+        AllowRule(request_principals=("*",)),
+    )
+    policies = {
+        p.name: p.spec
+        for p in specs.service_policies(
+            "api",
+            jwt=jwt,
+            rules=rules,
+            caller_principals=["cluster.local/ns/web/sa/front"],
+            trusted_namespaces=["monitoring"],
+            public_paths=["/health"],
+        )
+    }
+    (rule,) = policies["api-require-jwt"]["rules"]
+    # Workload identities allowed without a token pass the DENY; everyone else (end users
+    # through the gateway, the batch job that must also bring a token) still needs one.
+    assert rule["from"] == [
+        {
+            "source": {
+                "notRequestPrincipals": ["*"],
+                "notNamespaces": ["monitoring"],
+                "notPrincipals": ["cluster.local/ns/ops/sa/admin", "cluster.local/ns/web/sa/front"],
+            }
+        }
+    ]
+    without_exempt = specs.service_policies(
+        "api",
+        jwt=jwt,
+        rules=(AllowRule(request_principals=("*",)),),
+        caller_principals=[],
+        trusted_namespaces=["monitoring"],
+        public_paths=[],
+    )
+    deny = next(p for p in without_exempt if p.name == "api-require-jwt")
+    assert "notPrincipals" not in deny.spec["rules"][0]["from"][0]["source"]
+
+
+def _policy(stack: Any, namespace: str, name: str) -> dict[str, Any]:
+    return next(
+        o
+        for o in stack.kubernetes_objects()
+        if o["kind"] == "AuthorizationPolicy"
+        and (o["metadata"]["namespace"], o["metadata"]["name"]) == (namespace, name)
+    )
+
+
+def test_stacks_service_accounts_and_callers_get_past_the_jwt_deny(stack_renders: Any) -> None:
+    us = _policy(stack_renders["us-east-1"], "revenue", "revenue-engine-require-jwt")
+    source = us["spec"]["rules"][0]["from"][0]["source"]
+    assert "cluster.local/ns/revenue/sa/admin-service" in source["notPrincipals"]
+    assert source["notRequestPrincipals"] == ["*"]
+    for app in ("admin-service", "admin-service-primary"):
+        eu = _policy(stack_renders["eu-west-1"], "revenue", f"{app}-require-jwt")
+        source = eu["spec"]["rules"][0]["from"][0]["source"]
+        assert "cluster.local/ns/revenue/sa/revenue-engine" in source["notPrincipals"]
+        assert GATEWAY not in source["notPrincipals"]
+
+
+def test_stacks_route_backends_admit_the_routing_service_callers(stack_renders: Any) -> None:
+    routed = _policy(stack_renders["us-east-1"], "revenue", "admin-service-allow-routed")
+    assert routed["spec"]["rules"] == [
+        {
+            "from": [{"source": {"principals": ["cluster.local/ns/identity/sa/fingerprint-api"]}}],
+            "to": [{"operation": {"paths": ["/api/v1/admin*"]}}],
+        }
+    ]
+    deny = _policy(
+        stack_renders["us-east-1"],
+        "revenue",
+        "admin-service-require-jwt-via-revenue-revenue-engine",
+    )
+    assert deny["spec"]["rules"][0]["to"][0]["operation"]["paths"] == ["/api/v1/admin*"]
