@@ -8,11 +8,14 @@ default-deny policies are not settings: they are always on, only narrow exceptio
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import Field, model_validator
 
 from components.settings_base import DnsLabel, LabelValue, RuleViolationError, SettingsModel
+
+if TYPE_CHECKING:
+    from components.settings import MeshService
 
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -20,6 +23,10 @@ Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _PATH: Final = r"^(\*|/[A-Za-z0-9._~/{}*-]*)$"
 _PRINCIPAL: Final = r"^(\*|[^\s/]+/\S+)$"
+_GRPC_PATH: Final = r"^(\*|/[A-Za-z_]\w*(\.[A-Za-z_]\w*)+/(\*|[A-Za-z_]\w*\*?))$"
+"""What a gRPC request's `:path` can match: `/<package.Service>/<Method>`, a method prefix
+(`/pkg.Svc/Get*`), every method of a service (`/pkg.Svc/*`), or `*`. The package is
+required, so the REST-style default `/api/*` is not mistaken for a gRPC service `api`."""
 _SERVICE_ACCOUNT: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
 
 
@@ -222,3 +229,48 @@ class SecuritySettings(SettingsModel):
         for index, path in enumerate(self.public_paths):
             _check_path(("publicPaths", index), path)
         return self
+
+
+def check_service(service: MeshService) -> None:
+    """Rules of one service's `jwt` and `authorization` that need the rest of the service.
+
+    A rule that can never match is an error, not a silent deny: `requestPrincipals` (and
+    so `claims`) exist only with the service's own RequestAuthentication (`jwt`), and a
+    `grpc` service only receives `POST /<package.Service>/<Method>`.
+    """
+    grpc = service.protocol == "grpc"
+    if grpc and service.jwt is not None:
+        for index, path in enumerate(service.jwt.protected_paths):
+            if not re.match(_GRPC_PATH, path):
+                raise RuleViolationError(
+                    ("jwt", "protectedPaths", index),
+                    path,
+                    "must be `*` or `/<package.Service>/<Method>` (`*` method or suffix allowed) "
+                    "on a grpc service; no gRPC request has another path",
+                )
+    for index, rule in enumerate(service.authorization):
+        where = ("authorization", index)
+        if rule.request_principals and service.jwt is None:
+            raise RuleViolationError(
+                (*where, "requestPrincipals"),
+                list(rule.request_principals),
+                "needs the service's jwt: without a RequestAuthentication no request has a "
+                "request principal",
+            )
+        if not grpc:
+            continue
+        for position, method in enumerate(rule.methods):
+            if method != "POST":
+                raise RuleViolationError(
+                    (*where, "methods", position),
+                    method,
+                    "must be POST on a grpc service: every gRPC call is a POST",
+                )
+        for position, path in enumerate(rule.paths):
+            if not re.match(_GRPC_PATH, path) or path == "*":
+                raise RuleViolationError(
+                    (*where, "paths", position),
+                    path,
+                    "must be `/<package.Service>/<Method>` (`*` method or suffix allowed) on a "
+                    "grpc service; gRPC calls have no other path",
+                )

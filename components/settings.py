@@ -23,6 +23,7 @@ from components.guardrails_settings import GuardrailSettings
 from components.observability_settings import ObservabilitySettings
 from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
 from components.security_settings import AllowRule, JwtSettings, SecuritySettings
+from components.security_settings import check_service as check_service_security
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -134,6 +135,7 @@ class MeshService(SettingsModel):
                 )
             seen.add(version.name)
         check_service(self)
+        check_service_security(self)
         return self
 
 

@@ -160,6 +160,54 @@ def test_claims_need_request_principals() -> None:
     )
 
 
+def test_request_principals_need_the_service_jwt() -> None:
+    rule = {"requestPrincipals": ["*"], "claims": {"role": ["admin"]}}
+    assert error_of(services=service(authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].requestPrincipals = ["*"]: needs the '
+        "service's jwt: without a RequestAuthentication no request has a request principal"
+    )
+
+
+def test_grpc_rules_allow_only_post() -> None:
+    rule = {"fromIngressGateway": True, "methods": ["POST", "GET"]}
+    assert error_of(services=service(protocol="grpc", authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].methods[1] = "GET": must be POST on a grpc '
+        "service: every gRPC call is a POST"
+    )
+
+
+def test_grpc_rule_paths_are_grpc_methods() -> None:
+    rule = {"fromIngressGateway": True, "paths": ["/pkg.Svc/Get*", "/api/v1/market/*"]}
+    assert error_of(services=service(protocol="grpc", authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].paths[1] = "/api/v1/market/*": must be '
+        "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
+        "gRPC calls have no other path"
+    )
+
+
+def test_grpc_protected_paths_are_grpc_methods() -> None:
+    jwt = {**JWT, "protectedPaths": ["/pkg.Svc/*", "/api/*"]}
+    assert error_of(services=service(protocol="grpc", jwt=jwt)) == (
+        'meshstack:services[0].jwt.protectedPaths[1] = "/api/*": must be `*` or '
+        "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
+        "no gRPC request has another path"
+    )
+
+
+def test_grpc_rules_that_can_match_are_accepted() -> None:
+    settings = make_settings(
+        services=service(
+            protocol="grpc",
+            jwt={**JWT, "protectedPaths": ["/market.v1.MarketData/Publish*"]},
+            authorization=[
+                {"fromIngressGateway": True, "methods": ["POST"], "paths": ["/pkg.Svc/*"]},
+                {"requestPrincipals": ["*"], "paths": ["/market.v1.MarketData/Publish"]},
+            ],
+        )
+    )
+    assert settings.services[0].authorization[1].request_principals == ("*",)
+
+
 def test_an_empty_rule_would_allow_everything() -> None:
     assert error_of(services=service(authorization=[{}])).startswith(
         "meshstack:services[0].authorization[0] = "
