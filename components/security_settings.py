@@ -7,6 +7,7 @@ default-deny policies are not settings: they are always on, only narrow exceptio
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import TYPE_CHECKING, Final, Literal
 
@@ -15,7 +16,7 @@ from pydantic import Field, model_validator
 from components.settings_base import DnsLabel, LabelValue, RuleViolationError, SettingsModel
 
 if TYPE_CHECKING:
-    from components.settings import MeshService
+    from components.settings import MeshService, StackSettings
 
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -153,6 +154,14 @@ class AllowRule(SettingsModel):
             "port-level mTLS exception (plaintext callers have no identity to match)."
         ),
     )
+    ip_blocks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Callers' source addresses, IPs or CIDR blocks (`source.ipBlocks`, the "
+            "connection's peer address). Default: none. E.g. plaintext clients admitted by "
+            "an mTLS exception, which have no identity to match."
+        ),
+    )
 
     @model_validator(mode="after")
     def _not_allow_all(self) -> AllowRule:
@@ -171,13 +180,27 @@ class AllowRule(SettingsModel):
         for index, port in enumerate(self.ports):
             if not 1 <= port <= 65535:
                 raise RuleViolationError(("ports", index), port, "must be a port, 1-65535")
+        for index, block in enumerate(self.ip_blocks):
+            try:
+                ipaddress.ip_network(block, strict=True)
+            except ValueError:
+                raise RuleViolationError(
+                    ("ipBlocks", index),
+                    block,
+                    "must be an IP address or a CIDR block without host bits, e.g. 10.40.0.0/16",
+                ) from None
         if self.claims and not self.request_principals:
             raise RuleViolationError(
                 ("claims",),
                 dict(self.claims),
                 "needs requestPrincipals: claims exist only on requests with a valid JWT",
             )
-        sources = self.service_accounts or self.request_principals or self.from_ingress_gateway
+        sources = (
+            self.service_accounts
+            or self.request_principals
+            or self.from_ingress_gateway
+            or self.ip_blocks
+        )
         if not sources and not self.paths and not self.methods and not self.ports:
             raise RuleViolationError(
                 (),
@@ -273,4 +296,43 @@ def check_service(service: MeshService) -> None:
                     path,
                     "must be `/<package.Service>/<Method>` (`*` method or suffix allowed) on a "
                     "grpc service; gRPC calls have no other path",
+                )
+
+
+def _admits_plaintext(rule: AllowRule, port: int | None) -> bool:
+    """Whether a rule can match a plaintext request (no mTLS identity), on `port` if set:
+    no identity source, and it names the callers' addresses or the port."""
+    if rule.service_accounts or rule.from_ingress_gateway:
+        return False
+    if rule.ip_blocks:
+        return port is None or not rule.ports or port in rule.ports
+    return bool(rule.ports) and (port is None or port in rule.ports)
+
+
+def check_stack(settings: StackSettings) -> None:
+    """Each PERMISSIVE/DISABLE exception needs an ALLOW rule plaintext clients can match.
+
+    Plaintext callers have no mTLS identity, so under default-deny every identity-based
+    ALLOW answers them 403: an exception without a `ports` or `ipBlocks` rule (and no
+    identity source) on a service it covers only admits clients to reject them.
+    """
+    for index, exception in enumerate(settings.security.mtls_exceptions):
+        app = exception.selector.get("app")
+        services = [
+            s
+            for s in settings.services
+            if s.namespace == exception.namespace
+            and (app is None or app in (s.name, f"{s.name}-primary"))
+        ]
+        rules = [rule for s in services for rule in s.authorization]
+        ports: tuple[int | None, ...] = exception.ports or (None,)
+        for port in ports:
+            if not any(_admits_plaintext(rule, port) for rule in rules):
+                where = f"port {port} of " if port is not None else ""
+                raise RuleViolationError(
+                    ("security", "mtlsExceptions", index),
+                    exception.name,
+                    f"needs an authorization rule for {where}the services it covers with "
+                    "`ports` or `ipBlocks` and no serviceAccounts/fromIngressGateway: "
+                    "plaintext clients have no identity, every other ALLOW answers them 403",
                 )

@@ -149,6 +149,8 @@ def _rule(rule: AllowRule) -> dict[str, Any]:
         source["principals"] = principals
     if rule.request_principals:
         source["requestPrincipals"] = list(rule.request_principals)
+    if rule.ip_blocks:
+        source["ipBlocks"] = list(rule.ip_blocks)
     operation: dict[str, Any] = {}
     if rule.paths:
         operation["paths"] = list(rule.paths)

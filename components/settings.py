@@ -24,6 +24,7 @@ from components.observability_settings import ObservabilitySettings
 from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
 from components.security_settings import AllowRule, JwtSettings, SecuritySettings
 from components.security_settings import check_service as check_service_security
+from components.security_settings import check_stack as check_stack_security
 from components.settings_base import (
     DnsLabel,
     LabelValue,
@@ -347,6 +348,7 @@ class StackSettings(SettingsModel):
                     "must be a workload namespace of this region",
                 )
         check_stack(self)
+        check_stack_security(self)
         return self
 
     @property

@@ -33,18 +33,27 @@ SETTINGS = make_settings(
                 },
                 {"requestPrincipals": ["*"], "claims": {"role": ["admin"]}},
                 {"serviceAccounts": ["revenue/admin-service"], "methods": ["GET"]},
+                {"ports": [9102], "paths": ["/metrics"]},
             ],
         },
         {
             "name": "market-data",
             "namespace": "markets",
-            "authorization": [{"fromIngressGateway": True, "methods": ["GET"]}],
+            "authorization": [
+                {"fromIngressGateway": True, "methods": ["GET"]},
+                {"ipBlocks": ["10.40.0.0/16"], "methods": ["GET"]},
+            ],
         },
     ],
     security={
         "mtlsExceptions": [
             {"name": "legacy", "namespace": "markets"},
-            {"name": "scrape", "namespace": "revenue", "selector": {"app": "x"}, "ports": [9102]},
+            {
+                "name": "scrape",
+                "namespace": "revenue",
+                "selector": {"app": "revenue-engine"},
+                "ports": [9102],
+            },
         ],
         "trustedSourceNamespaces": ["monitoring", "loadtest"],
     },
@@ -104,6 +113,66 @@ def test_strict_cannot_be_an_exception() -> None:
     assert error_of(security={"mtlsExceptions": [exception]}).startswith(
         'meshstack:security.mtlsExceptions[0].mode = "STRICT": must be'
     )
+
+
+def test_an_exception_needs_a_rule_plaintext_clients_can_match() -> None:
+    exception = {"name": "legacy", "namespace": "n"}
+    by_identity = {"fromIngressGateway": True, "ports": [8080]}
+    assert error_of(
+        services=service(authorization=[by_identity]), security={"mtlsExceptions": [exception]}
+    ) == (
+        'meshstack:security.mtlsExceptions[0] = "legacy": needs an authorization rule for the '
+        "services it covers with `ports` or `ipBlocks` and no serviceAccounts/"
+        "fromIngressGateway: plaintext clients have no identity, every other ALLOW answers "
+        "them 403"
+    )
+
+
+def test_a_port_exception_needs_a_rule_on_each_of_its_ports() -> None:
+    exception = {"name": "scrape", "namespace": "n", "selector": {"app": "a"}, "ports": [9102]}
+    other_port = {"ports": [9103], "methods": ["GET"]}
+    message = error_of(
+        services=service(authorization=[other_port]), security={"mtlsExceptions": [exception]}
+    )
+    assert message.startswith(
+        'meshstack:security.mtlsExceptions[0] = "scrape": needs an authorization rule for port '
+        "9102 of the services it covers"
+    )
+    for rule in ({"ports": [9102]}, {"ipBlocks": ["10.0.0.0/8"]}):
+        settings = make_settings(
+            services=service(authorization=[rule]), security={"mtlsExceptions": [exception]}
+        )
+        assert settings.security.mtls_exceptions[0].ports == (9102,)
+
+
+def test_ip_block_format() -> None:
+    rule = {"ipBlocks": ["10.40.0.1/16"]}
+    assert error_of(services=service(authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].ipBlocks[0] = "10.40.0.1/16": must be an IP '
+        "address or a CIDR block without host bits, e.g. 10.40.0.0/16"
+    )
+
+
+def test_ip_blocks_become_the_source_ip_blocks() -> None:
+    rule = AllowRule(ip_blocks=("10.40.0.0/16", "192.0.2.7"), methods=("POST",))
+    assert specs.service_allow_spec("a", (rule,))["rules"] == [
+        {
+            "from": [{"source": {"ipBlocks": ["10.40.0.0/16", "192.0.2.7"]}}],
+            "to": [{"operation": {"methods": ["POST"]}}],
+        }
+    ]
+
+
+def test_ap_southeast_1_admits_its_legacy_plaintext_clients_by_address(
+    stack_renders: Any,
+) -> None:
+    rules = [
+        rule
+        for o in stack_renders["ap-southeast-1"].kubernetes_objects()
+        if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"] == "market-data-allow"
+        for rule in o["spec"]["rules"]
+    ]
+    assert {"source": {"ipBlocks": ["10.40.0.0/16"]}} in [r["from"][0] for r in rules]
 
 
 def test_jwks_uri_must_be_https() -> None:
@@ -565,6 +634,7 @@ _rules: st.SearchStrategy[dict[str, Any]] = st.builds(
     paths=st.lists(st.sampled_from(["/api/*", "/status", "*"]), max_size=2),
     methods=st.lists(st.sampled_from(["GET", "POST", "DELETE"]), max_size=2),
     ports=st.lists(st.integers(1, 65535), max_size=1),
+    ipBlocks=st.lists(st.sampled_from(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]), max_size=1),
 )
 
 
