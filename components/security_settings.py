@@ -24,7 +24,9 @@ Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _PATH: Final = r"^(\*|/[A-Za-z0-9._~/{}*-]*)$"
 _PRINCIPAL: Final = r"^(\*|[^\s/]+/\S+)$"
-_GRPC_PATH: Final = r"^(\*|/[A-Za-z_]\w*(\.[A-Za-z_]\w*)+/(\*|[A-Za-z_]\w*\*?))$"
+_GRPC_PATH: Final = (
+    r"^(\*|/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+/(\*|[A-Za-z_][A-Za-z0-9_]*\*?))$"
+)
 """What a gRPC request's `:path` can match: `/<package.Service>/<Method>`, a method prefix
 (`/pkg.Svc/Get*`), every method of a service (`/pkg.Svc/*`), or `*`. The package is
 required, so the REST-style default `/api/*` is not mistaken for a gRPC service `api`."""
