@@ -29,7 +29,8 @@ class MeshSecurity(pulumi.ComponentResource):
     the `allow-nothing`, `allow-trusted-namespaces` and `allow-public-paths`
     AuthorizationPolicies; per service with `jwt` a RequestAuthentication and a DENY
     policy for token-less requests on protected paths; per service with `authorization`
-    an ALLOW policy.
+    an ALLOW policy; per route backend the routing service's callers on the routed paths
+    and its JWT requirement there.
     """
 
     mtls_mode: pulumi.Output[str]
@@ -60,14 +61,37 @@ class MeshSecurity(pulumi.ComponentResource):
                 namespace, _, callee = ref.partition("/")
                 callers.setdefault((namespace, callee), []).append((caller.namespace, caller.name))
 
-        exposed: set[tuple[str, str]] = set()
+        exposed = {
+            (service.namespace, service.name)
+            for service in settings.services
+            if service.traffic.expose is not None
+        }
+        # An endpoint route of X to Y is applied by the caller's sidecar (or the gateway):
+        # Y sees X's callers, so they are allowed on Y for the routed paths, and X's JWT
+        # requirement is carried over to those paths of Y.
+        routed: dict[tuple[str, str], list[specs.RoutedFrom]] = {}
         for service in settings.services:
-            if service.traffic.expose is not None:
-                exposed.add((service.namespace, service.name))
-                for route in service.traffic.routes:
-                    if route.backend is not None:
-                        namespace, _, backend = route.backend.partition("/")
-                        exposed.add((namespace, backend))
+            paths_by_backend: dict[str, list[str]] = {}
+            for route in service.traffic.routes:
+                if route.backend is not None:
+                    paths_by_backend.setdefault(route.backend, []).append(
+                        specs.route_path(route.prefix, route.exact)
+                    )
+            key = (service.namespace, service.name)
+            sources = specs.caller_principals(callers.get(key, []))
+            if key in exposed:
+                sources = sorted({*sources, specs.ingress_gateway_principal()})
+            for ref, paths in paths_by_backend.items():
+                namespace, _, backend = ref.partition("/")
+                routed.setdefault((namespace, backend), []).append(
+                    specs.RoutedFrom(
+                        namespace=service.namespace,
+                        name=service.name,
+                        paths=tuple(paths),
+                        principals=tuple(sources),
+                        jwt=service.jwt,
+                    )
+                )
 
         self._resource(
             f"{name}-mesh-mtls",
@@ -111,6 +135,7 @@ class MeshSecurity(pulumi.ComponentResource):
                     trusted_namespaces=trusted,
                     public_paths=security.public_paths,
                     exposed=(service.namespace, service.name) in exposed,
+                    routed=routed.get((service.namespace, service.name), ()),
                 ):
                     self._resource(
                         f"{name}-{service.namespace}-{policy.name}",

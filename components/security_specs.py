@@ -13,7 +13,14 @@ with any ALLOW policy present a request must match one of them):
 - `<service>-allow` holds the service's own rules (service accounts, gateway, JWT
   identities and claims, paths, methods);
 - `<service>-allow-callers` lets in the services whose `calls` name this one;
-- `<service>-require-jwt` (DENY) rejects requests without a JWT on protected paths.
+- `<service>-allow-routed` lets in, on the routed paths only, the callers of every
+  service whose endpoint routes send paths to this one (see `RoutedFrom`);
+- `<service>-require-jwt` (DENY) rejects requests without a JWT on protected paths,
+  except from the mesh identities the service's own ALLOW policies name (callers,
+  `serviceAccounts` rules without `requestPrincipals`): DENY is evaluated before ALLOW,
+  so without that exemption those ALLOW rules could never match;
+- `<service>-jwt-via-<ns>-<name>` / `<service>-require-jwt-via-<ns>-<name>` carry the JWT
+  requirement of a routing service onto the routed paths of this one.
 
 Sidecar ports 15020 (health probes rewritten by istiod, merged Prometheus metrics) and
 15090 (Envoy stats) are served by the proxy itself and never reach authorization, so
@@ -142,6 +149,8 @@ def _rule(rule: AllowRule) -> dict[str, Any]:
         source["principals"] = principals
     if rule.request_principals:
         source["requestPrincipals"] = list(rule.request_principals)
+    if rule.ip_blocks:
+        source["ipBlocks"] = list(rule.ip_blocks)
     operation: dict[str, Any] = {}
     if rule.paths:
         operation["paths"] = list(rule.paths)
@@ -182,32 +191,123 @@ def request_authentication_spec(app: str, jwt: JwtSettings) -> dict[str, Any]:
 
 
 def require_jwt_spec(
-    app: str, jwt: JwtSettings, trusted_namespaces: Iterable[str], public_paths: Sequence[str]
+    app: str,
+    jwt: JwtSettings,
+    trusted_namespaces: Iterable[str],
+    public_paths: Sequence[str],
+    *,
+    exempt_principals: Sequence[str] = (),
+    paths: Sequence[str] | None = None,
 ) -> dict[str, Any]:
-    """DENY requests without a valid JWT on the protected paths.
+    """DENY requests without a valid JWT on the protected paths (or on `paths`).
 
     RequestAuthentication alone accepts requests that carry no token. The trusted
     namespaces (Prometheus, load tester) and the public health paths stay exempt, so
-    scraping, canary load tests and health checks keep working.
+    scraping, canary load tests and health checks keep working. `exempt_principals` are
+    the mesh identities the workload's ALLOW policies let in by identity alone
+    (`jwt_exempt_principals`): DENY is evaluated before ALLOW, so without the exemption
+    those ALLOW rules could never match. The ingress gateway is never exempt: it forwards
+    end users' requests.
     """
-    operation: dict[str, Any] = {"paths": list(jwt.protected_paths)}
+    operation: dict[str, Any] = {"paths": list(jwt.protected_paths if paths is None else paths)}
     if public_paths:
         operation["notPaths"] = list(public_paths)
+    source: dict[str, Any] = {
+        "notRequestPrincipals": ["*"],
+        "notNamespaces": sorted(set(trusted_namespaces)),
+    }
+    exempt = sorted(set(exempt_principals) - {ingress_gateway_principal()})
+    if exempt:
+        source["notPrincipals"] = exempt
     return {
         "selector": _selector(app),
         "action": "DENY",
+        "rules": [{"from": [{"source": source}], "to": [{"operation": operation}]}],
+    }
+
+
+def jwt_exempt_principals(
+    rules: Sequence[AllowRule], caller_principals: Iterable[str]
+) -> list[str]:
+    """Mesh identities a workload's ALLOW policies let in without a token: its callers and
+    the `serviceAccounts` of rules that do not also require `requestPrincipals`. Never the
+    ingress gateway (it carries end users' requests, which must bring a token)."""
+    principals = set(caller_principals)
+    for rule in rules:
+        if not rule.request_principals:
+            principals.update(
+                workload_principal(*account.split("/", 1)) for account in rule.service_accounts
+            )
+    return sorted(principals - {ingress_gateway_principal()})
+
+
+def route_path(prefix: str | None, exact: str | None) -> str:
+    """The AuthorizationPolicy path of an endpoint route's URI match (`exact` or `prefix`):
+    Istio policy paths match a prefix with a trailing `*`."""
+    if exact is not None:
+        return exact
+    if prefix is None:
+        raise ValueError("an endpoint route has `prefix` or `exact`")
+    return f"{prefix}*"
+
+
+def _intersect(routed: str, protected: str) -> str | None:
+    """The policy path both patterns match, or None. Patterns are `*`, `/exact` or
+    `/prefix*` (the settings allow nothing else)."""
+    if protected == "*":
+        return routed
+    if routed == "*":
+        return protected
+    routed_prefix, protected_prefix = routed.endswith("*"), protected.endswith("*")
+    if not routed_prefix and not protected_prefix:
+        return routed if routed == protected else None
+    if not protected_prefix:
+        return protected if protected.startswith(routed[:-1]) else None
+    if not routed_prefix:
+        return routed if routed.startswith(protected[:-1]) else None
+    if routed[:-1].startswith(protected[:-1]):
+        return routed
+    if protected[:-1].startswith(routed[:-1]):
+        return protected
+    return None
+
+
+def intersect_paths(routed: Sequence[str], protected: Sequence[str]) -> list[str]:
+    """Policy paths matched by one of `routed` AND one of `protected` (exactly, no
+    over- or under-approximation: both sides are exact paths or prefixes)."""
+    found = {_intersect(r, p) for r in routed for p in protected}
+    return sorted(path for path in found if path is not None)
+
+
+@dataclass(frozen=True)
+class RoutedFrom:
+    """Endpoint routes of service `namespace/name` (X) whose backend is this workload (Y).
+
+    X's VirtualService is applied by the CALLER's sidecar (or the ingress gateway), so Y
+    receives those requests with the caller's identity, not X's: the callers of X (and
+    the gateway when X is exposed) must be allowed on Y for the routed `paths`, and X's
+    JWT requirement must hold on them at Y too.
+    """
+
+    namespace: str
+    name: str
+    paths: tuple[str, ...]
+    principals: tuple[str, ...]
+    jwt: JwtSettings | None = None
+
+
+def routed_allow_spec(app: str, routed: Sequence[RoutedFrom]) -> dict[str, Any]:
+    """ALLOW, on pods `app: <app>`, each routing service's callers on its routed paths."""
+    return {
+        "selector": _selector(app),
+        "action": "ALLOW",
         "rules": [
             {
-                "from": [
-                    {
-                        "source": {
-                            "notRequestPrincipals": ["*"],
-                            "notNamespaces": sorted(set(trusted_namespaces)),
-                        }
-                    }
-                ],
-                "to": [{"operation": operation}],
+                "from": [{"source": {"principals": list(r.principals)}}],
+                "to": [{"operation": {"paths": list(r.paths)}}],
             }
+            for r in routed
+            if r.principals
         ],
     }
 
@@ -243,13 +343,18 @@ def service_policies(
     trusted_namespaces: Iterable[str],
     public_paths: Sequence[str],
     exposed: bool = False,
+    routed: Sequence[RoutedFrom] = (),
 ) -> list[Policy]:
     """The per-workload objects of pods `app: <app>`, named after `app`.
 
-    `exposed`: the ingress gateway forwards to this service (it is exposed, or the backend
-    of an exposed route); without rules of its own it then accepts the gateway.
+    `exposed`: the ingress gateway forwards to this service (it is exposed); without rules
+    of its own it then accepts the gateway. `routed`: other services' endpoint routes to
+    this one (`RoutedFrom`).
     """
     policies: list[Policy] = []
+    exempt = jwt_exempt_principals(
+        rules, [*caller_principals, *(p for r in routed for p in r.principals)]
+    )
     if jwt is not None:
         policies.append(
             Policy("RequestAuthentication", f"{app}-jwt", request_authentication_spec(app, jwt))
@@ -258,7 +363,41 @@ def service_policies(
             Policy(
                 "AuthorizationPolicy",
                 f"{app}-require-jwt",
-                require_jwt_spec(app, jwt, trusted_namespaces, public_paths),
+                require_jwt_spec(
+                    app, jwt, trusted_namespaces, public_paths, exempt_principals=exempt
+                ),
+            )
+        )
+    issuers = {jwt.issuer} if jwt is not None else set()
+    for source in routed:
+        if source.jwt is None:
+            continue
+        protected = intersect_paths(source.paths, source.jwt.protected_paths)
+        if not protected:
+            continue
+        via = f"via-{source.namespace}-{source.name}"
+        if source.jwt.issuer not in issuers:
+            # One jwtRule per issuer: Istio leaves several rules of one issuer undefined.
+            issuers.add(source.jwt.issuer)
+            policies.append(
+                Policy(
+                    "RequestAuthentication",
+                    f"{app}-jwt-{via}",
+                    request_authentication_spec(app, source.jwt),
+                )
+            )
+        policies.append(
+            Policy(
+                "AuthorizationPolicy",
+                f"{app}-require-jwt-{via}",
+                require_jwt_spec(
+                    app,
+                    source.jwt,
+                    trusted_namespaces,
+                    public_paths,
+                    exempt_principals=exempt,
+                    paths=protected,
+                ),
             )
         )
     if rules:
@@ -280,5 +419,9 @@ def service_policies(
                 f"{app}-allow-callers",
                 callers_allow_spec(app, caller_principals),
             )
+        )
+    if any(r.principals for r in routed):
+        policies.append(
+            Policy("AuthorizationPolicy", f"{app}-allow-routed", routed_allow_spec(app, routed))
         )
     return policies

@@ -23,6 +23,8 @@ from components.guardrails_settings import GuardrailSettings
 from components.observability_settings import ObservabilitySettings
 from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
 from components.security_settings import AllowRule, JwtSettings, SecuritySettings
+from components.security_settings import check_service as check_service_security
+from components.security_settings import check_stack as check_stack_security
 from components.settings_base import (
     ClusterLocalHost,
     DnsLabel,
@@ -135,6 +137,7 @@ class MeshService(SettingsModel):
                 )
             seen.add(version.name)
         check_service(self)
+        check_service_security(self)
         return self
 
 
@@ -355,6 +358,7 @@ class StackSettings(SettingsModel):
                     "must be a workload namespace of this region",
                 )
         check_stack(self)
+        check_stack_security(self)
         return self
 
     @property

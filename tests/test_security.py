@@ -33,18 +33,27 @@ SETTINGS = make_settings(
                 },
                 {"requestPrincipals": ["*"], "claims": {"role": ["admin"]}},
                 {"serviceAccounts": ["revenue/admin-service"], "methods": ["GET"]},
+                {"ports": [9102], "paths": ["/metrics"]},
             ],
         },
         {
             "name": "market-data",
             "namespace": "markets",
-            "authorization": [{"fromIngressGateway": True, "methods": ["GET"]}],
+            "authorization": [
+                {"fromIngressGateway": True, "methods": ["GET"]},
+                {"ipBlocks": ["10.40.0.0/16"], "methods": ["GET"]},
+            ],
         },
     ],
     security={
         "mtlsExceptions": [
             {"name": "legacy", "namespace": "markets"},
-            {"name": "scrape", "namespace": "revenue", "selector": {"app": "x"}, "ports": [9102]},
+            {
+                "name": "scrape",
+                "namespace": "revenue",
+                "selector": {"app": "revenue-engine"},
+                "ports": [9102],
+            },
         ],
         "trustedSourceNamespaces": ["monitoring", "loadtest"],
     },
@@ -106,6 +115,66 @@ def test_strict_cannot_be_an_exception() -> None:
     )
 
 
+def test_an_exception_needs_a_rule_plaintext_clients_can_match() -> None:
+    exception = {"name": "legacy", "namespace": "n"}
+    by_identity = {"fromIngressGateway": True, "ports": [8080]}
+    assert error_of(
+        services=service(authorization=[by_identity]), security={"mtlsExceptions": [exception]}
+    ) == (
+        'meshstack:security.mtlsExceptions[0] = "legacy": needs an authorization rule for the '
+        "services it covers with `ports` or `ipBlocks` and no serviceAccounts/"
+        "fromIngressGateway: plaintext clients have no identity, every other ALLOW answers "
+        "them 403"
+    )
+
+
+def test_a_port_exception_needs_a_rule_on_each_of_its_ports() -> None:
+    exception = {"name": "scrape", "namespace": "n", "selector": {"app": "a"}, "ports": [9102]}
+    other_port = {"ports": [9103], "methods": ["GET"]}
+    message = error_of(
+        services=service(authorization=[other_port]), security={"mtlsExceptions": [exception]}
+    )
+    assert message.startswith(
+        'meshstack:security.mtlsExceptions[0] = "scrape": needs an authorization rule for port '
+        "9102 of the services it covers"
+    )
+    for rule in ({"ports": [9102]}, {"ipBlocks": ["10.0.0.0/8"]}):
+        settings = make_settings(
+            services=service(authorization=[rule]), security={"mtlsExceptions": [exception]}
+        )
+        assert settings.security.mtls_exceptions[0].ports == (9102,)
+
+
+def test_ip_block_format() -> None:
+    rule = {"ipBlocks": ["10.40.0.1/16"]}
+    assert error_of(services=service(authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].ipBlocks[0] = "10.40.0.1/16": must be an IP '
+        "address or a CIDR block without host bits, e.g. 10.40.0.0/16"
+    )
+
+
+def test_ip_blocks_become_the_source_ip_blocks() -> None:
+    rule = AllowRule(ip_blocks=("10.40.0.0/16", "192.0.2.7"), methods=("POST",))
+    assert specs.service_allow_spec("a", (rule,))["rules"] == [
+        {
+            "from": [{"source": {"ipBlocks": ["10.40.0.0/16", "192.0.2.7"]}}],
+            "to": [{"operation": {"methods": ["POST"]}}],
+        }
+    ]
+
+
+def test_ap_southeast_1_admits_its_legacy_plaintext_clients_by_address(
+    stack_renders: Any,
+) -> None:
+    rules = [
+        rule
+        for o in stack_renders["ap-southeast-1"].kubernetes_objects()
+        if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"] == "market-data-allow"
+        for rule in o["spec"]["rules"]
+    ]
+    assert {"source": {"ipBlocks": ["10.40.0.0/16"]}} in [r["from"][0] for r in rules]
+
+
 def test_jwks_uri_must_be_https() -> None:
     jwt = {"issuer": ISSUER, "jwksUri": "http://auth/jwks"}
     assert error_of(services=service(jwt=jwt)).startswith(
@@ -158,6 +227,54 @@ def test_claims_need_request_principals() -> None:
         'meshstack:services[0].authorization[0].claims = {"role": ["admin"]}: needs '
         "requestPrincipals: claims exist only on requests with a valid JWT"
     )
+
+
+def test_request_principals_need_the_service_jwt() -> None:
+    rule = {"requestPrincipals": ["*"], "claims": {"role": ["admin"]}}
+    assert error_of(services=service(authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].requestPrincipals = ["*"]: needs the '
+        "service's jwt: without a RequestAuthentication no request has a request principal"
+    )
+
+
+def test_grpc_rules_allow_only_post() -> None:
+    rule = {"fromIngressGateway": True, "methods": ["POST", "GET"]}
+    assert error_of(services=service(protocol="grpc", authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].methods[1] = "GET": must be POST on a grpc '
+        "service: every gRPC call is a POST"
+    )
+
+
+def test_grpc_rule_paths_are_grpc_methods() -> None:
+    rule = {"fromIngressGateway": True, "paths": ["/pkg.Svc/Get*", "/api/v1/market/*"]}
+    assert error_of(services=service(protocol="grpc", authorization=[rule])) == (
+        'meshstack:services[0].authorization[0].paths[1] = "/api/v1/market/*": must be '
+        "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
+        "gRPC calls have no other path"
+    )
+
+
+def test_grpc_protected_paths_are_grpc_methods() -> None:
+    jwt = {**JWT, "protectedPaths": ["/pkg.Svc/*", "/api/*"]}
+    assert error_of(services=service(protocol="grpc", jwt=jwt)) == (
+        'meshstack:services[0].jwt.protectedPaths[1] = "/api/*": must be `*` or '
+        "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
+        "no gRPC request has another path"
+    )
+
+
+def test_grpc_rules_that_can_match_are_accepted() -> None:
+    settings = make_settings(
+        services=service(
+            protocol="grpc",
+            jwt={**JWT, "protectedPaths": ["/market.v1.MarketData/Publish*"]},
+            authorization=[
+                {"fromIngressGateway": True, "methods": ["POST"], "paths": ["/pkg.Svc/*"]},
+                {"requestPrincipals": ["*"], "paths": ["/market.v1.MarketData/Publish"]},
+            ],
+        )
+    )
+    assert settings.services[0].authorization[1].request_principals == ("*",)
 
 
 def test_an_empty_rule_would_allow_everything() -> None:
@@ -517,6 +634,7 @@ _rules: st.SearchStrategy[dict[str, Any]] = st.builds(
     paths=st.lists(st.sampled_from(["/api/*", "/status", "*"]), max_size=2),
     methods=st.lists(st.sampled_from(["GET", "POST", "DELETE"]), max_size=2),
     ports=st.lists(st.integers(1, 65535), max_size=1),
+    ipBlocks=st.lists(st.sampled_from(["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]), max_size=1),
 )
 
 
@@ -539,3 +657,258 @@ def test_any_accepted_rules_give_a_valid_policy_that_is_never_allow_all(
         "spec": spec,
     }
     assert validate_manifest(policy) == []
+
+
+# --- route backends and the JWT DENY exemption ----------------------------------------------
+
+GATEWAY = "cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
+
+
+def test_route_paths_and_their_intersection_with_protected_paths() -> None:
+    assert specs.route_path("/api/v1/admin", None) == "/api/v1/admin*"
+    assert specs.route_path(None, "/status") == "/status"
+    assert specs.intersect_paths(["/api/v1/admin*"], ["/api/*"]) == ["/api/v1/admin*"]
+    assert specs.intersect_paths(["/api/v1/admin*"], ["*"]) == ["/api/v1/admin*"]
+    assert specs.intersect_paths(["/a*"], ["/a/b*", "/a/c", "/x*"]) == ["/a/b*", "/a/c"]
+    assert specs.intersect_paths(["/a/c"], ["/a*", "/a/c"]) == ["/a/c"]
+    assert specs.intersect_paths(["/status", "/web*"], ["/api/*"]) == []
+
+
+def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -> None:
+    settings = make_settings(
+        services=[
+            {"name": "client", "namespace": "shop", "calls": ["shop/front"]},
+            {
+                "name": "front",
+                "namespace": "shop",
+                "jwt": JWT,
+                "traffic": {
+                    "routes": [
+                        {"name": "admin", "prefix": "/api/admin", "backend": "shop/back"},
+                        {"name": "web", "prefix": "/web", "backend": "shop/back"},
+                    ]
+                },
+            },
+            {"name": "back", "namespace": "shop"},
+        ]
+    )
+
+    def build(opts: Any) -> None:
+        MeshSecurity("sec", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+
+    out = run_with_provider(build)
+    policies = _objects(out, "AuthorizationPolicy")
+    assert policies[("shop", "back-allow-routed")]["spec"]["rules"] == [
+        {
+            "from": [{"source": {"principals": ["cluster.local/ns/shop/sa/client"]}}],
+            "to": [{"operation": {"paths": ["/api/admin*", "/web*"]}}],
+        }
+    ]
+    deny = policies[("shop", "back-require-jwt-via-shop-front")]["spec"]
+    assert deny["action"] == "DENY"
+    (rule,) = deny["rules"]
+    assert rule["to"][0]["operation"]["paths"] == ["/api/admin*"], "only routed ∩ protected"
+    assert rule["from"][0]["source"]["notRequestPrincipals"] == ["*"]
+    authn = _objects(out, "RequestAuthentication")[("shop", "back-jwt-via-shop-front")]
+    assert authn["spec"]["jwtRules"][0]["issuer"] == ISSUER
+    assert authn["spec"]["selector"] == {"matchLabels": {"app": "back"}}
+
+
+def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_exempts_it() -> None:
+    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    routed = specs.RoutedFrom(
+        namespace="shop",
+        name="front",
+        paths=("/api/admin*",),
+        principals=("cluster.local/ns/shop/sa/client", GATEWAY),
+        jwt=jwt,
+    )
+    policies = {
+        p.name: p
+        for p in specs.service_policies(
+            "back",
+            jwt=jwt,
+            rules=(),
+            caller_principals=[],
+            trusted_namespaces=["monitoring"],
+            public_paths=[],
+            routed=[routed],
+        )
+    }
+    assert "back-jwt-via-shop-front" not in policies, "back accepts that issuer already"
+    allow = policies["back-allow-routed"].spec["rules"][0]
+    assert allow["from"][0]["source"]["principals"] == ["cluster.local/ns/shop/sa/client", GATEWAY]
+    for name in ("back-require-jwt", "back-require-jwt-via-shop-front"):
+        source = policies[name].spec["rules"][0]["from"][0]["source"]
+        assert source["notPrincipals"] == ["cluster.local/ns/shop/sa/client"]
+        assert GATEWAY not in source["notPrincipals"]
+
+
+def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
+    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    rules = (
+        AllowRule(service_accounts=("ops/admin",), methods=("GET",)),
+        AllowRule(service_accounts=("ops/batch",), request_principals=("*",)),
+        AllowRule(from_ingress_gateway=True, methods=("GET",)),
+        AllowRule(request_principals=("*",)),
+    )
+    policies = {
+        p.name: p.spec
+        for p in specs.service_policies(
+            "api",
+            jwt=jwt,
+            rules=rules,
+            caller_principals=["cluster.local/ns/web/sa/front"],
+            trusted_namespaces=["monitoring"],
+            public_paths=["/health"],
+        )
+    }
+    (rule,) = policies["api-require-jwt"]["rules"]
+    # Workload identities allowed without a token pass the DENY; everyone else (end users
+    # through the gateway, the batch job that must also bring a token) still needs one.
+    assert rule["from"] == [
+        {
+            "source": {
+                "notRequestPrincipals": ["*"],
+                "notNamespaces": ["monitoring"],
+                "notPrincipals": ["cluster.local/ns/ops/sa/admin", "cluster.local/ns/web/sa/front"],
+            }
+        }
+    ]
+    without_exempt = specs.service_policies(
+        "api",
+        jwt=jwt,
+        rules=(AllowRule(request_principals=("*",)),),
+        caller_principals=[],
+        trusted_namespaces=["monitoring"],
+        public_paths=[],
+    )
+    deny = next(p for p in without_exempt if p.name == "api-require-jwt")
+    assert "notPrincipals" not in deny.spec["rules"][0]["from"][0]["source"]
+
+
+def _policy(stack: Any, namespace: str, name: str) -> dict[str, Any]:
+    return next(
+        o
+        for o in stack.kubernetes_objects()
+        if o["kind"] == "AuthorizationPolicy"
+        and (o["metadata"]["namespace"], o["metadata"]["name"]) == (namespace, name)
+    )
+
+
+def test_stacks_service_accounts_and_callers_get_past_the_jwt_deny(stack_renders: Any) -> None:
+    us = _policy(stack_renders["us-east-1"], "revenue", "revenue-engine-require-jwt")
+    source = us["spec"]["rules"][0]["from"][0]["source"]
+    assert "cluster.local/ns/revenue/sa/admin-service" in source["notPrincipals"]
+    assert source["notRequestPrincipals"] == ["*"]
+    for app in ("admin-service", "admin-service-primary"):
+        eu = _policy(stack_renders["eu-west-1"], "revenue", f"{app}-require-jwt")
+        source = eu["spec"]["rules"][0]["from"][0]["source"]
+        assert "cluster.local/ns/revenue/sa/revenue-engine" in source["notPrincipals"]
+        assert GATEWAY not in source["notPrincipals"]
+
+
+def test_stacks_route_backends_admit_the_routing_service_callers(stack_renders: Any) -> None:
+    routed = _policy(stack_renders["us-east-1"], "revenue", "admin-service-allow-routed")
+    assert routed["spec"]["rules"] == [
+        {
+            "from": [{"source": {"principals": ["cluster.local/ns/identity/sa/fingerprint-api"]}}],
+            "to": [{"operation": {"paths": ["/api/v1/admin*"]}}],
+        }
+    ]
+    deny = _policy(
+        stack_renders["us-east-1"],
+        "revenue",
+        "admin-service-require-jwt-via-revenue-revenue-engine",
+    )
+    assert deny["spec"]["rules"][0]["to"][0]["operation"]["paths"] == ["/api/v1/admin*"]
+
+
+# --- Istio's evaluation over the rendered stacks ----------------------------------------------
+
+
+def _path_matches(pattern: str, path: str) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith("*"):
+        return path.startswith(pattern[:-1])
+    if pattern.startswith("*"):
+        return path.endswith(pattern[1:])
+    return path == pattern
+
+
+def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
+    """Istio's AuthorizationPolicy rule semantics for the fields the program renders."""
+    principal, token = request.get("principal"), request.get("token")
+    namespace = principal.split("/")[2] if principal else None
+    for source in [s["source"] for s in rule.get("from", [])][:1]:
+        checks = [
+            ("principals", principal, True),
+            ("notPrincipals", principal, False),
+            ("namespaces", namespace, True),
+            ("notNamespaces", namespace, False),
+        ]
+        for key, value, positive in checks:
+            if key in source and ((value in source[key]) != positive):
+                return False
+        if "requestPrincipals" in source and token is None:
+            return False
+        if "notRequestPrincipals" in source and token is not None:
+            return False
+    for operation in [t["operation"] for t in rule.get("to", [])][:1]:
+        if "paths" in operation and not any(
+            _path_matches(p, request["path"]) for p in operation["paths"]
+        ):
+            return False
+        if any(_path_matches(p, request["path"]) for p in operation.get("notPaths", [])):
+            return False
+        if "methods" in operation and request["method"] not in operation["methods"]:
+            return False
+    for condition in rule.get("when", []):
+        claim = condition["key"].removeprefix("request.auth.claims[").removesuffix("]")
+        if (token or {}).get(claim) not in condition["values"]:
+            return False
+    return True
+
+
+def _allowed(stack: Any, namespace: str, app: str, request: dict[str, Any]) -> bool:
+    policies = [
+        o["spec"]
+        for o in stack.kubernetes_objects()
+        if o["kind"] == "AuthorizationPolicy"
+        and o["metadata"]["namespace"] == namespace
+        and o["spec"].get("selector", {"matchLabels": {"app": app}})["matchLabels"]["app"] == app
+    ]
+    for action in ("DENY", "ALLOW"):
+        matched = any(
+            _rule_matches(rule, request)
+            for spec in policies
+            if spec.get("action", "ALLOW") == action
+            for rule in spec.get("rules", [])
+        )
+        if action == "DENY" and matched:
+            return False
+    return matched
+
+
+def test_stacks_evaluate_as_intended(stack_renders: Any) -> None:
+    us, eu = stack_renders["us-east-1"], stack_renders["eu-west-1"]
+    admin_sa = "cluster.local/ns/revenue/sa/admin-service"
+    engine_sa = "cluster.local/ns/revenue/sa/revenue-engine"
+    fingerprint = "cluster.local/ns/identity/sa/fingerprint-api"
+    user = {"role": "user"}
+
+    def req(principal: str | None, path: str, method: str = "GET", token: Any = None) -> Any:
+        return {"principal": principal, "path": path, "method": method, "token": token}
+
+    # Finding 2: an identity the rules name gets past the JWT DENY; no token + gateway does not.
+    assert _allowed(us, "revenue", "revenue-engine", req(admin_sa, "/api/v1/revenue/x"))
+    assert not _allowed(us, "revenue", "revenue-engine", req(GATEWAY, "/api/v1/revenue/x"))
+    assert not _allowed(us, "revenue", "revenue-engine", req(None, "/api/v1/revenue/x"))
+    assert _allowed(us, "revenue", "revenue-engine", req(None, "/api/v1/revenue/x", token=user))
+    for app in ("admin-service", "admin-service-primary"):
+        assert _allowed(eu, "revenue", app, req(engine_sa, "/api/x", "POST"))
+        assert not _allowed(eu, "revenue", app, req(GATEWAY, "/api/x"))
+    # Finding 1: the routed caller reaches the backend on the routed path only.
+    assert _allowed(us, "revenue", "admin-service", req(fingerprint, "/api/v1/admin/users"))
+    assert not _allowed(us, "revenue", "admin-service", req(fingerprint, "/internal"))
