@@ -301,9 +301,13 @@ class EndpointRoute(SettingsModel):
         paths = [p for p in (self.prefix, self.exact) if p is not None]
         if len(paths) != 1:
             raise RuleViolationError(("prefix",), self.prefix, "set exactly one of prefix, exact")
+        key = "prefix" if self.prefix is not None else "exact"
         if not paths[0].startswith("/"):
-            key = "prefix" if self.prefix is not None else "exact"
             raise RuleViolationError((key,), paths[0], "must be a path starting with '/'")
+        if "*" in paths[0]:
+            # A literal path: Istio matches it verbatim, and the authorization policies
+            # built from routes turn a prefix into `<prefix>*`, where a `*` inside is invalid.
+            raise RuleViolationError((key,), paths[0], "must be a literal path without '*'")
         return self
 
 

@@ -275,6 +275,12 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         f"{P}.routes[0].exact = \"status\": must be a path starting with '/'",
     ),
     (
+        "route path with a wildcard",
+        {"routes": [{"name": "api", "prefix": "/api/*/v1"}]},
+        {},
+        f"{P}.routes[0].prefix = \"/api/*/v1\": must be a literal path without '*'",
+    ),
+    (
         "route names repeat",
         {"routes": [{"name": "a", "exact": "/a"}, {"name": "a", "exact": "/b"}]},
         {},
