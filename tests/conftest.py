@@ -9,7 +9,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
-from components.settings import StackSettings, load_settings
+from components.settings import SettingsError, StackSettings, load_settings
 from tools.render import Render, render_stack, run_program
 
 STACKS = ("us-east-1", "eu-west-1", "ap-southeast-1")
@@ -29,6 +29,15 @@ def make_settings(**overrides: Any) -> StackSettings:
     for key, value in overrides.items():
         raw[f"meshstack:{key}"] = value if isinstance(value, str) else json.dumps(value)
     return load_settings(raw)
+
+
+def settings_error(**overrides: Any) -> str:
+    """The one-line message a settings error gives for these camelCase overrides."""
+    with pytest.raises(SettingsError) as caught:
+        make_settings(**overrides)
+    message = str(caught.value)
+    assert "\n" not in message, "settings errors are one line"
+    return message
 
 
 def run_with_provider(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 import yaml
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
@@ -15,18 +14,8 @@ from components.alerts_settings import (
     DashboardSettings,
     duration_seconds,
 )
-from components.settings import SettingsError
-from tests.conftest import STACKS, make_settings
+from tests.conftest import STACKS, make_settings, settings_error
 from tools.render import PROJECT_DIR
-
-
-def error_of(**overrides: object) -> str:
-    with pytest.raises(SettingsError) as caught:
-        make_settings(**overrides)
-    message = str(caught.value)
-    assert "\n" not in message, "settings errors are one line"
-    return message
-
 
 # --- defaults -----------------------------------------------------------------------------
 
@@ -86,45 +75,45 @@ def test_a_rate_window_of_exactly_four_scrapes_is_allowed() -> None:
 
 
 def test_rate_window_shorter_than_four_scrapes() -> None:
-    assert error_of(alerts={"scrapeInterval": "30s"}) == (
+    assert settings_error(alerts={"scrapeInterval": "30s"}) == (
         'meshstack:alerts.rateWindow = "1m": must be at least 4 x scrapeInterval (30s) '
         "so rate() always has enough samples"
     )
 
 
 def test_invalid_duration() -> None:
-    assert error_of(alerts={"canaryErrorRate": {"for": "2 minutes"}}) == (
+    assert settings_error(alerts={"canaryErrorRate": {"for": "2 minutes"}}) == (
         'meshstack:alerts.canaryErrorRate.for = "2 minutes": must be a positive duration '
         "in hours, minutes and seconds, e.g. 2m or 1m30s"
     )
 
 
 def test_zero_duration() -> None:
-    assert error_of(alerts={"scrapeInterval": "0s"}).startswith(
+    assert settings_error(alerts={"scrapeInterval": "0s"}).startswith(
         'meshstack:alerts.scrapeInterval = "0s": must be a positive duration'
     )
 
 
 def test_error_ratio_above_one() -> None:
-    assert error_of(alerts={"canaryErrorRate": {"threshold": 5}}) == (
+    assert settings_error(alerts={"canaryErrorRate": {"threshold": 5}}) == (
         "meshstack:alerts.canaryErrorRate.threshold = 5: must be less than 1"
     )
 
 
 def test_zero_latency_threshold() -> None:
-    assert error_of(alerts={"canaryLatency": {"thresholdMs": 0}}) == (
+    assert settings_error(alerts={"canaryLatency": {"thresholdMs": 0}}) == (
         "meshstack:alerts.canaryLatency.thresholdMs = 0: must be greater than 0"
     )
 
 
 def test_negative_circuit_breaker_threshold() -> None:
-    assert error_of(alerts={"circuitBreaker": {"threshold": -1}}) == (
+    assert settings_error(alerts={"circuitBreaker": {"threshold": -1}}) == (
         "meshstack:alerts.circuitBreaker.threshold = -1: must be greater than or equal to 0"
     )
 
 
 def test_unknown_severity() -> None:
-    assert error_of(alerts={"canaryLatency": {"severity": "page"}}) == (
+    assert settings_error(alerts={"canaryLatency": {"severity": "page"}}) == (
         "meshstack:alerts.canaryLatency.severity = \"page\": must be 'critical', 'warning' "
         "or 'info'"
     )
@@ -132,27 +121,27 @@ def test_unknown_severity() -> None:
 
 def test_runbook_url_must_be_https_without_fragment() -> None:
     expected = "must be an https:// URL without spaces or #fragment (the alert name is appended)"
-    assert error_of(alerts={"runbookBaseUrl": "http://wiki/rb"}) == (
+    assert settings_error(alerts={"runbookBaseUrl": "http://wiki/rb"}) == (
         f'meshstack:alerts.runbookBaseUrl = "http://wiki/rb": {expected}'
     )
-    assert error_of(alerts={"runbookBaseUrl": "https://wiki/rb#x"}).endswith(expected)
+    assert settings_error(alerts={"runbookBaseUrl": "https://wiki/rb#x"}).endswith(expected)
 
 
 def test_selector_label_value_invalid() -> None:
-    assert error_of(alerts={"prometheusSelectorLabels": {"release": "-x"}}).startswith(
+    assert settings_error(alerts={"prometheusSelectorLabels": {"release": "-x"}}).startswith(
         'meshstack:alerts.prometheusSelectorLabels.release = "-x": must be a Kubernetes label value'
     )
 
 
 def test_misspelt_alert_key() -> None:
-    assert error_of(alerts={"canaryErrorRate": {"threshhold": 0.1}}) == (
+    assert settings_error(alerts={"canaryErrorRate": {"threshhold": 0.1}}) == (
         "meshstack:alerts.canaryErrorRate.threshhold is not a known setting "
         "(check the spelling; see README config reference)"
     )
 
 
 def test_dashboard_namespace_invalid() -> None:
-    assert error_of(dashboard={"namespace": "Grafana"}).startswith(
+    assert settings_error(dashboard={"namespace": "Grafana"}).startswith(
         'meshstack:dashboard.namespace = "Grafana": must be a Kubernetes name'
     )
 
@@ -163,14 +152,14 @@ def test_metrics_port_name_invalid() -> None:
         "starting and ending with a letter or digit"
     )
     service = {"name": "a", "namespace": "s", "metrics": {"port": "http-metrics-endpoint"}}
-    assert error_of(services=[service]) == (
+    assert settings_error(services=[service]) == (
         f'meshstack:services[0].metrics.port = "http-metrics-endpoint": {expected}'
     )
 
 
 def test_metrics_path_must_be_absolute() -> None:
     service = {"name": "a", "namespace": "s", "metrics": {"path": "metrics"}}
-    assert error_of(services=[service]) == (
+    assert settings_error(services=[service]) == (
         'meshstack:services[0].metrics.path = "metrics": must be an HTTP path starting '
         "with '/', without spaces"
     )
@@ -180,10 +169,10 @@ def test_mesh_certificates_dir_must_be_an_absolute_directory() -> None:
     expected = (
         "must be an absolute directory path without spaces or trailing '/', e.g. /etc/prom-certs"
     )
-    assert error_of(alerts={"meshCertificatesDir": "etc/prom-certs"}) == (
+    assert settings_error(alerts={"meshCertificatesDir": "etc/prom-certs"}) == (
         f'meshstack:alerts.meshCertificatesDir = "etc/prom-certs": {expected}'
     )
-    assert error_of(alerts={"meshCertificatesDir": "/etc/prom-certs/"}).endswith(expected)
+    assert settings_error(alerts={"meshCertificatesDir": "/etc/prom-certs/"}).endswith(expected)
 
 
 # --- the stack files exercise every option ----------------------------------------------------

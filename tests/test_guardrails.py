@@ -19,15 +19,8 @@ from components.guardrails import (
 from components.guardrails_settings import GuardrailSettings, parse_quantity
 from components.istio import IstioMesh
 from components.istio_values import PROXY_RESOURCES
-from components.settings import SettingsError
-from tests.conftest import by_name, make_settings, run_with_provider
+from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
-
-
-def error_of(**overrides: object) -> str:
-    with pytest.raises(SettingsError) as caught:
-        make_settings(**overrides)
-    return str(caught.value)
 
 
 def test_quantities() -> None:
@@ -58,38 +51,38 @@ def test_defaults_leave_room_for_the_sidecar_in_every_pod() -> None:
 
 
 def test_invalid_quantity() -> None:
-    assert error_of(guardrails={"max": {"cpu": "four", "memory": "4Gi"}}) == (
+    assert settings_error(guardrails={"max": {"cpu": "four", "memory": "4Gi"}}) == (
         'meshstack:guardrails.max.cpu = "four": must be a Kubernetes quantity, e.g. `500m`, '
         "`2`, `512Mi`, `4Gi`"
     )
 
 
 def test_default_request_above_default_limit() -> None:
-    assert error_of(guardrails={"defaultRequest": {"cpu": "2", "memory": "256Mi"}}) == (
+    assert settings_error(guardrails={"defaultRequest": {"cpu": "2", "memory": "256Mi"}}) == (
         'meshstack:guardrails.defaultRequest.cpu = "2": must be <= defaultLimit.cpu (1)'
     )
 
 
 def test_default_limit_above_max() -> None:
-    assert error_of(guardrails={"defaultLimit": {"cpu": "1", "memory": "8Gi"}}) == (
+    assert settings_error(guardrails={"defaultLimit": {"cpu": "1", "memory": "8Gi"}}) == (
         'meshstack:guardrails.defaultLimit.memory = "8Gi": must be <= max.memory (4Gi)'
     )
 
 
 def test_max_below_the_sidecar_limit() -> None:
     small = {"cpu": "1", "memory": "512Mi"}
-    assert error_of(guardrails={"max": small, "defaultLimit": small}) == (
+    assert settings_error(guardrails={"max": small, "defaultLimit": small}) == (
         'meshstack:guardrails.max.cpu = "1": must be >= the istio-proxy limit (2) or injected '
         "pods are rejected"
     )
 
 
 def test_quota_without_room_for_sidecars() -> None:
-    assert error_of(guardrails={"requests": {"cpu": "8", "memory": "12Gi"}}) == (
+    assert settings_error(guardrails={"requests": {"cpu": "8", "memory": "12Gi"}}) == (
         'meshstack:guardrails.requests.cpu = "8": must fit 30 pods of one default container '
         "plus the istio-proxy sidecar (30 x 0.35)"
     )
-    assert error_of(guardrails={"limits": {"cpu": "96", "memory": "40Gi"}}) == (
+    assert settings_error(guardrails={"limits": {"cpu": "96", "memory": "40Gi"}}) == (
         'meshstack:guardrails.limits.memory = "40Gi": must fit 30 pods of one default '
         "container plus the istio-proxy sidecar (30 x 1536Mi)"
     )

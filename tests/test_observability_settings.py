@@ -11,16 +11,10 @@ from pydantic.alias_generators import to_camel
 
 from components.observability_settings import ObservabilitySettings
 from components.settings import SettingsError
-from tests.conftest import STACKS, make_settings
+from tests.conftest import STACKS, make_settings, settings_error
 from tools.render import PROJECT_DIR
 
 SPOKE: dict[str, Any] = {"role": "spoke", "hubStack": "organization/meshstack/us-east-1"}
-
-
-def error_of(**overrides: Any) -> str:
-    with pytest.raises(SettingsError) as caught:
-        make_settings(**overrides)
-    return str(caught.value)
 
 
 def test_defaults_are_a_secure_single_region_hub() -> None:
@@ -57,7 +51,7 @@ def test_spoke_names_its_hub() -> None:
 
 
 def test_badger_with_two_replicas_is_an_error() -> None:
-    assert error_of(observability={"jaeger": {"replicas": 2}}) == (
+    assert settings_error(observability={"jaeger": {"replicas": 2}}) == (
         "meshstack:observability.jaeger.replicas = 2: must be 1 with storage type 'badger' "
         "(each replica would keep its own part of every trace); use elasticsearch or "
         "opensearch to scale"
@@ -65,32 +59,36 @@ def test_badger_with_two_replicas_is_an_error() -> None:
 
 
 def test_memory_with_two_replicas_is_an_error() -> None:
-    message = error_of(observability={"jaeger": {"replicas": 2, "storage": {"type": "memory"}}})
+    message = settings_error(
+        observability={"jaeger": {"replicas": 2, "storage": {"type": "memory"}}}
+    )
     assert message.startswith(
         "meshstack:observability.jaeger.replicas = 2: must be 1 with storage type 'memory'"
     )
 
 
 def test_external_store_needs_urls() -> None:
-    assert error_of(observability={"jaeger": {"storage": {"type": "elasticsearch"}}}) == (
+    assert settings_error(observability={"jaeger": {"storage": {"type": "elasticsearch"}}}) == (
         "meshstack:observability.jaeger.storage.serverUrls = []: must list at least one URL "
         "for type 'elasticsearch'"
     )
 
 
 def test_urls_only_for_external_stores() -> None:
-    assert error_of(observability={"jaeger": {"storage": {"serverUrls": ["http://es:9200"]}}}) == (
+    assert settings_error(
+        observability={"jaeger": {"storage": {"serverUrls": ["http://es:9200"]}}}
+    ) == (
         'meshstack:observability.jaeger.storage.serverUrls = ["http://es:9200"]: must be empty '
         "unless type is 'elasticsearch' or 'opensearch'"
     )
 
 
 def test_sampling_percentage_is_bounded() -> None:
-    assert error_of(observability={"telemetry": {"samplingPercentage": 101}}) == (
+    assert settings_error(observability={"telemetry": {"samplingPercentage": 101}}) == (
         "meshstack:observability.telemetry.samplingPercentage = 101: must be less than or "
         "equal to 100"
     )
-    assert error_of(observability={"telemetry": {"samplingPercentage": -1}}) == (
+    assert settings_error(observability={"telemetry": {"samplingPercentage": -1}}) == (
         "meshstack:observability.telemetry.samplingPercentage = -1: must be greater than or "
         "equal to 0"
     )
@@ -98,7 +96,7 @@ def test_sampling_percentage_is_bounded() -> None:
 
 def test_metric_override_must_change_a_tag() -> None:
     overrides = [{"metric": "REQUEST_COUNT"}]
-    assert error_of(observability={"telemetry": {"metricOverrides": overrides}}) == (
+    assert settings_error(observability={"telemetry": {"metricOverrides": overrides}}) == (
         "meshstack:observability.telemetry.metricOverrides[0].removeTags = []: must name a "
         "tag to remove, or addTags a tag to add"
     )
@@ -106,7 +104,7 @@ def test_metric_override_must_change_a_tag() -> None:
 
 def test_namespace_override_must_change_something() -> None:
     namespaces = [{"namespace": "shop"}]
-    assert error_of(observability={"telemetry": {"namespaces": namespaces}}) == (
+    assert settings_error(observability={"telemetry": {"namespaces": namespaces}}) == (
         "meshstack:observability.telemetry.namespaces[0].samplingPercentage = null: must be "
         "set, or accessLogging must be; an override must change something"
     )
@@ -117,7 +115,7 @@ def test_namespace_override_is_unique() -> None:
         {"namespace": "shop", "accessLogging": False},
         {"namespace": "shop", "samplingPercentage": 5},
     ]
-    assert error_of(observability={"telemetry": {"namespaces": namespaces}}) == (
+    assert settings_error(observability={"telemetry": {"namespaces": namespaces}}) == (
         'meshstack:observability.telemetry.namespaces[1].namespace = "shop": must be unique; '
         "it is repeated"
     )
@@ -125,7 +123,7 @@ def test_namespace_override_is_unique() -> None:
 
 def test_namespace_override_needs_a_workload_namespace() -> None:
     namespaces = [{"namespace": "nowhere", "accessLogging": False}]
-    assert error_of(
+    assert settings_error(
         workloadNamespaces=["shop"], observability={"telemetry": {"namespaces": namespaces}}
     ) == (
         'meshstack:observability.telemetry.namespaces[0].namespace = "nowhere": must be a '
@@ -134,7 +132,7 @@ def test_namespace_override_needs_a_workload_namespace() -> None:
 
 
 def test_anonymous_needs_explicit_permission() -> None:
-    assert error_of(observability={"kiali": {"authStrategy": "anonymous"}}) == (
+    assert settings_error(observability={"kiali": {"authStrategy": "anonymous"}}) == (
         'meshstack:observability.kiali.authStrategy = "anonymous": gives everyone full access; '
         "set allowAnonymous: true to accept that"
     )
@@ -145,7 +143,7 @@ def test_anonymous_needs_explicit_permission() -> None:
 
 
 def test_openid_needs_issuer_and_client() -> None:
-    assert error_of(observability={"kiali": {"authStrategy": "openid"}}) == (
+    assert settings_error(observability={"kiali": {"authStrategy": "openid"}}) == (
         'meshstack:observability.kiali.openidIssuerUri = "": must be set together with '
         "openidClientId when authStrategy is 'openid'"
     )
@@ -153,52 +151,52 @@ def test_openid_needs_issuer_and_client() -> None:
 
 def test_grafana_urls_come_in_pairs() -> None:
     kiali = {"grafanaInternalUrl": "http://grafana.monitoring:3000"}
-    assert error_of(observability={"kiali": kiali}) == (
+    assert settings_error(observability={"kiali": kiali}) == (
         'meshstack:observability.kiali.grafanaExternalUrl = "": must be set together with '
         "grafanaInternalUrl (or both left empty)"
     )
 
 
 def test_spoke_needs_a_hub_stack() -> None:
-    assert error_of(observability={"role": "spoke"}) == (
+    assert settings_error(observability={"role": "spoke"}) == (
         'meshstack:observability.hubStack = "": must name the hub stack as '
         "organization/project/stack when role is 'spoke'"
     )
 
 
 def test_hub_has_no_hub_stack() -> None:
-    assert error_of(observability={"hubStack": "organization/meshstack/us-east-1"}) == (
+    assert settings_error(observability={"hubStack": "organization/meshstack/us-east-1"}) == (
         'meshstack:observability.hubStack = "organization/meshstack/us-east-1": must be empty '
         "when role is 'hub'"
     )
 
 
 def test_spoke_runs_no_jaeger_or_kiali() -> None:
-    assert error_of(observability={**SPOKE, "jaeger": {"replicas": 1}}) == (
+    assert settings_error(observability={**SPOKE, "jaeger": {"replicas": 1}}) == (
         "meshstack:observability.jaeger = {}: must not be set when role is 'spoke'; only the "
         "hub runs Jaeger and Kiali"
     )
-    assert error_of(observability={**SPOKE, "kiali": {"viewOnlyMode": False}}).startswith(
+    assert settings_error(observability={**SPOKE, "kiali": {"viewOnlyMode": False}}).startswith(
         'meshstack:observability.kiali = {"viewOnlyMode": false}: must not be set'
     )
 
 
 def test_ingress_host_must_be_a_dns_name() -> None:
-    assert error_of(observability={"jaeger": {"ingressHost": "Jaeger_UI"}}) == (
+    assert settings_error(observability={"jaeger": {"ingressHost": "Jaeger_UI"}}) == (
         'meshstack:observability.jaeger.ingressHost = "Jaeger_UI": must be a DNS host name '
         "(lowercase letters, digits, '-' and '.')"
     )
 
 
 def test_unknown_observability_key_is_a_typo() -> None:
-    assert error_of(observability={"samplingPercentage": 5}) == (
+    assert settings_error(observability={"samplingPercentage": 5}) == (
         "meshstack:observability.samplingPercentage is not a known setting (check the "
         "spelling; see README config reference)"
     )
 
 
 def test_observability_namespace_is_not_a_workload_namespace() -> None:
-    assert error_of(workloadNamespaces=["observability"]) == (
+    assert settings_error(workloadNamespaces=["observability"]) == (
         'meshstack:observabilityNamespace = "observability": must not be a workload '
         "namespace; Jaeger and Kiali own it"
     )

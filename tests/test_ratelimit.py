@@ -10,9 +10,8 @@ from components import ratelimit_specs as specs
 from components.istio import IstioMesh
 from components.ratelimit import RateLimiter
 from components.ratelimit_settings import QuotaSettings
-from components.settings import SettingsError
 from components.versions import RATELIMIT_IMAGE, REDIS_IMAGE
-from tests.conftest import by_name, make_settings, run_with_provider
+from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.render import SECRET_PLACEHOLDER
 from tools.verify import validate_manifest
 
@@ -35,12 +34,6 @@ SETTINGS = make_settings(
     ],
     rateLimit={"quota": QUOTA},
 )
-
-
-def error_of(**overrides: object) -> str:
-    with pytest.raises(SettingsError) as caught:
-        make_settings(**overrides)
-    return str(caught.value)
 
 
 # --- settings -------------------------------------------------------------------------------
@@ -68,7 +61,7 @@ def test_quota_namespace_is_a_workload_namespace_only_when_enabled() -> None:
 
 def test_repeated_route_prefix() -> None:
     routes = [{"pathPrefix": "/a", "requestsPerSecond": 1}] * 2
-    assert error_of(
+    assert settings_error(
         services=[{"name": "a", "namespace": "n", "rateLimit": {"routes": routes}}]
     ) == (
         'meshstack:services[0].rateLimit.routes[1].pathPrefix = "/a": must be unique; it is '
@@ -78,7 +71,7 @@ def test_repeated_route_prefix() -> None:
 
 def test_limited_tier_needs_requests() -> None:
     quota = {"tiers": [{"name": "free", "requestsPerUnit": 0}]}
-    assert error_of(rateLimit={"quota": quota}) == (
+    assert settings_error(rateLimit={"quota": quota}) == (
         "meshstack:rateLimit.quota.tiers[0].requestsPerUnit = 0: must be >= 1 unless "
         "unlimited is true"
     )
@@ -86,39 +79,39 @@ def test_limited_tier_needs_requests() -> None:
 
 def test_repeated_tier() -> None:
     tier = {"name": "free", "requestsPerUnit": 1}
-    assert error_of(rateLimit={"quota": {"tiers": [tier, tier]}}) == (
+    assert settings_error(rateLimit={"quota": {"tiers": [tier, tier]}}) == (
         'meshstack:rateLimit.quota.tiers[1].name = "free": must be unique; it is repeated'
     )
 
 
 def test_repeated_client() -> None:
     clients = [{"id": "a", "tier": "free"}] * 2
-    assert error_of(rateLimit={"quota": {"clients": clients}}) == (
+    assert settings_error(rateLimit={"quota": {"clients": clients}}) == (
         'meshstack:rateLimit.quota.clients[1].id = "a": must be unique; it is repeated'
     )
 
 
 def test_client_of_unknown_tier() -> None:
     clients = [{"id": "a", "tier": "gold"}]
-    assert error_of(rateLimit={"quota": {"clients": clients}}) == (
+    assert settings_error(rateLimit={"quota": {"clients": clients}}) == (
         "meshstack:rateLimit.quota.clients[0].tier = \"gold\": must be one of the tiers ['free']"
     )
 
 
 def test_unknown_client_tier_must_exist() -> None:
-    assert error_of(rateLimit={"quota": {"unknownClientTier": "gold"}}) == (
+    assert settings_error(rateLimit={"quota": {"unknownClientTier": "gold"}}) == (
         "meshstack:rateLimit.quota.unknownClientTier = \"gold\": must be one of the tiers ['free']"
     )
 
 
 def test_anonymous_tier_must_exist() -> None:
-    assert error_of(rateLimit={"quota": {"anonymousTier": "gold"}}) == (
+    assert settings_error(rateLimit={"quota": {"anonymousTier": "gold"}}) == (
         "meshstack:rateLimit.quota.anonymousTier = \"gold\": must be one of the tiers ['free']"
     )
 
 
 def test_client_header_must_be_a_lowercase_header_name() -> None:
-    assert error_of(rateLimit={"quota": {"clientHeader": "X-Client"}}).startswith(
+    assert settings_error(rateLimit={"quota": {"clientHeader": "X-Client"}}).startswith(
         'meshstack:rateLimit.quota.clientHeader = "X-Client": must match pattern'
     )
 

@@ -12,8 +12,7 @@ from components import security_specs as specs
 from components.istio import IstioMesh
 from components.security import MeshSecurity
 from components.security_settings import AllowRule, JwtSettings, MtlsException
-from components.settings import SettingsError
-from tests.conftest import by_name, make_settings, run_with_provider
+from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 
 ISSUER = "https://auth.example.com"
@@ -61,12 +60,6 @@ SETTINGS = make_settings(
 )
 
 
-def error_of(**overrides: object) -> str:
-    with pytest.raises(SettingsError) as caught:
-        make_settings(**overrides)
-    return str(caught.value)
-
-
 def service(**fields: Any) -> list[dict[str, Any]]:
     return [{"name": "a", "namespace": "n", **fields}]
 
@@ -87,7 +80,7 @@ def test_defaults() -> None:
 
 def test_port_exception_needs_a_selector() -> None:
     exception = {"name": "x", "namespace": "n", "ports": [9102]}
-    assert error_of(security={"mtlsExceptions": [exception]}) == (
+    assert settings_error(security={"mtlsExceptions": [exception]}) == (
         "meshstack:security.mtlsExceptions[0].ports = [9102]: needs a selector: Istio "
         "applies port-level mTLS only to selected workloads"
     )
@@ -95,14 +88,14 @@ def test_port_exception_needs_a_selector() -> None:
 
 def test_exception_port_out_of_range() -> None:
     exception = {"name": "x", "namespace": "n", "selector": {"app": "a"}, "ports": [0]}
-    assert error_of(security={"mtlsExceptions": [exception]}) == (
+    assert settings_error(security={"mtlsExceptions": [exception]}) == (
         "meshstack:security.mtlsExceptions[0].ports[0] = 0: must be a port, 1-65535"
     )
 
 
 def test_repeated_exception() -> None:
     exception = {"name": "x", "namespace": "n"}
-    assert error_of(security={"mtlsExceptions": [exception, exception]}) == (
+    assert settings_error(security={"mtlsExceptions": [exception, exception]}) == (
         "meshstack:security.mtlsExceptions[1].name = \"x\": must be unique in namespace 'n'; "
         "it is repeated"
     )
@@ -110,7 +103,7 @@ def test_repeated_exception() -> None:
 
 def test_strict_cannot_be_an_exception() -> None:
     exception = {"name": "x", "namespace": "n", "mode": "STRICT"}
-    assert error_of(security={"mtlsExceptions": [exception]}).startswith(
+    assert settings_error(security={"mtlsExceptions": [exception]}).startswith(
         'meshstack:security.mtlsExceptions[0].mode = "STRICT": must be'
     )
 
@@ -118,7 +111,7 @@ def test_strict_cannot_be_an_exception() -> None:
 def test_an_exception_needs_a_rule_plaintext_clients_can_match() -> None:
     exception = {"name": "legacy", "namespace": "n"}
     by_identity = {"fromIngressGateway": True, "ports": [8080]}
-    assert error_of(
+    assert settings_error(
         services=service(authorization=[by_identity]), security={"mtlsExceptions": [exception]}
     ) == (
         'meshstack:security.mtlsExceptions[0] = "legacy": needs an authorization rule for the '
@@ -131,7 +124,7 @@ def test_an_exception_needs_a_rule_plaintext_clients_can_match() -> None:
 def test_a_port_exception_needs_a_rule_on_each_of_its_ports() -> None:
     exception = {"name": "scrape", "namespace": "n", "selector": {"app": "a"}, "ports": [9102]}
     other_port = {"ports": [9103], "methods": ["GET"]}
-    message = error_of(
+    message = settings_error(
         services=service(authorization=[other_port]), security={"mtlsExceptions": [exception]}
     )
     assert message.startswith(
@@ -147,7 +140,7 @@ def test_a_port_exception_needs_a_rule_on_each_of_its_ports() -> None:
 
 def test_ip_block_format() -> None:
     rule = {"ipBlocks": ["10.40.0.1/16"]}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         'meshstack:services[0].authorization[0].ipBlocks[0] = "10.40.0.1/16": must be an IP '
         "address or a CIDR block without host bits, e.g. 10.40.0.0/16"
     )
@@ -177,21 +170,21 @@ def test_ap_southeast_1_admits_its_legacy_plaintext_clients_by_address(
 
 def test_jwks_uri_must_be_https() -> None:
     jwt = {"issuer": ISSUER, "jwksUri": "http://auth/jwks"}
-    assert error_of(services=service(jwt=jwt)).startswith(
+    assert settings_error(services=service(jwt=jwt)).startswith(
         'meshstack:services[0].jwt.jwksUri = "http://auth/jwks": must match pattern'
     )
 
 
 def test_protected_path_must_be_a_path() -> None:
     jwt = {**JWT, "protectedPaths": ["api/*"]}
-    assert error_of(services=service(jwt=jwt)) == (
+    assert settings_error(services=service(jwt=jwt)) == (
         'meshstack:services[0].jwt.protectedPaths[0] = "api/*": must be `*` or an absolute '
         "path with `*` only at the start or end"
     )
 
 
 def test_public_path_must_be_a_path() -> None:
-    assert error_of(security={"publicPaths": ["/a/*/b"]}) == (
+    assert settings_error(security={"publicPaths": ["/a/*/b"]}) == (
         'meshstack:security.publicPaths[0] = "/a/*/b": must be `*` or an absolute path with '
         "`*` only at the start or end"
     )
@@ -199,7 +192,7 @@ def test_public_path_must_be_a_path() -> None:
 
 def test_service_account_format() -> None:
     rule = {"serviceAccounts": ["admin-service"]}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         'meshstack:services[0].authorization[0].serviceAccounts[0] = "admin-service": must be '
         "`<namespace>/<serviceAccount>`"
     )
@@ -207,7 +200,7 @@ def test_service_account_format() -> None:
 
 def test_request_principal_format() -> None:
     rule = {"requestPrincipals": ["alice"]}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         'meshstack:services[0].authorization[0].requestPrincipals[0] = "alice": must be '
         "`<issuer>/<subject>` or `*`"
     )
@@ -215,7 +208,7 @@ def test_request_principal_format() -> None:
 
 def test_rule_path_format() -> None:
     rule = {"fromIngressGateway": True, "paths": ["x"]}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         'meshstack:services[0].authorization[0].paths[0] = "x": must be `*` or an absolute '
         "path with `*` only at the start or end"
     )
@@ -223,7 +216,7 @@ def test_rule_path_format() -> None:
 
 def test_claims_need_request_principals() -> None:
     rule = {"fromIngressGateway": True, "claims": {"role": ["admin"]}}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         'meshstack:services[0].authorization[0].claims = {"role": ["admin"]}: needs '
         "requestPrincipals: claims exist only on requests with a valid JWT"
     )
@@ -231,7 +224,7 @@ def test_claims_need_request_principals() -> None:
 
 def test_request_principals_need_the_service_jwt() -> None:
     rule = {"requestPrincipals": ["*"], "claims": {"role": ["admin"]}}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         'meshstack:services[0].authorization[0].requestPrincipals = ["*"]: needs the '
         "service's jwt: without a RequestAuthentication no request has a request principal"
     )
@@ -239,7 +232,7 @@ def test_request_principals_need_the_service_jwt() -> None:
 
 def test_grpc_rules_allow_only_post() -> None:
     rule = {"fromIngressGateway": True, "methods": ["POST", "GET"]}
-    assert error_of(services=service(protocol="grpc", authorization=[rule])) == (
+    assert settings_error(services=service(protocol="grpc", authorization=[rule])) == (
         'meshstack:services[0].authorization[0].methods[1] = "GET": must be POST on a grpc '
         "service: every gRPC call is a POST"
     )
@@ -247,7 +240,7 @@ def test_grpc_rules_allow_only_post() -> None:
 
 def test_grpc_rule_paths_are_grpc_methods() -> None:
     rule = {"fromIngressGateway": True, "paths": ["/pkg.Svc/Get*", "/api/v1/market/*"]}
-    assert error_of(services=service(protocol="grpc", authorization=[rule])) == (
+    assert settings_error(services=service(protocol="grpc", authorization=[rule])) == (
         'meshstack:services[0].authorization[0].paths[1] = "/api/v1/market/*": must be '
         "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
         "gRPC calls have no other path"
@@ -256,7 +249,7 @@ def test_grpc_rule_paths_are_grpc_methods() -> None:
 
 def test_grpc_protected_paths_are_grpc_methods() -> None:
     jwt = {**JWT, "protectedPaths": ["/pkg.Svc/*", "/api/*"]}
-    assert error_of(services=service(protocol="grpc", jwt=jwt)) == (
+    assert settings_error(services=service(protocol="grpc", jwt=jwt)) == (
         'meshstack:services[0].jwt.protectedPaths[1] = "/api/*": must be `*` or '
         "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
         "no gRPC request has another path"
@@ -278,10 +271,10 @@ def test_grpc_rules_that_can_match_are_accepted() -> None:
 
 
 def test_an_empty_rule_would_allow_everything() -> None:
-    assert error_of(services=service(authorization=[{}])).startswith(
+    assert settings_error(services=service(authorization=[{}])).startswith(
         "meshstack:services[0].authorization[0] = "
     )
-    assert error_of(services=service(authorization=[{}])).endswith(
+    assert settings_error(services=service(authorization=[{}])).endswith(
         ": must name a source, a path, a method or a port: an empty rule allows everything"
     )
 
@@ -614,7 +607,7 @@ def test_stacks_open_exposed_services_and_route_backends_to_the_gateway(
 
 def test_rule_port_out_of_range() -> None:
     rule = {"ports": [70000]}
-    assert error_of(services=service(authorization=[rule])) == (
+    assert settings_error(services=service(authorization=[rule])) == (
         "meshstack:services[0].authorization[0].ports[0] = 70000: must be a port, 1-65535"
     )
 

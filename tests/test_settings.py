@@ -5,16 +5,7 @@ from __future__ import annotations
 import pytest
 
 from components.settings import SettingsError, StackSettings, load_settings
-from tests.conftest import make_settings
-
-
-def error_of(**overrides: object) -> str:
-    with pytest.raises(SettingsError) as caught:
-        make_settings(**overrides)
-    message = str(caught.value)
-    assert "\n" not in message, "settings errors are one line"
-    return message
-
+from tests.conftest import make_settings, settings_error
 
 # --- defaults -----------------------------------------------------------------------------
 
@@ -92,19 +83,19 @@ def test_missing_region() -> None:
 
 
 def test_unknown_key_is_a_typo_not_a_default() -> None:
-    assert error_of(servics=[]) == (
+    assert settings_error(servics=[]) == (
         "meshstack:servics is not a known setting (check the spelling; see README config reference)"
     )
 
 
 def test_invalid_kubernetes_name() -> None:
-    assert error_of(region="US_East").startswith(
+    assert settings_error(region="US_East").startswith(
         'meshstack:region = "US_East": must be a Kubernetes name: lowercase letters'
     )
 
 
 def test_invalid_label_value() -> None:
-    message = error_of(
+    message = settings_error(
         services=[
             {"name": "a", "namespace": "s", "versions": [{"name": "v", "labels": {"k": "-x"}}]}
         ]
@@ -114,45 +105,45 @@ def test_invalid_label_value() -> None:
 
 
 def test_port_out_of_range() -> None:
-    assert error_of(services=[{"name": "a", "namespace": "s", "port": 70000}]) == (
+    assert settings_error(services=[{"name": "a", "namespace": "s", "port": 70000}]) == (
         "meshstack:services[0].port = 70000: must be less than or equal to 65535"
     )
 
 
 def test_unknown_protocol() -> None:
-    assert error_of(services=[{"name": "a", "namespace": "s", "protocol": "tcp"}]) == (
+    assert settings_error(services=[{"name": "a", "namespace": "s", "protocol": "tcp"}]) == (
         "meshstack:services[0].protocol = \"tcp\": must be 'http', 'http2' or 'grpc'"
     )
 
 
 def test_single_istiod_replica_rejected() -> None:
-    assert error_of(istiodReplicas=1) == (
+    assert settings_error(istiodReplicas=1) == (
         "meshstack:istiodReplicas = 1: must be greater than or equal to 2"
     )
 
 
 def test_istiod_ceiling_below_floor() -> None:
-    assert error_of(istiodReplicas=4, istiodMaxReplicas=3) == (
+    assert settings_error(istiodReplicas=4, istiodMaxReplicas=3) == (
         "meshstack:istiodMaxReplicas = 3: must be >= istiodReplicas (4)"
     )
 
 
 def test_gateway_ceiling_below_floor() -> None:
-    assert error_of(gatewayReplicas=4, gatewayMaxReplicas=3) == (
+    assert settings_error(gatewayReplicas=4, gatewayMaxReplicas=3) == (
         "meshstack:gatewayMaxReplicas = 3: must be >= gatewayReplicas (4)"
     )
 
 
 def test_duplicate_service() -> None:
     assert (
-        error_of(services=[{"name": "a", "namespace": "s"}, {"name": "a", "namespace": "s"}])
+        settings_error(services=[{"name": "a", "namespace": "s"}, {"name": "a", "namespace": "s"}])
         == "meshstack:services[1].name = \"a\": must be unique in namespace 's'; it is repeated"
     )
 
 
 def test_duplicate_version() -> None:
     assert (
-        error_of(
+        settings_error(
             services=[{"name": "a", "namespace": "s", "versions": [{"name": "v1"}, {"name": "v1"}]}]
         )
         == 'meshstack:services[0].versions[1].name = "v1": must be unique; it is repeated'
@@ -160,19 +151,19 @@ def test_duplicate_version() -> None:
 
 
 def test_invalid_revision() -> None:
-    assert error_of(istioRevision="Canary_1").startswith(
+    assert settings_error(istioRevision="Canary_1").startswith(
         'meshstack:istioRevision = "Canary_1": must match pattern'
     )
 
 
 def test_wrong_type() -> None:
-    assert error_of(accessLogging="maybe").startswith(
+    assert settings_error(accessLogging="maybe").startswith(
         'meshstack:accessLogging = "maybe": must be a valid boolean'
     )
 
 
 def test_several_errors_are_counted_on_the_same_line() -> None:
-    message = error_of(istiodReplicas=1, gatewayReplicas=1)
+    message = settings_error(istiodReplicas=1, gatewayReplicas=1)
     assert message.endswith("(and 1 more)")
 
 
@@ -183,13 +174,13 @@ def test_prometheus_url_defaults_to_the_operator_service() -> None:
 
 
 def test_prometheus_url_must_be_http() -> None:
-    assert error_of(prometheusUrl="ftp://p:9090").startswith(
+    assert settings_error(prometheusUrl="ftp://p:9090").startswith(
         'meshstack:prometheusUrl = "ftp://p:9090": must match pattern'
     )
 
 
 def test_cluster_local_host_must_be_an_in_cluster_service_host() -> None:
-    assert error_of(clusterLocalHosts=["admin.example.com"]) == (
+    assert settings_error(clusterLocalHosts=["admin.example.com"]) == (
         'meshstack:clusterLocalHosts[0] = "admin.example.com": must be an in-cluster service '
         "host `<name>.<namespace>.svc.cluster.local`, or `*.<namespace>.svc.cluster.local` "
         "for a whole namespace"
