@@ -10,12 +10,11 @@ from typing import Final, Literal
 
 from pydantic import Field, model_validator
 
-from components.settings_base import DnsLabel, RuleViolationError, SettingsModel
+from components.settings_base import DnsLabel, HeaderName, RuleViolationError, SettingsModel
 
 Unit = Literal["second", "minute", "hour", "day"]
 """Units of envoyproxy/ratelimit's `rate_limit.unit` (Envoy's RateLimitUnit enum)."""
 
-HEADER_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """A lowercase HTTP header name: Envoy (HTTP/2) lowercases every header name."""
 
 
@@ -163,10 +162,8 @@ class QuotaSettings(SettingsModel):
         default="meshstack",
         description="Rate limit domain shared by the gateway filter and the config.",
     )
-    client_header: str = Field(
+    client_header: HeaderName = Field(
         default="x-client-id",
-        pattern=HEADER_NAME_PATTERN,
-        max_length=100,
         description=(
             "Request header that identifies the client. Default `x-client-id`: an "
             "identity (set it from a verified JWT claim), never a secret API key, because "

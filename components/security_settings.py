@@ -13,7 +13,13 @@ from typing import TYPE_CHECKING, Final, Literal
 
 from pydantic import Field, model_validator
 
-from components.settings_base import DnsLabel, LabelValue, RuleViolationError, SettingsModel
+from components.settings_base import (
+    DnsLabel,
+    LabelValue,
+    OptionalHeaderName,
+    RuleViolationError,
+    SettingsModel,
+)
 
 if TYPE_CHECKING:
     from components.settings import MeshService, StackSettings
@@ -93,9 +99,8 @@ class JwtSettings(SettingsModel):
             "the verified claims instead and cannot leak the bearer token."
         ),
     )
-    output_payload_to_header: str = Field(
+    output_payload_to_header: OptionalHeaderName = Field(
         default="x-jwt-payload",
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
         description=(
             "Header that carries the verified payload (base64) to the app. Default "
             "`x-jwt-payload`; empty: none."

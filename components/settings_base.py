@@ -93,3 +93,22 @@ def _cluster_local_host(value: str) -> str:
 
 ClusterLocalHost = Annotated[str, AfterValidator(_cluster_local_host)]
 """A Service host (or a namespace wildcard) as Istio's `serviceSettings` takes it."""
+
+
+_HEADER_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+def _header_name(value: str) -> str:
+    if not _HEADER_NAME.match(value):
+        raise ValueError(
+            "must be a lowercase HTTP header name (letters, digits, '-', '_'); "
+            "Istio matches header names in lowercase"
+        )
+    return value
+
+
+HeaderName = Annotated[str, AfterValidator(_header_name)]
+"""A lowercase HTTP header name, as Istio matches headers and Envoy emits them."""
+
+OptionalHeaderName = Annotated[str, AfterValidator(lambda v: v and _header_name(v))]
+"""A header name, or empty for "none"."""

@@ -24,7 +24,13 @@ import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from components.naming import is_dns_label, is_dns_subdomain
-from components.settings_base import DnsLabel, OptionalDnsLabel, RuleViolationError, SettingsModel
+from components.settings_base import (
+    DnsLabel,
+    HeaderName,
+    OptionalDnsLabel,
+    RuleViolationError,
+    SettingsModel,
+)
 
 if TYPE_CHECKING:
     from components.settings import MeshService, StackSettings
@@ -121,20 +127,6 @@ def _re2(pattern: str) -> str:
 
 Re2Regex = Annotated[str, AfterValidator(_re2)]
 """A regex Envoy's RE2 engine accepts (full-string match, as Istio applies it)."""
-
-_HEADER_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
-
-
-def _header_name(value: str) -> str:
-    if not _HEADER_NAME.match(value):
-        raise ValueError(
-            "must be a lowercase HTTP header name (letters, digits, '-', '_'); "
-            "Istio matches header names in lowercase"
-        )
-    return value
-
-
-HeaderName = Annotated[str, AfterValidator(_header_name)]
 
 
 def _hostname(value: str) -> str:

@@ -112,7 +112,7 @@ def test_anonymous_tier_must_exist() -> None:
 
 def test_client_header_must_be_a_lowercase_header_name() -> None:
     assert settings_error(rateLimit={"quota": {"clientHeader": "X-Client"}}).startswith(
-        'meshstack:rateLimit.quota.clientHeader = "X-Client": must match pattern'
+        'meshstack:rateLimit.quota.clientHeader = "X-Client": must be a lowercase HTTP header'
     )
 
 

@@ -905,3 +905,11 @@ def test_stacks_evaluate_as_intended(stack_renders: Any) -> None:
     # Finding 1: the routed caller reaches the backend on the routed path only.
     assert _allowed(us, "revenue", "admin-service", req(fingerprint, "/api/v1/admin/users"))
     assert not _allowed(us, "revenue", "admin-service", req(fingerprint, "/internal"))
+
+
+def test_output_payload_header_must_be_a_lowercase_header_name() -> None:
+    jwt = {**JWT, "outputPayloadToHeader": "X-Claims"}
+    assert settings_error(services=service(jwt=jwt)) == (
+        'meshstack:services[0].jwt.outputPayloadToHeader = "X-Claims": must be a lowercase '
+        "HTTP header name (letters, digits, '-', '_'); Istio matches header names in lowercase"
+    )
