@@ -27,6 +27,7 @@ stops the render.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import runpy
 import shutil
@@ -114,43 +115,43 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.registrations: list[Registration] = []
 
-    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        """Reads (stack references) are recorded too, so renders show which stack is read."""
-        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
-        inputs = json_format.MessageToDict(request.properties, preserving_proto_field_name=True)
+    def _record(
+        self, request: Any, urn: str, properties: Any, *, custom: bool, protect: bool, retain: bool
+    ) -> None:
+        inputs = json_format.MessageToDict(properties, preserving_proto_field_name=True)
         self.registrations.append(
             Registration(
-                urn=response.urn,
+                urn=urn,
                 type=request.type,
                 name=request.name,
                 parent=request.parent,
-                custom=True,
+                custom=custom,
                 dependencies=sorted(set(request.dependencies)),
                 provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
-                protect=False,
-                retain_on_delete=False,
+                protect=protect,
+                retain_on_delete=retain,
                 inputs=_plain(inputs),
             )
+        )
+
+    def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
+        """Reads (stack references) are recorded too, so renders show which stack is read."""
+        response = super().ReadResource(request)  # type: ignore[no-untyped-call]
+        self._record(
+            request, response.urn, request.properties, custom=True, protect=False, retain=False
         )
         return response
 
     def RegisterResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
         response = super().RegisterResource(request)  # type: ignore[no-untyped-call]
         if request.type != "pulumi:pulumi:Stack":
-            inputs = json_format.MessageToDict(request.object, preserving_proto_field_name=True)
-            self.registrations.append(
-                Registration(
-                    urn=response.urn,
-                    type=request.type,
-                    name=request.name,
-                    parent=request.parent,
-                    custom=bool(request.custom),
-                    dependencies=sorted(set(request.dependencies)),
-                    provider=request.provider.rsplit("::", 1)[0] if request.provider else "",
-                    protect=bool(request.protect),
-                    retain_on_delete=bool(request.retainOnDelete),
-                    inputs=_plain(inputs),
-                )
+            self._record(
+                request,
+                response.urn,
+                request.object,
+                custom=bool(request.custom),
+                protect=bool(request.protect),
+                retain=bool(request.retainOnDelete),
             )
         return response
 
@@ -439,4 +440,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # The mock runtime leaves one asyncio event loop per worker thread. Collected during
+    # interpreter shutdown, after their sockets, they print "Exception ignored ... Invalid
+    # file descriptor"; collecting them now, while everything is alive, closes them cleanly.
+    gc.collect()
+    sys.exit(status)
