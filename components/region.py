@@ -11,16 +11,16 @@ from typing import Any, Final
 
 import pulumi
 
-from components.alerts import MeshAlerts
-from components.guardrails import NamespaceGuardrails
-from components.istio import IstioMesh
-from components.jaeger import JaegerStack
-from components.kiali import KialiRemoteAccess, KialiStack
-from components.observability import HubReference, MeshTelemetry, hub_outputs
-from components.ratelimit import RateLimiter
-from components.security import MeshSecurity
+from components.alerts.component import MeshAlerts
+from components.guardrails.component import NamespaceGuardrails
+from components.istio.component import IstioMesh
+from components.observability.jaeger import JaegerStack
+from components.observability.kiali import KialiRemoteAccess, KialiStack
+from components.observability.component import HubReference, MeshTelemetry, hub_outputs
+from components.ratelimit.component import RateLimiter
+from components.security.component import MeshSecurity
 from components.settings import StackSettings
-from components.traffic import TrafficManagement
+from components.traffic.component import TrafficManagement
 
 TOKEN: Final = "meshstack:region:RegionMesh"
 

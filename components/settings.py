@@ -18,14 +18,14 @@ from typing import Any, Final, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from components.alerts_settings import AlertsSettings, AppMetrics, DashboardSettings
-from components.guardrails_settings import GuardrailSettings
-from components.observability_settings import ObservabilitySettings
-from components.ratelimit_settings import RateLimitSettings, ServiceRateLimit
-from components.security_settings import AllowRule, JwtSettings, SecuritySettings
-from components.security_settings import check_service as check_service_security
-from components.security_settings import check_stack as check_stack_security
-from components.settings_base import (
+from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSettings
+from components.guardrails.settings import GuardrailSettings
+from components.observability.settings import ObservabilitySettings
+from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
+from components.security.settings import AllowRule, JwtSettings, SecuritySettings
+from components.security.settings import check_service as check_service_security
+from components.security.settings import check_stack as check_stack_security
+from components.settings_types import (
     ClusterLocalHost,
     DnsLabel,
     LabelValue,
@@ -34,7 +34,7 @@ from components.settings_base import (
     SettingsError,
     SettingsModel,
 )
-from components.traffic_settings import (
+from components.traffic.settings import (
     ServiceRef,
     ServiceTraffic,
     TrafficSettings,

@@ -11,15 +11,15 @@ import pulumi
 import pytest
 import yaml
 
-from components import alerts_rules as rules
-from components import kiali
-from components.alerts import MeshAlerts
-from components.alerts_settings import AlertsSettings
-from components.dashboard import dashboard_json
-from components.istio import IstioMesh
-from components.ratelimit import RateLimiter
-from components.ratelimit_specs import RATELIMIT_NAME
-from components.security import MeshSecurity
+from components.alerts.component import rules
+from components.observability.component import kiali
+from components.alerts.component import MeshAlerts
+from components.alerts.settings import AlertsSettings
+from components.alerts.dashboard import dashboard_json
+from components.istio.component import IstioMesh
+from components.ratelimit.component import RateLimiter
+from components.ratelimit.specs import RATELIMIT_NAME
+from components.security.component import MeshSecurity
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
 from tools.verify import validate_helm_values, validate_manifest

@@ -21,8 +21,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import alerts_rules as rules
-from components.alerts_settings import AlertsSettings
+from components.alerts.component import rules
+from components.alerts.settings import AlertsSettings
 from tests.conftest import make_settings
 from tools.verify import validate_manifest
 

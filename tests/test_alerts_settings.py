@@ -8,7 +8,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
-from components.alerts_settings import (
+from components.alerts.settings import (
     AlertsSettings,
     AppMetrics,
     DashboardSettings,

@@ -6,7 +6,7 @@ import pulumi
 import pytest
 
 from components import helm
-from components.istio import IstioMesh
+from components.istio.component import IstioMesh
 from components.region import RegionMesh
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render

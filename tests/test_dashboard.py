@@ -15,8 +15,8 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from components import dashboard
-from components.alerts_rules import EJECTIONS, PENDING_OVERFLOW
+from components.alerts.component import dashboard
+from components.alerts.rules import EJECTIONS, PENDING_OVERFLOW
 from tests.test_alerts_rules import PROMTOOL_HELP
 
 PARSED: dict[str, Any] = json.loads(dashboard.dashboard_json())

@@ -9,16 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.guardrails import (
+from components.guardrails.component import (
     LIMIT_RANGE_NAME,
     QUOTA_NAME,
     NamespaceGuardrails,
     limit_range_spec,
     resource_quota_spec,
 )
-from components.guardrails_settings import GuardrailSettings, parse_quantity
-from components.istio import IstioMesh
-from components.istio_values import PROXY_RESOURCES
+from components.guardrails.settings import GuardrailSettings, parse_quantity
+from components.istio.component import IstioMesh
+from components.istio.values import PROXY_RESOURCES
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 

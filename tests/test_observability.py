@@ -14,12 +14,12 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import jaeger as j
-from components import kiali as k
-from components import tracing as t
-from components.istio import IstioMesh
-from components.observability import HUB_KEYS, HUB_OUTPUT, HubReference, MeshTelemetry
-from components.observability_settings import (
+from components.observability.component import jaeger as j
+from components.observability.component import kiali as k
+from components.observability.component import tracing as t
+from components.istio.component import IstioMesh
+from components.observability.component import HUB_KEYS, HUB_OUTPUT, HubReference, MeshTelemetry
+from components.observability.settings import (
     JaegerSettings,
     KialiSettings,
     NamespaceTelemetry,

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
-from components.observability_settings import ObservabilitySettings
+from components.observability.settings import ObservabilitySettings
 from components.settings import SettingsError
 from tests.conftest import STACKS, make_settings, settings_error
 from tools.render import PROJECT_DIR

@@ -20,7 +20,7 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from components.helm import install_chart
-from components.istio import IstioMesh
+from components.istio.component import IstioMesh
 from components.versions import KIALI_SERVER
 from policy.offline import Finding, Report, evaluate
 from tests.conftest import STACKS, make_settings, run_with_provider

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from components import ratelimit_specs as specs
-from components.istio import IstioMesh
-from components.ratelimit import RateLimiter
-from components.ratelimit_settings import QuotaSettings
+from components.ratelimit.component import specs
+from components.istio.component import IstioMesh
+from components.ratelimit.component import RateLimiter
+from components.ratelimit.settings import QuotaSettings
 from components.versions import RATELIMIT_IMAGE, REDIS_IMAGE
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.render import SECRET_PLACEHOLDER

@@ -22,8 +22,8 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import json_format, message, symbol_database
 
-from components import ratelimit_specs as specs
-from components.ratelimit_settings import (
+from components.ratelimit.component import specs
+from components.ratelimit.settings import (
     LocalRateLimitSettings,
     LocalRoute,
     QuotaSettings,

@@ -17,8 +17,8 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import ratelimit_specs as specs
-from components.ratelimit_settings import QuotaClient, QuotaSettings, QuotaTier
+from components.ratelimit.component import specs
+from components.ratelimit.settings import QuotaClient, QuotaSettings, QuotaTier
 from tools.verify import reference_dir
 
 VALID_KEYS: Final = frozenset(

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components import security_specs as specs
-from components.istio import IstioMesh
-from components.security import MeshSecurity
-from components.security_settings import AllowRule, JwtSettings, MtlsException
+from components.security.component import specs
+from components.istio.component import IstioMesh
+from components.security.component import MeshSecurity
+from components.security.settings import AllowRule, JwtSettings, MtlsException
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 

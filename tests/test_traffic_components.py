@@ -8,8 +8,8 @@ from typing import Any
 import pulumi
 import pytest
 
-from components.istio import IstioMesh
-from components.traffic import TrafficManagement
+from components.istio.component import IstioMesh
+from components.traffic.component import TrafficManagement
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
 from tools.verify import validate_helm_values, validate_manifest

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from components.settings import SettingsError
-from components.traffic_settings import (
+from components.traffic.settings import (
     OutlierDetectionSettings,
     ServiceTraffic,
     TrafficSettings,

@@ -1,0 +1,149 @@
+"""MeshAlerts: how Prometheus scrapes the mesh, what it alerts on, and the Grafana dashboard.
+
+A thin component over the pure builders in `components.alerts.rules` and
+`components.alerts.dashboard`: it wraps their dicts in Prometheus Operator custom resources
+(`monitoring.coreos.com/v1`) and a ConfigMap. The Prometheus Operator and Grafana are not
+installed here; the objects carry the labels their default selectors look for.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.alerts.component import rules
+from components.alerts.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL, dashboard_json
+from components.istio.component import IstioMesh
+from components.naming import MANAGED_BY
+from components.settings import StackSettings
+
+TOKEN: Final = "meshstack:observability:MeshAlerts"
+
+MONITORING_API: Final = "monitoring.coreos.com/v1"
+
+SIDECAR_MONITOR_NAME: Final = "meshstack-envoy-stats"
+ISTIOD_MONITOR_NAME: Final = "meshstack-istiod"
+RATELIMIT_MONITOR_NAME: Final = "meshstack-ratelimit"
+RULE_NAME: Final = "meshstack-mesh-alerts"
+DASHBOARD_CONFIGMAP_NAME: Final = "meshstack-mesh-dashboard"
+
+
+class MeshAlerts(pulumi.ComponentResource):
+    """Scrape configuration, alert rules and dashboard of one region's mesh.
+
+    Children: a PodMonitor for every sidecar's Envoy metrics and a ServiceMonitor for istiod
+    (both in the mesh's root namespace), one ServiceMonitor per service with `metrics` set
+    (in the service's namespace), with per-client quotas one ServiceMonitor for the
+    ratelimit service's counters (in its namespace), a PrometheusRule with the mesh alerts,
+    and, unless disabled, the dashboard ConfigMap in the dashboard namespace. Custom
+    resources wait for the control plane like every Istio-side object; thresholds come
+    from settings.
+    """
+
+    rule_name: pulumi.Output[str]
+    """`metadata.name` of the PrometheusRule."""
+    alert_names: pulumi.Output[list[str]]
+    """Alert names the PrometheusRule defines."""
+    app_monitors: pulumi.Output[list[str]]
+    """`<namespace>/<name>` of each application ServiceMonitor."""
+    dashboard_configmap: pulumi.Output[str]
+    """`<namespace>/<name>` of the dashboard ConfigMap, empty when the dashboard is off."""
+
+    def __init__(
+        self,
+        name: str,
+        mesh: IstioMesh,
+        settings: StackSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        alerts = settings.alerts
+        labels = {**MANAGED_BY, **alerts.prometheus_selector_labels}
+
+        def metadata(k8s_name: str, namespace: pulumi.Input[str]) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(name=k8s_name, namespace=namespace, labels=labels)
+
+        k8s.apiextensions.CustomResource(
+            f"{name}-sidecars",
+            api_version=MONITORING_API,
+            kind="PodMonitor",
+            metadata=metadata(SIDECAR_MONITOR_NAME, mesh.namespace),
+            spec=rules.sidecar_pod_monitor_spec(alerts),
+            opts=mesh.custom_resource_options(self),
+        )
+        k8s.apiextensions.CustomResource(
+            f"{name}-istiod",
+            api_version=MONITORING_API,
+            kind="ServiceMonitor",
+            metadata=metadata(ISTIOD_MONITOR_NAME, mesh.namespace),
+            spec=mesh.namespace.apply(lambda ns: rules.istiod_service_monitor_spec(alerts, ns)),
+            opts=mesh.custom_resource_options(self),
+        )
+        app_monitors: list[str] = []
+        for service in settings.services:
+            if service.metrics is None:
+                continue
+            # Named after its Service, in the Service's namespace: unique without a suffix
+            # that could push a 63-character name over the limit.
+            monitor_name = service.name
+            k8s.apiextensions.CustomResource(
+                f"{name}-{service.namespace}-{service.name}-metrics",
+                api_version=MONITORING_API,
+                kind="ServiceMonitor",
+                metadata=metadata(
+                    monitor_name, mesh.workload_namespace(service.namespace).metadata.name
+                ),
+                spec=rules.app_service_monitor_spec(
+                    alerts, service.name, service.namespace, service.metrics
+                ),
+                opts=mesh.custom_resource_options(self),
+            )
+            app_monitors.append(f"{service.namespace}/{monitor_name}")
+        quota = settings.rate_limit.quota
+        if quota.enabled:
+            k8s.apiextensions.CustomResource(
+                f"{name}-ratelimit",
+                api_version=MONITORING_API,
+                kind="ServiceMonitor",
+                metadata=metadata(
+                    RATELIMIT_MONITOR_NAME, mesh.workload_namespace(quota.namespace).metadata.name
+                ),
+                spec=rules.ratelimit_service_monitor_spec(alerts, quota),
+                opts=mesh.custom_resource_options(self),
+            )
+        k8s.apiextensions.CustomResource(
+            f"{name}-rules",
+            api_version=MONITORING_API,
+            kind="PrometheusRule",
+            metadata=metadata(RULE_NAME, mesh.namespace),
+            spec=rules.prometheus_rule_spec(alerts),
+            opts=mesh.custom_resource_options(self),
+        )
+        dashboard = ""
+        if settings.dashboard.enabled:
+            k8s.core.v1.ConfigMap(
+                f"{name}-dashboard",
+                metadata=k8s.meta.v1.ObjectMetaArgs(
+                    name=DASHBOARD_CONFIGMAP_NAME,
+                    namespace=settings.dashboard.namespace,
+                    labels={**MANAGED_BY, **GRAFANA_DASHBOARD_LABEL},
+                ),
+                data={DASHBOARD_FILE: dashboard_json()},
+                opts=pulumi.ResourceOptions(parent=self),
+            )
+            dashboard = f"{settings.dashboard.namespace}/{DASHBOARD_CONFIGMAP_NAME}"
+
+        self.rule_name = pulumi.Output.from_input(RULE_NAME)
+        self.alert_names = pulumi.Output.from_input(list(rules.ALERT_NAMES))
+        self.app_monitors = pulumi.Output.from_input(app_monitors)
+        self.dashboard_configmap = pulumi.Output.from_input(dashboard)
+        self.register_outputs(
+            {
+                "rule_name": self.rule_name,
+                "alert_names": self.alert_names,
+                "app_monitors": self.app_monitors,
+                "dashboard_configmap": self.dashboard_configmap,
+            }
+        )

@@ -1,0 +1,88 @@
+"""NamespaceGuardrails: a ResourceQuota and a LimitRange in every workload namespace.
+
+The quota caps what one namespace can take from the cluster; the LimitRange gives
+containers that set no resources a request and a limit (so the quota can count them) and
+caps the largest container. Injected pods also run an `istio-proxy` sidecar whose
+resources come from istiod's `global.proxy.resources`; `GuardrailSettings` checks that
+the quota fits `pods` pods of one default container plus the sidecar, and that `max`
+stays above the sidecar's limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.guardrails.settings import GuardrailSettings
+from components.istio.component import IstioMesh
+
+TOKEN: Final = "meshstack:guardrails:NamespaceGuardrails"
+
+QUOTA_NAME: Final = "meshstack-quota"
+LIMIT_RANGE_NAME: Final = "meshstack-limits"
+
+
+def resource_quota_spec(guardrails: GuardrailSettings) -> dict[str, Any]:
+    """ResourceQuota spec: pods and the sums of requests and limits."""
+    return {
+        "hard": {
+            "pods": str(guardrails.pods),
+            "requests.cpu": guardrails.requests.cpu,
+            "requests.memory": guardrails.requests.memory,
+            "limits.cpu": guardrails.limits.cpu,
+            "limits.memory": guardrails.limits.memory,
+        }
+    }
+
+
+def limit_range_spec(guardrails: GuardrailSettings) -> dict[str, Any]:
+    """LimitRange spec: per-container defaults and the per-container maximum."""
+    return {
+        "limits": [
+            {
+                "type": "Container",
+                "defaultRequest": guardrails.default_request.model_dump(),
+                "default": guardrails.default_limit.model_dump(),
+                "max": guardrails.max.model_dump(),
+            }
+        ]
+    }
+
+
+class NamespaceGuardrails(pulumi.ComponentResource):
+    """ResourceQuota `meshstack-quota` and LimitRange `meshstack-limits` per namespace."""
+
+    namespaces: pulumi.Output[list[str]]
+    """Namespaces that got the guard rails."""
+
+    def __init__(
+        self,
+        name: str,
+        mesh: IstioMesh,
+        namespaces: tuple[str, ...],
+        guardrails: GuardrailSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        guarded: list[pulumi.Output[str]] = []
+        if guardrails.enabled:
+            for ns in namespaces:
+                ns_name = mesh.workload_namespace(ns).metadata.name
+                # Specs are plain dicts (schema-checked by the tests), not the SDK's TypedDicts.
+                k8s.core.v1.ResourceQuota(
+                    f"{name}-{ns}-quota",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(name=QUOTA_NAME, namespace=ns_name),
+                    spec=cast(Any, resource_quota_spec(guardrails)),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+                k8s.core.v1.LimitRange(
+                    f"{name}-{ns}-limits",
+                    metadata=k8s.meta.v1.ObjectMetaArgs(name=LIMIT_RANGE_NAME, namespace=ns_name),
+                    spec=cast(Any, limit_range_spec(guardrails)),
+                    opts=pulumi.ResourceOptions(parent=self),
+                )
+                guarded.append(ns_name)
+        self.namespaces = pulumi.Output.all(*guarded).apply(lambda names: [str(n) for n in names])
+        self.register_outputs({"namespaces": self.namespaces})

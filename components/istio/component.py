@@ -1,0 +1,221 @@
+"""IstioMesh: Istio's control plane and gateways for one region, installed with Helm.
+
+Install order is `base` (CRDs) → `istiod` → ingress gateway → egress gateway, each waiting
+for the previous one: gateway pods start with the placeholder image `auto` and get their
+proxy image from istiod's injection webhook, so istiod must be ready first
+(istio/istio#35789). Charts are installed with Chart v4; `components.helm` says why.
+
+Other components receive the `IstioMesh` object: `custom_resource_options()` gives the
+dependency every Istio custom resource needs, so nobody writes a hand-made `depends_on`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pulumi_kubernetes.apiextensions import CustomResource
+
+from components.istio.component import values
+from components.helm import install_chart
+from components.kube import namespace
+from components.settings import StackSettings
+from components.observability.tracing import TracingTarget
+from components.versions import ISTIO_BASE, ISTIO_GATEWAY, ISTIO_VERSION, ISTIOD
+
+TOKEN: Final = "meshstack:istio:IstioMesh"
+
+UNKNOWN_ADDRESS: Final = "pending: the load balancer has no address yet"
+
+
+def _load_balancer_address(status: Any) -> str:
+    ingress = getattr(getattr(status, "load_balancer", None), "ingress", None) or []
+    if not ingress:
+        return UNKNOWN_ADDRESS
+    first = ingress[0]
+    return str(getattr(first, "hostname", None) or getattr(first, "ip", None) or UNKNOWN_ADDRESS)
+
+
+def _service_address(resources: Sequence[Any] | None) -> pulumi.Output[str] | str:
+    services = [r for r in resources or [] if isinstance(r, k8s.core.v1.Service)]
+    if not services:
+        return UNKNOWN_ADDRESS
+    return services[0].status.apply(_load_balancer_address)
+
+
+def _istiod_values(
+    settings: StackSettings, tracing: TracingTarget | None
+) -> pulumi.Input[dict[str, Any]]:
+    """istiod values; with a tracing target they wait for its (Output) address."""
+    if tracing is None:
+        return values.istiod_values(settings)
+    return pulumi.Output.all(tracing.service, tracing.port).apply(
+        lambda target: values.istiod_values(settings, str(target[0]), int(target[1]))
+    )
+
+
+class IstioMesh(pulumi.ComponentResource):
+    """Istio 1.30 for one region: namespaces, `base`, `istiod`, ingress and egress gateways.
+
+    Children: the `istio-system`, `istio-ingress`, `istio-egress` and workload namespaces
+    (retained on delete, injection enabled where workloads run), and one Helm chart per
+    Istio component. Secure defaults: ≥2 istiod and gateway replicas with drain-friendly
+    PodDisruptionBudgets, HPAs, requests and limits everywhere, and the validation webhook
+    pinned to `Fail`. With `tracing`, meshConfig gets an OTLP `opentelemetry` extension
+    provider to that target (the Telemetry API selects it; `components.observability.tracing`).
+    """
+
+    namespace: pulumi.Output[str]
+    """The control-plane (and mesh root) namespace, `istio-system`."""
+    revision: pulumi.Output[str]
+    """Control-plane revision, empty for the default revision."""
+    mesh_id: pulumi.Output[str]
+    """`global.meshID`, shared by every region."""
+    version: pulumi.Output[str]
+    """Installed Istio version."""
+    workload_namespaces: pulumi.Output[list[str]]
+    """Workload namespaces created with sidecar injection enabled."""
+    ingress_namespace: pulumi.Output[str]
+    """Namespace of the ingress gateway."""
+    ingress_selector: pulumi.Output[dict[str, str]]
+    """Pod labels of the ingress gateway, for `Gateway.spec.selector`."""
+    ingress_address: pulumi.Output[str]
+    """Load-balancer address of the ingress gateway; known after deploy."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        tracing: TracingTarget | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        self.tracing_target = tracing
+        """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
+        revision = settings.istio_revision
+        injection = values.injection_labels(revision)
+
+        istio_ns = namespace(
+            f"{name}-istio-system",
+            values.ISTIO_NAMESPACE,
+            values.istio_namespace_labels(settings),
+            parent=self,
+        )
+        self._workload_ns = {
+            ns: namespace(f"{name}-ns-{ns}", ns, injection, parent=self)
+            for ns in settings.namespaces
+        }
+
+        base = install_chart(
+            f"{name}-base",
+            ISTIO_BASE,
+            release="istio-base",
+            namespace=istio_ns.metadata.name,
+            values=values.base_values(settings),
+            parent=self,
+        )
+        self.control_plane: pulumi.Resource = install_chart(
+            f"{name}-istiod",
+            ISTIOD,
+            release=f"istiod-{revision}" if revision else "istiod",
+            namespace=istio_ns.metadata.name,
+            values=_istiod_values(settings, tracing),
+            parent=self,
+            depends_on=[base],
+        )
+        """istiod's chart: exists only once the CRDs and the validation webhook do."""
+
+        gateway_namespaces = {values.ISTIO_NAMESPACE: istio_ns}
+        self.gateways: list[k8s.helm.v4.Chart] = []
+        """Gateway charts, in install order (each waits for the one before)."""
+        previous: pulumi.Resource = self.control_plane
+        for gateway in values.gateways(settings):
+            if gateway.namespace not in gateway_namespaces:
+                gateway_namespaces[gateway.namespace] = namespace(
+                    f"{name}-{gateway.key}-ns", gateway.namespace, injection, parent=self
+                )
+            chart = install_chart(
+                f"{name}-{gateway.key}-gateway",
+                ISTIO_GATEWAY,
+                release=gateway.release,
+                namespace=gateway_namespaces[gateway.namespace].metadata.name,
+                values=values.gateway_values(settings, gateway),
+                parent=self,
+                depends_on=[previous],
+            )
+            self.gateways.append(chart)
+            previous = chart
+            if gateway.network_gateway:
+                CustomResource(
+                    f"{name}-cross-network-gateway",
+                    api_version="networking.istio.io/v1",
+                    kind="Gateway",
+                    metadata={
+                        "name": values.CROSS_NETWORK_GATEWAY,
+                        "namespace": istio_ns.metadata.name,
+                    },
+                    spec=values.cross_network_gateway_spec(),
+                    opts=self.custom_resource_options(self),
+                )
+        ingress_ns = gateway_namespaces[values.INGRESS.namespace]
+        ingress = self.gateways[0]
+
+        self.namespace = istio_ns.metadata.name.apply(str)
+        self.revision = pulumi.Output.from_input(revision)
+        self.mesh_id = pulumi.Output.from_input(settings.mesh_id)
+        self.version = pulumi.Output.from_input(ISTIO_VERSION)
+        self.workload_namespaces = pulumi.Output.all(
+            *[ns.metadata.name for ns in self._workload_ns.values()]
+        ).apply(lambda names: [str(n) for n in names])
+        self.ingress_namespace = ingress_ns.metadata.name.apply(str)
+        self.ingress_selector = pulumi.Output.from_input(values.gateway_selector(values.INGRESS))
+        self.ingress_address = ingress.resources.apply(_service_address)
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "revision": self.revision,
+                "mesh_id": self.mesh_id,
+                "version": self.version,
+                "workload_namespaces": self.workload_namespaces,
+                "ingress_namespace": self.ingress_namespace,
+                "ingress_selector": self.ingress_selector,
+                "ingress_address": self.ingress_address,
+            }
+        )
+
+    def workload_namespace(self, name: str) -> k8s.core.v1.Namespace:
+        """The Namespace resource of a workload namespace, to depend on or name."""
+        if name not in self._workload_ns:
+            raise KeyError(f"{name!r} is not a workload namespace of this mesh")
+        return self._workload_ns[name]
+
+    def custom_resource_options(self, parent: pulumi.Resource) -> pulumi.ResourceOptions:
+        """Options for an Istio custom resource: parented, and after CRDs and webhook exist."""
+        return pulumi.ResourceOptions(parent=parent, depends_on=[self.control_plane])
+
+    def admit_ingress_controller(
+        self,
+        resource_name: str,
+        *,
+        parent: pulumi.Resource,
+        namespace: pulumi.Input[str],
+        name: str,
+        pod_labels: dict[str, str],
+        port: int,
+    ) -> CustomResource:
+        """A PeerAuthentication letting an out-of-mesh Ingress controller reach one port.
+
+        For components that expose a meshed UI through a Kubernetes Ingress
+        (`istio_values.ingress_controller_exception_spec` says why).
+        """
+        return CustomResource(
+            resource_name,
+            api_version="security.istio.io/v1",
+            kind="PeerAuthentication",
+            metadata={"name": name, "namespace": namespace},
+            spec=values.ingress_controller_exception_spec(pod_labels, port),
+            opts=self.custom_resource_options(parent),
+        )

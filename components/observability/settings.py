@@ -1,0 +1,393 @@
+"""Settings of the observability area: tracing, Telemetry, Jaeger, Kiali and the hub.
+
+One structured key, `meshstack:observability`, typed here and composed into
+`StackSettings.observability`. Every field documents its default and why; cross-field
+rules raise `RuleViolationError` so the one-line error names the offending key.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from components.naming import is_dns_subdomain
+from components.settings_types import DnsLabel, OptionalDnsLabel, RuleViolationError, SettingsModel
+
+_QUANTITY: Final = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
+_DURATION: Final = r"^([0-9]+(h|m|s))+$"
+_URL: Final = r"^https?://[^\s/]+(:\d+)?(/\S*)?$"
+_OPTIONAL_URL: Final = r"^(https?://[^\s/]+(:\d+)?(/\S*)?)?$"
+_STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+
+
+def _host(value: str) -> str:
+    if value and not is_dns_subdomain(value):
+        raise ValueError("must be a DNS host name (lowercase letters, digits, '-' and '.')")
+    return value
+
+
+OptionalHost = Annotated[str, AfterValidator(_host)]
+"""A DNS host name for an Ingress rule, or empty for "no Ingress"."""
+
+
+class Resources(SettingsModel):
+    """CPU and memory requests and limits of one container."""
+
+    cpu_request: str = Field(default="250m", pattern=_QUANTITY, description="CPU request.")
+    memory_request: str = Field(default="512Mi", pattern=_QUANTITY, description="Memory request.")
+    cpu_limit: str = Field(default="2", pattern=_QUANTITY, description="CPU limit.")
+    memory_limit: str = Field(default="2Gi", pattern=_QUANTITY, description="Memory limit.")
+
+    def as_kubernetes(self) -> dict[str, dict[str, str]]:
+        """The `resources` block of a container."""
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
+class JaegerStorage(SettingsModel):
+    """Where Jaeger keeps spans."""
+
+    type: Literal["badger", "elasticsearch", "opensearch", "memory"] = Field(
+        default="badger",
+        description=(
+            "Span store. Default `badger`: local, persistent (a PersistentVolumeClaim) and "
+            "needs no other system; `elasticsearch`/`opensearch` are external and the only "
+            "stores that allow more than one replica; `memory` loses every trace on restart."
+        ),
+    )
+    size: str = Field(
+        default="20Gi",
+        pattern=_QUANTITY,
+        description="Badger volume size. Default 20Gi: three days of spans at 100% sampling "
+        "for a few thousand requests per second, compressed.",
+    )
+    storage_class: OptionalDnsLabel = Field(
+        default="",
+        description="StorageClass of the Badger volume. Default: the cluster's default class.",
+    )
+    retention: str = Field(
+        default="72h",
+        pattern=_DURATION,
+        description="How long Badger keeps spans (`ttl.spans`). Default 72h, Jaeger's default: "
+        "long enough to debug a weekend incident on Monday.",
+    )
+    server_urls: tuple[Annotated[str, Field(pattern=_URL)], ...] = Field(
+        default=(),
+        description="Elasticsearch/OpenSearch URLs; required for those types. Default: none.",
+    )
+    index_prefix: DnsLabel = Field(
+        default="jaeger",
+        description="Index prefix in Elasticsearch/OpenSearch. Default `jaeger`.",
+    )
+    credentials_secret: OptionalDnsLabel = Field(
+        default="",
+        description=(
+            "Secret in the observability namespace with keys `username` and `password` for "
+            "Elasticsearch/OpenSearch; read as environment variables, never put into values. "
+            "Default: none (no authentication)."
+        ),
+    )
+    max_traces: int = Field(
+        default=100_000,
+        ge=1,
+        description="Memory store bound (`max_traces`). Default 100000, so memory cannot "
+        "grow without limit.",
+    )
+
+    @property
+    def external(self) -> bool:
+        """Whether spans live outside the Jaeger pod, so replicas may share them."""
+        return self.type in ("elasticsearch", "opensearch")
+
+    @model_validator(mode="after")
+    def _urls_for_external_stores(self) -> JaegerStorage:
+        if self.external and not self.server_urls:
+            raise RuleViolationError(
+                ("serverUrls",), [], f"must list at least one URL for type {self.type!r}"
+            )
+        if not self.external and self.server_urls:
+            raise RuleViolationError(
+                ("serverUrls",),
+                list(self.server_urls),
+                "must be empty unless type is 'elasticsearch' or 'opensearch'",
+            )
+        return self
+
+
+class JaegerSettings(SettingsModel):
+    """The Jaeger v2 all-in-one deployment of the hub."""
+
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Jaeger replicas. Default 1: Badger and memory stores are single-writer; "
+        "more replicas need an external store.",
+    )
+    storage: JaegerStorage = Field(
+        default_factory=JaegerStorage, description="Span store. Default: Badger on a PVC."
+    )
+    ingress_host: OptionalHost = Field(
+        default="",
+        description="Host of an Ingress to the query UI. Default: none, the UI stays in-cluster.",
+    )
+    ingress_class: DnsLabel = Field(
+        default="nginx", description="IngressClass of that Ingress. Default `nginx`."
+    )
+    resources: Resources = Field(
+        default_factory=Resources,
+        description="Jaeger container resources. Default 250m/512Mi requests, 2/2Gi limits.",
+    )
+
+    @model_validator(mode="after")
+    def _single_writer(self) -> JaegerSettings:
+        if self.replicas > 1 and not self.storage.external:
+            raise RuleViolationError(
+                ("replicas",),
+                self.replicas,
+                f"must be 1 with storage type {self.storage.type!r} (each replica would keep "
+                "its own part of every trace); use elasticsearch or opensearch to scale",
+            )
+        return self
+
+
+class MetricTagOverride(SettingsModel):
+    """Tags to add to or remove from an Istio standard metric (Telemetry `metrics.overrides`)."""
+
+    metric: Literal[
+        "ALL_METRICS",
+        "REQUEST_COUNT",
+        "REQUEST_DURATION",
+        "REQUEST_SIZE",
+        "RESPONSE_SIZE",
+        "TCP_OPENED_CONNECTIONS",
+        "TCP_CLOSED_CONNECTIONS",
+        "TCP_SENT_BYTES",
+        "TCP_RECEIVED_BYTES",
+        "GRPC_REQUEST_MESSAGES",
+        "GRPC_RESPONSE_MESSAGES",
+    ] = Field(default="ALL_METRICS", description="Metric to change. Default: all.")
+    mode: Literal["CLIENT_AND_SERVER", "CLIENT", "SERVER"] = Field(
+        default="CLIENT_AND_SERVER", description="Reporter side. Default: both."
+    )
+    remove_tags: tuple[str, ...] = Field(
+        default=(), description="Tags to drop (cardinality control). Default: none."
+    )
+    add_tags: dict[str, str] = Field(
+        default_factory=dict,
+        description="Tags to add: name → CEL expression (e.g. `request.host`). Default: none.",
+    )
+
+    @model_validator(mode="after")
+    def _does_something(self) -> MetricTagOverride:
+        if not self.remove_tags and not self.add_tags:
+            raise RuleViolationError(
+                ("removeTags",), [], "must name a tag to remove, or addTags a tag to add"
+            )
+        for index, tag in enumerate(self.remove_tags):
+            if tag in READ_TAGS:
+                raise RuleViolationError(
+                    ("removeTags", index),
+                    tag,
+                    "must not be a tag Kiali, Flagger, the alerts or the dashboard read "
+                    f"({', '.join(sorted(READ_TAGS))})",
+                )
+        return self
+
+
+READ_TAGS: Final = frozenset(
+    {
+        "reporter",
+        "request_protocol",
+        "response_code",
+        "response_flags",
+        "grpc_response_status",
+        "source_workload",
+        "source_workload_namespace",
+        "source_cluster",
+        "destination_service",
+        "destination_service_name",
+        "destination_service_namespace",
+        "destination_workload",
+        "destination_workload_namespace",
+        "destination_version",
+        "destination_cluster",
+    }
+)
+"""Istio metric tags something downstream depends on. Kiali's graph skips every series
+without `request_protocol` and `response_code` (kiali graph telemetry); Flagger's built-in
+checks, the alerts and the dashboard group by destination and version labels."""
+
+
+class NamespaceTelemetry(SettingsModel):
+    """A per-namespace Telemetry override of sampling and/or access logging."""
+
+    namespace: DnsLabel = Field(description="Workload namespace the override applies to.")
+    sampling_percentage: float | None = Field(
+        default=None, ge=0, le=100, description="Trace sampling there. Default: the mesh's."
+    )
+    access_logging: bool | None = Field(
+        default=None, description="Access logs on/off there. Default: the mesh's."
+    )
+
+    @model_validator(mode="after")
+    def _overrides_something(self) -> NamespaceTelemetry:
+        if self.sampling_percentage is None and self.access_logging is None:
+            raise RuleViolationError(
+                ("samplingPercentage",),
+                None,
+                "must be set, or accessLogging must be; an override must change something",
+            )
+        return self
+
+
+class TelemetrySettings(SettingsModel):
+    """Mesh-wide Telemetry: tracing sampling, metric tag overrides, namespace overrides."""
+
+    sampling_percentage: float = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description="Percentage of requests traced (`randomSamplingPercentage`). Default 100, "
+        "the product's target: every canary request can be followed; regions with more "
+        "traffic may lower it.",
+    )
+    metric_overrides: tuple[MetricTagOverride, ...] = Field(
+        default=(), description="Tag overrides of Istio's standard metrics. Default: none."
+    )
+    namespaces: tuple[NamespaceTelemetry, ...] = Field(
+        default=(), description="Per-namespace overrides. Default: none."
+    )
+
+    @model_validator(mode="after")
+    def _one_override_per_namespace(self) -> TelemetrySettings:
+        seen: set[str] = set()
+        for index, override in enumerate(self.namespaces):
+            if override.namespace in seen:
+                raise RuleViolationError(
+                    ("namespaces", index, "namespace"),
+                    override.namespace,
+                    "must be unique; it is repeated",
+                )
+            seen.add(override.namespace)
+        return self
+
+
+class KialiSettings(SettingsModel):
+    """The Kiali console of the hub."""
+
+    auth_strategy: Literal["token", "openid", "anonymous"] = Field(
+        default="token",
+        description="Login method. Default `token`: a Kubernetes token, so Kiali shows what "
+        "the user's RBAC allows. `anonymous` gives everyone full access and needs "
+        "`allowAnonymous: true`.",
+    )
+    allow_anonymous: bool = Field(
+        default=False,
+        description="Permit `authStrategy: anonymous` (development only). Default off.",
+    )
+    openid_issuer_uri: str = Field(
+        default="", pattern=_OPTIONAL_URL, description="OpenID issuer for `openid`."
+    )
+    openid_client_id: str = Field(default="", description="OpenID client id for `openid`.")
+    view_only_mode: bool = Field(
+        default=True,
+        description="Kiali shows but cannot change mesh config. Default on: Pulumi owns the "
+        "Istio objects, and an edit made in Kiali would be drift the next `pulumi up` reverts.",
+    )
+    ingress_host: OptionalHost = Field(
+        default="", description="Host of an Ingress to Kiali. Default: none, in-cluster only."
+    )
+    ingress_class: DnsLabel = Field(
+        default="nginx", description="IngressClass of that Ingress. Default `nginx`."
+    )
+    tracing_external_url: str = Field(
+        default="",
+        pattern=_OPTIONAL_URL,
+        description="Jaeger UI URL for browser links from Kiali. Default: "
+        "`https://<jaeger.ingressHost>` when Jaeger has an Ingress, else none.",
+    )
+    grafana_internal_url: str = Field(
+        default="",
+        pattern=_OPTIONAL_URL,
+        description="Grafana URL Kiali calls from the cluster. Default: none, Grafana links off.",
+    )
+    grafana_external_url: str = Field(
+        default="",
+        pattern=_OPTIONAL_URL,
+        description="Grafana URL for browser links. Default: none.",
+    )
+
+    @model_validator(mode="after")
+    def _auth_rules(self) -> KialiSettings:
+        if self.auth_strategy == "anonymous" and not self.allow_anonymous:
+            raise RuleViolationError(
+                ("authStrategy",),
+                self.auth_strategy,
+                "gives everyone full access; set allowAnonymous: true to accept that",
+            )
+        if self.auth_strategy == "openid" and not (
+            self.openid_issuer_uri and self.openid_client_id
+        ):
+            raise RuleViolationError(
+                ("openidIssuerUri",),
+                self.openid_issuer_uri,
+                "must be set together with openidClientId when authStrategy is 'openid'",
+            )
+        if bool(self.grafana_internal_url) != bool(self.grafana_external_url):
+            raise RuleViolationError(
+                ("grafanaExternalUrl",),
+                self.grafana_external_url,
+                "must be set together with grafanaInternalUrl (or both left empty)",
+            )
+        return self
+
+
+class ObservabilitySettings(SettingsModel):
+    """Tracing, Telemetry and the mesh console, and which region hosts them."""
+
+    role: Literal["hub", "spoke"] = Field(
+        default="hub",
+        description="`hub` runs Jaeger and Kiali; a `spoke` sends spans to the hub named by "
+        "`hubStack`. Default `hub`: a single region is its own hub.",
+    )
+    hub_stack: str = Field(
+        default="",
+        description="Fully qualified hub stack (`organization/meshstack/us-east-1`) a spoke "
+        "reads the hub's endpoints from. Required for spokes, empty for the hub.",
+    )
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings, description="Mesh-wide and per-namespace Telemetry."
+    )
+    jaeger: JaegerSettings = Field(default_factory=JaegerSettings, description="Hub Jaeger.")
+    kiali: KialiSettings = Field(default_factory=KialiSettings, description="Hub Kiali.")
+
+    @property
+    def is_hub(self) -> bool:
+        """Whether this region runs Jaeger and Kiali."""
+        return self.role == "hub"
+
+    @model_validator(mode="after")
+    def _hub_reference(self) -> ObservabilitySettings:
+        if self.role == "spoke" and not _STACK_NAME.match(self.hub_stack):
+            raise RuleViolationError(
+                ("hubStack",),
+                self.hub_stack,
+                "must name the hub stack as organization/project/stack when role is 'spoke'",
+            )
+        for key in ("jaeger", "kiali"):
+            if self.role == "spoke" and key in self.model_fields_set:
+                raise RuleViolationError(
+                    (key,),
+                    getattr(self, key).model_dump(by_alias=True, exclude_defaults=True),
+                    "must not be set when role is 'spoke'; only the hub runs Jaeger and Kiali",
+                )
+        if self.role == "hub" and self.hub_stack:
+            raise RuleViolationError(
+                ("hubStack",), self.hub_stack, "must be empty when role is 'hub'"
+            )
+        return self

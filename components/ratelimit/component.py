@@ -1,0 +1,210 @@
+"""RateLimiter: local per-pod limits in every sidecar, and per-client quotas at the gateway.
+
+The builders live in `components.ratelimit.specs`; this component only creates the
+resources. Local part: one EnvoyFilter per service (token bucket in the inbound sidecar).
+Quota part (`rateLimit.quota.enabled`): envoyproxy/ratelimit and Redis in their own
+injected namespace, the descriptor ConfigMap, the Redis password (a Pulumi secret from
+`pulumi_random`) in a Secret, and two EnvoyFilters on the ingress gateway.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, cast
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import yaml
+from pulumi_kubernetes.apiextensions import CustomResource
+
+from components.ratelimit.component import specs
+from components.istio.component import IstioMesh
+from components.naming import service_fqdn
+from components.security.specs import ingress_gateway_principal, workload_apps
+from components.settings import StackSettings
+
+TOKEN: Final = "meshstack:ratelimit:RateLimiter"
+ENVOY_FILTER_API: Final = "networking.istio.io/v1alpha3"
+AUTHZ_API: Final = "security.istio.io/v1"
+
+
+class RateLimiter(pulumi.ComponentResource):
+    """Rate limits of one region.
+
+    Children: EnvoyFilter `<service>-local-ratelimit` per service (when
+    `rateLimit.local.enabled`); with `rateLimit.quota.enabled`: RandomPassword, Secret
+    `ratelimit-redis`, ConfigMap `ratelimit-config`, ServiceAccounts, Deployments and
+    Services `ratelimit` and `redis`, two AuthorizationPolicies opening only
+    gateway→ratelimit and ratelimit→Redis, and EnvoyFilters `ratelimit-filter` and
+    `ratelimit-actions` in the ingress gateway's namespace.
+    """
+
+    local_filters: pulumi.Output[list[str]]
+    """Names of the local rate limit EnvoyFilters (`<namespace>/<name>`)."""
+    quota_service: pulumi.Output[str]
+    """gRPC address of the ratelimit service, empty when quotas are off."""
+    quota_domain: pulumi.Output[str]
+    """Rate limit domain, empty when quotas are off."""
+
+    def __init__(
+        self,
+        name: str,
+        mesh: IstioMesh,
+        settings: StackSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        rate_limit = settings.rate_limit
+        local_names: list[str] = []
+        if rate_limit.local.enabled:
+            for service in settings.services:
+                ns_name = mesh.workload_namespace(service.namespace).metadata.name
+                # A Flagger primary's pods are `app: <name>-primary`: they get their own filter.
+                for app in workload_apps(service.name, service.delivery == "progressive"):
+                    filter_name = f"{app}-local-ratelimit"
+                    CustomResource(
+                        f"{name}-{service.namespace}-{app}-local",
+                        api_version=ENVOY_FILTER_API,
+                        kind="EnvoyFilter",
+                        metadata={"name": filter_name, "namespace": ns_name},
+                        spec=specs.local_ratelimit_spec(
+                            app, service.port, rate_limit.local, service.rate_limit
+                        ),
+                        opts=mesh.custom_resource_options(self),
+                    )
+                    local_names.append(f"{service.namespace}/{filter_name}")
+
+        quota = rate_limit.quota
+        address, domain = "", ""
+        if quota.enabled:
+            self._quota(name, mesh, settings)
+            address = f"{service_fqdn(specs.RATELIMIT_NAME, quota.namespace)}:{specs.GRPC_PORT}"
+            domain = quota.domain
+
+        self.local_filters = pulumi.Output.from_input(local_names)
+        self.quota_service = pulumi.Output.from_input(address)
+        self.quota_domain = pulumi.Output.from_input(domain)
+        self.register_outputs(
+            {
+                "local_filters": self.local_filters,
+                "quota_service": self.quota_service,
+                "quota_domain": self.quota_domain,
+            }
+        )
+
+    def _quota(self, name: str, mesh: IstioMesh, settings: StackSettings) -> None:
+        quota = settings.rate_limit.quota
+        ns = mesh.workload_namespace(quota.namespace).metadata.name
+        child = pulumi.ResourceOptions(parent=self)
+
+        def metadata(object_name: str) -> k8s.meta.v1.ObjectMetaArgs:
+            return k8s.meta.v1.ObjectMetaArgs(
+                name=object_name,
+                namespace=ns,
+                labels={"app.kubernetes.io/part-of": "meshstack-ratelimit"},
+            )
+
+        password = random.RandomPassword(
+            f"{name}-redis-password", length=32, special=False, opts=child
+        )
+        secret = k8s.core.v1.Secret(
+            f"{name}-redis-secret",
+            metadata=metadata(specs.REDIS_SECRET_NAME),
+            type="Opaque",
+            string_data={specs.REDIS_SECRET_KEY: password.result},
+            opts=child,
+        )
+        config = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=metadata(specs.CONFIG_MAP_NAME),
+            data={
+                specs.CONFIG_FILE: yaml.safe_dump(specs.ratelimit_config(quota), sort_keys=False)
+            },
+            opts=child,
+        )
+        for account in (specs.RATELIMIT_NAME, specs.REDIS_NAME):
+            k8s.core.v1.ServiceAccount(
+                f"{name}-{account}-sa",
+                metadata=metadata(account),
+                automount_service_account_token=False,
+                opts=child,
+            )
+        after_secret = pulumi.ResourceOptions(parent=self, depends_on=[secret])
+        # Specs are plain dicts (schema-checked by the tests); the SDK types them as deep
+        # TypedDicts, hence the casts.
+        k8s.apps.v1.Deployment(
+            f"{name}-redis",
+            metadata=metadata(specs.REDIS_NAME),
+            spec=cast(Any, specs.redis_deployment_spec()),
+            opts=after_secret,
+        )
+        k8s.core.v1.Service(
+            f"{name}-redis-service",
+            metadata=metadata(specs.REDIS_NAME),
+            spec=cast(Any, specs.redis_service_spec()),
+            opts=child,
+        )
+        k8s.apps.v1.Deployment(
+            f"{name}-ratelimit",
+            metadata=metadata(specs.RATELIMIT_NAME),
+            spec=cast(Any, specs.ratelimit_deployment_spec(quota)),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, config]),
+        )
+        k8s.core.v1.Service(
+            f"{name}-ratelimit-service",
+            metadata=metadata(specs.RATELIMIT_NAME),
+            spec=cast(Any, specs.ratelimit_service_spec()),
+            opts=child,
+        )
+        for policy, spec in specs.ratelimit_allow_specs(
+            quota.namespace, ingress_gateway_principal()
+        ).items():
+            self._custom(
+                f"{name}-{policy}",
+                AUTHZ_API,
+                "AuthorizationPolicy",
+                name=policy,
+                namespace=ns,
+                spec=spec,
+                mesh=mesh,
+            )
+
+        selector = mesh.ingress_selector
+        self._custom(
+            f"{name}-gateway-filter",
+            ENVOY_FILTER_API,
+            "EnvoyFilter",
+            name="ratelimit-filter",
+            namespace=mesh.ingress_namespace,
+            spec=selector.apply(lambda s: specs.gateway_filter_spec(quota, s, quota.namespace)),
+            mesh=mesh,
+        )
+        self._custom(
+            f"{name}-gateway-actions",
+            ENVOY_FILTER_API,
+            "EnvoyFilter",
+            name="ratelimit-actions",
+            namespace=mesh.ingress_namespace,
+            spec=selector.apply(lambda s: specs.gateway_actions_spec(quota, s)),
+            mesh=mesh,
+        )
+
+    def _custom(
+        self,
+        resource_name: str,
+        api_version: str,
+        kind: str,
+        *,
+        name: str,
+        namespace: pulumi.Input[str],
+        spec: pulumi.Input[dict[str, Any]],
+        mesh: IstioMesh,
+    ) -> CustomResource:
+        return CustomResource(
+            resource_name,
+            api_version=api_version,
+            kind=kind,
+            metadata={"name": name, "namespace": namespace},
+            spec=spec,
+            opts=mesh.custom_resource_options(self),
+        )

@@ -1,0 +1,258 @@
+"""Settings of the rate limiter: the per-pod local limit and the per-client quota service.
+
+`RateLimitSettings` is `meshstack:rateLimit` on the stack; `ServiceRateLimit` is
+`services[i].rateLimit`. Each default says what it is and why.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+from pydantic import Field, model_validator
+
+from components.settings_types import DnsLabel, HeaderName, RuleViolationError, SettingsModel
+
+Unit = Literal["second", "minute", "hour", "day"]
+"""Units of envoyproxy/ratelimit's `rate_limit.unit` (Envoy's RateLimitUnit enum)."""
+
+"""A lowercase HTTP header name: Envoy (HTTP/2) lowercases every header name."""
+
+
+class LocalRoute(SettingsModel):
+    """A per-path local limit that replaces the service's default token bucket."""
+
+    path_prefix: str = Field(
+        pattern=r"^/[A-Za-z0-9._~/*-]*$",
+        max_length=200,
+        description="Request path prefix, e.g. `/status`. Required.",
+    )
+    requests_per_second: int = Field(
+        ge=1,
+        le=1_000_000,
+        description="Requests per second per pod on this path prefix. Required.",
+    )
+
+
+class ServiceRateLimit(SettingsModel):
+    """`services[i].rateLimit`: the local (per-pod) limit of one service."""
+
+    requests_per_second: int | None = Field(
+        default=None,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Requests per second per pod. Default: `rateLimit.local.requestsPerSecond` of "
+            "the stack, so services only set it when they differ."
+        ),
+    )
+    routes: tuple[LocalRoute, ...] = Field(
+        default=(),
+        description=(
+            "Per-path limits, e.g. a higher one for `/status` than for `/identify`. A "
+            "request on one of these paths uses its bucket instead of the default. "
+            "Default: none."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _unique_prefixes(self) -> ServiceRateLimit:
+        seen: set[str] = set()
+        for index, route in enumerate(self.routes):
+            if route.path_prefix in seen:
+                raise RuleViolationError(
+                    ("routes", index, "pathPrefix"),
+                    route.path_prefix,
+                    "must be unique; it is repeated",
+                )
+            seen.add(route.path_prefix)
+        return self
+
+
+class LocalRateLimitSettings(SettingsModel):
+    """`rateLimit.local`: the per-pod token bucket in every service's sidecar."""
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Add the local rate limit EnvoyFilter to every service. Default on: it is the "
+            "last line of defence of a pod when the per-client quota fails open."
+        ),
+    )
+    requests_per_second: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description=(
+            "Default requests per second per pod (token bucket size and refill per "
+            "second). Default 1000: above normal per-pod load, below what a pod survives."
+        ),
+    )
+    enforced_percent: int = Field(
+        default=100,
+        ge=0,
+        le=100,
+        description=(
+            "`filter_enforced`: percent of over-limit requests actually rejected; the rest "
+            "are only counted. Default 100; lower it to trial a new limit."
+        ),
+    )
+
+
+class QuotaTier(SettingsModel):
+    """A client tier of the per-client quota, e.g. free, pro, internal."""
+
+    name: DnsLabel = Field(description="Tier name, e.g. `free`. Required.")
+    requests_per_unit: int = Field(
+        default=0,
+        ge=0,
+        le=1_000_000_000,
+        description="Requests per client per `unit`. Required unless `unlimited`.",
+    )
+    unit: Unit = Field(default="minute", description="Quota window. Default `minute`.")
+    unlimited: bool = Field(
+        default=False,
+        description="No quota (e.g. internal clients). Default off.",
+    )
+
+    @model_validator(mode="after")
+    def _limit_or_unlimited(self) -> QuotaTier:
+        if not self.unlimited and self.requests_per_unit == 0:
+            raise RuleViolationError(
+                ("requestsPerUnit",),
+                self.requests_per_unit,
+                "must be >= 1 unless unlimited is true",
+            )
+        return self
+
+
+class QuotaClient(SettingsModel):
+    """A known client and its tier."""
+
+    id: str = Field(
+        pattern=r"^[A-Za-z0-9._-]{1,128}$",
+        description=(
+            "Value of the client header for this client, e.g. `acme`. An identity, not a "
+            "credential: it is written to a ConfigMap."
+        ),
+    )
+    tier: DnsLabel = Field(description="Name of one of `tiers`.")
+
+
+DEFAULT_TIERS: Final = (QuotaTier(name="free", requests_per_unit=60, unit="minute"),)
+
+
+class QuotaSettings(SettingsModel):
+    """`rateLimit.quota`: per-client quotas with envoyproxy/ratelimit behind the gateway."""
+
+    enabled: bool = Field(
+        default=False,
+        description=(
+            "Deploy the ratelimit service and Redis and enforce quotas at the ingress "
+            "gateway. Default off: regions opt in; it adds two Deployments."
+        ),
+    )
+    namespace: DnsLabel = Field(
+        default="ratelimit",
+        description=(
+            "Namespace of the ratelimit service and Redis, created with injection so the "
+            "gateway reaches it over mTLS. Default `ratelimit`."
+        ),
+    )
+    domain: DnsLabel = Field(
+        default="meshstack",
+        description="Rate limit domain shared by the gateway filter and the config.",
+    )
+    client_header: HeaderName = Field(
+        default="x-client-id",
+        description=(
+            "Request header that identifies the client. Default `x-client-id`: an "
+            "identity (set it from a verified JWT claim), never a secret API key, because "
+            "the known ids are written to a ConfigMap."
+        ),
+    )
+    tiers: tuple[QuotaTier, ...] = Field(
+        default=DEFAULT_TIERS,
+        description="Client tiers. Default: `free`, 60 requests per minute.",
+    )
+    clients: tuple[QuotaClient, ...] = Field(
+        default=(), description="Known clients and their tiers. Default: none."
+    )
+    unknown_client_tier: DnsLabel = Field(
+        default="free",
+        description=(
+            "Tier of a client whose header value is not in `clients`; each such client "
+            "gets its own bucket. Default `free`."
+        ),
+    )
+    anonymous_tier: DnsLabel = Field(
+        default="free",
+        description=(
+            "Tier of requests without the client header; they share ONE bucket. Default "
+            "`free`: anonymous traffic gets the least."
+        ),
+    )
+    failure_mode_deny: bool = Field(
+        default=False,
+        description=(
+            "Reject requests when the ratelimit service is unreachable. Default off (fail "
+            "open): a quota outage must not become an API outage; the local per-pod "
+            "limit still protects every service."
+        ),
+    )
+    timeout_ms: int = Field(
+        default=100,
+        ge=5,
+        le=10_000,
+        description=(
+            "How long the gateway waits for a quota decision. Default 100 ms: a slow "
+            "quota service adds at most this to a request, then fails open."
+        ),
+    )
+    replicas: int = Field(
+        default=2,
+        ge=1,
+        le=20,
+        description="ratelimit service replicas. Default 2, so a node drain keeps quotas.",
+    )
+
+    @model_validator(mode="after")
+    def _references(self) -> QuotaSettings:
+        names: set[str] = set()
+        for index, tier in enumerate(self.tiers):
+            if tier.name in names:
+                raise RuleViolationError(
+                    ("tiers", index, "name"), tier.name, "must be unique; it is repeated"
+                )
+            names.add(tier.name)
+        allowed = f"must be one of the tiers {sorted(names)}"
+        ids: set[str] = set()
+        for index, client in enumerate(self.clients):
+            if client.id in ids:
+                raise RuleViolationError(
+                    ("clients", index, "id"), client.id, "must be unique; it is repeated"
+                )
+            ids.add(client.id)
+            if client.tier not in names:
+                raise RuleViolationError(("clients", index, "tier"), client.tier, allowed)
+        for key, value in (
+            ("unknownClientTier", self.unknown_client_tier),
+            ("anonymousTier", self.anonymous_tier),
+        ):
+            if value not in names:
+                raise RuleViolationError((key,), value, allowed)
+        return self
+
+    def tier(self, name: str) -> QuotaTier:
+        """The tier called `name` (validated to exist)."""
+        return next(t for t in self.tiers if t.name == name)
+
+
+class RateLimitSettings(SettingsModel):
+    """`meshstack:rateLimit`: local per-pod limits and per-client quotas."""
+
+    local: LocalRateLimitSettings = Field(
+        default=LocalRateLimitSettings(), description="Per-pod token bucket. Default on."
+    )
+    quota: QuotaSettings = Field(
+        default=QuotaSettings(), description="Per-client quotas. Default off."
+    )

@@ -1,0 +1,172 @@
+"""MeshSecurity: mTLS, JWT authentication and default-deny authorization for one region.
+
+The builders live in `components.security.specs`; this component only creates the
+resources: the mesh-wide STRICT PeerAuthentication in the root namespace, the narrow
+exceptions from settings, per-service RequestAuthentications, and per-namespace and
+per-service AuthorizationPolicies (`security.istio.io/v1`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+
+from components.security.component import specs
+from components.istio.component import IstioMesh
+from components.settings import StackSettings
+
+TOKEN: Final = "meshstack:security:MeshSecurity"
+API_VERSION: Final = "security.istio.io/v1"
+
+
+class MeshSecurity(pulumi.ComponentResource):
+    """Secure defaults for the whole region, with only the exceptions settings name.
+
+    Children: PeerAuthentication `default` (STRICT) in the root namespace; one
+    PeerAuthentication per `security.mtlsExceptions` entry; in every workload namespace
+    the `allow-nothing`, `allow-trusted-namespaces` and `allow-public-paths`
+    AuthorizationPolicies; per service with `jwt` a RequestAuthentication and a DENY
+    policy for token-less requests on protected paths; per service with `authorization`
+    an ALLOW policy; per route backend the routing service's callers on the routed paths
+    and its JWT requirement there.
+    """
+
+    mtls_mode: pulumi.Output[str]
+    """Mesh-wide mTLS mode: always `STRICT`."""
+    trusted_namespaces: pulumi.Output[list[str]]
+    """Namespaces whose workloads may call every workload."""
+
+    def __init__(
+        self,
+        name: str,
+        mesh: IstioMesh,
+        settings: StackSettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        security = settings.security
+        trusted = sorted(
+            {
+                *security.trusted_source_namespaces,
+                settings.observability_namespace,
+                # Flagger's load tester sends the canary's acceptance and load traffic.
+                settings.traffic.flagger_namespace,
+            }
+        )
+        callers: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        for caller in settings.services:
+            for ref in caller.calls:
+                namespace, _, callee = ref.partition("/")
+                callers.setdefault((namespace, callee), []).append((caller.namespace, caller.name))
+
+        exposed = {
+            (service.namespace, service.name)
+            for service in settings.services
+            if service.traffic.expose is not None
+        }
+        # An endpoint route of X to Y is applied by the caller's sidecar (or the gateway):
+        # Y sees X's callers, so they are allowed on Y for the routed paths, and X's JWT
+        # requirement is carried over to those paths of Y.
+        routed: dict[tuple[str, str], list[specs.RoutedFrom]] = {}
+        for service in settings.services:
+            paths_by_backend: dict[str, list[str]] = {}
+            for route in service.traffic.routes:
+                if route.backend is not None:
+                    paths_by_backend.setdefault(route.backend, []).append(
+                        specs.route_path(route.prefix, route.exact)
+                    )
+            key = (service.namespace, service.name)
+            sources = specs.caller_principals(callers.get(key, []))
+            if key in exposed:
+                sources = sorted({*sources, specs.ingress_gateway_principal()})
+            for ref, paths in paths_by_backend.items():
+                namespace, _, backend = ref.partition("/")
+                routed.setdefault((namespace, backend), []).append(
+                    specs.RoutedFrom(
+                        namespace=service.namespace,
+                        name=service.name,
+                        paths=tuple(paths),
+                        principals=tuple(sources),
+                        jwt=service.jwt,
+                    )
+                )
+
+        self._resource(
+            f"{name}-mesh-mtls",
+            "PeerAuthentication",
+            specs.MESH_WIDE_NAME,
+            namespace=mesh.namespace,
+            spec=specs.mesh_peer_authentication_spec(),
+            mesh=mesh,
+        )
+        for exception in security.mtls_exceptions:
+            self._resource(
+                f"{name}-mtls-{exception.namespace}-{exception.name}",
+                "PeerAuthentication",
+                exception.name,
+                namespace=exception.namespace,
+                spec=specs.exception_peer_authentication_spec(exception),
+                mesh=mesh,
+            )
+        for ns in settings.namespaces:
+            ns_name = mesh.workload_namespace(ns).metadata.name
+            for policy_name, spec in specs.namespace_policies(
+                trusted, security.public_paths
+            ).items():
+                self._resource(
+                    f"{name}-{ns}-{policy_name}",
+                    "AuthorizationPolicy",
+                    policy_name,
+                    namespace=ns_name,
+                    spec=spec,
+                    mesh=mesh,
+                )
+        for service in settings.services:
+            ns_name = mesh.workload_namespace(service.namespace).metadata.name
+            principals = specs.caller_principals(callers.get((service.namespace, service.name), []))
+            for app in specs.workload_apps(service.name, service.delivery == "progressive"):
+                for policy in specs.service_policies(
+                    app,
+                    jwt=service.jwt,
+                    rules=service.authorization,
+                    caller_principals=principals,
+                    trusted_namespaces=trusted,
+                    public_paths=security.public_paths,
+                    exposed=(service.namespace, service.name) in exposed,
+                    routed=routed.get((service.namespace, service.name), ()),
+                ):
+                    self._resource(
+                        f"{name}-{service.namespace}-{policy.name}",
+                        policy.kind,
+                        policy.name,
+                        namespace=ns_name,
+                        spec=policy.spec,
+                        mesh=mesh,
+                    )
+
+        self.mtls_mode = pulumi.Output.from_input("STRICT")
+        self.trusted_namespaces = pulumi.Output.from_input(trusted)
+        self.register_outputs(
+            {"mtls_mode": self.mtls_mode, "trusted_namespaces": self.trusted_namespaces}
+        )
+
+    def _resource(
+        self,
+        resource_name: str,
+        kind: str,
+        name: str,
+        *,
+        namespace: pulumi.Input[str],
+        spec: dict[str, Any],
+        mesh: IstioMesh,
+    ) -> CustomResource:
+        return CustomResource(
+            resource_name,
+            api_version=API_VERSION,
+            kind=kind,
+            metadata={"name": name, "namespace": namespace},
+            spec=spec,
+            opts=mesh.custom_resource_options(self),
+        )

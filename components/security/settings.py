@@ -1,0 +1,345 @@
+"""Settings of mesh security: mTLS exceptions, JWT rules and authorization rules.
+
+`SecuritySettings` is `meshstack:security` on the stack; `JwtSettings` and `AllowRule` are
+`services[i].jwt` and `services[i].authorization`. The mesh-wide mTLS mode and the
+default-deny policies are not settings: they are always on, only narrow exceptions are.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Final, Literal
+
+from pydantic import Field, model_validator
+
+from components.settings_types import (
+    DnsLabel,
+    LabelValue,
+    OptionalHeaderName,
+    RuleViolationError,
+    SettingsModel,
+)
+
+if TYPE_CHECKING:
+    from components.settings import MeshService, StackSettings
+
+HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+_PATH: Final = r"^(\*|/[A-Za-z0-9._~/{}*-]*)$"
+_PRINCIPAL: Final = r"^(\*|[^\s/]+/\S+)$"
+_GRPC_PATH: Final = (
+    r"^(\*|/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+/(\*|[A-Za-z_][A-Za-z0-9_]*\*?))$"
+)
+"""What a gRPC request's `:path` can match: `/<package.Service>/<Method>`, a method prefix
+(`/pkg.Svc/Get*`), every method of a service (`/pkg.Svc/*`), or `*`. The package is
+required, so the REST-style default `/api/*` is not mistaken for a gRPC service `api`."""
+_SERVICE_ACCOUNT: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+
+
+class MtlsException(SettingsModel):
+    """A narrow mTLS exception: one namespace, or some ports of some workloads."""
+
+    name: DnsLabel = Field(description="PeerAuthentication name. Required.")
+    namespace: DnsLabel = Field(description="Namespace the exception applies in. Required.")
+    mode: Literal["PERMISSIVE", "DISABLE"] = Field(
+        default="PERMISSIVE",
+        description=(
+            "mTLS mode of the exception. Default `PERMISSIVE`: plaintext is accepted but "
+            "mesh clients still use mTLS."
+        ),
+    )
+    selector: dict[str, LabelValue] = Field(
+        default_factory=dict,
+        description="Pod labels the exception applies to. Default: the whole namespace.",
+    )
+    ports: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "Only these container ports get `mode` (portLevelMtls); the rest of the "
+            "workload stays STRICT. Needs `selector`. Default: all ports."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _ports_need_selector(self) -> MtlsException:
+        if self.ports and not self.selector:
+            raise RuleViolationError(
+                ("ports",),
+                list(self.ports),
+                "needs a selector: Istio applies port-level mTLS only to selected workloads",
+            )
+        for index, port in enumerate(self.ports):
+            if not 1 <= port <= 65535:
+                raise RuleViolationError(("ports", index), port, "must be a port, 1-65535")
+        return self
+
+
+class JwtSettings(SettingsModel):
+    """`services[i].jwt`: the JWT issuer a service accepts (RequestAuthentication)."""
+
+    issuer: str = Field(
+        pattern=r"^\S+$", max_length=512, description="Token `iss`, e.g. `https://auth.x`."
+    )
+    jwks_uri: str = Field(
+        pattern=r"^https://\S+$",
+        max_length=2048,
+        description="HTTPS URL of the issuer's public keys. Required (https only).",
+    )
+    audiences: tuple[str, ...] = Field(
+        default=(),
+        description="Accepted `aud` values. Default: any (Istio's default); set it.",
+    )
+    forward_original_token: bool = Field(
+        default=False,
+        description=(
+            "Forward the `Authorization` header to the app. Default off: the app gets "
+            "the verified claims instead and cannot leak the bearer token."
+        ),
+    )
+    output_payload_to_header: OptionalHeaderName = Field(
+        default="x-jwt-payload",
+        description=(
+            "Header that carries the verified payload (base64) to the app. Default "
+            "`x-jwt-payload`; empty: none."
+        ),
+    )
+    protected_paths: tuple[str, ...] = Field(
+        default=("/api/*",),
+        min_length=1,
+        description=(
+            "Paths where a request WITHOUT a token is denied (RequestAuthentication "
+            "alone accepts them). Default `/api/*`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _paths(self) -> JwtSettings:
+        for index, path in enumerate(self.protected_paths):
+            _check_path(("protectedPaths", index), path)
+        return self
+
+
+def _check_path(path: tuple[str | int, ...], value: str) -> None:
+    if not re.match(_PATH, value) or ("*" in value[1:-1]):
+        raise RuleViolationError(
+            path, value, "must be `*` or an absolute path with `*` only at the start or end"
+        )
+
+
+class AllowRule(SettingsModel):
+    """One ALLOW rule of a service: who (sources) may do what (paths, methods)."""
+
+    service_accounts: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Calling workloads as `<namespace>/<serviceAccount>` (mTLS identity). Default: none."
+        ),
+    )
+    from_ingress_gateway: bool = Field(
+        default=False,
+        description="Allow the region's ingress gateway as a caller. Default off.",
+    )
+    request_principals: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "JWT identities `<issuer>/<subject>`, or `*` for any valid token. Default: none."
+        ),
+    )
+    claims: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Required JWT claim values, e.g. `{role: [admin]}`. Default: none.",
+    )
+    paths: tuple[str, ...] = Field(default=(), description="Paths. Default: any path.")
+    methods: tuple[Method, ...] = Field(default=(), description="Methods. Default: any.")
+    ports: tuple[int, ...] = Field(
+        default=(),
+        description=(
+            "Container ports. Default: any. E.g. a metrics port scraped in plaintext under a "
+            "port-level mTLS exception (plaintext callers have no identity to match)."
+        ),
+    )
+    ip_blocks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Callers' source addresses, IPs or CIDR blocks (`source.ipBlocks`, the "
+            "connection's peer address). Default: none. E.g. plaintext clients admitted by "
+            "an mTLS exception, which have no identity to match."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _not_allow_all(self) -> AllowRule:
+        for index, account in enumerate(self.service_accounts):
+            if not re.match(_SERVICE_ACCOUNT, account):
+                raise RuleViolationError(
+                    ("serviceAccounts", index), account, "must be `<namespace>/<serviceAccount>`"
+                )
+        for index, principal in enumerate(self.request_principals):
+            if not re.match(_PRINCIPAL, principal):
+                raise RuleViolationError(
+                    ("requestPrincipals", index), principal, "must be `<issuer>/<subject>` or `*`"
+                )
+        for index, path in enumerate(self.paths):
+            _check_path(("paths", index), path)
+        for index, port in enumerate(self.ports):
+            if not 1 <= port <= 65535:
+                raise RuleViolationError(("ports", index), port, "must be a port, 1-65535")
+        for index, block in enumerate(self.ip_blocks):
+            try:
+                ipaddress.ip_network(block, strict=True)
+            except ValueError:
+                raise RuleViolationError(
+                    ("ipBlocks", index),
+                    block,
+                    "must be an IP address or a CIDR block without host bits, e.g. 10.40.0.0/16",
+                ) from None
+        if self.claims and not self.request_principals:
+            raise RuleViolationError(
+                ("claims",),
+                dict(self.claims),
+                "needs requestPrincipals: claims exist only on requests with a valid JWT",
+            )
+        sources = (
+            self.service_accounts
+            or self.request_principals
+            or self.from_ingress_gateway
+            or self.ip_blocks
+        )
+        if not sources and not self.paths and not self.methods and not self.ports:
+            raise RuleViolationError(
+                (),
+                self.model_dump(by_alias=True),
+                "must name a source, a path, a method or a port: an empty rule allows everything",
+            )
+        return self
+
+
+class SecuritySettings(SettingsModel):
+    """`meshstack:security`: exceptions to the secure defaults, and trusted namespaces."""
+
+    mtls_exceptions: tuple[MtlsException, ...] = Field(
+        default=(),
+        description=(
+            "Narrow exceptions to the mesh-wide STRICT mTLS, per namespace or per port. "
+            "Default: none."
+        ),
+    )
+    trusted_source_namespaces: tuple[DnsLabel, ...] = Field(
+        default=("monitoring",),
+        description=(
+            "Namespaces whose workloads may call any workload (Prometheus scraping app "
+            "metrics ports). The observability namespace and Flagger's namespace (load "
+            "tester) are always added. Default `monitoring`, where the Prometheus Operator "
+            "runs."
+        ),
+    )
+    public_paths: tuple[str, ...] = Field(
+        default=("/health", "/healthz", "/ready", "/status"),
+        description=(
+            "Paths any caller may GET on every workload, so health checks keep working "
+            "under default-deny. Default: the usual health endpoints."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> SecuritySettings:
+        names: set[tuple[str, str]] = set()
+        for index, exception in enumerate(self.mtls_exceptions):
+            key = (exception.namespace, exception.name)
+            if key in names:
+                raise RuleViolationError(
+                    ("mtlsExceptions", index, "name"),
+                    exception.name,
+                    f"must be unique in namespace {exception.namespace!r}; it is repeated",
+                )
+            names.add(key)
+        for index, path in enumerate(self.public_paths):
+            _check_path(("publicPaths", index), path)
+        return self
+
+
+def check_service(service: MeshService) -> None:
+    """Rules of one service's `jwt` and `authorization` that need the rest of the service.
+
+    A rule that can never match is an error, not a silent deny: `requestPrincipals` (and
+    so `claims`) exist only with the service's own RequestAuthentication (`jwt`), and a
+    `grpc` service only receives `POST /<package.Service>/<Method>`.
+    """
+    grpc = service.protocol == "grpc"
+    if grpc and service.jwt is not None:
+        for index, path in enumerate(service.jwt.protected_paths):
+            if not re.match(_GRPC_PATH, path):
+                raise RuleViolationError(
+                    ("jwt", "protectedPaths", index),
+                    path,
+                    "must be `*` or `/<package.Service>/<Method>` (`*` method or suffix allowed) "
+                    "on a grpc service; no gRPC request has another path",
+                )
+    for index, rule in enumerate(service.authorization):
+        where = ("authorization", index)
+        if rule.request_principals and service.jwt is None:
+            raise RuleViolationError(
+                (*where, "requestPrincipals"),
+                list(rule.request_principals),
+                "needs the service's jwt: without a RequestAuthentication no request has a "
+                "request principal",
+            )
+        if not grpc:
+            continue
+        for position, method in enumerate(rule.methods):
+            if method != "POST":
+                raise RuleViolationError(
+                    (*where, "methods", position),
+                    method,
+                    "must be POST on a grpc service: every gRPC call is a POST",
+                )
+        for position, path in enumerate(rule.paths):
+            if not re.match(_GRPC_PATH, path) or path == "*":
+                raise RuleViolationError(
+                    (*where, "paths", position),
+                    path,
+                    "must be `/<package.Service>/<Method>` (`*` method or suffix allowed) on a "
+                    "grpc service; gRPC calls have no other path",
+                )
+
+
+def _admits_plaintext(rule: AllowRule, port: int | None) -> bool:
+    """Whether a rule can match a plaintext request (no mTLS identity), on `port` if set:
+    no identity source, and it names the callers' addresses or the port."""
+    if rule.service_accounts or rule.from_ingress_gateway:
+        return False
+    if rule.ip_blocks:
+        return port is None or not rule.ports or port in rule.ports
+    return bool(rule.ports) and (port is None or port in rule.ports)
+
+
+def check_stack(settings: StackSettings) -> None:
+    """Each PERMISSIVE/DISABLE exception needs an ALLOW rule plaintext clients can match.
+
+    Plaintext callers have no mTLS identity, so under default-deny every identity-based
+    ALLOW answers them 403: an exception without a `ports` or `ipBlocks` rule (and no
+    identity source) on a service it covers only admits clients to reject them.
+    """
+    for index, exception in enumerate(settings.security.mtls_exceptions):
+        app = exception.selector.get("app")
+        services = [
+            s
+            for s in settings.services
+            if s.namespace == exception.namespace
+            and (app is None or app in (s.name, f"{s.name}-primary"))
+        ]
+        rules = [rule for s in services for rule in s.authorization]
+        ports: tuple[int | None, ...] = exception.ports or (None,)
+        for port in ports:
+            if not any(_admits_plaintext(rule, port) for rule in rules):
+                where = f"port {port} of " if port is not None else ""
+                raise RuleViolationError(
+                    ("security", "mtlsExceptions", index),
+                    exception.name,
+                    f"needs an authorization rule for {where}the services it covers with "
+                    "`ports` or `ipBlocks` and no serviceAccounts/fromIngressGateway: "
+                    "plaintext clients have no identity, every other ALLOW answers them 403",
+                )

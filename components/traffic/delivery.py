@@ -1,0 +1,130 @@
+"""ProgressiveDelivery: Flagger, its loadtester, and a Canary per progressive service.
+
+Flagger owns the routing of a `delivery: progressive` service: it generates the
+`<name>`, `<name>-primary` and `<name>-canary` Services, the DestinationRules and the
+VirtualService, and overwrites anyone else's edits (fluxcd/flagger#1715). So the program
+creates no VirtualService or DestinationRule for such a service and puts hosts, gateways,
+retries, timeout, CORS and traffic policy in `Canary.spec.service` instead. It never sets
+the Deployment's replicas either: Flagger and the HPA scale it.
+
+Flagger and the loadtester run in one namespace with sidecar injection, so under STRICT
+mTLS Flagger's webhook calls reach the loadtester, and the loadtester's smoke and load
+tests reach `<name>-canary`, over mTLS the sidecars add: no PeerAuthentication exception
+and no DISABLE DestinationRule is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any, Final
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+
+from components.istio.component import values as istio_values
+from components.traffic.component import specs
+from components.helm import install_chart
+from components.istio.component import IstioMesh
+from components.kube import namespace
+from components.naming import MANAGED_BY
+from components.settings import MeshService, StackSettings
+from components.traffic.canary import worst_ejection_seconds
+from components.traffic.gateway import IngressGateways
+from components.versions import FLAGGER, FLAGGER_LOADTESTER
+
+TOKEN: Final = "meshstack:traffic:ProgressiveDelivery"
+FLAGGER_RELEASE: Final = "flagger"
+
+
+def _canary(service: MeshService, names: list[Any]) -> dict[str, Any]:
+    """Canary spec from the resolved loadtester namespace and gateway references."""
+    return specs.canary_spec(service, [str(r) for r in names[1:]], str(names[0]))
+
+
+class ProgressiveDelivery(pulumi.ComponentResource):
+    """Flagger 1.44 (Istio provider) and its loadtester, and one Canary per service given.
+
+    Children: the Flagger namespace (injected, retained), the two Helm charts (after istiod,
+    whose webhook injects their sidecars), and the Canaries (after Flagger's chart, which
+    ships the Canary CRD, and after istiod).
+    """
+
+    namespace: pulumi.Output[str]
+    """Namespace of Flagger and the loadtester."""
+    loadtester_url: pulumi.Output[str]
+    """URL Flagger's webhooks call."""
+    ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
+    """Worst-case ejection detection time per `<namespace>/<name>` (Canary trafficPolicy)."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        mesh: IstioMesh,
+        *,
+        services: Sequence[MeshService],
+        gateways: IngressGateways,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        ns = namespace(
+            f"{name}-ns",
+            settings.traffic.flagger_namespace,
+            istio_values.injection_labels(settings.istio_revision),
+            parent=self,
+        )
+        flagger = install_chart(
+            f"{name}-flagger",
+            FLAGGER,
+            release=FLAGGER_RELEASE,
+            namespace=ns.metadata.name,
+            values=specs.flagger_values(settings.prometheus_url, settings.effective_cluster_name),
+            parent=self,
+            depends_on=[mesh.control_plane],
+        )
+        install_chart(
+            f"{name}-loadtester",
+            FLAGGER_LOADTESTER,
+            release=specs.LOADTESTER_RELEASE,
+            namespace=ns.metadata.name,
+            values=specs.loadtester_values(),
+            parent=self,
+            depends_on=[mesh.control_plane],
+        )
+        canary_options = pulumi.ResourceOptions.merge(
+            mesh.custom_resource_options(self),
+            pulumi.ResourceOptions(depends_on=[flagger, *gateways.resources.values()]),
+        )
+        for service in services:
+            expose = service.traffic.expose
+            refs = [gateways.reference(expose.gateway)] if expose else []
+            CustomResource(
+                f"{name}-{service.namespace}-{service.name}",
+                api_version="flagger.app/v1beta1",
+                kind="Canary",
+                metadata={
+                    "name": service.name,
+                    "namespace": mesh.workload_namespace(service.namespace).metadata.name,
+                    "labels": {**MANAGED_BY, "app": service.name},
+                },
+                spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
+                opts=canary_options,
+            )
+        self.namespace = ns.metadata.name.apply(str)
+        self.loadtester_url = self.namespace.apply(specs.loadtester_url)
+        self.ejection_detection_seconds = pulumi.Output.from_input(
+            {
+                f"{s.namespace}/{s.name}": worst_ejection_seconds(
+                    s, settings.traffic.outlier_request_gap
+                )
+                for s in services
+            }
+        )
+        self.register_outputs(
+            {
+                "namespace": self.namespace,
+                "loadtester_url": self.loadtester_url,
+                "ejection_detection_seconds": self.ejection_detection_seconds,
+            }
+        )

@@ -1,0 +1,908 @@
+"""Settings of traffic management: canaries, routes, resilience, gateways, progressive delivery.
+
+`MeshService` gets `delivery`, `calls` and a `traffic` block (`ServiceTraffic`);
+`StackSettings` gets a `traffic` block (`TrafficSettings`). The rules that need one service
+(weights, subsets, retries inside timeouts, Flagger ownership) run in `check_service`;
+those that need the whole stack (references to other services and gateways, the ejection
+detection bound) run in `check_stack`. Both raise `RuleViolationError` so the one-line
+message names the offending key.
+
+Durations use the Go / protobuf duration syntax Istio accepts (`250ms`, `1.5s`, `1m`) and
+are stored canonically: whole seconds as `Ns`, otherwise seconds with three decimals.
+Regexes must be RE2-compatible: Envoy matches with RE2, which has no lookarounds or
+backreferences although Python's `re` accepts them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar
+
+import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
+from pydantic import AfterValidator, Field, ValidationError, model_validator
+
+from components.naming import is_dns_label, is_dns_subdomain
+from components.settings_types import (
+    DnsLabel,
+    HeaderName,
+    OptionalDnsLabel,
+    RuleViolationError,
+    SettingsModel,
+)
+
+if TYPE_CHECKING:
+    from components.settings import MeshService, StackSettings
+
+# --- durations -----------------------------------------------------------------------------
+
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_MS: Final = {
+    "ns": Decimal("0.000001"),
+    "us": Decimal("0.001"),
+    "µs": Decimal("0.001"),
+    "ms": Decimal(1),
+    "s": Decimal(1000),
+    "m": Decimal(60_000),
+    "h": Decimal(3_600_000),
+}
+DURATION_RULE: Final = (
+    "must be a duration like 250ms, 1.5s or 1m (units ns, us, ms, s, m, h) of at least 1ms"
+)
+
+
+def parse_duration_ms(text: str) -> Decimal:
+    """Milliseconds of a Go / protobuf duration string; ValueError if it does not parse."""
+    position, total = 0, Decimal(0)
+    if not text:
+        raise ValueError(DURATION_RULE)
+    while position < len(text):
+        part = _DURATION_PART.match(text, position)
+        if part is None:
+            raise ValueError(DURATION_RULE)
+        try:
+            total += Decimal(part.group(1)) * _UNIT_MS[part.group(2)]
+        except InvalidOperation:
+            raise ValueError(DURATION_RULE) from None
+        position = part.end()
+    return total
+
+
+def format_duration(ms: Decimal) -> str:
+    """Canonical duration: `30s` for whole seconds, else seconds with 3 decimals (`0.250s`).
+
+    Both Istio (protobuf JSON) and Flagger (Go `time.ParseDuration`) parse this form.
+    """
+    ms = ms.quantize(Decimal(1))
+    if ms % 1000 == 0:
+        return f"{int(ms // 1000)}s"
+    return f"{ms / 1000:.3f}s"
+
+
+def duration_ms(text: str) -> int:
+    """Whole milliseconds of a validated duration."""
+    return int(parse_duration_ms(text))
+
+
+def _duration(text: str) -> str:
+    ms = parse_duration_ms(text)
+    if ms < 1:
+        raise ValueError(DURATION_RULE)
+    return format_duration(ms)
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+"""A duration ≥ 1ms (the floor Istio's CRDs enforce), stored canonically."""
+
+# --- RE2 ----------------------------------------------------------------------------------
+
+RE2_RULE: Final = "must be an RE2 regex (Envoy's engine; no lookarounds or backreferences)"
+
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def re2_problem(pattern: str) -> str | None:
+    """Why RE2 rejects `pattern`, or None.
+
+    Checked with RE2 itself: Python's `re` accepts constructs RE2 rejects (lookarounds,
+    backreferences, possessive quantifiers, `\\Z`), and Envoy would NACK the route, and
+    the whole listener update with it.
+    """
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
+    return None
+
+
+def _re2(pattern: str) -> str:
+    problem = re2_problem(pattern)
+    if problem is not None:
+        raise ValueError(f"{RE2_RULE}: {problem}")
+    return pattern
+
+
+Re2Regex = Annotated[str, AfterValidator(_re2)]
+"""A regex Envoy's RE2 engine accepts (full-string match, as Istio applies it)."""
+
+
+def _hostname(value: str) -> str:
+    bare = value.removeprefix("*.")
+    if not (is_dns_subdomain(bare) and "." in bare):
+        raise ValueError("must be a lowercase DNS name like api.example.com or *.example.com")
+    return value
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+
+_SERVICE_REF: Final = re.compile(r"^([^/]+)/([^/]+)$")
+
+
+def _service_ref(value: str) -> str:
+    parts = _SERVICE_REF.match(value)
+    if parts is None or not (is_dns_label(parts.group(1)) and is_dns_label(parts.group(2))):
+        raise ValueError("must be `<namespace>/<service>` of a mesh service")
+    return value
+
+
+ServiceRef = Annotated[str, AfterValidator(_service_ref)]
+"""`<namespace>/<name>` of a service in `services`."""
+
+RETRY_ON_POLICIES: Final = frozenset(
+    {
+        "5xx",
+        "gateway-error",
+        "reset",
+        "reset-before-request",
+        "connect-failure",
+        "envoy-ratelimited",
+        "retriable-4xx",
+        "refused-stream",
+        "retriable-status-codes",
+        "retriable-headers",
+        "http3-post-connect-failure",
+        "cancelled",
+        "deadline-exceeded",
+        "internal",
+        "resource-exhausted",
+        "unavailable",
+    }
+)
+"""Envoy's HTTP and gRPC retry conditions (`x-envoy-retry-on`, `x-envoy-retry-grpc-on`)."""
+
+
+def _retry_on(value: str) -> str:
+    for condition in value.split(","):
+        if condition not in RETRY_ON_POLICIES and not re.fullmatch(r"[1-5]\d\d", condition):
+            raise ValueError(
+                "must be a comma-separated list of Envoy retry conditions "
+                "(e.g. connect-failure,refused-stream,5xx) or status codes; "
+                f"{condition!r} is not one"
+            )
+    return value
+
+
+def _non_empty(items: tuple[T, ...]) -> tuple[T, ...]:
+    if not items:
+        raise ValueError("must have at least one item")
+    return items
+
+
+T = TypeVar("T")
+NonEmpty = Annotated[tuple[T, ...], AfterValidator(_non_empty)]
+"""A non-empty list. Checked after its items, so one bad item is reported once (pydantic's
+`min_length` would also report the list as too short)."""
+
+# --- per-route settings -------------------------------------------------------------------
+
+
+class StringMatchSetting(SettingsModel):
+    """An Istio StringMatch: exactly one of `exact`, `prefix`, `regex`."""
+
+    exact: str | None = Field(default=None, description="Exact value.")
+    prefix: str | None = Field(default=None, description="Value prefix.")
+    regex: Re2Regex | None = Field(default=None, description="RE2 regex (full match).")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StringMatchSetting:
+        if sum(v is not None for v in (self.exact, self.prefix, self.regex)) != 1:
+            raise RuleViolationError((), self.model_dump(exclude_none=True), ONE_MATCH_RULE)
+        return self
+
+
+ONE_MATCH_RULE: Final = "must set exactly one of exact, prefix, regex"
+
+
+class RetrySettings(SettingsModel):
+    """Retry policy of a route (`HTTPRetry`)."""
+
+    attempts: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries after the first try. Default 2, Istio's default; 0 disables.",
+    )
+    per_try_timeout: Duration = Field(
+        default="3s",
+        description=(
+            "Timeout of each try. Default 3s, so the first try and 2 retries fit in the "
+            "default 10s route timeout."
+        ),
+    )
+    retry_on: Annotated[str, AfterValidator(_retry_on)] = Field(
+        default="connect-failure,refused-stream,reset-before-request,unavailable,cancelled",
+        description=(
+            "Envoy retry conditions. Default: only failures where the upstream never "
+            "processed the request (safe for non-idempotent requests)."
+        ),
+    )
+
+
+class CorsSettings(SettingsModel):
+    """CORS policy of a route (`CorsPolicy`, with the current `allowOrigins`)."""
+
+    allow_origins: NonEmpty[StringMatchSetting] = Field(
+        description="Allowed origins (StringMatch list). Required."
+    )
+    allow_methods: tuple[str, ...] = Field(
+        default=("GET",), description="Allowed methods. Default GET only: least privilege."
+    )
+    allow_headers: tuple[str, ...] = Field(default=(), description="Allowed request headers.")
+    expose_headers: tuple[str, ...] = Field(default=(), description="Exposed response headers.")
+    allow_credentials: bool = Field(
+        default=False, description="Allow credentials. Default off: least privilege."
+    )
+    max_age: Duration = Field(
+        default="1h", description="Preflight cache time. Default 1h: fewer preflights."
+    )
+
+    @model_validator(mode="after")
+    def _no_wildcard_with_credentials(self) -> CorsSettings:
+        if self.allow_credentials:
+            for index, origin in enumerate(self.allow_origins):
+                if origin.exact == "*" or origin.regex in {".*", ".+"}:
+                    raise RuleViolationError(
+                        ("allowOrigins", index),
+                        origin.model_dump(exclude_none=True),
+                        "must name origins when allowCredentials is true, not match any origin",
+                    )
+        return self
+
+
+class EndpointRoute(SettingsModel):
+    """A route for one endpoint: a path match, its backend and its own resilience settings."""
+
+    name: DnsLabel = Field(description="Route name (Envoy stats and access logs show it).")
+    prefix: str | None = Field(default=None, description="URI prefix, e.g. `/api/v1/revenue`.")
+    exact: str | None = Field(default=None, description="Exact URI, e.g. `/status`.")
+    backend: ServiceRef | None = Field(
+        default=None,
+        description="`<namespace>/<service>` that serves the endpoint. Default: this service.",
+    )
+    timeout: Duration | None = Field(default=None, description="Default: the service's timeout.")
+    retries: RetrySettings | None = Field(
+        default=None, description="Default: the service's retries."
+    )
+    cors: CorsSettings | None = Field(default=None, description="Default: the service's CORS.")
+
+    @model_validator(mode="after")
+    def _one_path_match(self) -> EndpointRoute:
+        paths = [p for p in (self.prefix, self.exact) if p is not None]
+        if len(paths) != 1:
+            raise RuleViolationError(("prefix",), self.prefix, "set exactly one of prefix, exact")
+        key = "prefix" if self.prefix is not None else "exact"
+        if not paths[0].startswith("/"):
+            raise RuleViolationError((key,), paths[0], "must be a path starting with '/'")
+        if "*" in paths[0]:
+            # A literal path: Istio matches it verbatim, and the authorization policies
+            # built from routes turn a prefix into `<prefix>*`, where a `*` inside is invalid.
+            raise RuleViolationError((key,), paths[0], "must be a literal path without '*'")
+        return self
+
+
+class HeaderMatch(SettingsModel):
+    """Requests whose header matches an RE2 regex."""
+
+    header: HeaderName = Field(description="Header name, lowercase, e.g. `x-user-id`.")
+    regex: Re2Regex = Field(description="RE2 regex the whole value must match.")
+
+
+class SubsetWeight(SettingsModel):
+    """Share of traffic for one subset."""
+
+    subset: DnsLabel = Field(description="A version name of the service.")
+    weight: int = Field(ge=0, le=100, description="Percent of traffic, 0-100.")
+
+
+class MirrorSettings(SettingsModel):
+    """Copy live traffic to a shadow subset; its responses are discarded.
+
+    Only for idempotent traffic: a mirrored write is executed by the shadow too. The shadow
+    must get no live weight, or it would process the same requests twice.
+    """
+
+    subset: DnsLabel = Field(
+        description="A version name of the service with no (or 0) weight in `weights`."
+    )
+    percentage: float = Field(
+        default=100.0, gt=0, le=100, description="Percent of requests mirrored. Default 100."
+    )
+
+
+class CanarySettings(SettingsModel):
+    """Static canary: a weighted split, optionally only for requests matching a header."""
+
+    match: HeaderMatch | None = Field(
+        default=None,
+        description=(
+            "Only matching requests get the split; all others go 100% to `stable`. "
+            "Default: the split applies to all traffic."
+        ),
+    )
+    weights: NonEmpty[SubsetWeight] = Field(description="Subset weights, summing to 100. Required.")
+    stable: OptionalDnsLabel = Field(
+        default="",
+        description="Subset for requests outside `match`. Default: the first version.",
+    )
+    mirror: MirrorSettings | None = Field(
+        default=None, description="Default: no mirroring. Idempotent traffic only."
+    )
+
+    @model_validator(mode="after")
+    def _weights_sum_to_100(self) -> CanarySettings:
+        seen: set[str] = set()
+        for index, item in enumerate(self.weights):
+            if item.subset in seen:
+                raise RuleViolationError(
+                    ("weights", index, "subset"), item.subset, "must be unique; it is repeated"
+                )
+            seen.add(item.subset)
+        total = sum(w.weight for w in self.weights)
+        if total != 100:
+            raise RuleViolationError(
+                ("weights",),
+                [w.weight for w in self.weights],
+                f"must sum to 100; they sum to {total}",
+            )
+        return self
+
+
+class FaultDelay(SettingsModel):
+    """Injected delay."""
+
+    fixed_delay: Duration = Field(description="Delay added to each affected request.")
+    percentage: float = Field(
+        default=100.0, gt=0, le=100, description="Percent of drill requests. Default 100."
+    )
+
+
+class FaultAbort(SettingsModel):
+    """Injected error response."""
+
+    http_status: int = Field(ge=400, le=599, description="Status returned, 400-599.")
+    percentage: float = Field(
+        default=100.0, gt=0, le=100, description="Percent of drill requests. Default 100."
+    )
+
+
+class FaultSettings(SettingsModel):
+    """A chaos drill: faults only for requests carrying the chaos header."""
+
+    header: HeaderName = Field(
+        default="x-chaos-drill",
+        description="Header that opts a request into the drill. Default `x-chaos-drill`.",
+    )
+    value: str = Field(
+        default="true", min_length=1, description="Exact header value. Default `true`."
+    )
+    delay: FaultDelay | None = Field(default=None, description="Default: no delay.")
+    abort: FaultAbort | None = Field(default=None, description="Default: no abort.")
+
+    @model_validator(mode="after")
+    def _some_fault(self) -> FaultSettings:
+        if self.delay is None and self.abort is None:
+            raise RuleViolationError((), None, "must set delay, abort or both")
+        return self
+
+
+# --- DestinationRule policy ---------------------------------------------------------------
+
+
+class CookieSettings(SettingsModel):
+    """Cookie for consistent hashing; Envoy creates it when `ttl` is set."""
+
+    name: str = Field(min_length=1, description="Cookie name.")
+    path: str = Field(default="/", description="Cookie path. Default `/`.")
+    ttl: Duration = Field(default="1h", description="Cookie lifetime. Default 1h.")
+
+
+class ConsistentHashSettings(SettingsModel):
+    """Session affinity by header or cookie."""
+
+    http_header_name: HeaderName | None = Field(default=None, description="Hash on a header.")
+    http_cookie: CookieSettings | None = Field(default=None, description="Hash on a cookie.")
+
+    @model_validator(mode="after")
+    def _one_key(self) -> ConsistentHashSettings:
+        if (self.http_header_name is None) == (self.http_cookie is None):
+            raise RuleViolationError((), None, "set exactly one of httpHeaderName, httpCookie")
+        return self
+
+
+class LoadBalancerSettings(SettingsModel):
+    """Load balancer: a simple policy or consistent hashing."""
+
+    simple: Literal["ROUND_ROBIN", "LEAST_REQUEST"] | None = Field(
+        default="LEAST_REQUEST",
+        description="Default LEAST_REQUEST: Istio's default, best for uneven request costs.",
+    )
+    consistent_hash: ConsistentHashSettings | None = Field(
+        default=None, description="Set it (and `simple: null`) for session affinity."
+    )
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> LoadBalancerSettings:
+        if self.consistent_hash is not None and "simple" not in self.model_fields_set:
+            object.__setattr__(self, "simple", None)
+        if (self.simple is None) == (self.consistent_hash is None):
+            raise RuleViolationError((), None, "set exactly one of simple, consistentHash")
+        return self
+
+
+class ConnectionPoolSettings(SettingsModel):
+    """Circuit-breaking limits. Unset fields keep Istio's defaults (effectively unlimited)."""
+
+    max_connections: int | None = Field(default=None, ge=1, description="TCP connections.")
+    connect_timeout: Duration | None = Field(default=None, description="TCP connect timeout.")
+    http1_max_pending_requests: int | None = Field(
+        default=None, ge=1, description="Queued requests."
+    )
+    http2_max_requests: int | None = Field(default=None, ge=1, description="Active requests.")
+    max_requests_per_connection: int | None = Field(
+        default=None, ge=1, description="Requests per connection; 1 disables keep-alive."
+    )
+    max_retries: int | None = Field(default=None, ge=0, description="Concurrent retries.")
+
+
+class OutlierDetectionSettings(SettingsModel):
+    """Passive health checking: eject hosts that keep failing."""
+
+    consecutive_5xx_errors: int | None = Field(
+        default=5,
+        ge=1,
+        alias="consecutive5xxErrors",
+        description="5xx (and local-origin, unless split) failures in a row. Default 5.",
+    )
+    consecutive_local_origin_failures: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connect failures/timeouts in a row; needs splitExternalLocalOriginErrors.",
+    )
+    split_external_local_origin_errors: bool = Field(
+        default=False, description="Count local-origin failures apart from 5xx. Default off."
+    )
+    interval: Duration = Field(default="10s", description="Sweep interval. Default 10s.")
+    base_ejection_time: Duration = Field(
+        default="30s", description="Ejection time, times the ejection count. Default 30s."
+    )
+    max_ejection_percent: int = Field(
+        default=50,
+        ge=0,
+        le=100,
+        description="At most this share ejected. Default 50: half the hosts keep serving.",
+    )
+    min_health_percent: int | None = Field(
+        default=None,
+        ge=0,
+        le=100,
+        description="Ejection stops below this healthy share. Default: unset (Istio's 0).",
+    )
+
+    @model_validator(mode="after")
+    def _a_trigger(self) -> OutlierDetectionSettings:
+        if self.consecutive_local_origin_failures is not None:
+            if not self.split_external_local_origin_errors:
+                raise RuleViolationError(
+                    ("consecutiveLocalOriginFailures",),
+                    self.consecutive_local_origin_failures,
+                    "takes effect only with splitExternalLocalOriginErrors: true",
+                )
+        elif self.consecutive_5xx_errors is None:
+            raise RuleViolationError(
+                ("consecutive5xxErrors",),
+                None,
+                "set consecutive5xxErrors or consecutiveLocalOriginFailures",
+            )
+        return self
+
+    @property
+    def errors_needed(self) -> int:
+        """Consecutive failures before the slowest configured trigger fires."""
+        counts = (self.consecutive_5xx_errors, self.consecutive_local_origin_failures)
+        return max(c for c in counts if c is not None)
+
+
+class TrafficPolicySettings(SettingsModel):
+    """A DestinationRule traffic policy (service-wide or per subset)."""
+
+    load_balancer: LoadBalancerSettings = Field(
+        default_factory=LoadBalancerSettings, description="Default LEAST_REQUEST."
+    )
+    connection_pool: ConnectionPoolSettings | None = Field(
+        default=None, description="Default: Istio's limits."
+    )
+    outlier_detection: OutlierDetectionSettings | None = Field(
+        default_factory=OutlierDetectionSettings,
+        description="Default on (5 errors, 10s, 30s, 50%); null disables it.",
+    )
+
+
+def ejection_detection_ms(outlier: OutlierDetectionSettings, request_gap: str) -> int:
+    """Worst-case time from a host starting to fail to its ejection, in milliseconds.
+
+    `N x request_gap + interval`, where N is the larger configured consecutive-error
+    count and `request_gap` the longest assumed gap between two requests the failing host
+    receives. Envoy ejects inline, on the N-th consecutive error, but not while
+    `maxEjectionPercent` hosts are already ejected; room is only made by the sweep that
+    runs every `interval` and returns hosts to service. So N errors take up to
+    N x request_gap to arrive, plus up to one interval of sweep granularity.
+    """
+    return outlier.errors_needed * duration_ms(request_gap) + duration_ms(outlier.interval)
+
+
+# --- exposure and progressive delivery ----------------------------------------------------
+
+
+class ExposeSettings(SettingsModel):
+    """Serve the service on public hosts through an ingress Gateway."""
+
+    gateway: DnsLabel = Field(description="Name of an entry of `traffic.gateways`.")
+    hosts: NonEmpty[Hostname] = Field(
+        description="Public hosts; each must be served by the gateway."
+    )
+
+
+MIN_ANALYSIS_INTERVAL_MS: Final = 10_000
+"""Flagger runs rollout webhooks inside each interval; their timeouts (the load test's 5s)
+must stay below it."""
+
+
+class ProgressiveSettings(SettingsModel):
+    """Flagger analysis of a `delivery: progressive` service."""
+
+    interval: Duration = Field(default="1m", description="Analysis interval. Default 1m.")
+    threshold: int = Field(default=5, ge=1, le=100, description="Failed checks before rollback.")
+    max_weight: int = Field(default=50, ge=1, le=100, description="Max canary weight. Default 50.")
+    step_weight: int = Field(default=10, ge=1, le=100, description="Weight step. Default 10.")
+    success_rate_min: float = Field(
+        default=99.0, ge=0, le=100, description="Min request success rate, %. Default 99."
+    )
+    duration_max_ms: int = Field(
+        default=500, ge=1, description="Max P99 request duration, ms. Default 500."
+    )
+    acceptance_path: str = Field(
+        default="/",
+        pattern=r"^/\S*$",
+        description="Path the pre-rollout smoke test must get a 2xx from. Default `/`.",
+    )
+    load_test_qps: int = Field(
+        default=10, ge=1, le=1000, description="Load test requests/s. Default 10."
+    )
+    mirror: bool = Field(
+        default=False, description="Mirror traffic before shifting it (idempotent APIs only)."
+    )
+    session_affinity_cookie: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="Cookie that pins users to the canary. Default: none.",
+    )
+    autoscaler: OptionalDnsLabel = Field(
+        default="", description="Name of the Deployment's HPA, if any. Default: none."
+    )
+
+    @model_validator(mode="after")
+    def _steps(self) -> ProgressiveSettings:
+        if self.step_weight > self.max_weight:
+            raise RuleViolationError(
+                ("stepWeight",), self.step_weight, f"must be <= maxWeight ({self.max_weight})"
+            )
+        if duration_ms(self.interval) % 1000:
+            raise RuleViolationError(
+                ("interval",), self.interval, "must be whole seconds (Flagger's format)"
+            )
+        if duration_ms(self.interval) < MIN_ANALYSIS_INTERVAL_MS:
+            raise RuleViolationError(
+                ("interval",),
+                self.interval,
+                "must be at least 10s: the rollout webhooks' timeouts must fit inside it",
+            )
+        return self
+
+
+class ServiceTraffic(SettingsModel):
+    """How one service is routed: static canary, endpoints, faults and resilience."""
+
+    timeout: Duration = Field(
+        default="10s", description="Route timeout. Default 10s: Istio's default is none."
+    )
+    retries: RetrySettings = Field(
+        default_factory=RetrySettings, description="Default: 2 safe retries of 3s."
+    )
+    cors: CorsSettings | None = Field(default=None, description="Default: no CORS policy.")
+    canary: CanarySettings | None = Field(default=None, description="Default: no canary.")
+    routes: tuple[EndpointRoute, ...] = Field(default=(), description="Per-endpoint routes.")
+    fault: FaultSettings | None = Field(default=None, description="Default: no drill.")
+    policy: TrafficPolicySettings = Field(
+        default_factory=TrafficPolicySettings, description="Service-wide DestinationRule policy."
+    )
+    subset_policies: dict[str, TrafficPolicySettings] = Field(
+        default_factory=dict,
+        description=(
+            "Per-version policy overrides, merged over `policy` section by section. Default: none."
+        ),
+    )
+    expose: ExposeSettings | None = Field(default=None, description="Default: mesh-internal.")
+    progressive: ProgressiveSettings = Field(
+        default_factory=ProgressiveSettings,
+        description="Flagger analysis; used when `delivery: progressive`.",
+    )
+
+
+def _secret_name(value: str) -> str:
+    if not is_dns_subdomain(value):
+        raise ValueError("must be a Kubernetes Secret name")
+    return value
+
+
+SecretName = Annotated[str, AfterValidator(_secret_name)]
+
+
+class GatewaySettings(SettingsModel):
+    """An ingress Gateway for public hosts: HTTPS, and HTTP redirected to HTTPS."""
+
+    name: DnsLabel = Field(description="Gateway name, in the ingress gateway's namespace.")
+    hosts: NonEmpty[Hostname] = Field(description="Hosts it serves.")
+    credential_name: SecretName = Field(
+        description="TLS Secret in the ingress gateway's namespace. Required."
+    )
+    min_protocol_version: Literal["TLSV1_2", "TLSV1_3"] = Field(
+        default="TLSV1_2",
+        description="Minimum TLS version. Default TLSV1_2: TLS 1.0/1.1 are deprecated (RFC 8996).",
+    )
+
+
+class TrafficSettings(SettingsModel):
+    """Stack-wide traffic settings."""
+
+    gateways: tuple[GatewaySettings, ...] = Field(
+        default=(), description="Ingress Gateways. Default: none."
+    )
+    ejection_detection_bound: Duration = Field(
+        default="1m",
+        validate_default=True,
+        description="Max worst-case ejection detection time. Default 1m.",
+    )
+    outlier_request_gap: Duration = Field(
+        default="1s",
+        description="Assumed longest gap between requests to a failing host. Default 1s.",
+    )
+    sidecar_scoping: bool = Field(
+        default=True, description="One Sidecar per workload namespace. Default on."
+    )
+    flagger_namespace: DnsLabel = Field(
+        default="flagger-system", description="Namespace of Flagger and its loadtester."
+    )
+
+
+# --- rules across fields --------------------------------------------------------------------
+
+
+M = TypeVar("M", ConnectionPoolSettings, OutlierDetectionSettings)
+
+
+def _deep_merged(base: M | None, override: M) -> M:
+    """`base` with the fields `override` sets replaced (validated again as a whole)."""
+    if base is None:
+        return override
+    data = {name: getattr(base, name) for name in type(base).model_fields}
+    data.update({name: getattr(override, name) for name in override.model_fields_set})
+    return type(override).model_validate(data)
+
+
+def merged_subset_policy(
+    service: TrafficPolicySettings, subset: TrafficPolicySettings
+) -> TrafficPolicySettings:
+    """A subset policy with the service-wide `connectionPool` / `outlierDetection` merged in.
+
+    Istio's `MergeTrafficPolicy` replaces a whole section (`connectionPool`,
+    `outlierDetection`, `loadBalancer`) when the subset sets it, so a subset that sets one
+    field of a section would otherwise drop every other service-wide field of it. The
+    result sets the same sections as `subset` (fields it sets win); a section the subset
+    leaves unset is inherited by Istio as is. Raises pydantic's ValidationError when the
+    merged outlier detection breaks its rules.
+    """
+    fields = subset.model_fields_set
+    data: dict[str, object] = {name: getattr(subset, name) for name in fields}
+    if "connection_pool" in fields and subset.connection_pool is not None:
+        data["connection_pool"] = _deep_merged(service.connection_pool, subset.connection_pool)
+    if "outlier_detection" in fields and subset.outlier_detection is not None:
+        data["outlier_detection"] = _deep_merged(
+            service.outlier_detection, subset.outlier_detection
+        )
+    return TrafficPolicySettings.model_validate(data)
+
+
+def effective_policies(
+    traffic: ServiceTraffic,
+) -> list[tuple[tuple[str | int, ...], TrafficPolicySettings]]:
+    """The service-wide policy and each subset policy that sets its own outlier detection,
+    merged over the service-wide one (`merged_subset_policy`), as Envoy gets them.
+
+    A subset policy that leaves `outlierDetection` unset inherits the service's.
+    """
+    return [(("traffic", "policy"), traffic.policy)] + [
+        (("traffic", "subsetPolicies", name), merged_subset_policy(traffic.policy, policy))
+        for name, policy in traffic.subset_policies.items()
+        if "outlier_detection" in policy.model_fields_set
+    ]
+
+
+def _check_retries(
+    path: tuple[str | int, ...], retries: RetrySettings, timeout: str, timeout_key: str
+) -> None:
+    budget = (retries.attempts + 1) * duration_ms(retries.per_try_timeout)
+    if budget > duration_ms(timeout):
+        raise RuleViolationError(
+            (*path, "perTryTimeout"),
+            retries.per_try_timeout,
+            f"(attempts + 1) x perTryTimeout = {format_duration(Decimal(budget))} must fit "
+            f"in {timeout_key} ({timeout})",
+        )
+
+
+def check_service(service: MeshService) -> None:
+    """Rules of one service's traffic settings that need its versions or delivery."""
+    traffic = service.traffic
+    subsets = {v.name for v in service.versions}
+    known = ", ".join(sorted(subsets))
+    if service.delivery == "progressive":
+        for key in ("canary", "routes", "fault", "subsetPolicies"):
+            value = getattr(traffic, "subset_policies" if key == "subsetPolicies" else key)
+            if value:
+                raise RuleViolationError(
+                    ("traffic", key),
+                    "set",
+                    "must be unset for delivery: progressive; Flagger owns this service's routing",
+                )
+    canary = traffic.canary
+    if canary is not None:
+        for index, weight in enumerate(canary.weights):
+            if weight.subset not in subsets:
+                raise RuleViolationError(
+                    ("traffic", "canary", "weights", index, "subset"),
+                    weight.subset,
+                    f"must be a version of the service ({known})",
+                )
+        if canary.stable and canary.stable not in subsets:
+            raise RuleViolationError(
+                ("traffic", "canary", "stable"),
+                canary.stable,
+                f"must be a version of the service ({known})",
+            )
+        if canary.mirror is not None and canary.mirror.subset not in subsets:
+            raise RuleViolationError(
+                ("traffic", "canary", "mirror", "subset"),
+                canary.mirror.subset,
+                f"mirror target must be a version of the service ({known})",
+            )
+        live = {w.subset: w.weight for w in canary.weights if w.weight}
+        if canary.mirror is not None and canary.mirror.subset in live:
+            raise RuleViolationError(
+                ("traffic", "canary", "mirror", "subset"),
+                canary.mirror.subset,
+                f"must not also get live traffic (weight {live[canary.mirror.subset]}): it "
+                "would process mirrored requests twice; mirror to a shadow version without weight",
+            )
+    for name, policy in traffic.subset_policies.items():
+        if name not in subsets:
+            raise RuleViolationError(
+                ("traffic", "subsetPolicies", name),
+                name,
+                f"must be a version of the service ({known})",
+            )
+        try:
+            merged_subset_policy(traffic.policy, policy)
+        except ValidationError as error:
+            cause = error.errors()[0].get("ctx", {}).get("error")
+            reason = cause.message if isinstance(cause, RuleViolationError) else str(error)
+            raise RuleViolationError(
+                ("traffic", "subsetPolicies", name, "outlierDetection"),
+                "set",
+                f"merged over traffic.policy.outlierDetection (as Istio applies it): {reason}",
+            ) from None
+    _check_retries(("traffic", "retries"), traffic.retries, traffic.timeout, "timeout")
+    for index, route in enumerate(traffic.routes):
+        retries = route.retries or traffic.retries
+        timeout = route.timeout or traffic.timeout
+        _check_retries(("traffic", "routes", index, "retries"), retries, timeout, "timeout")
+    names = [r.name for r in traffic.routes]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise RuleViolationError(
+                ("traffic", "routes", index, "name"), name, "must be unique; it is repeated"
+            )
+
+
+def check_stack(settings: StackSettings) -> None:
+    """Rules that need the whole stack: references between services and to gateways."""
+    services = {f"{s.namespace}/{s.name}": s for s in settings.services}
+    gateways = {g.name: g for g in settings.traffic.gateways}
+    bound = duration_ms(settings.traffic.ejection_detection_bound)
+    seen: set[str] = set()
+    for index, gateway in enumerate(settings.traffic.gateways):
+        if gateway.name in seen:
+            raise RuleViolationError(
+                ("traffic", "gateways", index, "name"),
+                gateway.name,
+                "must be unique; it is repeated",
+            )
+        seen.add(gateway.name)
+    for index, service in enumerate(settings.services):
+        where: tuple[str | int, ...] = ("services", index)
+        for position, ref in enumerate(service.calls):
+            if ref not in services:
+                raise RuleViolationError(
+                    (*where, "calls", position), ref, "must be `<namespace>/<name>` of a service"
+                )
+        for position, route in enumerate(service.traffic.routes):
+            if route.backend is not None and route.backend not in services:
+                raise RuleViolationError(
+                    (*where, "traffic", "routes", position, "backend"),
+                    route.backend,
+                    "must be `<namespace>/<name>` of a service",
+                )
+        expose = service.traffic.expose
+        if expose is not None:
+            target = gateways.get(expose.gateway)
+            if target is None:
+                raise RuleViolationError(
+                    (*where, "traffic", "expose", "gateway"),
+                    expose.gateway,
+                    f"must be one of traffic.gateways ({', '.join(sorted(gateways)) or 'none'})",
+                )
+            for position, host in enumerate(expose.hosts):
+                if not any(host_matches(host, pattern) for pattern in target.hosts):
+                    raise RuleViolationError(
+                        (*where, "traffic", "expose", "hosts", position),
+                        host,
+                        f"must be served by gateway {target.name!r}",
+                    )
+        for path, policy in effective_policies(service.traffic):
+            outlier = policy.outlier_detection
+            if outlier is None:
+                continue
+            worst = ejection_detection_ms(outlier, settings.traffic.outlier_request_gap)
+            if worst > bound:
+                raise RuleViolationError(
+                    (*where, *path, "outlierDetection", "interval"),
+                    outlier.interval,
+                    f"worst-case ejection detection {format_duration(Decimal(worst))} "
+                    f"({outlier.errors_needed} errors x outlierRequestGap "
+                    f"{settings.traffic.outlier_request_gap} + interval) exceeds "
+                    f"traffic.ejectionDetectionBound ({settings.traffic.ejection_detection_bound})",
+                )
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """Whether a Gateway host pattern (`api.example.com`, `*.example.com`) covers `host`."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and not host.startswith("*.")
+    return host == pattern
+
+
+def services_by_ref(settings: StackSettings) -> Mapping[str, MeshService]:
+    """Every service keyed `<namespace>/<name>`."""
+    return {f"{s.namespace}/{s.name}": s for s in settings.services}

@@ -1,0 +1,83 @@
+"""SidecarScopes: one `Sidecar` per workload namespace, limiting what its proxies know.
+
+Without a Sidecar every proxy receives the configuration of every service in the mesh, so
+memory and push time grow with the mesh; with one, a proxy gets its own namespace, the
+control plane, observability and the services its namespace declares in `calls`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from functools import partial
+from typing import Any, Final
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+
+from components.traffic.component import specs
+from components.istio.component import IstioMesh
+from components.naming import MANAGED_BY
+from components.settings import MeshService, StackSettings
+from components.traffic.settings import services_by_ref
+
+TOKEN: Final = "meshstack:traffic:SidecarScopes"
+SIDECAR_NAME: Final = "default"
+"""One namespace-wide Sidecar (no workload selector) per namespace; Istio uses the oldest
+if there are several, so the program owns exactly one, named as Istio's docs name it."""
+
+
+def _sidecar(
+    ns: str,
+    calls: list[str],
+    services: Mapping[str, MeshService],
+    settings: StackSettings,
+    istio_namespace: str,
+) -> dict[str, Any]:
+    return specs.sidecar_spec(
+        ns,
+        calls,
+        services,
+        istio_namespace=istio_namespace,
+        observability_namespace=settings.observability_namespace,
+    )
+
+
+class SidecarScopes(pulumi.ComponentResource):
+    """Sidecars for every workload namespace of the stack."""
+
+    egress_hosts: pulumi.Output[dict[str, list[str]]]
+    """Egress hosts allowed per namespace."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: StackSettings,
+        mesh: IstioMesh,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(TOKEN, name, None, opts)
+        services = services_by_ref(settings)
+        calls: dict[str, list[str]] = defaultdict(list)
+        for service in settings.services:
+            calls[service.namespace].extend(service.calls)
+        hosts: dict[str, pulumi.Output[list[str]]] = {}
+        for ns in settings.namespaces:
+            spec = mesh.namespace.apply(partial(_sidecar, ns, calls[ns], services, settings))
+            CustomResource(
+                f"{name}-{ns}",
+                api_version="networking.istio.io/v1",
+                kind="Sidecar",
+                metadata={
+                    "name": SIDECAR_NAME,
+                    "namespace": mesh.workload_namespace(ns).metadata.name,
+                    "labels": dict(MANAGED_BY),
+                },
+                spec=spec,
+                opts=mesh.custom_resource_options(self),
+            )
+            hosts[ns] = spec.apply(lambda s: list(s["egress"][0]["hosts"]))
+        self.egress_hosts = (
+            pulumi.Output.all(**hosts).apply(dict) if hosts else pulumi.Output.from_input({})
+        )
+        self.register_outputs({"egress_hosts": self.egress_hosts})
