@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -26,3 +27,15 @@ def namespace(
         ),
         opts=pulumi.ResourceOptions(parent=parent, retain_on_delete=True),
     )
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """A Service port Prometheus scrapes: what a component that serves metrics hands to the
+    component that configures scraping (e.g. the ratelimit service to MeshAlerts)."""
+
+    namespace: str
+    service: str
+    """`metadata.name` of the Service."""
+    port_name: str
+    """Name of the Service port that serves `/metrics`."""

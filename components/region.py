@@ -14,9 +14,10 @@ import pulumi
 from components.alerts.component import MeshAlerts
 from components.guardrails.component import NamespaceGuardrails
 from components.istio.component import IstioMesh
+from components.observability.hub import HubReference, hub_outputs
 from components.observability.jaeger import JaegerStack
 from components.observability.kiali import KialiRemoteAccess, KialiStack
-from components.observability.component import HubReference, MeshTelemetry, hub_outputs
+from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
 from components.security.component import MeshSecurity
 from components.settings import StackSettings
@@ -68,9 +69,15 @@ class RegionMesh(pulumi.ComponentResource):
             KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         self.traffic = TrafficManagement(f"{name}-traffic", settings, self.mesh, opts=child)
-        self.alerts = MeshAlerts(f"{name}-alerts", self.mesh, settings, opts=child)
         self.security = MeshSecurity(f"{name}-security", self.mesh, settings, opts=child)
         self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
+        self.alerts = MeshAlerts(
+            f"{name}-alerts",
+            self.mesh,
+            settings,
+            ratelimit_metrics=self.rate_limiter.metrics_endpoint,
+            opts=child,
+        )
         self.guardrails = NamespaceGuardrails(
             f"{name}-guardrails", self.mesh, settings.namespaces, settings.guardrails, opts=child
         )

@@ -11,12 +11,13 @@ import pulumi
 import pytest
 import yaml
 
-from components.alerts.component import rules
-from components.observability.component import kiali
+from components.alerts import rules
 from components.alerts.component import MeshAlerts
-from components.alerts.settings import AlertsSettings
 from components.alerts.dashboard import dashboard_json
+from components.alerts.settings import AlertsSettings
+from components.constants import PROMETHEUS_IGNORE_LABEL
 from components.istio.component import IstioMesh
+from components.observability import kiali
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.specs import RATELIMIT_NAME
 from components.security.component import MeshSecurity
@@ -37,7 +38,7 @@ SETTINGS = make_settings(
 def _build(settings: Any) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        MeshAlerts("al", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
 
     return run_with_provider(build)
 
@@ -113,7 +114,7 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
         MeshSecurity("sec", mesh, settings, opts=opts)
-        MeshAlerts("al", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
 
     objects = _objects(run_with_provider(build))
     assert objects[("PeerAuthentication", "default")]["spec"]["mtls"] == {"mode": "STRICT"}
@@ -179,7 +180,7 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Render)
 def test_outputs_name_the_rule_the_monitors_and_the_dashboard() -> None:
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", SETTINGS, opts=opts)
-        component = MeshAlerts("al", mesh, SETTINGS, opts=opts)
+        component = MeshAlerts("al", mesh, SETTINGS, ratelimit_metrics=None, opts=opts)
         pulumi.export("rule", component.rule_name)
         pulumi.export("alerts", component.alert_names)
         pulumi.export("monitors", component.app_monitors)
@@ -298,8 +299,8 @@ def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
 def _ratelimit_render(settings: Any) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        RateLimiter("rl", mesh, settings, opts=opts)
-        MeshAlerts("al", mesh, settings, opts=opts)
+        limiter = RateLimiter("rl", mesh, settings, opts=opts)
+        MeshAlerts("al", mesh, settings, ratelimit_metrics=limiter.metrics_endpoint, opts=opts)
 
     return run_with_provider(build)
 
@@ -382,10 +383,10 @@ def test_kiali_pod_opts_out_of_the_sidecar_pod_monitor_and_keeps_its_network_pol
         signing_key="not-a-real-key",
     )
     deployment = values["deployment"]
-    assert deployment["pod_labels"] == {rules.PROMETHEUS_IGNORE_LABEL: "true"}
+    assert deployment["pod_labels"] == {PROMETHEUS_IGNORE_LABEL: "true"}
     assert "network_policy" not in deployment
     excluded = rules.sidecar_pod_monitor_spec(AlertsSettings())["selector"]["matchExpressions"]
-    assert {"key": rules.PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"} in excluded
+    assert {"key": PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"} in excluded
     chart = yaml.safe_load(
         (reference_dir() / "charts" / "kiali-server" / "values.yaml").read_text()
     )["deployment"]

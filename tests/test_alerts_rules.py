@@ -21,7 +21,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.alerts.component import rules
+from components.alerts import rules
 from components.alerts.settings import AlertsSettings
 from tests.conftest import make_settings
 from tools.verify import validate_manifest

@@ -15,7 +15,7 @@ import yaml
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models.dashboard import Dashboard
 
-from components.alerts.component import dashboard
+from components.alerts import dashboard
 from components.alerts.rules import EJECTIONS, PENDING_OVERFLOW
 from tests.test_alerts_rules import PROMTOOL_HELP
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from components.constants import PROXY_RESOURCES
 from components.guardrails.component import (
     LIMIT_RANGE_NAME,
     QUOTA_NAME,
@@ -18,7 +19,6 @@ from components.guardrails.component import (
 )
 from components.guardrails.settings import GuardrailSettings, parse_quantity
 from components.istio.component import IstioMesh
-from components.istio.values import PROXY_RESOURCES
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from components.istio.component import values as v
+from components.istio import values as v
 from tests.conftest import make_settings
 
 
@@ -34,7 +34,7 @@ def test_webhook_failure_policy_is_pinned_for_chart_v4() -> None:
 
 
 def test_access_logs_are_a_json_provider_not_mesh_config_files() -> None:
-    """Access logging goes through the Telemetry API only (components.observability.tracing)."""
+    """Access logging goes through the Telemetry API only (components.istio.tracing)."""
     for access_logging in (True, False):
         config = v.mesh_config(make_settings(accessLogging=access_logging))
         assert "accessLogFile" not in config

@@ -14,17 +14,18 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.observability.component import jaeger as j
-from components.observability.component import kiali as k
-from components.observability.component import tracing as t
 from components.istio.component import IstioMesh
-from components.observability.component import HUB_KEYS, HUB_OUTPUT, HubReference, MeshTelemetry
+from components.observability import jaeger as j
+from components.observability import kiali as k
+from components.observability import telemetry as t
+from components.observability.hub import HUB_KEYS, HUB_OUTPUT, HubReference
 from components.observability.settings import (
     JaegerSettings,
     KialiSettings,
     NamespaceTelemetry,
     TelemetrySettings,
 )
+from components.observability.telemetry import MeshTelemetry
 from components.region import RegionMesh
 from components.settings import SettingsError
 from tests.conftest import by_name, make_settings, run_with_provider

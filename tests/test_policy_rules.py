@@ -31,7 +31,7 @@ from pulumi_policy.deserialize import deserialize_properties
 from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
-from components.istio.values import ISTIO_NAMESPACE
+from components.constants import ISTIO_NAMESPACE
 from policy import meshstack_policies as rules
 from policy.offline import OfflineResourceOptions
 

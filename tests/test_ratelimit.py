@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from components.ratelimit.component import specs
 from components.istio.component import IstioMesh
+from components.ratelimit import specs
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.settings import QuotaSettings
 from components.versions import RATELIMIT_IMAGE, REDIS_IMAGE

@@ -22,7 +22,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import json_format, message, symbol_database
 
-from components.ratelimit.component import specs
+from components.ratelimit import specs
 from components.ratelimit.settings import (
     LocalRateLimitSettings,
     LocalRoute,

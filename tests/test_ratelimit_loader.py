@@ -17,7 +17,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.ratelimit.component import specs
+from components.ratelimit import specs
 from components.ratelimit.settings import QuotaClient, QuotaSettings, QuotaTier
 from tools.verify import reference_dir
 

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.security.component import specs
+from components.constants import ingress_gateway_principal, workload_apps, workload_principal
 from components.istio.component import IstioMesh
+from components.security import specs
 from components.security.component import MeshSecurity
 from components.security.settings import AllowRule, JwtSettings, MtlsException
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
@@ -303,10 +304,8 @@ def test_port_exception_keeps_other_ports_strict() -> None:
 
 
 def test_principals() -> None:
-    assert specs.workload_principal("ns", "sa") == "cluster.local/ns/ns/sa/sa"
-    assert specs.ingress_gateway_principal() == (
-        "cluster.local/ns/istio-ingress/sa/istio-ingressgateway"
-    )
+    assert workload_principal("ns", "sa") == "cluster.local/ns/ns/sa/sa"
+    assert ingress_gateway_principal() == ("cluster.local/ns/istio-ingress/sa/istio-ingressgateway")
 
 
 def test_allow_rules_become_sources_operations_and_claim_conditions() -> None:
@@ -501,8 +500,8 @@ def test_exceptions_and_jwt_rules_are_exercised_by_the_stacks(stack_renders: Any
 
 
 def test_workload_apps_include_the_flagger_primary() -> None:
-    assert specs.workload_apps("api", progressive=False) == ("api",)
-    assert specs.workload_apps("api", progressive=True) == ("api", "api-primary")
+    assert workload_apps("api", progressive=False) == ("api",)
+    assert workload_apps("api", progressive=True) == ("api", "api-primary")
 
 
 def test_callers_are_allowed_by_their_service_identity() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from components.traffic.component import specs
+from components.traffic import specs
 from tests.conftest import make_settings
 from tools.render import run_program
 from tools.verify import validate_manifest

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from components.traffic.component import specs
 from components.settings import MeshService, StackSettings
+from components.traffic import specs
 from components.traffic.settings import services_by_ref
 from tests.conftest import make_settings
 from tools.verify import validate_helm_values, validate_manifest

@@ -13,9 +13,10 @@ from typing import Final
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.alerts.component import rules
+from components.alerts import rules
 from components.alerts.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL, dashboard_json
 from components.istio.component import IstioMesh
+from components.kube import MetricsEndpoint
 from components.naming import MANAGED_BY
 from components.settings import StackSettings
 
@@ -56,6 +57,8 @@ class MeshAlerts(pulumi.ComponentResource):
         name: str,
         mesh: IstioMesh,
         settings: StackSettings,
+        *,
+        ratelimit_metrics: MetricsEndpoint | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
@@ -101,16 +104,16 @@ class MeshAlerts(pulumi.ComponentResource):
                 opts=mesh.custom_resource_options(self),
             )
             app_monitors.append(f"{service.namespace}/{monitor_name}")
-        quota = settings.rate_limit.quota
-        if quota.enabled:
+        if ratelimit_metrics is not None:
             k8s.apiextensions.CustomResource(
                 f"{name}-ratelimit",
                 api_version=MONITORING_API,
                 kind="ServiceMonitor",
                 metadata=metadata(
-                    RATELIMIT_MONITOR_NAME, mesh.workload_namespace(quota.namespace).metadata.name
+                    RATELIMIT_MONITOR_NAME,
+                    mesh.workload_namespace(ratelimit_metrics.namespace).metadata.name,
                 ),
-                spec=rules.ratelimit_service_monitor_spec(alerts, quota),
+                spec=rules.ratelimit_service_monitor_spec(alerts, ratelimit_metrics),
                 opts=mesh.custom_resource_options(self),
             )
         k8s.apiextensions.CustomResource(

@@ -1,7 +1,7 @@
 """Pure builders of the mesh's Prometheus scrape objects and alert rules.
 
 Plain functions from settings to dicts, unit-tested without the Pulumi engine and checked
-with promql-parser and `promtool`. `components.alerts.component.MeshAlerts` only wraps them in custom
+with promql-parser and `promtool`. `MeshAlerts` (`component.py`) only wraps them in custom
 resources.
 
 Every alert reads a metric that really exists:
@@ -20,8 +20,8 @@ from __future__ import annotations
 from typing import Any, Final
 
 from components.alerts.settings import AlertsSettings, AppMetrics
-from components.ratelimit.settings import QuotaSettings
-from components.ratelimit.specs import METRICS_PORT, RATELIMIT_NAME, ratelimit_service_spec
+from components.constants import PROMETHEUS_IGNORE_LABEL
+from components.kube import MetricsEndpoint
 
 ALERT_NAMES: Final = (
     "CanaryErrorRateHigh",
@@ -42,11 +42,6 @@ ENVOY_PROMETHEUS_PORT: Final = "http-envoy-prom"
 Scraping it (not the merged 15020) keeps proxy and application metrics apart."""
 
 ENVOY_PROMETHEUS_PATH: Final = "/stats/prometheus"
-
-PROMETHEUS_IGNORE_LABEL: Final = "istio-prometheus-ignore"
-"""Pod label (any value) that opts a pod out of the sidecar PodMonitor, as in Istio's
-`samples/addons/extras/prometheus-operator.yaml`: for pods whose 15090 Prometheus cannot
-reach, e.g. behind a chart's NetworkPolicy."""
 
 ISTIOD_MONITORING_PORT: Final = "http-monitoring"
 """istiod Service port (15014) serving control-plane metrics."""
@@ -376,37 +371,31 @@ def app_service_monitor_spec(
     }
 
 
-def ratelimit_metrics_port_name() -> str:
-    """Name of the ratelimit Service's Prometheus port (`METRICS_PORT`)."""
-    ports = ratelimit_service_spec()["ports"]
-    return str(next(p["name"] for p in ports if p["port"] == METRICS_PORT))
-
-
 def ratelimit_service_monitor_spec(
-    settings: AlertsSettings, quota: QuotaSettings
+    settings: AlertsSettings, endpoint: MetricsEndpoint
 ) -> dict[str, Any]:
     """ServiceMonitor `spec` for the ratelimit service's own counters (`RateLimitExceeded`).
 
-    The ratelimit Service carries no `app` label, so every Service of the quota namespace is
-    selected and the `keep` relabeling narrows it to the one named `RATELIMIT_NAME` (Redis'
+    The ratelimit Service carries no `app` label, so every Service of its namespace is
+    selected and the `keep` relabeling narrows it to the one `endpoint` names (Redis'
     Service has no metrics port anyway). The pods are meshed under STRICT mTLS, hence the
     mesh TLS settings. Only `ratelimit_*` series are kept: the sidecar PodMonitor already
     scrapes the proxy, so nothing is counted twice.
     """
     return {
         "selector": {},
-        "namespaceSelector": {"matchNames": [quota.namespace]},
+        "namespaceSelector": {"matchNames": [endpoint.namespace]},
         "endpoints": [
             {
                 # Path: Prometheus' default `/metrics`, ratelimit's PROMETHEUS_PATH.
-                "port": ratelimit_metrics_port_name(),
+                "port": endpoint.port_name,
                 "interval": settings.scrape_interval,
                 **mesh_tls_endpoint(settings),
                 "relabelings": [
                     {
                         "action": "keep",
                         "sourceLabels": ["__meta_kubernetes_service_name"],
-                        "regex": RATELIMIT_NAME,
+                        "regex": endpoint.service,
                     }
                 ],
                 "metricRelabelings": [

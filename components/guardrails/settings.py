@@ -2,7 +2,7 @@
 
 `GuardrailSettings` is `meshstack:guardrails`. Every injected pod also runs an
 `istio-proxy` sidecar whose requests and limits come from istiod's
-`global.proxy.resources` (`istio_values.PROXY_RESOURCES`), not from the LimitRange; the
+`global.proxy.resources` (`constants.PROXY_RESOURCES`), not from the LimitRange; the
 rules here make sure the quota and the LimitRange leave room for it.
 """
 
@@ -14,6 +14,7 @@ from typing import Annotated, Final
 
 from pydantic import AfterValidator, Field, model_validator
 
+from components.constants import PROXY_RESOURCES
 from components.settings_types import RuleViolationError, SettingsModel
 
 _QUANTITY: Final = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
@@ -122,9 +123,6 @@ class GuardrailSettings(SettingsModel):
         return self
 
     def _check_room_for_sidecars(self) -> None:
-        # istio_values imports the settings, which import this module: import on use.
-        from components.istio.values import PROXY_RESOURCES  # noqa: PLC0415
-
         for resource in ("cpu", "memory"):
             proxy_limit = PROXY_RESOURCES["limits"][resource]
             if parse_quantity(getattr(self.max, resource)) < parse_quantity(proxy_limit):

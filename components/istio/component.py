@@ -18,11 +18,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.istio.component import values
+from components.constants import ISTIO_NAMESPACE
 from components.helm import install_chart
+from components.istio import values
+from components.istio.tracing import TracingTarget
 from components.kube import namespace
 from components.settings import StackSettings
-from components.observability.tracing import TracingTarget
 from components.versions import ISTIO_BASE, ISTIO_GATEWAY, ISTIO_VERSION, ISTIOD
 
 TOKEN: Final = "meshstack:istio:IstioMesh"
@@ -64,7 +65,7 @@ class IstioMesh(pulumi.ComponentResource):
     Istio component. Secure defaults: ≥2 istiod and gateway replicas with drain-friendly
     PodDisruptionBudgets, HPAs, requests and limits everywhere, and the validation webhook
     pinned to `Fail`. With `tracing`, meshConfig gets an OTLP `opentelemetry` extension
-    provider to that target (the Telemetry API selects it; `components.observability.tracing`).
+    provider to that target (the Telemetry API selects it; `components.observability.telemetry`).
     """
 
     namespace: pulumi.Output[str]
@@ -100,7 +101,7 @@ class IstioMesh(pulumi.ComponentResource):
 
         istio_ns = namespace(
             f"{name}-istio-system",
-            values.ISTIO_NAMESPACE,
+            ISTIO_NAMESPACE,
             values.istio_namespace_labels(settings),
             parent=self,
         )
@@ -128,7 +129,7 @@ class IstioMesh(pulumi.ComponentResource):
         )
         """istiod's chart: exists only once the CRDs and the validation webhook do."""
 
-        gateway_namespaces = {values.ISTIO_NAMESPACE: istio_ns}
+        gateway_namespaces = {ISTIO_NAMESPACE: istio_ns}
         self.gateways: list[k8s.helm.v4.Chart] = []
         """Gateway charts, in install order (each waits for the one before)."""
         previous: pulumi.Resource = self.control_plane

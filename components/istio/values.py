@@ -13,15 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
+from components.constants import (
+    EASTWEST_GATEWAY_NAME,
+    EGRESS_GATEWAY_NAME,
+    EGRESS_NAMESPACE,
+    INGRESS_GATEWAY_NAME,
+    INGRESS_NAMESPACE,
+    ISTIO_NAMESPACE,
+    PROXY_RESOURCES,
+)
+from components.istio.tracing import OTLP_GRPC_PORT, extension_providers
 from components.settings import StackSettings
-from components.observability.tracing import OTLP_GRPC_PORT, extension_providers
-
-ISTIO_NAMESPACE: Final = "istio-system"
-INGRESS_NAMESPACE: Final = "istio-ingress"
-EGRESS_NAMESPACE: Final = "istio-egress"
-INGRESS_GATEWAY_NAME: Final = "istio-ingressgateway"
-EGRESS_GATEWAY_NAME: Final = "istio-egressgateway"
-EASTWEST_GATEWAY_NAME: Final = "istio-eastwestgateway"
 
 ISTIOD_RESOURCES: Final = {
     "requests": {"cpu": "500m", "memory": "2Gi"},
@@ -34,12 +36,6 @@ GATEWAY_RESOURCES: Final = {
     "limits": {"cpu": "2", "memory": "1Gi"},
 }
 """Gateways: double the chart's 100m/128Mi request, sized for the region's edge traffic."""
-
-PROXY_RESOURCES: Final = {
-    "requests": {"cpu": "100m", "memory": "128Mi"},
-    "limits": {"cpu": "2", "memory": "1Gi"},
-}
-"""Sidecars: the chart's defaults, stated so the policy pack sees requests and limits."""
 
 DRAIN_FRIENDLY_PDB: Final = {"maxUnavailable": 1, "unhealthyPodEvictionPolicy": "AlwaysAllow"}
 """One pod at a time may go, and crash-looping pods never block a node drain
@@ -157,7 +153,7 @@ def mesh_config(
     """`meshConfig` of istiod: extension providers and the extra Envoy stats the alerts need.
 
     Access logs are not configured here (`accessLogFile`) but through the Telemetry API,
-    which selects the `extensionProviders` defined here (see `components.observability.tracing`).
+    which selects the `extensionProviders` defined here (see `components.observability.telemetry`).
     """
     return {
         "defaultConfig": {

@@ -35,21 +35,18 @@ import pulumi_kubernetes as k8s
 
 from components.helm import install_chart
 from components.istio.component import IstioMesh
+from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT, TracingTarget
 from components.istio.values import injection_labels
 from components.kube import namespace
 from components.naming import service_fqdn
 from components.observability.settings import JaegerSettings
 from components.settings import StackSettings
-from components.observability.tracing import (
-    OTLP_GRPC_PORT,
-    OTLP_HTTP_PORT,
-    QUERY_GRPC_PORT,
-    QUERY_HTTP_PORT,
-    TracingTarget,
-)
 from components.versions import JAEGER
 
 TOKEN: Final = "meshstack:observability:JaegerStack"
+
+QUERY_HTTP_PORT: Final = 16686
+QUERY_GRPC_PORT: Final = 16685
 
 RELEASE: Final = "jaeger"
 """Helm release name; the Service name follows from it (`jaeger_fullname`)."""

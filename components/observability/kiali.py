@@ -22,11 +22,11 @@ from typing import Any, Final
 import pulumi
 import pulumi_random as random
 
-from components.alerts.rules import PROMETHEUS_IGNORE_LABEL
+from components.constants import PROMETHEUS_IGNORE_LABEL
 from components.helm import install_chart
 from components.istio.component import IstioMesh
-from components.observability.jaeger import JaegerStack
 from components.kube import namespace
+from components.observability.jaeger import JaegerStack
 from components.observability.settings import KialiSettings
 from components.settings import StackSettings
 from components.versions import KIALI_SERVER

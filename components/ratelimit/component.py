@@ -17,10 +17,11 @@ import pulumi_random as random
 import yaml
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.ratelimit.component import specs
+from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
+from components.kube import MetricsEndpoint
 from components.naming import service_fqdn
-from components.security.specs import ingress_gateway_principal, workload_apps
+from components.ratelimit import specs
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:ratelimit:RateLimiter"
@@ -45,6 +46,8 @@ class RateLimiter(pulumi.ComponentResource):
     """gRPC address of the ratelimit service, empty when quotas are off."""
     quota_domain: pulumi.Output[str]
     """Rate limit domain, empty when quotas are off."""
+    metrics_endpoint: MetricsEndpoint | None
+    """The ratelimit service's Prometheus port (its over-limit counters); None without quotas."""
 
     def __init__(
         self,
@@ -76,7 +79,11 @@ class RateLimiter(pulumi.ComponentResource):
 
         quota = rate_limit.quota
         address, domain = "", ""
+        self.metrics_endpoint = None
         if quota.enabled:
+            self.metrics_endpoint = MetricsEndpoint(
+                quota.namespace, specs.RATELIMIT_NAME, specs.metrics_port_name()
+            )
             self._quota(name, mesh, settings)
             address = f"{service_fqdn(specs.RATELIMIT_NAME, quota.namespace)}:{specs.GRPC_PORT}"
             domain = quota.domain

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+from components.constants import workload_principal
 from components.naming import service_fqdn
 from components.ratelimit.settings import (
     LocalRateLimitSettings,
@@ -23,7 +24,6 @@ from components.ratelimit.settings import (
     QuotaTier,
     ServiceRateLimit,
 )
-from components.security.specs import workload_principal
 from components.versions import ISTIO_MINOR, RATELIMIT_IMAGE, REDIS_IMAGE
 
 LOCAL_FILTER: Final = "envoy.filters.http.local_ratelimit"
@@ -513,6 +513,12 @@ def ratelimit_service_spec() -> dict[str, Any]:
             {"name": "http-metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
         ],
     }
+
+
+def metrics_port_name() -> str:
+    """Name of the ratelimit Service's Prometheus port (`METRICS_PORT`)."""
+    ports = ratelimit_service_spec()["ports"]
+    return str(next(p["name"] for p in ports if p["port"] == METRICS_PORT))
 
 
 def redis_service_spec() -> dict[str, Any]:

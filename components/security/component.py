@@ -13,8 +13,9 @@ from typing import Any, Final
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.security.component import specs
+from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
+from components.security import specs
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:security:MeshSecurity"
@@ -80,7 +81,7 @@ class MeshSecurity(pulumi.ComponentResource):
             key = (service.namespace, service.name)
             sources = specs.caller_principals(callers.get(key, []))
             if key in exposed:
-                sources = sorted({*sources, specs.ingress_gateway_principal()})
+                sources = sorted({*sources, ingress_gateway_principal()})
             for ref, paths in paths_by_backend.items():
                 namespace, _, backend = ref.partition("/")
                 routed.setdefault((namespace, backend), []).append(
@@ -126,7 +127,7 @@ class MeshSecurity(pulumi.ComponentResource):
         for service in settings.services:
             ns_name = mesh.workload_namespace(service.namespace).metadata.name
             principals = specs.caller_principals(callers.get((service.namespace, service.name), []))
-            for app in specs.workload_apps(service.name, service.delivery == "progressive"):
+            for app in workload_apps(service.name, service.delivery == "progressive"):
                 for policy in specs.service_policies(
                     app,
                     jwt=service.jwt,

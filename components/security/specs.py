@@ -33,11 +33,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from components.istio.values import INGRESS
+from components.constants import ingress_gateway_principal, workload_principal
 from components.security.settings import AllowRule, JwtSettings, MtlsException
-
-TRUST_DOMAIN: Final = "cluster.local"
-"""Istio's default trust domain; the program does not set `meshConfig.trustDomain`."""
 
 MESH_WIDE_NAME: Final = "default"
 """Name of the mesh-wide PeerAuthentication, as Istio's docs call it."""
@@ -45,27 +42,6 @@ MESH_WIDE_NAME: Final = "default"
 ALLOW_NOTHING: Final = "allow-nothing"
 ALLOW_TRUSTED: Final = "allow-trusted-namespaces"
 ALLOW_PUBLIC: Final = "allow-public-paths"
-
-
-def workload_principal(namespace: str, service_account: str) -> str:
-    """The mTLS identity of a workload, as AuthorizationPolicy `principals` match it."""
-    return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
-
-
-def ingress_gateway_principal() -> str:
-    """Identity of the ingress gateway: the chart names its service account after the
-    release (`istio_values.INGRESS`), in the gateway's namespace."""
-    return workload_principal(INGRESS.namespace, INGRESS.release)
-
-
-PRIMARY_SUFFIX: Final = "-primary"
-"""Flagger runs a progressive service's stable pods as `<name>-primary`, relabelled
-`app: <name>-primary`, next to the canary pods that keep `app: <name>`."""
-
-
-def workload_apps(name: str, progressive: bool) -> tuple[str, ...]:
-    """The `app` label values of a service's pods: with Flagger, also the primary's."""
-    return (name, f"{name}{PRIMARY_SUFFIX}") if progressive else (name,)
 
 
 def caller_principals(calls: Iterable[tuple[str, str]]) -> list[str]:

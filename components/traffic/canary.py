@@ -8,10 +8,10 @@ from typing import Final
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.traffic.component import specs
 from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
 from components.settings import MeshService
+from components.traffic import specs
 from components.traffic.settings import effective_policies, ejection_detection_ms
 
 TOKEN: Final = "meshstack:traffic:CanaryRoute"

@@ -22,13 +22,13 @@ from typing import Any, Final
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.istio.component import values as istio_values
-from components.traffic.component import specs
 from components.helm import install_chart
+from components.istio import values as istio_values
 from components.istio.component import IstioMesh
 from components.kube import namespace
 from components.naming import MANAGED_BY
 from components.settings import MeshService, StackSettings
+from components.traffic import specs
 from components.traffic.canary import worst_ejection_seconds
 from components.traffic.gateway import IngressGateways
 from components.versions import FLAGGER, FLAGGER_LOADTESTER

@@ -9,9 +9,9 @@ from typing import Final
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.traffic.component import specs
 from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
+from components.traffic import specs
 from components.traffic.settings import GatewaySettings
 
 TOKEN: Final = "meshstack:traffic:IngressGateways"

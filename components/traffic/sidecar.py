@@ -15,10 +15,10 @@ from typing import Any, Final
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.traffic.component import specs
 from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
 from components.settings import MeshService, StackSettings
+from components.traffic import specs
 from components.traffic.settings import services_by_ref
 
 TOKEN: Final = "meshstack:traffic:SidecarScopes"

@@ -1,0 +1,52 @@
+"""Mesh-wide constants several areas agree on, and nothing else.
+
+Names every area must spell the same way: the control-plane and gateway namespaces, the
+workload identities AuthorizationPolicies match, Flagger's `-primary` suffix, the label
+that keeps a pod out of the sidecar PodMonitor and the sidecar's resources. This module
+imports nothing of the project, so any module can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+TRUST_DOMAIN: Final = "cluster.local"
+"""Istio's default trust domain; the program does not set `meshConfig.trustDomain`."""
+
+ISTIO_NAMESPACE: Final = "istio-system"
+INGRESS_NAMESPACE: Final = "istio-ingress"
+EGRESS_NAMESPACE: Final = "istio-egress"
+INGRESS_GATEWAY_NAME: Final = "istio-ingressgateway"
+EGRESS_GATEWAY_NAME: Final = "istio-egressgateway"
+EASTWEST_GATEWAY_NAME: Final = "istio-eastwestgateway"
+
+PROXY_RESOURCES: Final = {
+    "requests": {"cpu": "100m", "memory": "128Mi"},
+    "limits": {"cpu": "2", "memory": "1Gi"},
+}
+"""Sidecars: the chart's defaults, stated so the policy pack sees requests and limits."""
+
+PRIMARY_SUFFIX: Final = "-primary"
+"""Flagger runs a progressive service's stable pods as `<name>-primary`, relabelled
+`app: <name>-primary`, next to the canary pods that keep `app: <name>`."""
+
+PROMETHEUS_IGNORE_LABEL: Final = "istio-prometheus-ignore"
+"""Pod label (any value) that opts a pod out of the sidecar PodMonitor, as in Istio's
+`samples/addons/extras/prometheus-operator.yaml`: for pods whose 15090 Prometheus cannot
+reach, e.g. behind a chart's NetworkPolicy."""
+
+
+def workload_principal(namespace: str, service_account: str) -> str:
+    """The mTLS identity of a workload, as AuthorizationPolicy `principals` match it."""
+    return f"{TRUST_DOMAIN}/ns/{namespace}/sa/{service_account}"
+
+
+def ingress_gateway_principal() -> str:
+    """Identity of the ingress gateway: the chart names its service account after the
+    release (`INGRESS_GATEWAY_NAME`), in the gateway's namespace."""
+    return workload_principal(INGRESS_NAMESPACE, INGRESS_GATEWAY_NAME)
+
+
+def workload_apps(name: str, progressive: bool) -> tuple[str, ...]:
+    """The `app` label values of a service's pods: with Flagger, also the primary's."""
+    return (name, f"{name}{PRIMARY_SUFFIX}") if progressive else (name,)

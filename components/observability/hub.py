@@ -1,0 +1,97 @@
+"""The hub/spoke link: the hub's `observabilityHub` output and a spoke's HubReference.
+
+One region is the observability hub (`observability.role: hub`): it runs JaegerStack and
+KialiStack and exports their endpoints as the stack output `observabilityHub`. The other
+regions are spokes: `HubReference` reads that output through a `pulumi.StackReference`
+to the hub stack (named in settings), so a spoke's proxies send spans to the hub's
+collector without anyone pasting a URL. Spokes run no Jaeger of their own: a request that
+crosses regions then lands as one trace in one store, instead of halves in two.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import pulumi
+
+from components.istio.tracing import TracingTarget
+from components.observability.jaeger import JaegerStack
+from components.observability.settings import ObservabilitySettings
+
+HUB_REFERENCE_TOKEN: Final = "meshstack:observability:HubReference"
+
+HUB_OUTPUT: Final = "observabilityHub"
+"""Stack output of the hub that spokes read (a map, keys below)."""
+
+HUB_KEYS: Final = (
+    "otlpGrpcHost",
+    "otlpGrpcPort",
+    "otlpGrpcEndpoint",
+    "otlpHttpEndpoint",
+    "queryHttpUrl",
+    "queryGrpcUrl",
+    "namespace",
+)
+"""Keys of the `observabilityHub` output; a spoke reads the collector host and port and the
+gRPC query URL (`HubReference`)."""
+
+
+def hub_outputs(jaeger: JaegerStack) -> pulumi.Output[dict[str, Any]]:
+    """The hub's `observabilityHub` stack output, built from the JaegerStack's outputs."""
+    return pulumi.Output.all(
+        jaeger.otlp_grpc_host,
+        jaeger.otlp_grpc_port,
+        jaeger.otlp_grpc_endpoint,
+        jaeger.otlp_http_endpoint,
+        jaeger.query_http_url,
+        jaeger.query_grpc_url,
+        jaeger.namespace,
+    ).apply(lambda values: dict(zip(HUB_KEYS, values, strict=True)))
+
+
+class HubReference(pulumi.ComponentResource):
+    """A spoke's view of the observability hub, read from the hub stack's outputs.
+
+    Child: the `pulumi.StackReference` to `settings.hub_stack`. Run `pulumi up` on the hub first:
+    until the hub has exported `observabilityHub`, a spoke's update fails with the
+    missing output named.
+    """
+
+    stack: pulumi.Output[str]
+    """Fully qualified name of the hub stack."""
+    otlp_grpc_host: pulumi.Output[str]
+    """The hub collector's fully qualified Service host."""
+    otlp_grpc_port: pulumi.Output[int]
+    """The hub collector's OTLP/gRPC port."""
+    query_grpc_url: pulumi.Output[str]
+    """The hub's Jaeger gRPC query URL."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: ObservabilitySettings,
+        opts: pulumi.ResourceOptions | None = None,
+    ) -> None:
+        super().__init__(HUB_REFERENCE_TOKEN, name, None, opts)
+        hub_stack = settings.hub_stack
+        reference = pulumi.StackReference(
+            f"{name}-stack", stack_name=hub_stack, opts=pulumi.ResourceOptions(parent=self)
+        )
+        hub = reference.require_output(HUB_OUTPUT)
+        self.stack = pulumi.Output.from_input(hub_stack)
+        self.otlp_grpc_host = hub.apply(lambda h: str(h["otlpGrpcHost"]))
+        self.otlp_grpc_port = hub.apply(lambda h: int(h["otlpGrpcPort"]))
+        self.query_grpc_url = hub.apply(lambda h: str(h["queryGrpcUrl"]))
+        self.register_outputs(
+            {
+                "stack": self.stack,
+                "otlp_grpc_host": self.otlp_grpc_host,
+                "otlp_grpc_port": self.otlp_grpc_port,
+                "query_grpc_url": self.query_grpc_url,
+            }
+        )
+
+    @property
+    def tracing_target(self) -> TracingTarget:
+        """The hub's OTLP/gRPC target for this region's IstioMesh."""
+        return TracingTarget(service=self.otlp_grpc_host, port=self.otlp_grpc_port)
