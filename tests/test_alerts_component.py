@@ -17,7 +17,7 @@ from components.alerts.dashboard import dashboard_json
 from components.alerts.settings import AlertsSettings
 from components.constants import PROMETHEUS_IGNORE_LABEL
 from components.istio.component import IstioMesh
-from components.observability import kiali
+from components.observability import kiali_values as kiali
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.specs import RATELIMIT_NAME
 from components.security.component import MeshSecurity

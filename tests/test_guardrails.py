@@ -10,14 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.constants import PROXY_RESOURCES
-from components.guardrails.component import (
+from components.guardrails.component import NamespaceGuardrails
+from components.guardrails.settings import GuardrailSettings, parse_quantity
+from components.guardrails.specs import (
     LIMIT_RANGE_NAME,
     QUOTA_NAME,
-    NamespaceGuardrails,
     limit_range_spec,
     resource_quota_spec,
 )
-from components.guardrails.settings import GuardrailSettings, parse_quantity
 from components.istio.component import IstioMesh
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest

@@ -15,10 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.istio.component import IstioMesh
-from components.observability import jaeger as j
-from components.observability import kiali as k
+from components.observability import jaeger_values as j
+from components.observability import kiali_values as k
 from components.observability import telemetry as t
 from components.observability.hub import HUB_KEYS, HUB_OUTPUT, HubReference
+from components.observability.jaeger import JaegerStack
 from components.observability.settings import (
     JaegerSettings,
     KialiSettings,
@@ -461,7 +462,7 @@ def test_planned_tracing_target_is_the_jaeger_stacks_own_endpoint() -> None:
     def build(opts: pulumi.ResourceOptions) -> None:
         region = RegionMesh("hub", settings, opts)
         assert region.jaeger is not None
-        planned = j.JaegerStack.tracing_target_for(settings)
+        planned = JaegerStack.tracing_target_for(settings)
         pulumi.export("planned", pulumi.Output.all(planned.service, planned.port))
         actual = region.jaeger.tracing_target
         pulumi.export("actual", pulumi.Output.all(actual.service, actual.port))

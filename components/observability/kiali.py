@@ -17,134 +17,32 @@ never written in plain text by this program; the chart turns it into the
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Final
 
 import pulumi
 import pulumi_random as random
 
-from components.constants import PROMETHEUS_IGNORE_LABEL
 from components.helm import install_chart
 from components.istio.component import IstioMesh
 from components.kube import namespace
 from components.observability.jaeger import JaegerStack
-from components.observability.settings import KialiSettings
+from components.observability.kiali_values import (
+    POD_LABELS,
+    RELEASE,
+    SERVER_PORT,
+    SIGNING_KEY_LENGTH,
+    anonymous_warning,
+    kiali_values,
+    remote_access_values,
+    tracing_external_url,
+)
 from components.settings import StackSettings
 from components.versions import KIALI_SERVER
 
 TOKEN: Final = "meshstack:observability:KialiStack"
+
+
 REMOTE_TOKEN: Final = "meshstack:observability:KialiRemoteAccess"
-
-RELEASE: Final = "kiali"
-"""Helm release; with the default `deployment.instance_name` the Service is `kiali`."""
-
-SIGNING_KEY_LENGTH: Final = 32
-"""Kiali signs login tokens with HMAC; 32 random characters (the chart's own default
-when it generates one) — but generated once and kept, not on every render."""
-
-MULTI_CLUSTER_LABEL: Final = "kiali.io/multiCluster=true"
-"""Label of the remote-cluster kubeconfig Secrets Kiali discovers in its namespace."""
-
-SERVER_PORT: Final = 20001
-"""Kiali's HTTP port (chart `server.port` default): UI, API and its Ingress backend."""
-
-POD_LABELS: Final = {"app.kubernetes.io/name": "kiali", "app.kubernetes.io/instance": RELEASE}
-"""Selector labels of the chart's pod (`kiali-server.selectorLabels`; the instance is
-`deployment.instance_name`, which defaults to the release name used here)."""
-
-WEB_ROOT: Final = "/kiali"
-"""Kiali's default web root on Kubernetes, stated so links and Ingress agree."""
-
-RESOURCES: Final = {
-    "requests": {"cpu": "100m", "memory": "256Mi"},
-    "limits": {"cpu": "1", "memory": "1Gi"},
-}
-"""Above the chart's 10m/64Mi: a multi-cluster graph query is CPU-heavy; the chart's 1Gi
-memory limit kept, plus a CPU limit."""
-
-
-def anonymous_warning() -> str:
-    """The warning logged when anonymous access is enabled."""
-    return (
-        "Kiali auth.strategy is 'anonymous': anyone who reaches Kiali has full access "
-        "(allowed by observability.kiali.allowAnonymous)"
-    )
-
-
-def kiali_values(
-    settings: KialiSettings,
-    *,
-    prometheus_url: str,
-    tracing_internal_url: pulumi.Input[str],
-    tracing_external_url: str,
-    signing_key: pulumi.Input[str],
-) -> dict[str, Any]:
-    """Values of the kiali-server chart. Inputs may be Outputs (Jaeger URL, signing key)."""
-    auth: dict[str, Any] = {"strategy": settings.auth_strategy}
-    if settings.auth_strategy == "openid":
-        auth["openid"] = {
-            "issuer_uri": settings.openid_issuer_uri,
-            "client_id": settings.openid_client_id,
-        }
-    tracing: dict[str, Any] = {
-        "enabled": True,
-        "provider": "jaeger",
-        "internal_url": tracing_internal_url,
-        "use_grpc": True,
-    }
-    if tracing_external_url:
-        tracing["external_url"] = tracing_external_url
-    grafana: dict[str, Any] = {"enabled": bool(settings.grafana_internal_url)}
-    if settings.grafana_internal_url:
-        grafana["internal_url"] = settings.grafana_internal_url
-        grafana["external_url"] = settings.grafana_external_url
-    deployment: dict[str, Any] = {
-        "resources": RESOURCES,
-        "view_only_mode": settings.view_only_mode,
-        # The chart's NetworkPolicy (kept: `network_policy.enabled` defaults to true) admits
-        # only 20001 and 9090, so the sidecar PodMonitor's target on 15090 could never be
-        # scraped and would stay down; the label opts Kiali's pod out of that PodMonitor.
-        "pod_labels": {PROMETHEUS_IGNORE_LABEL: "true"},
-    }
-    server: dict[str, Any] = {"web_root": WEB_ROOT}
-    if settings.ingress_host:
-        deployment["ingress"] = {"enabled": True, "class_name": settings.ingress_class}
-        server["web_fqdn"] = settings.ingress_host
-        server["web_schema"] = "https"
-    return {
-        "auth": auth,
-        "login_token": {"signing_key": signing_key},
-        "deployment": deployment,
-        "server": server,
-        "external_services": {
-            "prometheus": {"enabled": True, "url": prometheus_url},
-            "tracing": tracing,
-            "grafana": grafana,
-        },
-        "clustering": {
-            # Spokes appear once their kubeconfig Secrets (this label) exist here and the
-            # chart re-renders: it finds them with Helm's `lookup` at render time.
-            "autodetect_secrets": {"enabled": True, "label": MULTI_CLUSTER_LABEL},
-        },
-    }
-
-
-def remote_access_values(signing_key: pulumi.Input[str]) -> dict[str, Any]:
-    """Values of kiali-server on a spoke: only the ServiceAccount and RBAC the hub's Kiali
-    uses through its remote-cluster Secret, no Kiali server."""
-    return {
-        "deployment": {"remote_cluster_resources_only": True},
-        # The chart would otherwise render a new random key into its Secret on every run.
-        "login_token": {"signing_key": signing_key},
-    }
-
-
-def tracing_external_url(settings: StackSettings) -> str:
-    """Browser URL of the Jaeger UI: the setting, else Jaeger's Ingress host, else none."""
-    kiali = settings.observability.kiali
-    if kiali.tracing_external_url:
-        return kiali.tracing_external_url
-    host = settings.observability.jaeger.ingress_host
-    return f"https://{host}" if host else ""
 
 
 class KialiStack(pulumi.ComponentResource):
