@@ -20,6 +20,7 @@ from components.observability.kiali import KialiRemoteAccess, KialiStack
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
 from components.security.component import MeshSecurity
+from components.service_graph import ServiceGraph
 from components.settings import StackSettings
 from components.traffic.component import TrafficManagement
 
@@ -68,8 +69,13 @@ class RegionMesh(pulumi.ComponentResource):
         else:
             KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
-        self.traffic = TrafficManagement(f"{name}-traffic", settings, self.mesh, opts=child)
-        self.security = MeshSecurity(f"{name}-security", self.mesh, settings, opts=child)
+        graph = ServiceGraph(settings.services)
+        self.traffic = TrafficManagement(
+            f"{name}-traffic", settings, self.mesh, graph=graph, opts=child
+        )
+        self.security = MeshSecurity(
+            f"{name}-security", self.mesh, settings, graph=graph, opts=child
+        )
         self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
         self.alerts = MeshAlerts(
             f"{name}-alerts",

@@ -21,6 +21,7 @@ from components.observability import kiali_values as kiali
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.specs import RATELIMIT_NAME
 from components.security.component import MeshSecurity
+from components.service_graph import ServiceGraph
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
 from tools.verify import validate_helm_values, validate_manifest
@@ -113,7 +114,7 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
 
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        MeshSecurity("sec", mesh, settings, opts=opts)
+        MeshSecurity("sec", mesh, settings, graph=ServiceGraph(settings.services), opts=opts)
         MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
 
     objects = _objects(run_with_provider(build))

@@ -13,6 +13,7 @@ from components.istio.component import IstioMesh
 from components.security import specs
 from components.security.component import MeshSecurity
 from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.service_graph import ServiceGraph, ServiceId
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 
@@ -395,7 +396,7 @@ def test_every_namespace_is_default_deny_with_trusted_and_health_openings() -> N
 def render():  # type: ignore[no-untyped-def]
     def build(opts: Any) -> None:
         mesh = IstioMesh("m", SETTINGS, opts=opts)
-        MeshSecurity("sec", mesh, SETTINGS, opts=opts)
+        MeshSecurity("sec", mesh, SETTINGS, graph=ServiceGraph(SETTINGS.services), opts=opts)
 
     return run_with_provider(build)
 
@@ -505,7 +506,9 @@ def test_workload_apps_include_the_flagger_primary() -> None:
 
 
 def test_callers_are_allowed_by_their_service_identity() -> None:
-    principals = specs.caller_principals([("shop", "web"), ("shop", "web"), ("bank", "ledger")])
+    principals = specs.caller_principals(
+        [ServiceId("shop", "web"), ServiceId("shop", "web"), ServiceId("bank", "ledger")]
+    )
     assert principals == ["cluster.local/ns/bank/sa/ledger", "cluster.local/ns/shop/sa/web"]
     assert specs.callers_allow_spec("api", principals) == {
         "selector": {"matchLabels": {"app": "api"}},
@@ -548,7 +551,13 @@ def test_calls_and_progressive_delivery_in_the_component() -> None:
     )
 
     def build(opts: Any) -> None:
-        MeshSecurity("sec", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+        MeshSecurity(
+            "sec",
+            IstioMesh("m", settings, opts=opts),
+            settings,
+            graph=ServiceGraph(settings.services),
+            opts=opts,
+        )
 
     policies = _objects(run_with_provider(build), "AuthorizationPolicy")
     for app in ("ledger", "ledger-primary"):
@@ -686,7 +695,13 @@ def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -
     )
 
     def build(opts: Any) -> None:
-        MeshSecurity("sec", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+        MeshSecurity(
+            "sec",
+            IstioMesh("m", settings, opts=opts),
+            settings,
+            graph=ServiceGraph(settings.services),
+            opts=opts,
+        )
 
     out = run_with_provider(build)
     policies = _objects(out, "AuthorizationPolicy")

@@ -9,6 +9,7 @@ import pulumi
 import pytest
 
 from components.istio.component import IstioMesh
+from components.service_graph import ServiceGraph
 from components.traffic.component import TrafficManagement
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
@@ -50,7 +51,9 @@ SETTINGS = make_settings(
 
 def build(opts: pulumi.ResourceOptions) -> None:
     mesh = IstioMesh("m", SETTINGS, opts=opts)
-    traffic = TrafficManagement("t", SETTINGS, mesh, opts=opts)
+    traffic = TrafficManagement(
+        "t", SETTINGS, mesh, graph=ServiceGraph(SETTINGS.services), opts=opts
+    )
     pulumi.export("ejection", traffic.ejection_detection_seconds)
     assert traffic.delivery is not None
     pulumi.export("loadtester", traffic.delivery.loadtester_url)
@@ -193,7 +196,7 @@ def test_no_flagger_without_progressive_services() -> None:
 
     def build_static(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        TrafficManagement("t", settings, mesh, opts=opts)
+        TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
 
     names = by_name(run_with_provider(build_static))
     assert not [n for n in names if n.startswith("t-delivery")]
@@ -206,7 +209,7 @@ def test_sidecar_scoping_can_be_turned_off() -> None:
 
     def build_unscoped(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        TrafficManagement("t", settings, mesh, opts=opts)
+        TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
 
     names = by_name(run_with_provider(build_unscoped))
     assert "t-sidecars" not in names

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from components.service_graph import ServiceGraph
 from components.settings import MeshService, StackSettings
 from components.traffic import specs
-from components.traffic.settings import services_by_ref
 from tests.conftest import make_settings
 from tools.verify import validate_helm_values, validate_manifest
 
@@ -110,7 +110,7 @@ def test_endpoint_routes_exact_first_longest_prefix_next_and_backends() -> None:
         ),
         svc("admin", port=9000),
     )
-    routes = specs.http_routes(settings.services[0], services_by_ref(settings))
+    routes = specs.http_routes(settings.services[0], ServiceGraph(settings.services).by_ref())
     assert [r["name"] for r in routes] == ["status", "admin", "api", "default"]
     assert routes[0]["match"] == [{"uri": {"exact": "/status"}}]
     assert routes[0]["timeout"] == "2s"
@@ -358,10 +358,10 @@ def test_sidecar_allows_own_namespace_control_plane_observability_and_calls() ->
         svc("api", "shop"),
         svc("cache", "front"),
     )
+    graph = ServiceGraph(settings.services)
     spec = specs.sidecar_spec(
         "front",
-        settings.services[0].calls,
-        services_by_ref(settings),
+        [graph.service(callee) for callee in graph.namespace_callees("front")],
         istio_namespace="istio-system",
         observability_namespace="observability",
     )

@@ -16,6 +16,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
 from components.security import specs
+from components.service_graph import ServiceGraph, ServiceId
 from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:security:MeshSecurity"
@@ -44,6 +45,8 @@ class MeshSecurity(pulumi.ComponentResource):
         name: str,
         mesh: IstioMesh,
         settings: StackSettings,
+        *,
+        graph: ServiceGraph,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
@@ -56,39 +59,25 @@ class MeshSecurity(pulumi.ComponentResource):
                 settings.traffic.flagger_namespace,
             }
         )
-        callers: dict[tuple[str, str], list[tuple[str, str]]] = {}
-        for caller in settings.services:
-            for ref in caller.calls:
-                namespace, _, callee = ref.partition("/")
-                callers.setdefault((namespace, callee), []).append((caller.namespace, caller.name))
-
         exposed = {
-            (service.namespace, service.name)
-            for service in settings.services
+            service_id
+            for service_id, service in graph.services.items()
             if service.traffic.expose is not None
         }
         # An endpoint route of X to Y is applied by the caller's sidecar (or the gateway):
         # Y sees X's callers, so they are allowed on Y for the routed paths, and X's JWT
         # requirement is carried over to those paths of Y.
-        routed: dict[tuple[str, str], list[specs.RoutedFrom]] = {}
-        for service in settings.services:
-            paths_by_backend: dict[str, list[str]] = {}
-            for route in service.traffic.routes:
-                if route.backend is not None:
-                    paths_by_backend.setdefault(route.backend, []).append(
-                        specs.route_path(route.prefix, route.exact)
-                    )
-            key = (service.namespace, service.name)
-            sources = specs.caller_principals(callers.get(key, []))
-            if key in exposed:
+        routed: dict[ServiceId, list[specs.RoutedFrom]] = {}
+        for service_id, service in graph.services.items():
+            sources = specs.caller_principals(graph.callers(service_id))
+            if service_id in exposed:
                 sources = sorted({*sources, ingress_gateway_principal()})
-            for ref, paths in paths_by_backend.items():
-                namespace, _, backend = ref.partition("/")
-                routed.setdefault((namespace, backend), []).append(
+            for backend, routes in graph.routed_backends(service_id).items():
+                routed.setdefault(backend, []).append(
                     specs.RoutedFrom(
                         namespace=service.namespace,
                         name=service.name,
-                        paths=tuple(paths),
+                        paths=tuple(specs.route_path(r.prefix, r.exact) for r in routes),
                         principals=tuple(sources),
                         jwt=service.jwt,
                     )
@@ -124,9 +113,9 @@ class MeshSecurity(pulumi.ComponentResource):
                     spec=spec,
                     mesh=mesh,
                 )
-        for service in settings.services:
+        for service_id, service in graph.services.items():
             ns_name = mesh.workload_namespace(service.namespace).metadata.name
-            principals = specs.caller_principals(callers.get((service.namespace, service.name), []))
+            principals = specs.caller_principals(graph.callers(service_id))
             for app in workload_apps(service.name, service.delivery == "progressive"):
                 for policy in specs.service_policies(
                     app,
@@ -135,8 +124,8 @@ class MeshSecurity(pulumi.ComponentResource):
                     caller_principals=principals,
                     trusted_namespaces=trusted,
                     public_paths=security.public_paths,
-                    exposed=(service.namespace, service.name) in exposed,
-                    routed=routed.get((service.namespace, service.name), ()),
+                    exposed=service_id in exposed,
+                    routed=routed.get(service_id, ()),
                 ):
                     self._resource(
                         f"{name}-{service.namespace}-{policy.name}",

@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from components.constants import ingress_gateway_principal, workload_principal
 from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.service_graph import ServiceId
 
 MESH_WIDE_NAME: Final = "default"
 """Name of the mesh-wide PeerAuthentication, as Istio's docs call it."""
@@ -44,10 +45,10 @@ ALLOW_TRUSTED: Final = "allow-trusted-namespaces"
 ALLOW_PUBLIC: Final = "allow-public-paths"
 
 
-def caller_principals(calls: Iterable[tuple[str, str]]) -> list[str]:
-    """Identities of calling services, `(namespace, name)`: each workload is assumed to run
-    as a service account named after its service (the convention `calls` relies on)."""
-    return sorted({workload_principal(namespace, name) for namespace, name in calls})
+def caller_principals(callers: Iterable[ServiceId]) -> list[str]:
+    """Identities of calling services: each workload is assumed to run as a service
+    account named after its service (the convention `calls` relies on)."""
+    return sorted({workload_principal(caller.namespace, caller.name) for caller in callers})
 
 
 def callers_allow_spec(app: str, principals: Sequence[str]) -> dict[str, Any]:

@@ -12,11 +12,11 @@ from typing import Final
 import pulumi
 
 from components.istio.component import IstioMesh
+from components.service_graph import ServiceGraph
 from components.settings import StackSettings
 from components.traffic.canary import CanaryRoute
 from components.traffic.delivery import ProgressiveDelivery
 from components.traffic.gateway import IngressGateways
-from components.traffic.settings import services_by_ref
 from components.traffic.sidecar import SidecarScopes
 
 TOKEN: Final = "meshstack:traffic:TrafficManagement"
@@ -33,6 +33,8 @@ class TrafficManagement(pulumi.ComponentResource):
         name: str,
         settings: StackSettings,
         mesh: IstioMesh,
+        *,
+        graph: ServiceGraph,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
@@ -40,7 +42,7 @@ class TrafficManagement(pulumi.ComponentResource):
         traffic = settings.traffic
         self.gateways = IngressGateways(f"{name}-gateways", traffic.gateways, mesh, opts=child)
         """The ingress Gateways."""
-        backends = services_by_ref(settings)
+        backends = graph.by_ref()
         ejection: dict[str, pulumi.Output[float | None]] = {}
         self.routes: dict[str, CanaryRoute] = {}
         """CanaryRoute per static service, keyed `<namespace>/<name>`."""
@@ -78,6 +80,6 @@ class TrafficManagement(pulumi.ComponentResource):
                 all_times, self.delivery.ejection_detection_seconds
             ).apply(lambda parts: {**parts[0], **parts[1]})
         if traffic.sidecar_scoping:
-            SidecarScopes(f"{name}-sidecars", settings, mesh, opts=child)
+            SidecarScopes(f"{name}-sidecars", settings, mesh, graph=graph, opts=child)
         self.ejection_detection_seconds = all_times.apply(lambda t: dict(sorted(t.items())))
         self.register_outputs({"ejection_detection_seconds": self.ejection_detection_seconds})

@@ -16,7 +16,6 @@ backreferences although Python's `re` accepts them.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar
 
@@ -901,8 +900,3 @@ def host_matches(host: str, pattern: str) -> bool:
     if pattern.startswith("*."):
         return host.endswith(pattern[1:]) and not host.startswith("*.")
     return host == pattern
-
-
-def services_by_ref(settings: StackSettings) -> Mapping[str, MeshService]:
-    """Every service keyed `<namespace>/<name>`."""
-    return {f"{s.namespace}/{s.name}": s for s in settings.services}

@@ -7,8 +7,6 @@ control plane, observability and the services its namespace declares in `calls`.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Mapping
 from functools import partial
 from typing import Any, Final
 
@@ -17,9 +15,9 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
+from components.service_graph import ServiceGraph
 from components.settings import MeshService, StackSettings
 from components.traffic import specs
-from components.traffic.settings import services_by_ref
 
 TOKEN: Final = "meshstack:traffic:SidecarScopes"
 SIDECAR_NAME: Final = "default"
@@ -29,15 +27,13 @@ if there are several, so the program owns exactly one, named as Istio's docs nam
 
 def _sidecar(
     ns: str,
-    calls: list[str],
-    services: Mapping[str, MeshService],
+    callees: list[MeshService],
     settings: StackSettings,
     istio_namespace: str,
 ) -> dict[str, Any]:
     return specs.sidecar_spec(
         ns,
-        calls,
-        services,
+        callees,
         istio_namespace=istio_namespace,
         observability_namespace=settings.observability_namespace,
     )
@@ -54,16 +50,15 @@ class SidecarScopes(pulumi.ComponentResource):
         name: str,
         settings: StackSettings,
         mesh: IstioMesh,
+        *,
+        graph: ServiceGraph,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        services = services_by_ref(settings)
-        calls: dict[str, list[str]] = defaultdict(list)
-        for service in settings.services:
-            calls[service.namespace].extend(service.calls)
         hosts: dict[str, pulumi.Output[list[str]]] = {}
         for ns in settings.namespaces:
-            spec = mesh.namespace.apply(partial(_sidecar, ns, calls[ns], services, settings))
+            callees = [graph.service(callee) for callee in graph.namespace_callees(ns)]
+            spec = mesh.namespace.apply(partial(_sidecar, ns, callees, settings))
             CustomResource(
                 f"{name}-{ns}",
                 api_version="networking.istio.io/v1",

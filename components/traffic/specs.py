@@ -352,20 +352,17 @@ def gateway_spec(gateway: GatewaySettings, selector: Mapping[str, str]) -> dict[
 
 def sidecar_spec(
     namespace: str,
-    calls: Iterable[str],
-    services: Mapping[str, MeshService],
+    callees: Iterable[MeshService],
     *,
     istio_namespace: str,
     observability_namespace: str,
 ) -> dict[str, Any]:
     """Sidecar of a workload namespace: egress to itself, the control plane, observability
-    and the services its services call, so each proxy's config grows with its dependencies.
-
-    `calls` are `<namespace>/<name>` references, resolved through `services`.
+    and the services its services call (`callees`), so each proxy's config grows with its
+    dependencies.
     """
     hosts = {"./*", f"{istio_namespace}/*", f"{observability_namespace}/*"}
-    for ref in calls:
-        target = services[ref]
+    for target in callees:
         if target.namespace != namespace and target.namespace not in {
             istio_namespace,
             observability_namespace,
