@@ -8,9 +8,11 @@ both sides import them without a cycle.
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Final
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from components.naming import is_dns_label
@@ -112,3 +114,202 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 
 OptionalHeaderName = Annotated[str, AfterValidator(lambda v: v and _header_name(v))]
 """A header name, or empty for "none"."""
+
+
+# --- durations (Go / protobuf syntax, as Istio and Flagger parse them) ------------------------
+
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_MS: Final = {
+    "ns": Decimal("0.000001"),
+    "us": Decimal("0.001"),
+    "µs": Decimal("0.001"),
+    "ms": Decimal(1),
+    "s": Decimal(1000),
+    "m": Decimal(60_000),
+    "h": Decimal(3_600_000),
+}
+DURATION_RULE: Final = (
+    "must be a duration like 250ms, 1.5s or 1m (units ns, us, ms, s, m, h) of at least 1ms"
+)
+
+
+def parse_duration_ms(text: str) -> Decimal:
+    """Milliseconds of a Go / protobuf duration string; ValueError if it does not parse."""
+    position, total = 0, Decimal(0)
+    if not text:
+        raise ValueError(DURATION_RULE)
+    while position < len(text):
+        part = _DURATION_PART.match(text, position)
+        if part is None:
+            raise ValueError(DURATION_RULE)
+        try:
+            total += Decimal(part.group(1)) * _UNIT_MS[part.group(2)]
+        except InvalidOperation:
+            raise ValueError(DURATION_RULE) from None
+        position = part.end()
+    return total
+
+
+def format_duration(ms: Decimal) -> str:
+    """Canonical duration: `30s` for whole seconds, else seconds with 3 decimals (`0.250s`).
+
+    Both Istio (protobuf JSON) and Flagger (Go `time.ParseDuration`) parse this form.
+    """
+    ms = ms.quantize(Decimal(1))
+    if ms % 1000 == 0:
+        return f"{int(ms // 1000)}s"
+    return f"{ms / 1000:.3f}s"
+
+
+def duration_ms(text: str) -> int:
+    """Whole milliseconds of a validated duration."""
+    return int(parse_duration_ms(text))
+
+
+def _duration(text: str) -> str:
+    ms = parse_duration_ms(text)
+    if ms < 1:
+        raise ValueError(DURATION_RULE)
+    return format_duration(ms)
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+"""A duration ≥ 1ms (the floor Istio's CRDs enforce), stored canonically."""
+
+
+# --- Prometheus durations ------------------------------------------------------------------
+
+_PROM_DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def _prom_duration(value: str) -> str:
+    match = _PROM_DURATION.match(value)
+    if not value or match is None or not any(int(g) for g in match.groups() if g):
+        raise ValueError(
+            "must be a positive duration in hours, minutes and seconds, e.g. 2m or 1m30s"
+        )
+    return value
+
+
+PromDuration = Annotated[str, AfterValidator(_prom_duration)]
+"""A positive Prometheus duration such as `30s`, `2m` or `1h30m`; also matches the
+Prometheus Operator CRDs' duration pattern."""
+
+
+def prom_duration_seconds(value: str) -> int:
+    """Seconds in a `PromDuration` (already validated)."""
+    match = _PROM_DURATION.match(value)
+    if match is None:
+        raise ValueError(f"{value!r} is not a duration")
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+# --- RE2 ----------------------------------------------------------------------------------
+
+RE2_RULE: Final = "must be an RE2 regex (Envoy's engine; no lookarounds or backreferences)"
+
+_RE2_OPTIONS: Final = re2.Options()
+_RE2_OPTIONS.log_errors = False
+
+
+def re2_problem(pattern: str) -> str | None:
+    """Why RE2 rejects `pattern`, or None.
+
+    Checked with RE2 itself: Python's `re` accepts constructs RE2 rejects (lookarounds,
+    backreferences, possessive quantifiers, `\\Z`), and Envoy would NACK the route, and
+    the whole listener update with it.
+    """
+    try:
+        re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as error:
+        reason = error.args[0] if error.args else error
+        return reason.decode() if isinstance(reason, bytes) else str(reason)
+    return None
+
+
+def _re2(pattern: str) -> str:
+    problem = re2_problem(pattern)
+    if problem is not None:
+        raise ValueError(f"{RE2_RULE}: {problem}")
+    return pattern
+
+
+Re2Regex = Annotated[str, AfterValidator(_re2)]
+"""A regex Envoy's RE2 engine accepts (full-string match, as Istio applies it)."""
+
+
+# --- Kubernetes quantities ----------------------------------------------------------------
+
+_QUANTITY: Final = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
+QUANTITY_FACTORS: Final = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    "k": Decimal(10**3),
+    "M": Decimal(10**6),
+    "G": Decimal(10**9),
+    "T": Decimal(10**12),
+    "Ki": Decimal(2**10),
+    "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30),
+    "Ti": Decimal(2**40),
+}
+
+
+def parse_quantity(value: str) -> Decimal:
+    """A Kubernetes quantity (`250m`, `2`, `512Mi`, `1G`) as a number of base units."""
+    match = _QUANTITY.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes quantity")
+    return Decimal(match.group(1)) * QUANTITY_FACTORS[match.group(3)]
+
+
+def _quantity(value: str) -> str:
+    if not _QUANTITY.match(value):
+        raise ValueError("must be a Kubernetes quantity, e.g. `500m`, `2`, `512Mi`, `4Gi`")
+    return value
+
+
+Quantity = Annotated[str, AfterValidator(_quantity)]
+"""A Kubernetes resource quantity string."""
+
+
+class Resources(SettingsModel):
+    """CPU and memory requests and limits of one container."""
+
+    cpu_request: Quantity = Field(default="250m", description="CPU request.")
+    memory_request: Quantity = Field(default="512Mi", description="Memory request.")
+    cpu_limit: Quantity = Field(default="2", description="CPU limit.")
+    memory_limit: Quantity = Field(default="2Gi", description="Memory limit.")
+
+    def as_kubernetes(self) -> dict[str, dict[str, str]]:
+        """The `resources` block of a container."""
+        return {
+            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
+            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
+        }
+
+
+# --- URLs --------------------------------------------------------------------------------
+
+URL_PATTERN: Final = r"^https?://[^\s/]+(:\d+)?(/\S*)?$"
+
+Url = Annotated[str, StringConstraints(pattern=URL_PATTERN)]
+"""An http:// or https:// URL without spaces."""
+
+OptionalUrl = Annotated[str, StringConstraints(pattern=r"^(https?://[^\s/]+(:\d+)?(/\S*)?)?$")]
+"""A `Url`, or empty for "none"."""
+
+_HTTPS_URL: Final = re.compile(r"^https://[^\s/#]+(/[^\s#]*)?$")
+
+
+def _https_url(value: str) -> str:
+    if not _HTTPS_URL.match(value):
+        raise ValueError(
+            "must be an https:// URL without spaces or #fragment (the alert name is appended)"
+        )
+    return value
+
+
+HttpsUrl = Annotated[str, AfterValidator(_https_url)]
+"""An https:// URL without a fragment, to which a path or anchor may be appended."""

@@ -12,8 +12,8 @@ from components.alerts.settings import (
     AlertsSettings,
     AppMetrics,
     DashboardSettings,
-    duration_seconds,
 )
+from components.settings_types import prom_duration_seconds
 from tests.conftest import STACKS, make_settings, settings_error
 from tools.render import PROJECT_DIR
 
@@ -64,7 +64,7 @@ def test_for_is_spelled_as_in_prometheus() -> None:
 
 
 def test_duration_seconds() -> None:
-    assert [duration_seconds(d) for d in ("15s", "2m", "1m30s", "1h")] == [15, 120, 90, 3600]
+    assert [prom_duration_seconds(d) for d in ("15s", "2m", "1m30s", "1h")] == [15, 120, 90, 3600]
 
 
 def test_a_rate_window_of_exactly_four_scrapes_is_allowed() -> None:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from components.constants import PROXY_RESOURCES
 from components.guardrails.component import NamespaceGuardrails
-from components.guardrails.settings import GuardrailSettings, parse_quantity
+from components.guardrails.settings import GuardrailSettings
 from components.guardrails.specs import (
     LIMIT_RANGE_NAME,
     QUOTA_NAME,
@@ -19,6 +19,7 @@ from components.guardrails.specs import (
     resource_quota_spec,
 )
 from components.istio.component import IstioMesh
+from components.settings_types import parse_quantity
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 

@@ -9,14 +9,12 @@ from typing import Any
 import pytest
 
 from components.settings import SettingsError
+from components.settings_types import format_duration, parse_duration_ms, re2_problem
 from components.traffic.settings import (
     OutlierDetectionSettings,
     ServiceTraffic,
     TrafficSettings,
     ejection_detection_ms,
-    format_duration,
-    parse_duration_ms,
-    re2_problem,
 )
 from tests.conftest import make_settings
 

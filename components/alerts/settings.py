@@ -16,30 +16,16 @@ from pydantic import AfterValidator, Field, model_validator
 
 from components.settings_types import (
     DnsLabel,
+    HttpsUrl,
     LabelValue,
+    PromDuration,
     RuleViolationError,
     SettingsModel,
+    prom_duration_seconds,
 )
-
-_DURATION: Final = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def _duration(value: str) -> str:
-    match = _DURATION.match(value)
-    if not value or match is None or not any(int(g) for g in match.groups() if g):
-        raise ValueError(
-            "must be a positive duration in hours, minutes and seconds, e.g. 2m or 1m30s"
-        )
-    return value
-
-
-Duration = Annotated[str, AfterValidator(_duration)]
-"""A positive Prometheus duration such as `30s`, `2m` or `1h30m`; also matches the
-Prometheus Operator CRDs' duration pattern."""
 
 _PORT_NAME: Final = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _PORT_NAME_MAX: Final = 15
-_HTTPS_URL: Final = re.compile(r"^https://[^\s/#]+(/[^\s#]*)?$")
 
 
 def _port_name(value: str) -> str:
@@ -57,14 +43,6 @@ def _http_path(value: str) -> str:
     return value
 
 
-def _https_url(value: str) -> str:
-    if not _HTTPS_URL.match(value):
-        raise ValueError(
-            "must be an https:// URL without spaces or #fragment (the alert name is appended)"
-        )
-    return value
-
-
 def _absolute_dir(value: str) -> str:
     if not value.startswith("/") or value.endswith("/") or any(c.isspace() for c in value):
         raise ValueError(
@@ -72,15 +50,6 @@ def _absolute_dir(value: str) -> str:
             "e.g. /etc/prom-certs"
         )
     return value
-
-
-def duration_seconds(value: str) -> int:
-    """Seconds in a `Duration` (already validated)."""
-    match = _DURATION.match(value)
-    if match is None:
-        raise ValueError(f"{value!r} is not a duration")
-    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
 
 
 Severity = Literal["critical", "warning", "info"]
@@ -114,7 +83,7 @@ class AppMetrics(SettingsModel):
         default="/metrics",
         description="HTTP path of the metrics. Default `/metrics`, the Prometheus convention.",
     )
-    interval: Duration = Field(
+    interval: PromDuration = Field(
         default="30s",
         description=(
             "Scrape interval. Default `30s`: application metrics change slower than the "
@@ -136,7 +105,7 @@ class ErrorRateAlert(SettingsModel):
             "which the alert fires. Default 0.05 (5%)."
         ),
     )
-    for_: Duration = Field(
+    for_: PromDuration = Field(
         default="2m",
         alias="for",
         description="How long the ratio must stay above the threshold. Default `2m`.",
@@ -155,7 +124,7 @@ class LatencyAlert(SettingsModel):
         gt=0,
         description="p95 latency in milliseconds above which the alert fires. Default 1000.",
     )
-    for_: Duration = Field(
+    for_: PromDuration = Field(
         default="2m",
         alias="for",
         description="How long the p95 must stay above the threshold. Default `2m`.",
@@ -187,7 +156,7 @@ class RateLimitAlert(SettingsModel):
             "above which the alert fires. Default 1."
         ),
     )
-    for_: Duration = Field(
+    for_: PromDuration = Field(
         default="5m",
         alias="for",
         description="Default `5m`: bursts that the limiter absorbs are not worth a page.",
@@ -206,7 +175,7 @@ class CircuitBreakerAlert(SettingsModel):
             "any ejection means an upstream host failed, which someone should look at."
         ),
     )
-    for_: Duration = Field(
+    for_: PromDuration = Field(
         default="1m",
         alias="for",
         description="Default `1m`: ejections are short-lived, a long `for` would hide them.",
@@ -217,7 +186,7 @@ class CircuitBreakerAlert(SettingsModel):
 class AlertsSettings(SettingsModel):
     """Thresholds of the PrometheusRule and how Prometheus finds the monitors and the rule."""
 
-    runbook_base_url: Annotated[str, AfterValidator(_https_url)] = Field(
+    runbook_base_url: HttpsUrl = Field(
         default="https://github.com/meshstack/meshstack/blob/main/docs/alerts.md",
         description=(
             "Base of every alert's `runbook_url` (`<base>#<alertname in lowercase>`). "
@@ -244,11 +213,11 @@ class AlertsSettings(SettingsModel):
             "the mount path of Istio's documentation."
         ),
     )
-    scrape_interval: Duration = Field(
+    scrape_interval: PromDuration = Field(
         default="15s",
         description="Scrape interval of the sidecars and istiod. Default `15s`, Istio's sample.",
     )
-    rate_window: Duration = Field(
+    rate_window: PromDuration = Field(
         default="1m",
         description=(
             "Range of every `rate()`/`increase()` in the rules. Default `1m`: four 15s "
@@ -279,8 +248,8 @@ class AlertsSettings(SettingsModel):
 
     @model_validator(mode="after")
     def _window_holds_enough_samples(self) -> AlertsSettings:
-        minimum = MIN_SAMPLES_PER_WINDOW * duration_seconds(self.scrape_interval)
-        if duration_seconds(self.rate_window) < minimum:
+        minimum = MIN_SAMPLES_PER_WINDOW * prom_duration_seconds(self.scrape_interval)
+        if prom_duration_seconds(self.rate_window) < minimum:
             raise RuleViolationError(
                 ("rateWindow",),
                 self.rate_window,

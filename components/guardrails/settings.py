@@ -8,46 +8,18 @@ rules here make sure the quota and the LimitRange leave room for it.
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal
-from typing import Annotated, Final
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from components.constants import PROXY_RESOURCES
-from components.settings_types import RuleViolationError, SettingsModel
-
-_QUANTITY: Final = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|M|G|T|Ki|Mi|Gi|Ti)?$")
-_FACTORS: Final = {
-    None: Decimal(1),
-    "m": Decimal("0.001"),
-    "k": Decimal(10**3),
-    "M": Decimal(10**6),
-    "G": Decimal(10**9),
-    "T": Decimal(10**12),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-}
-
-
-def parse_quantity(value: str) -> Decimal:
-    """A Kubernetes quantity (`250m`, `2`, `512Mi`, `1G`) as a number of base units."""
-    match = _QUANTITY.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    return Decimal(match.group(1)) * _FACTORS[match.group(3)]
-
-
-def _quantity(value: str) -> str:
-    if not _QUANTITY.match(value):
-        raise ValueError("must be a Kubernetes quantity, e.g. `500m`, `2`, `512Mi`, `4Gi`")
-    return value
-
-
-Quantity = Annotated[str, AfterValidator(_quantity)]
-"""A Kubernetes resource quantity string."""
+from components.settings_types import (
+    QUANTITY_FACTORS,
+    Quantity,
+    RuleViolationError,
+    SettingsModel,
+    parse_quantity,
+)
 
 
 class Resources(SettingsModel):
@@ -151,7 +123,7 @@ class GuardrailSettings(SettingsModel):
 
 def _format(value: Decimal) -> str:
     """A number of base units, readably: `0.35`, `402653184` -> `384Mi`."""
-    mebibytes = value / _FACTORS["Mi"]
-    if value >= _FACTORS["Mi"] and mebibytes == mebibytes.to_integral_value():
+    mebibytes = value / QUANTITY_FACTORS["Mi"]
+    if value >= QUANTITY_FACTORS["Mi"] and mebibytes == mebibytes.to_integral_value():
         return f"{mebibytes:f}Mi"
     return f"{value.normalize():f}"

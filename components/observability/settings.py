@@ -13,12 +13,18 @@ from typing import Annotated, Final, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from components.naming import is_dns_subdomain
-from components.settings_types import DnsLabel, OptionalDnsLabel, RuleViolationError, SettingsModel
+from components.settings_types import (
+    DnsLabel,
+    OptionalDnsLabel,
+    OptionalUrl,
+    Quantity,
+    Resources,
+    RuleViolationError,
+    SettingsModel,
+    Url,
+)
 
-_QUANTITY: Final = r"^[0-9]+(\.[0-9]+)?(m|Ki|Mi|Gi|Ti|k|M|G|T)?$"
 _DURATION: Final = r"^([0-9]+(h|m|s))+$"
-_URL: Final = r"^https?://[^\s/]+(:\d+)?(/\S*)?$"
-_OPTIONAL_URL: Final = r"^(https?://[^\s/]+(:\d+)?(/\S*)?)?$"
 _STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -32,22 +38,6 @@ OptionalHost = Annotated[str, AfterValidator(_host)]
 """A DNS host name for an Ingress rule, or empty for "no Ingress"."""
 
 
-class Resources(SettingsModel):
-    """CPU and memory requests and limits of one container."""
-
-    cpu_request: str = Field(default="250m", pattern=_QUANTITY, description="CPU request.")
-    memory_request: str = Field(default="512Mi", pattern=_QUANTITY, description="Memory request.")
-    cpu_limit: str = Field(default="2", pattern=_QUANTITY, description="CPU limit.")
-    memory_limit: str = Field(default="2Gi", pattern=_QUANTITY, description="Memory limit.")
-
-    def as_kubernetes(self) -> dict[str, dict[str, str]]:
-        """The `resources` block of a container."""
-        return {
-            "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
-            "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
-        }
-
-
 class JaegerStorage(SettingsModel):
     """Where Jaeger keeps spans."""
 
@@ -59,9 +49,8 @@ class JaegerStorage(SettingsModel):
             "stores that allow more than one replica; `memory` loses every trace on restart."
         ),
     )
-    size: str = Field(
+    size: Quantity = Field(
         default="20Gi",
-        pattern=_QUANTITY,
         description="Badger volume size. Default 20Gi: three days of spans at 100% sampling "
         "for a few thousand requests per second, compressed.",
     )
@@ -75,7 +64,7 @@ class JaegerStorage(SettingsModel):
         description="How long Badger keeps spans (`ttl.spans`). Default 72h, Jaeger's default: "
         "long enough to debug a weekend incident on Monday.",
     )
-    server_urls: tuple[Annotated[str, Field(pattern=_URL)], ...] = Field(
+    server_urls: tuple[Url, ...] = Field(
         default=(),
         description="Elasticsearch/OpenSearch URLs; required for those types. Default: none.",
     )
@@ -290,9 +279,7 @@ class KialiSettings(SettingsModel):
         default=False,
         description="Permit `authStrategy: anonymous` (development only). Default off.",
     )
-    openid_issuer_uri: str = Field(
-        default="", pattern=_OPTIONAL_URL, description="OpenID issuer for `openid`."
-    )
+    openid_issuer_uri: OptionalUrl = Field(default="", description="OpenID issuer for `openid`.")
     openid_client_id: str = Field(default="", description="OpenID client id for `openid`.")
     view_only_mode: bool = Field(
         default=True,
@@ -305,20 +292,17 @@ class KialiSettings(SettingsModel):
     ingress_class: DnsLabel = Field(
         default="nginx", description="IngressClass of that Ingress. Default `nginx`."
     )
-    tracing_external_url: str = Field(
+    tracing_external_url: OptionalUrl = Field(
         default="",
-        pattern=_OPTIONAL_URL,
         description="Jaeger UI URL for browser links from Kiali. Default: "
         "`https://<jaeger.ingressHost>` when Jaeger has an Ingress, else none.",
     )
-    grafana_internal_url: str = Field(
+    grafana_internal_url: OptionalUrl = Field(
         default="",
-        pattern=_OPTIONAL_URL,
         description="Grafana URL Kiali calls from the cluster. Default: none, Grafana links off.",
     )
-    grafana_external_url: str = Field(
+    grafana_external_url: OptionalUrl = Field(
         default="",
-        pattern=_OPTIONAL_URL,
         description="Grafana URL for browser links. Default: none.",
     )
 

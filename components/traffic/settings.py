@@ -16,116 +16,26 @@ backreferences although Python's `re` accepts them.
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Final, Literal, TypeVar
 
-import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from components.naming import is_dns_label, is_dns_subdomain
 from components.settings_types import (
     DnsLabel,
+    Duration,
     HeaderName,
     OptionalDnsLabel,
+    Re2Regex,
     RuleViolationError,
     SettingsModel,
+    duration_ms,
+    format_duration,
 )
 
 if TYPE_CHECKING:
     from components.settings import MeshService, StackSettings
-
-# --- durations -----------------------------------------------------------------------------
-
-_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_MS: Final = {
-    "ns": Decimal("0.000001"),
-    "us": Decimal("0.001"),
-    "µs": Decimal("0.001"),
-    "ms": Decimal(1),
-    "s": Decimal(1000),
-    "m": Decimal(60_000),
-    "h": Decimal(3_600_000),
-}
-DURATION_RULE: Final = (
-    "must be a duration like 250ms, 1.5s or 1m (units ns, us, ms, s, m, h) of at least 1ms"
-)
-
-
-def parse_duration_ms(text: str) -> Decimal:
-    """Milliseconds of a Go / protobuf duration string; ValueError if it does not parse."""
-    position, total = 0, Decimal(0)
-    if not text:
-        raise ValueError(DURATION_RULE)
-    while position < len(text):
-        part = _DURATION_PART.match(text, position)
-        if part is None:
-            raise ValueError(DURATION_RULE)
-        try:
-            total += Decimal(part.group(1)) * _UNIT_MS[part.group(2)]
-        except InvalidOperation:
-            raise ValueError(DURATION_RULE) from None
-        position = part.end()
-    return total
-
-
-def format_duration(ms: Decimal) -> str:
-    """Canonical duration: `30s` for whole seconds, else seconds with 3 decimals (`0.250s`).
-
-    Both Istio (protobuf JSON) and Flagger (Go `time.ParseDuration`) parse this form.
-    """
-    ms = ms.quantize(Decimal(1))
-    if ms % 1000 == 0:
-        return f"{int(ms // 1000)}s"
-    return f"{ms / 1000:.3f}s"
-
-
-def duration_ms(text: str) -> int:
-    """Whole milliseconds of a validated duration."""
-    return int(parse_duration_ms(text))
-
-
-def _duration(text: str) -> str:
-    ms = parse_duration_ms(text)
-    if ms < 1:
-        raise ValueError(DURATION_RULE)
-    return format_duration(ms)
-
-
-Duration = Annotated[str, AfterValidator(_duration)]
-"""A duration ≥ 1ms (the floor Istio's CRDs enforce), stored canonically."""
-
-# --- RE2 ----------------------------------------------------------------------------------
-
-RE2_RULE: Final = "must be an RE2 regex (Envoy's engine; no lookarounds or backreferences)"
-
-_RE2_OPTIONS: Final = re2.Options()
-_RE2_OPTIONS.log_errors = False
-
-
-def re2_problem(pattern: str) -> str | None:
-    """Why RE2 rejects `pattern`, or None.
-
-    Checked with RE2 itself: Python's `re` accepts constructs RE2 rejects (lookarounds,
-    backreferences, possessive quantifiers, `\\Z`), and Envoy would NACK the route, and
-    the whole listener update with it.
-    """
-    try:
-        re2.compile(pattern, _RE2_OPTIONS)
-    except re2.error as error:
-        reason = error.args[0] if error.args else error
-        return reason.decode() if isinstance(reason, bytes) else str(reason)
-    return None
-
-
-def _re2(pattern: str) -> str:
-    problem = re2_problem(pattern)
-    if problem is not None:
-        raise ValueError(f"{RE2_RULE}: {problem}")
-    return pattern
-
-
-Re2Regex = Annotated[str, AfterValidator(_re2)]
-"""A regex Envoy's RE2 engine accepts (full-string match, as Istio applies it)."""
 
 
 def _hostname(value: str) -> str:

@@ -19,6 +19,7 @@ from typing import Any, Final
 
 from components.naming import service_fqdn
 from components.settings import MeshService
+from components.settings_types import duration_ms
 from components.traffic.settings import (
     CanarySettings,
     CorsSettings,
@@ -29,7 +30,6 @@ from components.traffic.settings import (
     RetrySettings,
     StringMatchSetting,
     TrafficPolicySettings,
-    duration_ms,
     merged_subset_policy,
 )
 
