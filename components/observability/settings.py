@@ -77,7 +77,10 @@ class JaegerStorage(SettingsModel):
     )
     server_urls: tuple[Annotated[str, Field(pattern=_URL)], ...] = Field(
         default=(),
-        description="Elasticsearch/OpenSearch URLs; required for those types. Default: none.",
+        description=(
+            "Elasticsearch/OpenSearch URLs; required for those types, forbidden otherwise. "
+            "Default: none."
+        ),
     )
     index_prefix: DnsLabel = Field(
         default="jaeger",
@@ -133,7 +136,12 @@ class JaegerSettings(SettingsModel):
     )
     ingress_host: OptionalHost = Field(
         default="",
-        description="Host of an Ingress to the query UI. Default: none, the UI stays in-cluster.",
+        description=(
+            "Host of an Ingress to the query UI. Default: none, the UI stays in-cluster. "
+            "Adds a PeerAuthentication that admits the (out-of-mesh) Ingress controller's "
+            "plaintext on port 16686 only. The Jaeger UI has no login of its own: put "
+            "authentication in front of it (e.g. the Ingress controller's auth annotations)."
+        ),
     )
     ingress_class: DnsLabel = Field(
         default="nginx", description="IngressClass of that Ingress. Default `nginx`."
@@ -288,19 +296,33 @@ class KialiSettings(SettingsModel):
     )
     allow_anonymous: bool = Field(
         default=False,
-        description="Permit `authStrategy: anonymous` (development only). Default off.",
+        description=(
+            "Permit `authStrategy: anonymous` (development only; logged as a warning). Default off."
+        ),
     )
     openid_issuer_uri: str = Field(
-        default="", pattern=_OPTIONAL_URL, description="OpenID issuer for `openid`."
+        default="",
+        pattern=_OPTIONAL_URL,
+        description="OpenID issuer URL; required for `openid`.",
     )
-    openid_client_id: str = Field(default="", description="OpenID client id for `openid`.")
+    openid_client_id: str = Field(
+        default="",
+        description=(
+            "OpenID client id; required for `openid`. The client secret goes into Kiali's "
+            "`kiali` Secret (`oidc-secret`), never into settings."
+        ),
+    )
     view_only_mode: bool = Field(
         default=True,
         description="Kiali shows but cannot change mesh config. Default on: Pulumi owns the "
         "Istio objects, and an edit made in Kiali would be drift the next `pulumi up` reverts.",
     )
     ingress_host: OptionalHost = Field(
-        default="", description="Host of an Ingress to Kiali. Default: none, in-cluster only."
+        default="",
+        description=(
+            "Host of an Ingress to Kiali (`server.web_fqdn`). Default: none, in-cluster "
+            "only. Adds the same plaintext port exception as Jaeger's, for port 20001."
+        ),
     )
     ingress_class: DnsLabel = Field(
         default="nginx", description="IngressClass of that Ingress. Default `nginx`."
@@ -314,12 +336,17 @@ class KialiSettings(SettingsModel):
     grafana_internal_url: str = Field(
         default="",
         pattern=_OPTIONAL_URL,
-        description="Grafana URL Kiali calls from the cluster. Default: none, Grafana links off.",
+        description=(
+            "Grafana URL Kiali calls from the cluster; set both Grafana URLs or neither. "
+            "Default: none, Grafana links off."
+        ),
     )
     grafana_external_url: str = Field(
         default="",
         pattern=_OPTIONAL_URL,
-        description="Grafana URL for browser links. Default: none.",
+        description=(
+            "Grafana URL for browser links; set both Grafana URLs or neither. Default: none."
+        ),
     )
 
     @model_validator(mode="after")
