@@ -62,8 +62,8 @@ class JaegerStorage(SettingsModel):
     size: str = Field(
         default="20Gi",
         pattern=_QUANTITY,
-        description="Badger volume size. Default 20Gi: three days of spans at 100% sampling "
-        "for a few thousand requests per second, compressed.",
+        description="Badger volume size (a quantity). Default 20Gi: three days of spans at "
+        "100% sampling for a few thousand requests per second, compressed.",
     )
     storage_class: OptionalDnsLabel = Field(
         default="",
@@ -72,8 +72,8 @@ class JaegerStorage(SettingsModel):
     retention: str = Field(
         default="72h",
         pattern=_DURATION,
-        description="How long Badger keeps spans (`ttl.spans`). Default 72h, Jaeger's default: "
-        "long enough to debug a weekend incident on Monday.",
+        description="How long Badger keeps spans (`ttl.spans`, a duration). Default 72h, "
+        "Jaeger's default: long enough to debug a weekend incident on Monday.",
     )
     server_urls: tuple[Annotated[str, Field(pattern=_URL)], ...] = Field(
         default=(),
@@ -148,7 +148,9 @@ class JaegerSettings(SettingsModel):
     )
     resources: Resources = Field(
         default_factory=Resources,
-        description="Jaeger container resources. Default 250m/512Mi requests, 2/2Gi limits.",
+        description=(
+            "Jaeger container resources (quantities). Default 250m/512Mi requests, 2/2Gi limits."
+        ),
     )
 
     @model_validator(mode="after")
