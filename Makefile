@@ -8,7 +8,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install render render-all test check lint fmt typecheck pytest bench policy clean
+.PHONY: install render render-all docs test check lint fmt typecheck pytest bench policy clean
 
 .venv/.synced: uv.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
@@ -22,6 +22,9 @@ render: install ## Offline render of one stack: make render STACK=us-east-1
 
 render-all: install ## Offline render of every region stack.
 	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit 1; done
+
+docs: install ## Regenerate README's configuration reference and Pulumi.yaml's config from the settings model.
+	$(PY) -m tools.config_reference --write
 
 lint: install
 	$(PY) -m ruff check .

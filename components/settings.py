@@ -85,7 +85,12 @@ class MeshService(SettingsModel):
     observes the Deployment named `name` in `namespace`, whose pods carry `app: <name>`.
     """
 
-    name: DnsLabel = Field(description="Service (and Deployment) name.")
+    name: DnsLabel = Field(
+        description=(
+            "Service (and Deployment) name. The Deployment is the application's; this "
+            "program does not create it."
+        )
+    )
     namespace: DnsLabel = Field(description="Workload namespace; created with injection on.")
     port: int = Field(default=8080, ge=1, le=65535, description="Service port. Default 8080.")
     protocol: Literal["http", "http2", "grpc"] = Field(
@@ -124,7 +129,10 @@ class MeshService(SettingsModel):
     )
     metrics: AppMetrics | None = Field(
         default=None,
-        description="Scrape the application's own metrics with a ServiceMonitor. Default: off.",
+        description=(
+            "Set (even to `{}`) to scrape the application's own metrics with a "
+            "ServiceMonitor. Default: unset, off."
+        ),
     )
 
     @model_validator(mode="after")
@@ -224,7 +232,10 @@ class StackSettings(SettingsModel):
         ),
     )
     istiod_max_replicas: int = Field(
-        default=5, ge=2, le=50, description="istiod HPA ceiling. Default 5 (chart default)."
+        default=5,
+        ge=2,
+        le=50,
+        description="istiod HPA ceiling (>= `istiodReplicas`). Default 5 (chart default).",
     )
     gateway_replicas: int = Field(
         default=2,
@@ -233,7 +244,10 @@ class StackSettings(SettingsModel):
         description="Minimum ingress/egress gateway replicas (HPA floor). Default 2, as istiod.",
     )
     gateway_max_replicas: int = Field(
-        default=5, ge=2, le=100, description="Gateway HPA ceiling. Default 5 (chart default)."
+        default=5,
+        ge=2,
+        le=100,
+        description="Gateway HPA ceiling (>= `gatewayReplicas`). Default 5 (chart default).",
     )
     egress_gateway: bool = Field(
         default=True,
@@ -258,8 +272,9 @@ class StackSettings(SettingsModel):
     east_west_gateway: bool = Field(
         default=True,
         description=(
-            "Install the east-west gateway and its cross-network Gateway (mTLS passthrough "
-            "on 15443). Default on: every region is its own network, and cross-region "
+            "Install the east-west gateway (`networkGateway`, port 15443) and the "
+            "`cross-network-gateway` Gateway (AUTO_PASSTHROUGH of `*.local`, mTLS passed "
+            "through). Default on: every region is its own network, and cross-region "
             "traffic (spokes' spans to the hub, failover) can only flow through it."
         ),
     )
@@ -277,7 +292,9 @@ class StackSettings(SettingsModel):
             "Extra hosts kept in this region (`meshConfig.serviceSettings` clusterLocal), "
             "e.g. `admin-service.revenue.svc.cluster.local` or `*.batch.svc.cluster.local`. "
             "Default: none; the per-region infrastructure (the ratelimit service and Redis, "
-            "Flagger's loadtester) is always kept local, see `cluster_local_service_hosts`."
+            "Flagger's loadtester) is always kept local, see `cluster_local_service_hosts`: "
+            "in a multi-primary mesh a Service with the same name in several regions is "
+            "otherwise one load-balanced service."
         ),
     )
     workload_namespaces: tuple[DnsLabel, ...] = Field(

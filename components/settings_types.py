@@ -192,8 +192,9 @@ def _prom_duration(value: str) -> str:
 
 
 PromDuration = Annotated[str, AfterValidator(_prom_duration)]
-"""A positive Prometheus duration such as `30s`, `2m` or `1h30m`; also matches the
-Prometheus Operator CRDs' duration pattern."""
+"""A positive Prometheus duration such as `30s`, `2m` or `1h30m`, stored as written; also
+matches the Prometheus Operator CRDs' duration pattern, and Go's `time.ParseDuration`
+reads it (Jaeger's span retention)."""
 
 
 def prom_duration_seconds(value: str) -> int:

@@ -1,14 +1,20 @@
-"""The README's configuration reference covers every settings key, at every depth."""
+"""The configuration reference: generated from the settings model, committed current, and
+covering every settings key at every depth."""
 
 from __future__ import annotations
 
+import json
 import re
 import typing
+from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
 from pydantic import BaseModel
 
-from components.settings import StackSettings
+from components.settings import SECRET_KEYS, StackSettings, load_settings
+from tools.config_reference import main, readme_block, stale_files
 from tools.render import PROJECT_DIR
 
 
@@ -61,3 +67,87 @@ def test_every_settings_key_is_in_the_readme_reference() -> None:
         )
     ]
     assert missing == []
+
+
+# --- the generated reference (tools/config_reference.py) ---------------------------------
+
+
+def test_committed_reference_is_what_the_generator_writes() -> None:
+    stale = [path.name for path in stale_files()]
+    assert stale == [], (
+        f"{', '.join(stale)} differ from what the settings model generates: run `make docs` "
+        "(descriptions live in the Field(description=...) of components/, not in these files)"
+    )
+
+
+def test_check_mode_fails_on_a_stale_file_and_names_make_docs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("README.md", "Pulumi.yaml"):
+        (tmp_path / name).write_text((PROJECT_DIR / name).read_text())
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text().replace("| `meshId` |", "| `meshID` |"))
+    assert main(["--check", "--project-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().out == (
+        "README.md is out of date with the settings model: run `make docs`\n"
+    )
+    assert main(["--write", "--project-dir", str(tmp_path)]) == 0
+    assert main(["--check", "--project-dir", str(tmp_path)]) == 0
+
+
+def _rows() -> dict[str, list[str]]:
+    rows = {}
+    for line in readme_block().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 4 and cells[0].startswith("`"):
+            rows[cells[0].strip("`")] = cells[1:]
+    return rows
+
+
+def test_reference_rows_name_key_paths_types_and_defaults() -> None:
+    rows = _rows()
+    assert rows["region"][:2] == ["DNS label", "required"]
+    assert rows["services[].versions"][:1] == ["list of {name, labels}"]
+    assert rows["services[].delivery"][:2] == ["`static` \\| `progressive`", "`static`"]
+    assert rows["services[].traffic.canary.weights[].subset"][:2] == ["DNS label", "required"]
+    assert rows["services[].traffic.timeout"][:2] == ["duration", "`10s`"]
+    assert rows["services[].traffic.subsetPolicies.<name>.outlierDetection.interval"][0] == (
+        "duration"
+    )
+    assert rows["istiodReplicas"][:2] == ["integer 2\N{EN DASH}20", "`2`"]
+    assert rows["services[].jwt"][1] == "none"
+    assert rows["kubeconfig"][0] == "secret string"
+    for key, (type_name, default, meaning) in rows.items():
+        assert type_name and default and meaning, f"{key} has an empty cell"
+
+
+def test_every_settings_key_has_a_reference_row() -> None:
+    rows = {re.sub(r"\[\]|\.<name>", "", key).replace("..", ".") for key in _rows()}
+    assert set(_setting_keys()) <= rows
+
+
+def _project_config() -> dict[str, Any]:
+    config: dict[str, Any] = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
+    return config
+
+
+def test_pulumi_yaml_declares_every_top_level_key_or_names_it_structured() -> None:
+    text = (PROJECT_DIR / "Pulumi.yaml").read_text()
+    declared = {key.split(":", 1)[1] for key in _project_config()}
+    commented = set(re.findall(r"^#   meshstack:(\w+)$", text, flags=re.M))
+    aliases = {info.alias or name for name, info in StackSettings.model_fields.items()}
+    assert declared | commented == aliases | SECRET_KEYS
+    assert not declared & commented
+    assert all(_project_config()[f"meshstack:{key}"]["secret"] is True for key in SECRET_KEYS)
+
+
+def test_pulumi_yaml_defaults_load_as_the_model_defaults() -> None:
+    """The declared defaults, handed to the program as the CLI does (strings, JSON for
+    arrays), give exactly the model's defaults: no type or value is lost on the way."""
+    raw = {
+        key: value["default"] if isinstance(value["default"], str) else json.dumps(value["default"])
+        for key, value in _project_config().items()
+        if "default" in value
+    }
+    assert "meshstack:region" not in raw
+    assert load_settings({**raw, "meshstack:region": "lab-1"}) == StackSettings(region="lab-1")

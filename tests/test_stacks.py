@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import yaml
 
-from components.settings import StackSettings
 from tests.conftest import STACKS
 from tools.render import PROJECT_DIR, SECRET_PLACEHOLDER, Render, render_stack, write_render
 from tools.verify import validate_helm_values, validate_manifest
@@ -177,71 +176,6 @@ def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (project / "build" / "bad").iterdir())
     assert written == ["helm.yaml", "manifests.yaml", "outputs.json", "resources.json"]
-
-
-# --- Pulumi.yaml declares the settings ---------------------------------------------------
-
-
-def _declarations() -> dict[str, Any]:
-    project = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())
-    return {
-        key.split(":", 1)[1]: value
-        for key, value in project["config"].items()
-        if key.startswith("meshstack:")
-    }
-
-
-_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
-    "string": str,
-    "boolean": bool,
-    "integer": int,
-    "array": (list, tuple),
-}
-
-
-def _is_structured(alias: str) -> bool:
-    """Objects and lists of objects: keys Pulumi.yaml cannot declare with a type."""
-    schema = StackSettings.model_json_schema(by_alias=True)
-    field = schema["properties"][alias]
-    items = field.get("items", {})
-    return (
-        field.get("type") == "object"
-        or "$ref" in field
-        or "allOf" in field
-        or (field.get("type") == "array" and (items.get("type") == "object" or "$ref" in items))
-    )
-
-
-def test_structured_keys_are_described_in_pulumi_yaml_comments() -> None:
-    text = (PROJECT_DIR / "Pulumi.yaml").read_text()
-    for name, info in StackSettings.model_fields.items():
-        alias = info.alias or name
-        if _is_structured(alias):
-            assert f"#   meshstack:{alias} " in text, f"meshstack:{alias} is not described"
-
-
-def test_pulumi_yaml_declares_every_scalar_setting_with_the_model_default() -> None:
-    declarations = _declarations()
-    for name, info in StackSettings.model_fields.items():
-        alias = info.alias or name
-        default = info.get_default(call_default_factory=True)
-        if _is_structured(alias):
-            continue
-        assert alias in declarations, f"meshstack:{alias} is not declared in Pulumi.yaml"
-        declaration = declarations[alias]
-        assert declaration.get("description"), alias
-        if info.is_required():
-            assert "default" not in declaration, alias
-            continue
-        assert isinstance(default, _JSON_TYPES[declaration["type"]]), alias
-        expected = list(default) if isinstance(default, tuple) else default
-        assert declaration["default"] == expected, f"default of meshstack:{alias} differs"
-
-
-def test_pulumi_yaml_declares_nothing_the_model_does_not_know() -> None:
-    aliases = {info.alias or name for name, info in StackSettings.model_fields.items()}
-    assert set(_declarations()) - aliases == {"kubeconfig"}
-    assert _declarations()["kubeconfig"]["secret"] is True
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -191,7 +191,8 @@ class AlertsSettings(SettingsModel):
         description=(
             "Base of every alert's `runbook_url` (`<base>#<alertname in lowercase>`). "
             "Default: the runbook section of this project's docs/alerts.md; point it at "
-            "your fork or wiki. Must be https: operators open it from a notification."
+            "your fork or wiki. Must be https (operators open it from a notification) and "
+            "have no `#fragment`."
         ),
     )
     prometheus_selector_labels: dict[str, LabelValue] = Field(
@@ -221,7 +222,8 @@ class AlertsSettings(SettingsModel):
         default="1m",
         description=(
             "Range of every `rate()`/`increase()` in the rules. Default `1m`: four 15s "
-            "scrapes, short enough that a 2m `for` reacts within 3 minutes."
+            "scrapes, short enough that a 2m `for` reacts within 3 minutes. At least 4 x "
+            "`scrapeInterval`, so `rate()` always has enough samples."
         ),
     )
     min_request_rate: float = Field(

@@ -17,6 +17,7 @@ from components.settings_types import (
     DnsLabel,
     OptionalDnsLabel,
     OptionalUrl,
+    PromDuration,
     Quantity,
     Resources,
     RuleViolationError,
@@ -24,7 +25,6 @@ from components.settings_types import (
     Url,
 )
 
-_DURATION: Final = r"^([0-9]+(h|m|s))+$"
 _STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -51,22 +51,24 @@ class JaegerStorage(SettingsModel):
     )
     size: Quantity = Field(
         default="20Gi",
-        description="Badger volume size. Default 20Gi: three days of spans at 100% sampling "
-        "for a few thousand requests per second, compressed.",
+        description="Badger volume size (a quantity). Default 20Gi: three days of spans at "
+        "100% sampling for a few thousand requests per second, compressed.",
     )
     storage_class: OptionalDnsLabel = Field(
         default="",
         description="StorageClass of the Badger volume. Default: the cluster's default class.",
     )
-    retention: str = Field(
+    retention: PromDuration = Field(
         default="72h",
-        pattern=_DURATION,
-        description="How long Badger keeps spans (`ttl.spans`). Default 72h, Jaeger's default: "
-        "long enough to debug a weekend incident on Monday.",
+        description="How long Badger keeps spans (`ttl.spans`, a duration). Default 72h, "
+        "Jaeger's default: long enough to debug a weekend incident on Monday.",
     )
     server_urls: tuple[Url, ...] = Field(
         default=(),
-        description="Elasticsearch/OpenSearch URLs; required for those types. Default: none.",
+        description=(
+            "Elasticsearch/OpenSearch URLs; required for those types, forbidden otherwise. "
+            "Default: none."
+        ),
     )
     index_prefix: DnsLabel = Field(
         default="jaeger",
@@ -122,14 +124,21 @@ class JaegerSettings(SettingsModel):
     )
     ingress_host: OptionalHost = Field(
         default="",
-        description="Host of an Ingress to the query UI. Default: none, the UI stays in-cluster.",
+        description=(
+            "Host of an Ingress to the query UI. Default: none, the UI stays in-cluster. "
+            "Adds a PeerAuthentication that admits the (out-of-mesh) Ingress controller's "
+            "plaintext on port 16686 only. The Jaeger UI has no login of its own: put "
+            "authentication in front of it (e.g. the Ingress controller's auth annotations)."
+        ),
     )
     ingress_class: DnsLabel = Field(
         default="nginx", description="IngressClass of that Ingress. Default `nginx`."
     )
     resources: Resources = Field(
         default_factory=Resources,
-        description="Jaeger container resources. Default 250m/512Mi requests, 2/2Gi limits.",
+        description=(
+            "Jaeger container resources (quantities). Default 250m/512Mi requests, 2/2Gi limits."
+        ),
     )
 
     @model_validator(mode="after")
@@ -277,17 +286,32 @@ class KialiSettings(SettingsModel):
     )
     allow_anonymous: bool = Field(
         default=False,
-        description="Permit `authStrategy: anonymous` (development only). Default off.",
+        description=(
+            "Permit `authStrategy: anonymous` (development only; logged as a warning). Default off."
+        ),
     )
-    openid_issuer_uri: OptionalUrl = Field(default="", description="OpenID issuer for `openid`.")
-    openid_client_id: str = Field(default="", description="OpenID client id for `openid`.")
+    openid_issuer_uri: OptionalUrl = Field(
+        default="",
+        description="OpenID issuer URL; required for `openid`.",
+    )
+    openid_client_id: str = Field(
+        default="",
+        description=(
+            "OpenID client id; required for `openid`. The client secret goes into Kiali's "
+            "`kiali` Secret (`oidc-secret`), never into settings."
+        ),
+    )
     view_only_mode: bool = Field(
         default=True,
         description="Kiali shows but cannot change mesh config. Default on: Pulumi owns the "
         "Istio objects, and an edit made in Kiali would be drift the next `pulumi up` reverts.",
     )
     ingress_host: OptionalHost = Field(
-        default="", description="Host of an Ingress to Kiali. Default: none, in-cluster only."
+        default="",
+        description=(
+            "Host of an Ingress to Kiali (`server.web_fqdn`). Default: none, in-cluster "
+            "only. Adds the same plaintext port exception as Jaeger's, for port 20001."
+        ),
     )
     ingress_class: DnsLabel = Field(
         default="nginx", description="IngressClass of that Ingress. Default `nginx`."
@@ -299,11 +323,16 @@ class KialiSettings(SettingsModel):
     )
     grafana_internal_url: OptionalUrl = Field(
         default="",
-        description="Grafana URL Kiali calls from the cluster. Default: none, Grafana links off.",
+        description=(
+            "Grafana URL Kiali calls from the cluster; set both Grafana URLs or neither. "
+            "Default: none, Grafana links off."
+        ),
     )
     grafana_external_url: OptionalUrl = Field(
         default="",
-        description="Grafana URL for browser links. Default: none.",
+        description=(
+            "Grafana URL for browser links; set both Grafana URLs or neither. Default: none."
+        ),
     )
 
     @model_validator(mode="after")

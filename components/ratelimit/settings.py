@@ -24,7 +24,7 @@ class LocalRoute(SettingsModel):
     path_prefix: str = Field(
         pattern=r"^/[A-Za-z0-9._~/*-]*$",
         max_length=200,
-        description="Request path prefix, e.g. `/status`. Required.",
+        description="Request path prefix (an absolute path), e.g. `/status`. Required.",
     )
     requests_per_second: int = Field(
         ge=1,

@@ -111,7 +111,8 @@ class JwtSettings(SettingsModel):
         min_length=1,
         description=(
             "Paths where a request WITHOUT a token is denied (RequestAuthentication "
-            "alone accepts them). Default `/api/*`."
+            "alone accepts them). Default `/api/*`. A `grpc` service has only "
+            "`/<package.Service>/<Method>` paths (forms of those, or `*`), so set it there."
         ),
     )
 
@@ -145,15 +146,27 @@ class AllowRule(SettingsModel):
     request_principals: tuple[str, ...] = Field(
         default=(),
         description=(
-            "JWT identities `<issuer>/<subject>`, or `*` for any valid token. Default: none."
+            "JWT identities `<issuer>/<subject>`, or `*` for any valid token; needs the "
+            "service's `jwt`. Default: none."
         ),
     )
     claims: dict[str, tuple[str, ...]] = Field(
         default_factory=dict,
-        description="Required JWT claim values, e.g. `{role: [admin]}`. Default: none.",
+        description=(
+            "Required JWT claim values, e.g. `{role: [admin]}`; needs `requestPrincipals`. "
+            "Default: none."
+        ),
     )
-    paths: tuple[str, ...] = Field(default=(), description="Paths. Default: any path.")
-    methods: tuple[Method, ...] = Field(default=(), description="Methods. Default: any.")
+    paths: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Paths (`*` only at the start or end). Default: any path. On a `grpc` service: "
+            "`/<package.Service>/<Method>`, the method `*` or `Prefix*`."
+        ),
+    )
+    methods: tuple[Method, ...] = Field(
+        default=(), description="Methods. Default: any. On a `grpc` service only `POST`."
+    )
     ports: tuple[int, ...] = Field(
         default=(),
         description=(
@@ -224,7 +237,8 @@ class SecuritySettings(SettingsModel):
         default=(),
         description=(
             "Narrow exceptions to the mesh-wide STRICT mTLS, per namespace or per port. "
-            "Default: none."
+            "Each needs an `authorization` rule of a service it covers with `ports` (each "
+            "exception port) or `ipBlocks` and no identity source. Default: none."
         ),
     )
     trusted_source_namespaces: tuple[DnsLabel, ...] = Field(
@@ -239,7 +253,7 @@ class SecuritySettings(SettingsModel):
     public_paths: tuple[str, ...] = Field(
         default=("/health", "/healthz", "/ready", "/status"),
         description=(
-            "Paths any caller may GET on every workload, so health checks keep working "
+            "Paths any caller may GET (or HEAD) on every workload, so health checks keep working "
             "under default-deny. Default: the usual health endpoints."
         ),
     )

@@ -185,8 +185,16 @@ class EndpointRoute(SettingsModel):
     """A route for one endpoint: a path match, its backend and its own resilience settings."""
 
     name: DnsLabel = Field(description="Route name (Envoy stats and access logs show it).")
-    prefix: str | None = Field(default=None, description="URI prefix, e.g. `/api/v1/revenue`.")
-    exact: str | None = Field(default=None, description="Exact URI, e.g. `/status`.")
+    prefix: str | None = Field(
+        default=None,
+        description=(
+            "URI prefix, e.g. `/api/v1/revenue`. Set exactly one of `prefix` and `exact`."
+        ),
+    )
+    exact: str | None = Field(
+        default=None,
+        description="Exact URI, e.g. `/status`. Set exactly one of `prefix` and `exact`.",
+    )
     backend: ServiceRef | None = Field(
         default=None,
         description="`<namespace>/<service>` that serves the endpoint. Default: this service.",
@@ -257,7 +265,11 @@ class CanarySettings(SettingsModel):
         description="Subset for requests outside `match`. Default: the first version.",
     )
     mirror: MirrorSettings | None = Field(
-        default=None, description="Default: no mirroring. Idempotent traffic only."
+        default=None,
+        description=(
+            "Mirror target. Default: no mirroring. Idempotent traffic only: a mirrored "
+            "write runs twice."
+        ),
     )
 
     @model_validator(mode="after")
@@ -482,15 +494,30 @@ must stay below it."""
 class ProgressiveSettings(SettingsModel):
     """Flagger analysis of a `delivery: progressive` service."""
 
-    interval: Duration = Field(default="1m", description="Analysis interval. Default 1m.")
+    interval: Duration = Field(
+        default="1m",
+        description=(
+            "Analysis interval, whole seconds and at least 10s (the rollout webhooks' "
+            "timeouts must fit inside it). Default 1m."
+        ),
+    )
     threshold: int = Field(default=5, ge=1, le=100, description="Failed checks before rollback.")
     max_weight: int = Field(default=50, ge=1, le=100, description="Max canary weight. Default 50.")
     step_weight: int = Field(default=10, ge=1, le=100, description="Weight step. Default 10.")
     success_rate_min: float = Field(
-        default=99.0, ge=0, le=100, description="Min request success rate, %. Default 99."
+        default=99.0,
+        ge=0,
+        le=100,
+        description=(
+            "Min request success rate, % (Flagger's `request-success-rate` metric). Default 99."
+        ),
     )
     duration_max_ms: int = Field(
-        default=500, ge=1, description="Max P99 request duration, ms. Default 500."
+        default=500,
+        ge=1,
+        description=(
+            "Max P99 request duration, ms (Flagger's `request-duration` metric). Default 500."
+        ),
     )
     acceptance_path: str = Field(
         default="/",
@@ -509,7 +536,10 @@ class ProgressiveSettings(SettingsModel):
         description="Cookie that pins users to the canary. Default: none.",
     )
     autoscaler: OptionalDnsLabel = Field(
-        default="", description="Name of the Deployment's HPA, if any. Default: none."
+        default="",
+        description=(
+            "Name of the Deployment's HPA, if any (the Canary's `autoscalerRef`). Default: none."
+        ),
     )
 
     @model_validator(mode="after")
@@ -550,7 +580,9 @@ class ServiceTraffic(SettingsModel):
     subset_policies: dict[str, TrafficPolicySettings] = Field(
         default_factory=dict,
         description=(
-            "Per-version policy overrides, merged over `policy` section by section. Default: none."
+            "Per-version policy overrides, keyed by version name. The fields a subset sets "
+            "win; the rest of `connectionPool` / `outlierDetection` is merged in from "
+            "`policy`. Default: none."
         ),
     )
     expose: ExposeSettings | None = Field(default=None, description="Default: mesh-internal.")
@@ -573,7 +605,9 @@ class GatewaySettings(SettingsModel):
     """An ingress Gateway for public hosts: HTTPS, and HTTP redirected to HTTPS."""
 
     name: DnsLabel = Field(description="Gateway name, in the ingress gateway's namespace.")
-    hosts: NonEmpty[Hostname] = Field(description="Hosts it serves.")
+    hosts: NonEmpty[Hostname] = Field(
+        description="Hosts it serves, e.g. `api.example.com`, `*.example.com`."
+    )
     credential_name: SecretName = Field(
         description="TLS Secret in the ingress gateway's namespace. Required."
     )
@@ -592,17 +626,27 @@ class TrafficSettings(SettingsModel):
     ejection_detection_bound: Duration = Field(
         default="1m",
         validate_default=True,
-        description="Max worst-case ejection detection time. Default 1m.",
+        description=(
+            "Max allowed worst-case ejection detection time of every outlier detection "
+            "(formula in docs/traffic.md). Default 1m."
+        ),
     )
     outlier_request_gap: Duration = Field(
         default="1s",
-        description="Assumed longest gap between requests to a failing host. Default 1s.",
+        description=(
+            "Assumed longest gap between requests to a failing host, used by the "
+            "detection-time formula (docs/traffic.md). Default 1s."
+        ),
     )
     sidecar_scoping: bool = Field(
         default=True, description="One Sidecar per workload namespace. Default on."
     )
     flagger_namespace: DnsLabel = Field(
-        default="flagger-system", description="Namespace of Flagger and its loadtester."
+        default="flagger-system",
+        description=(
+            "Namespace of Flagger and its loadtester (created with injection on). "
+            "Default `flagger-system`."
+        ),
     )
 
 
