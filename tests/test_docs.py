@@ -112,8 +112,9 @@ def test_reference_rows_name_key_paths_types_and_defaults() -> None:
     assert rows["services[].traffic.canary.weights[].subset"][:2] == ["DNS label", "required"]
     assert rows["services[].traffic.timeout"][:2] == ["duration (`250ms`, `1.5s`, `1m`)", "`10s`"]
     assert rows["services[].traffic.subsetPolicies.<name>.outlierDetection.interval"][0] == (
-        "duration"
+        "duration (`250ms`, `1.5s`, `1m`)"
     )
+    assert rows["alerts.scrapeInterval"][0] == "duration (`30s`, `2m`, `1h30m`)"
     assert rows["istiodReplicas"][:2] == ["integer 2\N{EN DASH}20", "`2`"]
     assert rows["services[].jwt"][1] == "none"
     assert rows["kubeconfig"][0] == "secret string"
