@@ -30,10 +30,13 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+imports: install ## Layering of components/ (import-linter contracts in pyproject.toml).
+	.venv/bin/lint-imports
+
 typecheck: install
 	$(PY) -m mypy
 
-check: lint typecheck ## ruff (lint + format) and mypy (strict on components/).
+check: lint imports typecheck ## ruff (lint + format), import layering and mypy (strict on components/).
 
 pytest: install
 	$(PY) -m pytest -q
