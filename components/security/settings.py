@@ -108,7 +108,7 @@ class JwtSettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _paths(self) -> JwtSettings:
+    def _protected_paths_are_paths(self) -> JwtSettings:
         for index, path in enumerate(self.protected_paths):
             _check_path(("protectedPaths", index), path)
         return self
@@ -175,7 +175,7 @@ class AllowRule(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _not_allow_all(self) -> AllowRule:
+    def _well_formed_and_not_allow_all(self) -> AllowRule:
         for index, account in enumerate(self.service_accounts):
             if not re.match(_SERVICE_ACCOUNT, account):
                 raise RuleViolationError(
@@ -250,7 +250,7 @@ class SecuritySettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _rules(self) -> SecuritySettings:
+    def _exception_names_unique_and_public_paths_valid(self) -> SecuritySettings:
         names: set[tuple[str, str]] = set()
         for index, exception in enumerate(self.mtls_exceptions):
             key = (exception.namespace, exception.name)
