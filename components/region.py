@@ -74,13 +74,28 @@ class RegionMesh(pulumi.ComponentResource):
             f"{name}-traffic", settings, self.mesh, graph=graph, opts=child
         )
         self.security = MeshSecurity(
-            f"{name}-security", self.mesh, settings, graph=graph, opts=child
+            f"{name}-security",
+            self.mesh,
+            settings.security,
+            graph=graph,
+            namespaces=settings.namespaces,
+            observability_namespace=settings.observability_namespace,
+            flagger_namespace=settings.traffic.flagger_namespace,
+            opts=child,
         )
-        self.rate_limiter = RateLimiter(f"{name}-ratelimit", self.mesh, settings, opts=child)
+        self.rate_limiter = RateLimiter(
+            f"{name}-ratelimit",
+            self.mesh,
+            settings.rate_limit,
+            services=settings.services,
+            opts=child,
+        )
         self.alerts = MeshAlerts(
             f"{name}-alerts",
             self.mesh,
-            settings,
+            settings.alerts,
+            services=settings.services,
+            dashboard=settings.dashboard,
             ratelimit_metrics=self.rate_limiter.metrics_endpoint,
             opts=child,
         )

@@ -22,9 +22,12 @@ from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSett
 from components.guardrails.settings import GuardrailSettings
 from components.observability.settings import ObservabilitySettings
 from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
+from components.security.rules import (
+    check_allow_rules_can_match,
+    check_grpc_protected_paths,
+    check_mtls_exceptions_admit_plaintext,
+)
 from components.security.settings import AllowRule, JwtSettings, SecuritySettings
-from components.security.settings import check_service as check_service_security
-from components.security.settings import check_stack as check_stack_security
 from components.settings_types import (
     ClusterLocalHost,
     DnsLabel,
@@ -145,7 +148,8 @@ class MeshService(SettingsModel):
                 )
             seen.add(version.name)
         check_service(self)
-        check_service_security(self)
+        check_grpc_protected_paths(self.protocol, self.jwt)
+        check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)
         return self
 
 
@@ -375,7 +379,7 @@ class StackSettings(SettingsModel):
                     "must be a workload namespace of this region",
                 )
         check_stack(self)
-        check_stack_security(self)
+        check_mtls_exceptions_admit_plaintext(self.security.mtls_exceptions, self.services)
         return self
 
     @property

@@ -17,11 +17,13 @@ from components.alerts.dashboard import dashboard_json
 from components.alerts.settings import AlertsSettings
 from components.constants import PROMETHEUS_IGNORE_LABEL
 from components.istio.component import IstioMesh
+from components.kube import MetricsEndpoint
 from components.observability import kiali_values as kiali
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.specs import RATELIMIT_NAME
 from components.security.component import MeshSecurity
 from components.service_graph import ServiceGraph
+from components.settings import StackSettings
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
 from tools.verify import validate_helm_values, validate_manifest
@@ -36,10 +38,27 @@ SETTINGS = make_settings(
 )
 
 
-def _build(settings: Any) -> Render:
+def _mesh_alerts(
+    mesh: IstioMesh,
+    settings: StackSettings,
+    opts: pulumi.ResourceOptions,
+    ratelimit_metrics: MetricsEndpoint | None = None,
+) -> MeshAlerts:
+    """MeshAlerts given its slice of `settings`, as region.py does."""
+    return MeshAlerts(
+        "al",
+        mesh,
+        settings.alerts,
+        services=settings.services,
+        dashboard=settings.dashboard,
+        ratelimit_metrics=ratelimit_metrics,
+        opts=opts,
+    )
+
+
+def _build(settings: StackSettings) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
-        MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
+        _mesh_alerts(IstioMesh("m", settings, opts=opts), settings, opts)
 
     return run_with_provider(build)
 
@@ -114,8 +133,17 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
 
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        MeshSecurity("sec", mesh, settings, graph=ServiceGraph(settings.services), opts=opts)
-        MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
+        MeshSecurity(
+            "sec",
+            mesh,
+            settings.security,
+            graph=ServiceGraph(settings.services),
+            namespaces=settings.namespaces,
+            observability_namespace=settings.observability_namespace,
+            flagger_namespace=settings.traffic.flagger_namespace,
+            opts=opts,
+        )
+        _mesh_alerts(mesh, settings, opts)
 
     objects = _objects(run_with_provider(build))
     assert objects[("PeerAuthentication", "default")]["spec"]["mtls"] == {"mode": "STRICT"}
@@ -178,20 +206,30 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Render)
     assert json.loads(configmap["data"]["meshstack-mesh.json"])["uid"] == "meshstack-mesh"
 
 
-def test_outputs_name_the_rule_the_monitors_and_the_dashboard() -> None:
-    def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
-        component = MeshAlerts("al", mesh, SETTINGS, ratelimit_metrics=None, opts=opts)
-        pulumi.export("rule", component.rule_name)
-        pulumi.export("alerts", component.alert_names)
-        pulumi.export("monitors", component.app_monitors)
-        pulumi.export("dashboard", component.dashboard_configmap)
-
-    outputs = run_with_provider(build).outputs
-    assert outputs["rule"] == "meshstack-mesh-alerts"
-    assert outputs["alerts"] == list(rules.ALERT_NAMES)
-    assert outputs["monitors"] == ["shop/a"]
-    assert outputs["dashboard"] == "monitoring/meshstack-mesh-dashboard"
+def test_the_rule_the_monitors_and_the_dashboard_are_where_operators_look(
+    render: Render,
+) -> None:
+    # The component has no outputs; what an operator looks up is in the objects themselves.
+    objects = render.kubernetes_objects()
+    (rule,) = [o for o in objects if o["kind"] == "PrometheusRule"]
+    assert (rule["metadata"]["namespace"], rule["metadata"]["name"]) == (
+        "istio-system",
+        "meshstack-mesh-alerts",
+    )
+    alerts = [r["alert"] for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    # Some alerts have more than one rule (e.g. per-service and per-domain rate limits).
+    assert list(dict.fromkeys(alerts)) == list(rules.ALERT_NAMES)
+    monitors = {
+        f"{o['metadata']['namespace']}/{o['metadata']['name']}"
+        for o in objects
+        if o["kind"] == "ServiceMonitor" and o["metadata"]["namespace"] != "istio-system"
+    }
+    assert monitors == {"shop/a"}, "one per service with metrics, in its namespace"
+    (dashboard,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    assert (dashboard["metadata"]["namespace"], dashboard["metadata"]["name"]) == (
+        "monitoring",
+        "meshstack-mesh-dashboard",
+    )
 
 
 def test_dashboard_can_be_disabled_or_moved() -> None:
@@ -300,8 +338,10 @@ def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
 def _ratelimit_render(settings: Any) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
         mesh = IstioMesh("m", settings, opts=opts)
-        limiter = RateLimiter("rl", mesh, settings, opts=opts)
-        MeshAlerts("al", mesh, settings, ratelimit_metrics=limiter.metrics_endpoint, opts=opts)
+        limiter = RateLimiter(
+            "rl", mesh, settings.rate_limit, services=settings.services, opts=opts
+        )
+        _mesh_alerts(mesh, settings, opts, ratelimit_metrics=limiter.metrics_endpoint)
 
     return run_with_provider(build)
 

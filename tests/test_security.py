@@ -14,6 +14,7 @@ from components.security import specs
 from components.security.component import MeshSecurity
 from components.security.settings import AllowRule, JwtSettings, MtlsException
 from components.service_graph import ServiceGraph, ServiceId
+from components.settings import StackSettings
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
 from tools.verify import validate_manifest
 
@@ -392,11 +393,24 @@ def test_every_namespace_is_default_deny_with_trusted_and_health_openings() -> N
 # --- the component --------------------------------------------------------------------------
 
 
+def _mesh_security(settings: StackSettings, opts: Any) -> MeshSecurity:
+    """MeshSecurity on its own mesh, given its slice of `settings` as region.py does."""
+    return MeshSecurity(
+        "sec",
+        IstioMesh("m", settings, opts=opts),
+        settings.security,
+        graph=ServiceGraph(settings.services),
+        namespaces=settings.namespaces,
+        observability_namespace=settings.observability_namespace,
+        flagger_namespace=settings.traffic.flagger_namespace,
+        opts=opts,
+    )
+
+
 @pytest.fixture(scope="module")
 def render():  # type: ignore[no-untyped-def]
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
-        MeshSecurity("sec", mesh, SETTINGS, graph=ServiceGraph(SETTINGS.services), opts=opts)
+        _mesh_security(SETTINGS, opts)
 
     return run_with_provider(build)
 
@@ -551,13 +565,7 @@ def test_calls_and_progressive_delivery_in_the_component() -> None:
     )
 
     def build(opts: Any) -> None:
-        MeshSecurity(
-            "sec",
-            IstioMesh("m", settings, opts=opts),
-            settings,
-            graph=ServiceGraph(settings.services),
-            opts=opts,
-        )
+        _mesh_security(settings, opts)
 
     policies = _objects(run_with_provider(build), "AuthorizationPolicy")
     for app in ("ledger", "ledger-primary"):
@@ -695,13 +703,7 @@ def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -
     )
 
     def build(opts: Any) -> None:
-        MeshSecurity(
-            "sec",
-            IstioMesh("m", settings, opts=opts),
-            settings,
-            graph=ServiceGraph(settings.services),
-            opts=opts,
-        )
+        _mesh_security(settings, opts)
 
     out = run_with_provider(build)
     policies = _objects(out, "AuthorizationPolicy")

@@ -8,7 +8,8 @@ installed here; the objects carry the labels their default selectors look for.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -18,7 +19,10 @@ from components.alerts.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL,
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
 from components.naming import MANAGED_BY
-from components.settings import StackSettings
+
+if TYPE_CHECKING:
+    from components.alerts.settings import AlertsSettings, DashboardSettings
+    from components.settings import MeshService
 
 TOKEN: Final = "meshstack:observability:MeshAlerts"
 
@@ -43,26 +47,20 @@ class MeshAlerts(pulumi.ComponentResource):
     from settings.
     """
 
-    rule_name: pulumi.Output[str]
-    """`metadata.name` of the PrometheusRule."""
-    alert_names: pulumi.Output[list[str]]
-    """Alert names the PrometheusRule defines."""
-    app_monitors: pulumi.Output[list[str]]
-    """`<namespace>/<name>` of each application ServiceMonitor."""
-    dashboard_configmap: pulumi.Output[str]
-    """`<namespace>/<name>` of the dashboard ConfigMap, empty when the dashboard is off."""
-
     def __init__(
         self,
         name: str,
         mesh: IstioMesh,
-        settings: StackSettings,
+        alerts: AlertsSettings,
         *,
+        services: Sequence[MeshService],
+        dashboard: DashboardSettings,
         ratelimit_metrics: MetricsEndpoint | None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`services` with `metrics` get a ServiceMonitor; `ratelimit_metrics` is the
+        RateLimiter's endpoint (None without quotas)."""
         super().__init__(TOKEN, name, None, opts)
-        alerts = settings.alerts
         labels = {**MANAGED_BY, **alerts.prometheus_selector_labels}
 
         def metadata(k8s_name: str, namespace: pulumi.Input[str]) -> k8s.meta.v1.ObjectMetaArgs:
@@ -84,8 +82,7 @@ class MeshAlerts(pulumi.ComponentResource):
             spec=mesh.namespace.apply(lambda ns: rules.istiod_service_monitor_spec(alerts, ns)),
             opts=mesh.custom_resource_options(self),
         )
-        app_monitors: list[str] = []
-        for service in settings.services:
+        for service in services:
             if service.metrics is None:
                 continue
             # Named after its Service, in the Service's namespace: unique without a suffix
@@ -103,7 +100,6 @@ class MeshAlerts(pulumi.ComponentResource):
                 ),
                 opts=mesh.custom_resource_options(self),
             )
-            app_monitors.append(f"{service.namespace}/{monitor_name}")
         if ratelimit_metrics is not None:
             k8s.apiextensions.CustomResource(
                 f"{name}-ratelimit",
@@ -124,29 +120,18 @@ class MeshAlerts(pulumi.ComponentResource):
             spec=rules.prometheus_rule_spec(alerts),
             opts=mesh.custom_resource_options(self),
         )
-        dashboard = ""
-        if settings.dashboard.enabled:
+        if dashboard.enabled:
             k8s.core.v1.ConfigMap(
                 f"{name}-dashboard",
                 metadata=k8s.meta.v1.ObjectMetaArgs(
                     name=DASHBOARD_CONFIGMAP_NAME,
-                    namespace=settings.dashboard.namespace,
+                    namespace=dashboard.namespace,
                     labels={**MANAGED_BY, **GRAFANA_DASHBOARD_LABEL},
                 ),
                 data={DASHBOARD_FILE: dashboard_json()},
                 opts=pulumi.ResourceOptions(parent=self),
             )
-            dashboard = f"{settings.dashboard.namespace}/{DASHBOARD_CONFIGMAP_NAME}"
 
-        self.rule_name = pulumi.Output.from_input(RULE_NAME)
-        self.alert_names = pulumi.Output.from_input(list(rules.ALERT_NAMES))
-        self.app_monitors = pulumi.Output.from_input(app_monitors)
-        self.dashboard_configmap = pulumi.Output.from_input(dashboard)
-        self.register_outputs(
-            {
-                "rule_name": self.rule_name,
-                "alert_names": self.alert_names,
-                "app_monitors": self.app_monitors,
-                "dashboard_configmap": self.dashboard_configmap,
-            }
-        )
+        # No Outputs: nothing reads the objects' names; they are fixed (RULE_NAME,
+        # DASHBOARD_CONFIGMAP_NAME) or the services' own.
+        self.register_outputs({})

@@ -9,7 +9,8 @@ injected namespace, the descriptor ConfigMap, the Redis password (a Pulumi secre
 
 from __future__ import annotations
 
-from typing import Any, Final, cast
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -20,9 +21,11 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
-from components.naming import service_fqdn
 from components.ratelimit import specs
-from components.settings import StackSettings
+
+if TYPE_CHECKING:
+    from components.ratelimit.settings import QuotaSettings, RateLimitSettings
+    from components.settings import MeshService
 
 TOKEN: Final = "meshstack:ratelimit:RateLimiter"
 ENVOY_FILTER_API: Final = "networking.istio.io/v1alpha3"
@@ -40,27 +43,22 @@ class RateLimiter(pulumi.ComponentResource):
     `ratelimit-actions` in the ingress gateway's namespace.
     """
 
-    local_filters: pulumi.Output[list[str]]
-    """Names of the local rate limit EnvoyFilters (`<namespace>/<name>`)."""
-    quota_service: pulumi.Output[str]
-    """gRPC address of the ratelimit service, empty when quotas are off."""
-    quota_domain: pulumi.Output[str]
-    """Rate limit domain, empty when quotas are off."""
     metrics_endpoint: MetricsEndpoint | None
-    """The ratelimit service's Prometheus port (its over-limit counters); None without quotas."""
+    """The ratelimit service's Prometheus port (its over-limit counters), which MeshAlerts
+    scrapes; None without quotas. A plain value, known before deploy, not an Output."""
 
     def __init__(
         self,
         name: str,
         mesh: IstioMesh,
-        settings: StackSettings,
+        rate_limit: RateLimitSettings,
+        *,
+        services: Sequence[MeshService],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        rate_limit = settings.rate_limit
-        local_names: list[str] = []
         if rate_limit.local.enabled:
-            for service in settings.services:
+            for service in services:
                 ns_name = mesh.workload_namespace(service.namespace).metadata.name
                 # A Flagger primary's pods are `app: <name>-primary`: they get their own filter.
                 for app in workload_apps(service.name, service.delivery == "progressive"):
@@ -75,32 +73,19 @@ class RateLimiter(pulumi.ComponentResource):
                         ),
                         opts=mesh.custom_resource_options(self),
                     )
-                    local_names.append(f"{service.namespace}/{filter_name}")
 
         quota = rate_limit.quota
-        address, domain = "", ""
         self.metrics_endpoint = None
         if quota.enabled:
             self.metrics_endpoint = MetricsEndpoint(
                 quota.namespace, specs.RATELIMIT_NAME, specs.metrics_port_name()
             )
-            self._quota(name, mesh, settings)
-            address = f"{service_fqdn(specs.RATELIMIT_NAME, quota.namespace)}:{specs.GRPC_PORT}"
-            domain = quota.domain
+            self._quota(name, mesh, quota)
 
-        self.local_filters = pulumi.Output.from_input(local_names)
-        self.quota_service = pulumi.Output.from_input(address)
-        self.quota_domain = pulumi.Output.from_input(domain)
-        self.register_outputs(
-            {
-                "local_filters": self.local_filters,
-                "quota_service": self.quota_service,
-                "quota_domain": self.quota_domain,
-            }
-        )
+        # No Outputs: nothing reads the filter names or the quota service's address.
+        self.register_outputs({})
 
-    def _quota(self, name: str, mesh: IstioMesh, settings: StackSettings) -> None:
-        quota = settings.rate_limit.quota
+    def _quota(self, name: str, mesh: IstioMesh, quota: QuotaSettings) -> None:
         ns = mesh.workload_namespace(quota.namespace).metadata.name
         child = pulumi.ResourceOptions(parent=self)
 

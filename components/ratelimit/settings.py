@@ -15,8 +15,6 @@ from components.settings_types import DnsLabel, HeaderName, RuleViolationError, 
 Unit = Literal["second", "minute", "hour", "day"]
 """Units of envoyproxy/ratelimit's `rate_limit.unit` (Envoy's RateLimitUnit enum)."""
 
-"""A lowercase HTTP header name: Envoy (HTTP/2) lowercases every header name."""
-
 
 class LocalRoute(SettingsModel):
     """A per-path local limit that replaces the service's default token bucket."""
@@ -216,7 +214,7 @@ class QuotaSettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _references(self) -> QuotaSettings:
+    def _tiers_unique_and_referenced_tiers_exist(self) -> QuotaSettings:
         names: set[str] = set()
         for index, tier in enumerate(self.tiers):
             if tier.name in names:

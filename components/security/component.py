@@ -8,7 +8,8 @@ per-service AuthorizationPolicies (`security.istio.io/v1`).
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
@@ -17,7 +18,9 @@ from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
 from components.security import specs
 from components.service_graph import ServiceGraph, ServiceId
-from components.settings import StackSettings
+
+if TYPE_CHECKING:
+    from components.security.settings import SecuritySettings
 
 TOKEN: Final = "meshstack:security:MeshSecurity"
 API_VERSION: Final = "security.istio.io/v1"
@@ -35,28 +38,28 @@ class MeshSecurity(pulumi.ComponentResource):
     and its JWT requirement there.
     """
 
-    mtls_mode: pulumi.Output[str]
-    """Mesh-wide mTLS mode: always `STRICT`."""
-    trusted_namespaces: pulumi.Output[list[str]]
-    """Namespaces whose workloads may call every workload."""
-
     def __init__(
         self,
         name: str,
         mesh: IstioMesh,
-        settings: StackSettings,
+        security: SecuritySettings,
         *,
         graph: ServiceGraph,
+        namespaces: Sequence[str],
+        observability_namespace: str,
+        flagger_namespace: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`graph` holds the services to secure, `namespaces` every workload namespace
+        (each default-deny); Jaeger and Kiali's namespace and Flagger's are trusted like
+        `security.trustedSourceNamespaces`."""
         super().__init__(TOKEN, name, None, opts)
-        security = settings.security
         trusted = sorted(
             {
                 *security.trusted_source_namespaces,
-                settings.observability_namespace,
+                observability_namespace,
                 # Flagger's load tester sends the canary's acceptance and load traffic.
-                settings.traffic.flagger_namespace,
+                flagger_namespace,
             }
         )
         exposed = {
@@ -100,7 +103,7 @@ class MeshSecurity(pulumi.ComponentResource):
                 spec=specs.exception_peer_authentication_spec(exception),
                 mesh=mesh,
             )
-        for ns in settings.namespaces:
+        for ns in namespaces:
             ns_name = mesh.workload_namespace(ns).metadata.name
             for policy_name, spec in specs.namespace_policies(
                 trusted, security.public_paths
@@ -136,11 +139,8 @@ class MeshSecurity(pulumi.ComponentResource):
                         mesh=mesh,
                     )
 
-        self.mtls_mode = pulumi.Output.from_input("STRICT")
-        self.trusted_namespaces = pulumi.Output.from_input(trusted)
-        self.register_outputs(
-            {"mtls_mode": self.mtls_mode, "trusted_namespaces": self.trusted_namespaces}
-        )
+        # No outputs: nothing reads the mode (always STRICT) or the trusted namespaces.
+        self.register_outputs({})
 
     def _resource(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 
 from pydantic import Field, model_validator
 
@@ -21,21 +21,12 @@ from components.settings_types import (
     SettingsModel,
 )
 
-if TYPE_CHECKING:
-    from components.settings import MeshService, StackSettings
-
 HTTP_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 _PATH: Final = r"^(\*|/[A-Za-z0-9._~/{}*-]*)$"
 _PRINCIPAL: Final = r"^(\*|[^\s/]+/\S+)$"
-_GRPC_PATH: Final = (
-    r"^(\*|/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+/(\*|[A-Za-z_][A-Za-z0-9_]*\*?))$"
-)
-"""What a gRPC request's `:path` can match: `/<package.Service>/<Method>`, a method prefix
-(`/pkg.Svc/Get*`), every method of a service (`/pkg.Svc/*`), or `*`. The package is
-required, so the REST-style default `/api/*` is not mistaken for a gRPC service `api`."""
 _SERVICE_ACCOUNT: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
 
 
@@ -117,7 +108,7 @@ class JwtSettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _paths(self) -> JwtSettings:
+    def _protected_paths_are_paths(self) -> JwtSettings:
         for index, path in enumerate(self.protected_paths):
             _check_path(("protectedPaths", index), path)
         return self
@@ -184,7 +175,7 @@ class AllowRule(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _not_allow_all(self) -> AllowRule:
+    def _well_formed_and_not_allow_all(self) -> AllowRule:
         for index, account in enumerate(self.service_accounts):
             if not re.match(_SERVICE_ACCOUNT, account):
                 raise RuleViolationError(
@@ -259,7 +250,7 @@ class SecuritySettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _rules(self) -> SecuritySettings:
+    def _exception_names_unique_and_public_paths_valid(self) -> SecuritySettings:
         names: set[tuple[str, str]] = set()
         for index, exception in enumerate(self.mtls_exceptions):
             key = (exception.namespace, exception.name)
@@ -273,87 +264,3 @@ class SecuritySettings(SettingsModel):
         for index, path in enumerate(self.public_paths):
             _check_path(("publicPaths", index), path)
         return self
-
-
-def check_service(service: MeshService) -> None:
-    """Rules of one service's `jwt` and `authorization` that need the rest of the service.
-
-    A rule that can never match is an error, not a silent deny: `requestPrincipals` (and
-    so `claims`) exist only with the service's own RequestAuthentication (`jwt`), and a
-    `grpc` service only receives `POST /<package.Service>/<Method>`.
-    """
-    grpc = service.protocol == "grpc"
-    if grpc and service.jwt is not None:
-        for index, path in enumerate(service.jwt.protected_paths):
-            if not re.match(_GRPC_PATH, path):
-                raise RuleViolationError(
-                    ("jwt", "protectedPaths", index),
-                    path,
-                    "must be `*` or `/<package.Service>/<Method>` (`*` method or suffix allowed) "
-                    "on a grpc service; no gRPC request has another path",
-                )
-    for index, rule in enumerate(service.authorization):
-        where = ("authorization", index)
-        if rule.request_principals and service.jwt is None:
-            raise RuleViolationError(
-                (*where, "requestPrincipals"),
-                list(rule.request_principals),
-                "needs the service's jwt: without a RequestAuthentication no request has a "
-                "request principal",
-            )
-        if not grpc:
-            continue
-        for position, method in enumerate(rule.methods):
-            if method != "POST":
-                raise RuleViolationError(
-                    (*where, "methods", position),
-                    method,
-                    "must be POST on a grpc service: every gRPC call is a POST",
-                )
-        for position, path in enumerate(rule.paths):
-            if not re.match(_GRPC_PATH, path) or path == "*":
-                raise RuleViolationError(
-                    (*where, "paths", position),
-                    path,
-                    "must be `/<package.Service>/<Method>` (`*` method or suffix allowed) on a "
-                    "grpc service; gRPC calls have no other path",
-                )
-
-
-def _admits_plaintext(rule: AllowRule, port: int | None) -> bool:
-    """Whether a rule can match a plaintext request (no mTLS identity), on `port` if set:
-    no identity source, and it names the callers' addresses or the port."""
-    if rule.service_accounts or rule.from_ingress_gateway:
-        return False
-    if rule.ip_blocks:
-        return port is None or not rule.ports or port in rule.ports
-    return bool(rule.ports) and (port is None or port in rule.ports)
-
-
-def check_stack(settings: StackSettings) -> None:
-    """Each PERMISSIVE/DISABLE exception needs an ALLOW rule plaintext clients can match.
-
-    Plaintext callers have no mTLS identity, so under default-deny every identity-based
-    ALLOW answers them 403: an exception without a `ports` or `ipBlocks` rule (and no
-    identity source) on a service it covers only admits clients to reject them.
-    """
-    for index, exception in enumerate(settings.security.mtls_exceptions):
-        app = exception.selector.get("app")
-        services = [
-            s
-            for s in settings.services
-            if s.namespace == exception.namespace
-            and (app is None or app in (s.name, f"{s.name}-primary"))
-        ]
-        rules = [rule for s in services for rule in s.authorization]
-        ports: tuple[int | None, ...] = exception.ports or (None,)
-        for port in ports:
-            if not any(_admits_plaintext(rule, port) for rule in rules):
-                where = f"port {port} of " if port is not None else ""
-                raise RuleViolationError(
-                    ("security", "mtlsExceptions", index),
-                    exception.name,
-                    f"needs an authorization rule for {where}the services it covers with "
-                    "`ports` or `ipBlocks` and no serviceAccounts/fromIngressGateway: "
-                    "plaintext clients have no identity, every other ALLOW answers them 403",
-                )

@@ -1,0 +1,123 @@
+"""Cross-field rules of the security settings, as plain functions over narrow arguments.
+
+Each checks a rule that spans more than one model (a service's protocol and its `jwt` and
+`authorization`, or `security.mtlsExceptions` and the services they cover) and raises
+`RuleViolationError` with one line naming the key. The root model (`components.settings`)
+calls them from its validators, so the key paths are relative to what it validates: a
+service (`services[i]`) or the stack.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Final
+
+from components.constants import workload_apps
+from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.settings_types import RuleViolationError
+
+if TYPE_CHECKING:
+    from components.settings import MeshService
+
+_GRPC_PATH: Final = (
+    r"^(\*|/[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+/(\*|[A-Za-z_][A-Za-z0-9_]*\*?))$"
+)
+"""What a gRPC request's `:path` can match: `/<package.Service>/<Method>`, a method prefix
+(`/pkg.Svc/Get*`), every method of a service (`/pkg.Svc/*`), or `*`. The package is
+required, so the REST-style default `/api/*` is not mistaken for a gRPC service `api`."""
+
+
+def check_grpc_protected_paths(protocol: str, jwt: JwtSettings | None) -> None:
+    """A `grpc` service's `jwt.protectedPaths` are gRPC paths: no gRPC request has another
+    path, so any other protected path would never deny anything."""
+    if protocol != "grpc" or jwt is None:
+        return
+    for index, path in enumerate(jwt.protected_paths):
+        if not re.match(_GRPC_PATH, path):
+            raise RuleViolationError(
+                ("jwt", "protectedPaths", index),
+                path,
+                "must be `*` or `/<package.Service>/<Method>` (`*` method or suffix allowed) "
+                "on a grpc service; no gRPC request has another path",
+            )
+
+
+def check_allow_rules_can_match(
+    protocol: str, jwt: JwtSettings | None, rules: Sequence[AllowRule]
+) -> None:
+    """Each of a service's `authorization` rules can match a request it receives.
+
+    A rule that can never match is an error, not a silent deny: `requestPrincipals` (and
+    so `claims`) exist only with the service's own RequestAuthentication (`jwt`), and a
+    `grpc` service only receives `POST /<package.Service>/<Method>`.
+    """
+    grpc = protocol == "grpc"
+    for index, rule in enumerate(rules):
+        where = ("authorization", index)
+        if rule.request_principals and jwt is None:
+            raise RuleViolationError(
+                (*where, "requestPrincipals"),
+                list(rule.request_principals),
+                "needs the service's jwt: without a RequestAuthentication no request has a "
+                "request principal",
+            )
+        if not grpc:
+            continue
+        for position, method in enumerate(rule.methods):
+            if method != "POST":
+                raise RuleViolationError(
+                    (*where, "methods", position),
+                    method,
+                    "must be POST on a grpc service: every gRPC call is a POST",
+                )
+        for position, path in enumerate(rule.paths):
+            if not re.match(_GRPC_PATH, path) or path == "*":
+                raise RuleViolationError(
+                    (*where, "paths", position),
+                    path,
+                    "must be `/<package.Service>/<Method>` (`*` method or suffix allowed) on a "
+                    "grpc service; gRPC calls have no other path",
+                )
+
+
+def _admits_plaintext(rule: AllowRule, port: int | None) -> bool:
+    """Whether a rule can match a plaintext request (no mTLS identity), on `port` if set:
+    no identity source, and it names the callers' addresses or the port."""
+    if rule.service_accounts or rule.from_ingress_gateway:
+        return False
+    if rule.ip_blocks:
+        return port is None or not rule.ports or port in rule.ports
+    return bool(rule.ports) and (port is None or port in rule.ports)
+
+
+def check_mtls_exceptions_admit_plaintext(
+    exceptions: Sequence[MtlsException], services: Sequence[MeshService]
+) -> None:
+    """Each PERMISSIVE/DISABLE exception needs an ALLOW rule plaintext clients can match.
+
+    Plaintext callers have no mTLS identity, so under default-deny every identity-based
+    ALLOW answers them 403: an exception without a `ports` or `ipBlocks` rule (and no
+    identity source) on a service it covers only admits clients to reject them. An
+    exception selecting `app` covers the service of that name and its Flagger primary.
+    """
+    for index, exception in enumerate(exceptions):
+        app = exception.selector.get("app")
+        covered = [
+            s
+            for s in services
+            if s.namespace == exception.namespace
+            and (app is None or app in workload_apps(s.name, progressive=True))
+        ]
+        rules = [rule for s in covered for rule in s.authorization]
+        ports: tuple[int | None, ...] = exception.ports or (None,)
+        for port in ports:
+            if not any(_admits_plaintext(rule, port) for rule in rules):
+                where = f"port {port} of " if port is not None else ""
+                raise RuleViolationError(
+                    ("security", "mtlsExceptions", index),
+                    exception.name,
+                    f"needs an authorization rule for {where}the services it covers with "
+                    "`ports` or `ipBlocks` and no serviceAccounts/fromIngressGateway: "
+                    "plaintext clients have no identity, every other ALLOW answers them 403",
+                )
