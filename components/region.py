@@ -58,7 +58,7 @@ class RegionMesh(pulumi.ComponentResource):
             if hub.is_hub
             else HubReference(f"{name}-hub", hub, opts=child).tracing_target
         )
-        self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=tracing)
+        self.mesh = IstioMesh(f"{name}-istio", settings.istio, tracing=tracing, opts=child)
         self.jaeger = (
             JaegerStack(f"{name}-jaeger", settings, self.mesh, opts=child) if hub.is_hub else None
         )

@@ -38,7 +38,7 @@ SETTINGS = make_settings(
 
 def _build(settings: Any) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
 
     return run_with_provider(build)
@@ -113,7 +113,7 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
     )
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         MeshSecurity("sec", mesh, settings, graph=ServiceGraph(settings.services), opts=opts)
         MeshAlerts("al", mesh, settings, ratelimit_metrics=None, opts=opts)
 
@@ -180,7 +180,7 @@ def test_dashboard_configmap_is_labelled_for_the_grafana_sidecar(render: Render)
 
 def test_outputs_name_the_rule_the_monitors_and_the_dashboard() -> None:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
+        mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
         component = MeshAlerts("al", mesh, SETTINGS, ratelimit_metrics=None, opts=opts)
         pulumi.export("rule", component.rule_name)
         pulumi.export("alerts", component.alert_names)
@@ -299,7 +299,7 @@ def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
 
 def _ratelimit_render(settings: Any) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         limiter = RateLimiter("rl", mesh, settings, opts=opts)
         MeshAlerts("al", mesh, settings, ratelimit_metrics=limiter.metrics_endpoint, opts=opts)
 

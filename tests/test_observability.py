@@ -622,7 +622,7 @@ def test_mesh_without_tracing_gets_no_tracing_telemetry() -> None:
     settings = make_settings()
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         MeshTelemetry("t", settings, mesh, quiet_namespace="observability", opts=opts)
 
     render = run_with_provider(build)

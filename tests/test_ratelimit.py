@@ -196,7 +196,7 @@ def test_quota_namespace_opens_only_gateway_to_ratelimit_and_ratelimit_to_redis(
 @pytest.fixture(scope="module")
 def render():  # type: ignore[no-untyped-def]
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
+        mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
         RateLimiter("rl", mesh, SETTINGS, opts=opts)
 
     return run_with_provider(build)
@@ -294,7 +294,7 @@ def test_local_part_can_be_switched_off() -> None:
     )
 
     def build(opts: Any) -> None:
-        RateLimiter("rl", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+        RateLimiter("rl", IstioMesh("m", settings.istio, opts=opts), settings, opts=opts)
 
     render = run_with_provider(build)
     assert not [o for o in render.kubernetes_objects() if o["kind"] == "EnvoyFilter"]
@@ -306,7 +306,7 @@ def test_a_flagger_primary_gets_its_own_local_filter() -> None:
     )
 
     def build(opts: Any) -> None:
-        RateLimiter("rl", IstioMesh("m", settings, opts=opts), settings, opts=opts)
+        RateLimiter("rl", IstioMesh("m", settings.istio, opts=opts), settings, opts=opts)
 
     filters = {
         o["metadata"]["name"]: o["spec"]["workloadSelector"]["labels"]

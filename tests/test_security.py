@@ -395,7 +395,7 @@ def test_every_namespace_is_default_deny_with_trusted_and_health_openings() -> N
 @pytest.fixture(scope="module")
 def render():  # type: ignore[no-untyped-def]
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
+        mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
         MeshSecurity("sec", mesh, SETTINGS, graph=ServiceGraph(SETTINGS.services), opts=opts)
 
     return run_with_provider(build)
@@ -553,7 +553,7 @@ def test_calls_and_progressive_delivery_in_the_component() -> None:
     def build(opts: Any) -> None:
         MeshSecurity(
             "sec",
-            IstioMesh("m", settings, opts=opts),
+            IstioMesh("m", settings.istio, opts=opts),
             settings,
             graph=ServiceGraph(settings.services),
             opts=opts,
@@ -697,7 +697,7 @@ def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -
     def build(opts: Any) -> None:
         MeshSecurity(
             "sec",
-            IstioMesh("m", settings, opts=opts),
+            IstioMesh("m", settings.istio, opts=opts),
             settings,
             graph=ServiceGraph(settings.services),
             opts=opts,
