@@ -654,6 +654,21 @@ def test_kiali_traces_come_from_the_jaeger_of_the_same_render(
     assert host == f"{j.jaeger_fullname(jaeger['name'])}.{jaeger['namespace']}.svc.cluster.local"
 
 
+def test_every_hub_output_key_names_its_own_endpoint(stack_renders: dict[str, Render]) -> None:
+    hub = stack_renders[HUB].outputs[HUB_OUTPUT]
+    jaeger = next(c for c in stack_renders[HUB].helm_charts() if c["chart"] == "jaeger")
+    host = hub["otlpGrpcHost"]
+    assert hub == {
+        "otlpGrpcHost": host,
+        "otlpGrpcPort": 4317,
+        "otlpGrpcEndpoint": f"{host}:4317",
+        "otlpHttpEndpoint": f"http://{host}:4318",
+        "queryHttpUrl": f"http://{host}:16686",
+        "queryGrpcUrl": f"http://{host}:16685",
+        "namespace": jaeger["namespace"],
+    }
+
+
 @pytest.mark.parametrize("stack", SPOKES)
 def test_spokes_send_spans_to_the_hub_collector(
     stack_renders: dict[str, Render], stack: str

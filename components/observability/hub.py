@@ -37,16 +37,19 @@ and port (`HubReference`)."""
 
 
 def hub_outputs(jaeger: JaegerStack) -> pulumi.Output[dict[str, Any]]:
-    """The hub's `observabilityHub` stack output, built from the JaegerStack's outputs."""
+    """The hub's `observabilityHub` stack output, built from the JaegerStack's outputs.
+
+    Each value is named by its key, so reordering cannot hand a spoke the wrong endpoint.
+    """
     return pulumi.Output.all(
-        jaeger.otlp_grpc_host,
-        jaeger.otlp_grpc_port,
-        jaeger.otlp_grpc_endpoint,
-        jaeger.otlp_http_endpoint,
-        jaeger.query_http_url,
-        jaeger.query_grpc_url,
-        jaeger.namespace,
-    ).apply(lambda values: dict(zip(HUB_KEYS, values, strict=True)))
+        otlpGrpcHost=jaeger.otlp_grpc_host,
+        otlpGrpcPort=jaeger.otlp_grpc_port,
+        otlpGrpcEndpoint=jaeger.otlp_grpc_endpoint,
+        otlpHttpEndpoint=jaeger.otlp_http_endpoint,
+        queryHttpUrl=jaeger.query_http_url,
+        queryGrpcUrl=jaeger.query_grpc_url,
+        namespace=jaeger.namespace,
+    )
 
 
 class HubReference(pulumi.ComponentResource):
