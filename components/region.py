@@ -51,23 +51,41 @@ class RegionMesh(pulumi.ComponentResource):
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # istiod gets Jaeger's address first; Jaeger installs after istiod so its pods are
-        # injected (components/jaeger.py). A spoke reads the hub's address instead.
-        hub = settings.observability
+        # injected (components/observability/jaeger.py). A spoke reads the hub's address instead.
+        observability = settings.observability
+        obs_ns = settings.observability_namespace
         tracing = (
-            JaegerStack.tracing_target_for(settings)
-            if hub.is_hub
-            else HubReference(f"{name}-hub", hub, opts=child).tracing_target
+            JaegerStack.tracing_target_for(obs_ns)
+            if observability.is_hub
+            else HubReference(f"{name}-hub", observability, opts=child).tracing_target
         )
-        self.mesh = IstioMesh(f"{name}-istio", settings, opts=child, tracing=tracing)
+        self.mesh = IstioMesh(f"{name}-istio", settings.istio, tracing=tracing, opts=child)
         self.jaeger = (
-            JaegerStack(f"{name}-jaeger", settings, self.mesh, opts=child) if hub.is_hub else None
+            JaegerStack(
+                f"{name}-jaeger", self.mesh, observability.jaeger, namespace_name=obs_ns, opts=child
+            )
+            if observability.is_hub
+            else None
         )
-        quiet = self.jaeger.namespace if self.jaeger else None
-        MeshTelemetry(f"{name}-telemetry", settings, self.mesh, quiet_namespace=quiet, opts=child)
+        MeshTelemetry(
+            f"{name}-telemetry",
+            self.mesh,
+            observability.telemetry,
+            access_logging=settings.access_logging,
+            quiet_namespace=self.jaeger.namespace if self.jaeger else None,
+            opts=child,
+        )
         if self.jaeger:
-            KialiStack(f"{name}-kiali", settings, self.mesh, self.jaeger, opts=child)
+            KialiStack(
+                f"{name}-kiali",
+                self.mesh,
+                observability,
+                jaeger=self.jaeger,
+                prometheus_url=settings.prometheus_url,
+                opts=child,
+            )
         else:
-            KialiRemoteAccess(f"{name}-kiali-remote", settings, opts=child)
+            KialiRemoteAccess(f"{name}-kiali-remote", obs_ns, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         graph = ServiceGraph(settings.services)
         self.traffic = TrafficManagement(
@@ -100,7 +118,11 @@ class RegionMesh(pulumi.ComponentResource):
             opts=child,
         )
         self.guardrails = NamespaceGuardrails(
-            f"{name}-guardrails", self.mesh, settings.namespaces, settings.guardrails, opts=child
+            f"{name}-guardrails",
+            self.mesh,
+            settings.guardrails,
+            namespaces=settings.namespaces,
+            opts=child,
         )
 
         self.istio_namespace = self.mesh.namespace

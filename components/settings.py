@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.guardrails.settings import GuardrailSettings
+from components.istio.settings import IstioSettings
 from components.observability.settings import ObservabilitySettings
 from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
 from components.security.rules import (
@@ -381,6 +382,26 @@ class StackSettings(SettingsModel):
         check_stack(self)
         check_mtls_exceptions_admit_plaintext(self.security.mtls_exceptions, self.services)
         return self
+
+    @property
+    def istio(self) -> IstioSettings:
+        """The slice IstioMesh is built from: the flat istio keys, defaults applied."""
+        return IstioSettings(
+            mesh_id=self.mesh_id,
+            cluster_name=self.effective_cluster_name,
+            network=self.effective_network,
+            revision=self.istio_revision,
+            workload_namespaces=self.namespaces,
+            proxy_stats_inclusion_regexps=self.proxy_stats_inclusion_regexps,
+            cluster_local_hosts=self.cluster_local_service_hosts,
+            istiod_replicas=self.istiod_replicas,
+            istiod_max_replicas=self.istiod_max_replicas,
+            gateway_replicas=self.gateway_replicas,
+            gateway_max_replicas=self.gateway_max_replicas,
+            egress_gateway=self.egress_gateway,
+            east_west_gateway=self.east_west_gateway,
+            east_west_gateway_service_annotations=dict(self.east_west_gateway_service_annotations),
+        )
 
     @property
     def effective_cluster_name(self) -> str:

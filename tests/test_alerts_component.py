@@ -58,7 +58,7 @@ def _mesh_alerts(
 
 def _build(settings: StackSettings) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
-        _mesh_alerts(IstioMesh("m", settings, opts=opts), settings, opts)
+        _mesh_alerts(IstioMesh("m", settings.istio, opts=opts), settings, opts)
 
     return run_with_provider(build)
 
@@ -132,7 +132,7 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
     )
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         MeshSecurity(
             "sec",
             mesh,
@@ -337,7 +337,7 @@ def test_validation_sees_a_wrongly_spelt_relabel_field(render: Render) -> None:
 
 def _ratelimit_render(settings: Any) -> Render:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         limiter = RateLimiter(
             "rl", mesh, settings.rate_limit, services=settings.services, opts=opts
         )

@@ -21,7 +21,7 @@ SETTINGS = make_settings(
 
 @pytest.fixture(scope="module")
 def mesh_render() -> Render:
-    return run_with_provider(lambda opts: IstioMesh("m", SETTINGS, opts=opts))
+    return run_with_provider(lambda opts: IstioMesh("m", SETTINGS.istio, opts=opts))
 
 
 def test_istio_mesh_children(mesh_render: Render) -> None:
@@ -107,7 +107,7 @@ def test_charts_are_pinned_and_get_their_values(mesh_render: Render) -> None:
 
 def test_egress_and_east_west_gateways_are_optional() -> None:
     settings = make_settings(egressGateway=False, eastWestGateway=False)
-    render = run_with_provider(lambda opts: IstioMesh("m", settings, opts=opts))
+    render = run_with_provider(lambda opts: IstioMesh("m", settings.istio, opts=opts))
     names = by_name(render)
     for gone in (
         "m-egress-gateway",
@@ -120,7 +120,7 @@ def test_egress_and_east_west_gateways_are_optional() -> None:
 
 def test_revision_labels_namespaces_and_names_istiod() -> None:
     settings = make_settings(istioRevision="canary", services=[{"name": "a", "namespace": "s"}])
-    render = run_with_provider(lambda opts: IstioMesh("m", settings, opts=opts))
+    render = run_with_provider(lambda opts: IstioMesh("m", settings.istio, opts=opts))
     names = by_name(render)
     assert names["m-ns-s"].inputs["metadata"]["labels"]["istio.io/rev"] == "canary"
     assert "istio-injection" not in names["m-ns-s"].inputs["metadata"]["labels"]
@@ -129,7 +129,7 @@ def test_revision_labels_namespaces_and_names_istiod() -> None:
 
 def test_custom_resources_wait_for_the_control_plane() -> None:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", make_settings(), opts=opts)
+        mesh = IstioMesh("m", make_settings().istio, opts=opts)
         pulumi.CustomResource(
             "kubernetes:networking.istio.io/v1:Sidecar",
             "probe",
@@ -144,7 +144,7 @@ def test_custom_resources_wait_for_the_control_plane() -> None:
 
 def test_unknown_workload_namespace_is_an_error() -> None:
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", make_settings(), opts=opts)
+        mesh = IstioMesh("m", make_settings().istio, opts=opts)
         with pytest.raises(KeyError, match="not a workload namespace"):
             mesh.workload_namespace("nope")
 

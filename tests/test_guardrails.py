@@ -140,8 +140,10 @@ SETTINGS = make_settings(
 @pytest.fixture(scope="module")
 def render():  # type: ignore[no-untyped-def]
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
-        NamespaceGuardrails("g", mesh, SETTINGS.namespaces, SETTINGS.guardrails, opts=opts)
+        mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
+        NamespaceGuardrails(
+            "g", mesh, SETTINGS.guardrails, namespaces=SETTINGS.namespaces, opts=opts
+        )
 
     return run_with_provider(build)
 
@@ -175,8 +177,10 @@ def test_guardrails_can_be_switched_off() -> None:
     )
 
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", settings_off, opts=opts)
-        NamespaceGuardrails("g", mesh, settings_off.namespaces, settings_off.guardrails, opts=opts)
+        mesh = IstioMesh("m", settings_off.istio, opts=opts)
+        NamespaceGuardrails(
+            "g", mesh, settings_off.guardrails, namespaces=settings_off.namespaces, opts=opts
+        )
 
     kinds = {o["kind"] for o in run_with_provider(build).kubernetes_objects()}
     assert not kinds & {"ResourceQuota", "LimitRange"}

@@ -293,10 +293,10 @@ def test_kiali_openid_grafana_ingress_and_browser_links() -> None:
 
 def test_tracing_browser_link_defaults_to_the_jaeger_ingress() -> None:
     with_ingress = make_settings(observability={"jaeger": {"ingressHost": "jaeger.example.com"}})
-    assert k.tracing_external_url(with_ingress) == "https://jaeger.example.com"
-    assert k.tracing_external_url(make_settings()) == ""
+    assert k.tracing_external_url(with_ingress.observability) == "https://jaeger.example.com"
+    assert k.tracing_external_url(make_settings().observability) == ""
     explicit = make_settings(observability={"kiali": {"tracingExternalUrl": "https://t.example"}})
-    assert k.tracing_external_url(explicit) == "https://t.example"
+    assert k.tracing_external_url(explicit.observability) == "https://t.example"
 
 
 @pytest.mark.parametrize(
@@ -462,7 +462,7 @@ def test_planned_tracing_target_is_the_jaeger_stacks_own_endpoint() -> None:
     def build(opts: pulumi.ResourceOptions) -> None:
         region = RegionMesh("hub", settings, opts)
         assert region.jaeger is not None
-        planned = JaegerStack.tracing_target_for(settings)
+        planned = JaegerStack.tracing_target_for(settings.observability_namespace)
         pulumi.export("planned", pulumi.Output.all(planned.service, planned.port))
         actual = region.jaeger.tracing_target
         pulumi.export("actual", pulumi.Output.all(actual.service, actual.port))
@@ -615,15 +615,22 @@ def test_spoke_reads_the_hub_and_runs_no_jaeger_or_kiali() -> None:
 def test_spoke_without_offline_outputs_names_the_missing_stack() -> None:
     settings = make_settings(observability={"role": "spoke", "hubStack": "org/meshstack/nowhere"})
     with pytest.raises(RenderError, match="'org/meshstack/nowhere' has no offline outputs"):
-        run_with_provider(lambda opts: HubReference("h", settings.observability, opts))
+        run_with_provider(lambda opts: HubReference("h", settings.observability, opts=opts))
 
 
 def test_mesh_without_tracing_gets_no_tracing_telemetry() -> None:
     settings = make_settings()
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts)
-        MeshTelemetry("t", settings, mesh, quiet_namespace="observability", opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
+        MeshTelemetry(
+            "t",
+            mesh,
+            settings.observability.telemetry,
+            access_logging=settings.access_logging,
+            quiet_namespace="observability",
+            opts=opts,
+        )
 
     render = run_with_provider(build)
     objects = [o for o in render.kubernetes_objects() if o["kind"] == "Telemetry"]
@@ -645,6 +652,21 @@ def test_kiali_traces_come_from_the_jaeger_of_the_same_render(
     jaeger = next(c for c in render.helm_charts() if c["chart"] == "jaeger")
     host = render.outputs[HUB_OUTPUT]["otlpGrpcHost"]
     assert host == f"{j.jaeger_fullname(jaeger['name'])}.{jaeger['namespace']}.svc.cluster.local"
+
+
+def test_every_hub_output_key_names_its_own_endpoint(stack_renders: dict[str, Render]) -> None:
+    hub = stack_renders[HUB].outputs[HUB_OUTPUT]
+    jaeger = next(c for c in stack_renders[HUB].helm_charts() if c["chart"] == "jaeger")
+    host = hub["otlpGrpcHost"]
+    assert hub == {
+        "otlpGrpcHost": host,
+        "otlpGrpcPort": 4317,
+        "otlpGrpcEndpoint": f"{host}:4317",
+        "otlpHttpEndpoint": f"http://{host}:4318",
+        "queryHttpUrl": f"http://{host}:16686",
+        "queryGrpcUrl": f"http://{host}:16685",
+        "namespace": jaeger["namespace"],
+    }
 
 
 @pytest.mark.parametrize("stack", SPOKES)

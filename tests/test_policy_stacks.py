@@ -138,7 +138,9 @@ CRD_SPEC: dict[str, Any] = {
 
 
 def compliant_program(opts: pulumi.ResourceOptions) -> None:
-    mesh = IstioMesh("m", make_settings(services=[{"name": "api", "namespace": "shop"}]), opts=opts)
+    mesh = IstioMesh(
+        "m", make_settings(services=[{"name": "api", "namespace": "shop"}]).istio, opts=opts
+    )
     istio_cr = mesh.custom_resource_options(mesh)
     mtls_spec: dict[str, Any] = {"mtls": {"mode": "STRICT"}}
     k8s.apiextensions.CustomResource(

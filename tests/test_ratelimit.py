@@ -196,7 +196,7 @@ def test_quota_namespace_opens_only_gateway_to_ratelimit_and_ratelimit_to_redis(
 @pytest.fixture(scope="module")
 def render():  # type: ignore[no-untyped-def]
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", SETTINGS, opts=opts)
+        mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
         RateLimiter("rl", mesh, SETTINGS.rate_limit, services=SETTINGS.services, opts=opts)
 
     return run_with_provider(build)
@@ -294,7 +294,7 @@ def test_local_part_can_be_switched_off() -> None:
     )
 
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         RateLimiter("rl", mesh, settings.rate_limit, services=settings.services, opts=opts)
 
     render = run_with_provider(build)
@@ -307,7 +307,7 @@ def test_a_flagger_primary_gets_its_own_local_filter() -> None:
     )
 
     def build(opts: Any) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         RateLimiter("rl", mesh, settings.rate_limit, services=settings.services, opts=opts)
 
     filters = {

@@ -397,7 +397,7 @@ def _mesh_security(settings: StackSettings, opts: Any) -> MeshSecurity:
     """MeshSecurity on its own mesh, given its slice of `settings` as region.py does."""
     return MeshSecurity(
         "sec",
-        IstioMesh("m", settings, opts=opts),
+        IstioMesh("m", settings.istio, opts=opts),
         settings.security,
         graph=ServiceGraph(settings.services),
         namespaces=settings.namespaces,

@@ -50,7 +50,7 @@ SETTINGS = make_settings(
 
 
 def build(opts: pulumi.ResourceOptions) -> None:
-    mesh = IstioMesh("m", SETTINGS, opts=opts)
+    mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
     traffic = TrafficManagement(
         "t", SETTINGS, mesh, graph=ServiceGraph(SETTINGS.services), opts=opts
     )
@@ -195,7 +195,7 @@ def test_no_flagger_without_progressive_services() -> None:
     settings = make_settings(services=[{"name": "a", "namespace": "shop"}])
 
     def build_static(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
 
     names = by_name(run_with_provider(build_static))
@@ -208,7 +208,7 @@ def test_sidecar_scoping_can_be_turned_off() -> None:
     )
 
     def build_unscoped(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
+        mesh = IstioMesh("m", settings.istio, opts=opts)
         TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
 
     names = by_name(run_with_provider(build_unscoped))

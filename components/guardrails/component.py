@@ -28,21 +28,21 @@ TOKEN: Final = "meshstack:guardrails:NamespaceGuardrails"
 
 
 class NamespaceGuardrails(pulumi.ComponentResource):
-    """ResourceQuota `meshstack-quota` and LimitRange `meshstack-limits` per namespace."""
+    """ResourceQuota `meshstack-quota` and LimitRange `meshstack-limits` per namespace.
 
-    namespaces: pulumi.Output[list[str]]
-    """Namespaces that got the guard rails."""
+    `namespaces` must be workload namespaces of `mesh`: each object waits for its namespace.
+    """
 
     def __init__(
         self,
         name: str,
         mesh: IstioMesh,
-        namespaces: tuple[str, ...],
         guardrails: GuardrailSettings,
+        *,
+        namespaces: tuple[str, ...],
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        guarded: list[pulumi.Output[str]] = []
         if guardrails.enabled:
             for ns in namespaces:
                 ns_name = mesh.workload_namespace(ns).metadata.name
@@ -59,6 +59,5 @@ class NamespaceGuardrails(pulumi.ComponentResource):
                     spec=cast(Any, limit_range_spec(guardrails)),
                     opts=pulumi.ResourceOptions(parent=self),
                 )
-                guarded.append(ns_name)
-        self.namespaces = pulumi.Output.all(*guarded).apply(lambda names: [str(n) for n in names])
-        self.register_outputs({"namespaces": self.namespaces})
+        # No outputs: nothing reads one.
+        self.register_outputs({})

@@ -11,7 +11,7 @@ dependency every Istio custom resource needs, so nobody writes a hand-made `depe
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import pulumi
@@ -21,9 +21,9 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.constants import ISTIO_NAMESPACE
 from components.helm import install_chart
 from components.istio import values
+from components.istio.settings import IstioSettings
 from components.istio.tracing import TracingTarget
 from components.kube import namespace
-from components.settings import StackSettings
 from components.versions import ISTIO_BASE, ISTIO_GATEWAY, ISTIO_VERSION, ISTIOD
 
 TOKEN: Final = "meshstack:istio:IstioMesh"
@@ -47,7 +47,7 @@ def _service_address(resources: Sequence[Any] | None) -> pulumi.Output[str] | st
 
 
 def _istiod_values(
-    settings: StackSettings, tracing: TracingTarget | None
+    settings: IstioSettings, tracing: TracingTarget | None
 ) -> pulumi.Input[dict[str, Any]]:
     """istiod values; with a tracing target they wait for its (Output) address."""
     if tracing is None:
@@ -70,8 +70,6 @@ class IstioMesh(pulumi.ComponentResource):
 
     namespace: pulumi.Output[str]
     """The control-plane (and mesh root) namespace, `istio-system`."""
-    revision: pulumi.Output[str]
-    """Control-plane revision, empty for the default revision."""
     mesh_id: pulumi.Output[str]
     """`global.meshID`, shared by every region."""
     version: pulumi.Output[str]
@@ -88,16 +86,18 @@ class IstioMesh(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
-        opts: pulumi.ResourceOptions | None = None,
+        settings: IstioSettings,
         *,
         tracing: TracingTarget | None = None,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         self.tracing_target = tracing
         """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
-        revision = settings.istio_revision
+        revision = settings.revision
         injection = values.injection_labels(revision)
+        self.injection_labels: Mapping[str, str] = injection
+        """Labels that turn sidecar injection on in a namespace, for this control plane."""
 
         istio_ns = namespace(
             f"{name}-istio-system",
@@ -107,7 +107,7 @@ class IstioMesh(pulumi.ComponentResource):
         )
         self._workload_ns = {
             ns: namespace(f"{name}-ns-{ns}", ns, injection, parent=self)
-            for ns in settings.namespaces
+            for ns in settings.workload_namespaces
         }
 
         base = install_chart(
@@ -130,8 +130,8 @@ class IstioMesh(pulumi.ComponentResource):
         """istiod's chart: exists only once the CRDs and the validation webhook do."""
 
         gateway_namespaces = {ISTIO_NAMESPACE: istio_ns}
-        self.gateways: list[k8s.helm.v4.Chart] = []
-        """Gateway charts, in install order (each waits for the one before)."""
+        # Gateway charts in install order: each waits for the one before.
+        gateways: list[k8s.helm.v4.Chart] = []
         previous: pulumi.Resource = self.control_plane
         for gateway in values.gateways(settings):
             if gateway.namespace not in gateway_namespaces:
@@ -147,7 +147,7 @@ class IstioMesh(pulumi.ComponentResource):
                 parent=self,
                 depends_on=[previous],
             )
-            self.gateways.append(chart)
+            gateways.append(chart)
             previous = chart
             if gateway.network_gateway:
                 CustomResource(
@@ -162,10 +162,9 @@ class IstioMesh(pulumi.ComponentResource):
                     opts=self.custom_resource_options(self),
                 )
         ingress_ns = gateway_namespaces[values.INGRESS.namespace]
-        ingress = self.gateways[0]
+        ingress = gateways[0]
 
         self.namespace = istio_ns.metadata.name.apply(str)
-        self.revision = pulumi.Output.from_input(revision)
         self.mesh_id = pulumi.Output.from_input(settings.mesh_id)
         self.version = pulumi.Output.from_input(ISTIO_VERSION)
         self.workload_namespaces = pulumi.Output.all(
@@ -177,7 +176,6 @@ class IstioMesh(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "namespace": self.namespace,
-                "revision": self.revision,
                 "mesh_id": self.mesh_id,
                 "version": self.version,
                 "workload_namespaces": self.workload_namespaces,
@@ -210,7 +208,7 @@ class IstioMesh(pulumi.ComponentResource):
         """A PeerAuthentication letting an out-of-mesh Ingress controller reach one port.
 
         For components that expose a meshed UI through a Kubernetes Ingress
-        (`istio_values.ingress_controller_exception_spec` says why).
+        (`values.ingress_controller_exception_spec` says why).
         """
         return CustomResource(
             resource_name,

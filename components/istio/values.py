@@ -1,7 +1,8 @@
 """Pure builders of the Istio Helm values and namespace labels.
 
-Plain functions from settings to dicts, unit-tested without the Pulumi engine. The
-IstioMesh component only wires their results into Helm charts and namespaces.
+Plain functions from the mesh's settings slice (`IstioSettings`) to dicts, unit-tested
+without the Pulumi engine. The IstioMesh component only wires their results into Helm
+charts and namespaces.
 
 istiod values are flat since Istio 1.24 (no `pilot:` block); the gateway chart validates
 its values against `values.schema.json`. The tests check every key set here against the
@@ -22,8 +23,8 @@ from components.constants import (
     ISTIO_NAMESPACE,
     PROXY_RESOURCES,
 )
+from components.istio.settings import IstioSettings
 from components.istio.tracing import OTLP_GRPC_PORT, extension_providers
-from components.settings import StackSettings
 
 ISTIOD_RESOURCES: Final = {
     "requests": {"cpu": "500m", "memory": "2Gi"},
@@ -90,7 +91,7 @@ def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> 
     }
 
 
-def gateways(settings: StackSettings) -> tuple[GatewaySpec, ...]:
+def gateways(settings: IstioSettings) -> tuple[GatewaySpec, ...]:
     """The gateways this region installs, in install order."""
     return (
         INGRESS,
@@ -131,24 +132,24 @@ def injection_labels(revision: str) -> dict[str, str]:
     return {"istio.io/rev": revision} if revision else {"istio-injection": "enabled"}
 
 
-def istio_namespace_labels(settings: StackSettings) -> dict[str, str]:
+def istio_namespace_labels(settings: IstioSettings) -> dict[str, str]:
     """Labels of the control-plane namespace: its network, for multi-network meshes."""
-    return {"topology.istio.io/network": settings.effective_network}
+    return {"topology.istio.io/network": settings.network}
 
 
-def base_values(settings: StackSettings) -> dict[str, Any]:
+def base_values(settings: IstioSettings) -> dict[str, Any]:
     """Values of the `base` chart (CRDs, cluster roles, default-revision webhook)."""
     return {
         "global": {"istioNamespace": ISTIO_NAMESPACE},
         # Keep EnvoyFilter usable: the stable-channel admission policy rejects it, and
         # the rate limiter is built on EnvoyFilters.
         "experimental": {"stableValidationPolicy": False},
-        "defaultRevision": settings.istio_revision or "default",
+        "defaultRevision": settings.revision or "default",
     }
 
 
 def mesh_config(
-    settings: StackSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
+    settings: IstioSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
 ) -> dict[str, Any]:
     """`meshConfig` of istiod: extension providers and the extra Envoy stats the alerts need.
 
@@ -168,14 +169,14 @@ def mesh_config(
         "serviceSettings": [
             {
                 "settings": {"clusterLocal": True},
-                "hosts": list(settings.cluster_local_service_hosts),
+                "hosts": list(settings.cluster_local_hosts),
             }
         ],
     }
 
 
 def istiod_values(
-    settings: StackSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
+    settings: IstioSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
 ) -> dict[str, Any]:
     """Values of the `istiod` chart: multi-cluster identity, production sizing, meshConfig.
 
@@ -195,20 +196,20 @@ def istiod_values(
         "global": {
             "istioNamespace": ISTIO_NAMESPACE,
             "meshID": settings.mesh_id,
-            "multiCluster": {"clusterName": settings.effective_cluster_name},
-            "network": settings.effective_network,
+            "multiCluster": {"clusterName": settings.cluster_name},
+            "network": settings.network,
             "logAsJson": True,
             "proxy": {"resources": PROXY_RESOURCES},
             "defaultPodDisruptionBudget": {"enabled": True},
         },
         "meshConfig": mesh_config(settings, tracing_service, tracing_port),
     }
-    if settings.istio_revision:
-        values["revision"] = settings.istio_revision
+    if settings.revision:
+        values["revision"] = settings.revision
     return values
 
 
-def gateway_values(settings: StackSettings, gateway: GatewaySpec) -> dict[str, Any]:
+def gateway_values(settings: IstioSettings, gateway: GatewaySpec) -> dict[str, Any]:
     """Values of the `gateway` chart for the ingress, egress or east-west gateway."""
     labels = {**gateway_selector(gateway), "app": gateway.release}
     values: dict[str, Any] = {
@@ -225,10 +226,10 @@ def gateway_values(settings: StackSettings, gateway: GatewaySpec) -> dict[str, A
     if gateway.network_gateway:
         # The chart then exposes `networkGatewayPorts` (15443 and istiod's 15012/15017)
         # and asks istiod for this network's view of the mesh.
-        values["networkGateway"] = settings.effective_network
-        labels["topology.istio.io/network"] = settings.effective_network
+        values["networkGateway"] = settings.network
+        labels["topology.istio.io/network"] = settings.network
         if settings.east_west_gateway_service_annotations:
             values["service"]["annotations"] = dict(settings.east_west_gateway_service_annotations)
-    if settings.istio_revision:
-        values["revision"] = settings.istio_revision
+    if settings.revision:
+        values["revision"] = settings.revision
     return values

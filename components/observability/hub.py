@@ -32,21 +32,24 @@ HUB_KEYS: Final = (
     "queryGrpcUrl",
     "namespace",
 )
-"""Keys of the `observabilityHub` output; a spoke reads the collector host and port and the
-gRPC query URL (`HubReference`)."""
+"""Keys of the `observabilityHub` output (`hub_outputs`); a spoke reads the collector host
+and port (`HubReference`)."""
 
 
 def hub_outputs(jaeger: JaegerStack) -> pulumi.Output[dict[str, Any]]:
-    """The hub's `observabilityHub` stack output, built from the JaegerStack's outputs."""
+    """The hub's `observabilityHub` stack output, built from the JaegerStack's outputs.
+
+    Each value is named by its key, so reordering cannot hand a spoke the wrong endpoint.
+    """
     return pulumi.Output.all(
-        jaeger.otlp_grpc_host,
-        jaeger.otlp_grpc_port,
-        jaeger.otlp_grpc_endpoint,
-        jaeger.otlp_http_endpoint,
-        jaeger.query_http_url,
-        jaeger.query_grpc_url,
-        jaeger.namespace,
-    ).apply(lambda values: dict(zip(HUB_KEYS, values, strict=True)))
+        otlpGrpcHost=jaeger.otlp_grpc_host,
+        otlpGrpcPort=jaeger.otlp_grpc_port,
+        otlpGrpcEndpoint=jaeger.otlp_grpc_endpoint,
+        otlpHttpEndpoint=jaeger.otlp_http_endpoint,
+        queryHttpUrl=jaeger.query_http_url,
+        queryGrpcUrl=jaeger.query_grpc_url,
+        namespace=jaeger.namespace,
+    )
 
 
 class HubReference(pulumi.ComponentResource):
@@ -55,40 +58,32 @@ class HubReference(pulumi.ComponentResource):
     Child: the `pulumi.StackReference` to `settings.hub_stack`. Run `pulumi up` on the hub first:
     until the hub has exported `observabilityHub`, a spoke's update fails with the
     missing output named.
+
+    Unlike the other components it takes no mesh: it is created before the IstioMesh,
+    because istiod's tracing provider needs the hub's collector address (`tracing_target`).
     """
 
-    stack: pulumi.Output[str]
-    """Fully qualified name of the hub stack."""
     otlp_grpc_host: pulumi.Output[str]
     """The hub collector's fully qualified Service host."""
     otlp_grpc_port: pulumi.Output[int]
     """The hub collector's OTLP/gRPC port."""
-    query_grpc_url: pulumi.Output[str]
-    """The hub's Jaeger gRPC query URL."""
 
     def __init__(
         self,
         name: str,
         settings: ObservabilitySettings,
+        *,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(HUB_REFERENCE_TOKEN, name, None, opts)
-        hub_stack = settings.hub_stack
         reference = pulumi.StackReference(
-            f"{name}-stack", stack_name=hub_stack, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-stack", stack_name=settings.hub_stack, opts=pulumi.ResourceOptions(parent=self)
         )
         hub = reference.require_output(HUB_OUTPUT)
-        self.stack = pulumi.Output.from_input(hub_stack)
         self.otlp_grpc_host = hub.apply(lambda h: str(h["otlpGrpcHost"]))
         self.otlp_grpc_port = hub.apply(lambda h: int(h["otlpGrpcPort"]))
-        self.query_grpc_url = hub.apply(lambda h: str(h["queryGrpcUrl"]))
         self.register_outputs(
-            {
-                "stack": self.stack,
-                "otlp_grpc_host": self.otlp_grpc_host,
-                "otlp_grpc_port": self.otlp_grpc_port,
-                "query_grpc_url": self.query_grpc_url,
-            }
+            {"otlp_grpc_host": self.otlp_grpc_host, "otlp_grpc_port": self.otlp_grpc_port}
         )
 
     @property

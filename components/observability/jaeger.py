@@ -36,7 +36,6 @@ import pulumi_kubernetes as k8s
 from components.helm import install_chart
 from components.istio.component import IstioMesh
 from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT, TracingTarget
-from components.istio.values import injection_labels
 from components.kube import namespace
 from components.naming import service_fqdn
 from components.observability.jaeger_values import (
@@ -49,7 +48,7 @@ from components.observability.jaeger_values import (
     jaeger_values,
     pod_labels,
 )
-from components.settings import StackSettings
+from components.observability.settings import JaegerSettings
 from components.versions import JAEGER
 
 TOKEN: Final = "meshstack:observability:JaegerStack"
@@ -67,8 +66,6 @@ class JaegerStack(pulumi.ComponentResource):
 
     namespace: pulumi.Output[str]
     """The observability namespace Jaeger (and Kiali) run in."""
-    service_name: pulumi.Output[str]
-    """Name of the chart's Service (`jaeger.fullname`)."""
     otlp_grpc_host: pulumi.Output[str]
     """Fully qualified host of the OTLP receiver."""
     otlp_grpc_port: pulumi.Output[int]
@@ -85,18 +82,14 @@ class JaegerStack(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
         mesh: IstioMesh,
+        jaeger: JaegerSettings,
+        *,
+        namespace_name: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        jaeger = settings.observability.jaeger
-        ns = namespace(
-            f"{name}-ns",
-            settings.observability_namespace,
-            injection_labels(settings.istio_revision),
-            parent=self,
-        )
+        ns = namespace(f"{name}-ns", namespace_name, mesh.injection_labels, parent=self)
         # After istiod: the pods must be injected (module docstring).
         depends_on: list[pulumi.Resource] = [mesh.control_plane]
         if jaeger.storage.type == "badger":
@@ -134,7 +127,6 @@ class JaegerStack(pulumi.ComponentResource):
 
         fullname = jaeger_fullname(RELEASE)
         self.namespace = ns.metadata.name.apply(str)
-        self.service_name = pulumi.Output.from_input(fullname)
         self.otlp_grpc_host = self.namespace.apply(lambda n: service_fqdn(fullname, n))
         self.otlp_grpc_port = pulumi.Output.from_input(OTLP_GRPC_PORT)
         self.otlp_grpc_endpoint = self.otlp_grpc_host.apply(lambda h: f"{h}:{OTLP_GRPC_PORT}")
@@ -146,7 +138,6 @@ class JaegerStack(pulumi.ComponentResource):
         self.register_outputs(
             {
                 "namespace": self.namespace,
-                "service_name": self.service_name,
                 "otlp_grpc_host": self.otlp_grpc_host,
                 "otlp_grpc_port": self.otlp_grpc_port,
                 "otlp_grpc_endpoint": self.otlp_grpc_endpoint,
@@ -162,12 +153,12 @@ class JaegerStack(pulumi.ComponentResource):
         return TracingTarget(service=self.otlp_grpc_host, port=self.otlp_grpc_port)
 
     @staticmethod
-    def tracing_target_for(settings: StackSettings) -> TracingTarget:
-        """The OTLP/gRPC target the JaegerStack of `settings` will have, before it exists.
+    def tracing_target_for(namespace_name: str) -> TracingTarget:
+        """The OTLP/gRPC target a JaegerStack in `namespace_name` will have, before it exists.
 
         For IstioMesh's tracing provider, which istiod needs before Jaeger may install.
         """
-        host = service_fqdn(jaeger_fullname(RELEASE), settings.observability_namespace)
+        host = service_fqdn(jaeger_fullname(RELEASE), namespace_name)
         return TracingTarget(
             service=pulumi.Output.from_input(host),
             port=pulumi.Output.from_input(OTLP_GRPC_PORT),

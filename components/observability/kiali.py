@@ -36,7 +36,7 @@ from components.observability.kiali_values import (
     remote_access_values,
     tracing_external_url,
 )
-from components.settings import StackSettings
+from components.observability.settings import ObservabilitySettings
 from components.versions import KIALI_SERVER
 
 TOKEN: Final = "meshstack:observability:KialiStack"
@@ -55,21 +55,18 @@ class KialiStack(pulumi.ComponentResource):
     requests and limits, no Ingress unless a host is set.
     """
 
-    namespace: pulumi.Output[str]
-    """Namespace Kiali runs in (the observability namespace)."""
-    tracing_internal_url: pulumi.Output[str]
-    """The Jaeger query URL Kiali reads traces from."""
-
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
         mesh: IstioMesh,
+        observability: ObservabilitySettings,
+        *,
         jaeger: JaegerStack,
+        prometheus_url: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        kiali = settings.observability.kiali
+        kiali = observability.kiali
         if kiali.auth_strategy == "anonymous":
             pulumi.log.warn(anonymous_warning(), resource=self)
         signing_key = random.RandomPassword(
@@ -85,9 +82,9 @@ class KialiStack(pulumi.ComponentResource):
             namespace=jaeger.namespace,
             values=kiali_values(
                 kiali,
-                prometheus_url=settings.prometheus_url,
+                prometheus_url=prometheus_url,
                 tracing_internal_url=jaeger.query_grpc_url,
-                tracing_external_url=tracing_external_url(settings),
+                tracing_external_url=tracing_external_url(observability),
                 signing_key=pulumi.Output.secret(signing_key.result),
             ),
             parent=self,
@@ -104,11 +101,8 @@ class KialiStack(pulumi.ComponentResource):
                 port=SERVER_PORT,
             )
 
-        self.namespace = jaeger.namespace
-        self.tracing_internal_url = jaeger.query_grpc_url
-        self.register_outputs(
-            {"namespace": self.namespace, "tracing_internal_url": self.tracing_internal_url}
-        )
+        # No outputs: nothing reads one (its URLs come from settings, its namespace is Jaeger's).
+        self.register_outputs({})
 
 
 class KialiRemoteAccess(pulumi.ComponentResource):
@@ -119,19 +113,20 @@ class KialiRemoteAccess(pulumi.ComponentResource):
     key, and the kiali-server chart with `deployment.remote_cluster_resources_only`, which
     creates Kiali's ServiceAccount, roles and bindings but no server. The hub still needs a
     kubeconfig Secret for that ServiceAccount (docs/observability.md).
-    """
 
-    namespace: pulumi.Output[str]
-    """Namespace of Kiali's remote ServiceAccount (the observability namespace)."""
+    No mesh argument: nothing here is an Istio resource or runs in the mesh (the namespace
+    gets no injection label, the chart creates RBAC only), so nothing waits for istiod.
+    """
 
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
+        namespace_name: str,
+        *,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(REMOTE_TOKEN, name, None, opts)
-        ns = namespace(f"{name}-ns", settings.observability_namespace, {}, parent=self)
+        ns = namespace(f"{name}-ns", namespace_name, {}, parent=self)
         signing_key = random.RandomPassword(
             f"{name}-signing-key",
             length=SIGNING_KEY_LENGTH,
@@ -146,5 +141,4 @@ class KialiRemoteAccess(pulumi.ComponentResource):
             values=remote_access_values(pulumi.Output.secret(signing_key.result)),
             parent=self,
         )
-        self.namespace = ns.metadata.name.apply(str)
-        self.register_outputs({"namespace": self.namespace})
+        self.register_outputs({})

@@ -11,8 +11,7 @@ from typing import Any, Final
 import pulumi
 
 from components.constants import PROMETHEUS_IGNORE_LABEL
-from components.observability.settings import KialiSettings
-from components.settings import StackSettings
+from components.observability.settings import KialiSettings, ObservabilitySettings
 
 RELEASE: Final = "kiali"
 
@@ -125,10 +124,9 @@ def remote_access_values(signing_key: pulumi.Input[str]) -> dict[str, Any]:
     }
 
 
-def tracing_external_url(settings: StackSettings) -> str:
+def tracing_external_url(settings: ObservabilitySettings) -> str:
     """Browser URL of the Jaeger UI: the setting, else Jaeger's Ingress host, else none."""
-    kiali = settings.observability.kiali
-    if kiali.tracing_external_url:
-        return kiali.tracing_external_url
-    host = settings.observability.jaeger.ingress_host
+    if settings.kiali.tracing_external_url:
+        return settings.kiali.tracing_external_url
+    host = settings.jaeger.ingress_host
     return f"https://{host}" if host else ""

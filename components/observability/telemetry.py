@@ -17,7 +17,6 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.istio.component import IstioMesh
 from components.istio.tracing import ACCESS_LOG_PROVIDER, METRICS_PROVIDER, TRACING_PROVIDER
 from components.observability.settings import NamespaceTelemetry, TelemetrySettings
-from components.settings import StackSettings
 
 TOKEN: Final = "meshstack:observability:MeshTelemetry"
 
@@ -102,30 +101,23 @@ class MeshTelemetry(pulumi.ComponentResource):
     wait for istiod (the Telemetry CRD and its validation webhook).
     """
 
-    root_namespace: pulumi.Output[str]
-    """Namespace of the mesh-wide Telemetry (Istio's root namespace)."""
-    sampling_percentage: pulumi.Output[float]
-    """Mesh-wide trace sampling percentage."""
-
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
         mesh: IstioMesh,
+        telemetry: TelemetrySettings,
         *,
+        access_logging: bool,
         quiet_namespace: pulumi.Input[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
-        telemetry = settings.observability.telemetry
         has_tracing = mesh.tracing_target is not None
         self._telemetry(
             f"{name}-mesh-default",
             MESH_TELEMETRY_NAME,
             mesh.namespace,
-            mesh_telemetry_spec(
-                telemetry, tracing=has_tracing, access_logging=settings.access_logging
-            ),
+            mesh_telemetry_spec(telemetry, tracing=has_tracing, access_logging=access_logging),
             mesh,
         )
         for override in telemetry.namespaces:
@@ -144,11 +136,9 @@ class MeshTelemetry(pulumi.ComponentResource):
                 quiet_namespace_spec(),
                 mesh,
             )
-        self.root_namespace = mesh.namespace
-        self.sampling_percentage = pulumi.Output.from_input(telemetry.sampling_percentage)
-        self.register_outputs(
-            {"root_namespace": self.root_namespace, "sampling_percentage": self.sampling_percentage}
-        )
+        # No outputs: nothing reads one (the sampling rate is a setting, the root namespace
+        # the mesh's).
+        self.register_outputs({})
 
     def _telemetry(
         self,
