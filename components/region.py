@@ -14,6 +14,7 @@ import pulumi
 from components.alerts.component import MeshAlerts
 from components.guardrails.component import NamespaceGuardrails
 from components.istio.component import IstioMesh
+from components.istio.values import injection_labels
 from components.observability.hub import HubReference, hub_outputs
 from components.observability.jaeger import JaegerStack
 from components.observability.kiali import KialiRemoteAccess, KialiStack
@@ -71,7 +72,16 @@ class RegionMesh(pulumi.ComponentResource):
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         graph = ServiceGraph(settings.services)
         self.traffic = TrafficManagement(
-            f"{name}-traffic", settings, self.mesh, graph=graph, opts=child
+            f"{name}-traffic",
+            self.mesh,
+            settings.traffic,
+            graph=graph,
+            namespaces=settings.namespaces,
+            observability_namespace=settings.observability_namespace,
+            injection_labels=injection_labels(settings.istio_revision),
+            prometheus_url=settings.prometheus_url,
+            cluster_name=settings.effective_cluster_name,
+            opts=child,
         )
         self.security = MeshSecurity(
             f"{name}-security", self.mesh, settings, graph=graph, opts=child

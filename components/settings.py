@@ -34,13 +34,8 @@ from components.settings_types import (
     SettingsError,
     SettingsModel,
 )
-from components.traffic.settings import (
-    ServiceRef,
-    ServiceTraffic,
-    TrafficSettings,
-    check_service,
-    check_stack,
-)
+from components.traffic.rules import check_service_traffic, check_stack_traffic
+from components.traffic.settings import ServiceRef, ServiceTraffic, TrafficSettings
 
 __all__ = [
     "CONFIG_NAMESPACE",
@@ -144,7 +139,9 @@ class MeshService(SettingsModel):
                     ("versions", index, "name"), version.name, "must be unique; it is repeated"
                 )
             seen.add(version.name)
-        check_service(self)
+        check_service_traffic(
+            self.traffic, delivery=self.delivery, versions={v.name for v in self.versions}
+        )
         check_service_security(self)
         return self
 
@@ -374,7 +371,7 @@ class StackSettings(SettingsModel):
                     override.namespace,
                     "must be a workload namespace of this region",
                 )
-        check_stack(self)
+        check_stack_traffic(self.traffic, self.services)
         check_stack_security(self)
         return self
 

@@ -9,7 +9,9 @@ import pulumi
 import pytest
 
 from components.istio.component import IstioMesh
+from components.istio.values import injection_labels
 from components.service_graph import ServiceGraph
+from components.settings import StackSettings
 from components.traffic.component import TrafficManagement
 from tests.conftest import by_name, make_settings, run_with_provider
 from tools.render import Render
@@ -49,11 +51,25 @@ SETTINGS = make_settings(
 )
 
 
-def build(opts: pulumi.ResourceOptions) -> None:
-    mesh = IstioMesh("m", SETTINGS, opts=opts)
-    traffic = TrafficManagement(
-        "t", SETTINGS, mesh, graph=ServiceGraph(SETTINGS.services), opts=opts
+def traffic_management(settings: StackSettings, opts: pulumi.ResourceOptions) -> TrafficManagement:
+    """TrafficManagement `t` on IstioMesh `m`, wired as region.py wires it."""
+    mesh = IstioMesh("m", settings, opts=opts)
+    return TrafficManagement(
+        "t",
+        mesh,
+        settings.traffic,
+        graph=ServiceGraph(settings.services),
+        namespaces=settings.namespaces,
+        observability_namespace=settings.observability_namespace,
+        injection_labels=injection_labels(settings.istio_revision),
+        prometheus_url=settings.prometheus_url,
+        cluster_name=settings.effective_cluster_name,
+        opts=opts,
     )
+
+
+def build(opts: pulumi.ResourceOptions) -> None:
+    traffic = traffic_management(SETTINGS, opts)
     pulumi.export("ejection", traffic.ejection_detection_seconds)
     assert traffic.delivery is not None
     pulumi.export("loadtester", traffic.delivery.loadtester_url)
@@ -195,8 +211,7 @@ def test_no_flagger_without_progressive_services() -> None:
     settings = make_settings(services=[{"name": "a", "namespace": "shop"}])
 
     def build_static(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
-        TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
+        traffic_management(settings, opts)
 
     names = by_name(run_with_provider(build_static))
     assert not [n for n in names if n.startswith("t-delivery")]
@@ -208,8 +223,7 @@ def test_sidecar_scoping_can_be_turned_off() -> None:
     )
 
     def build_unscoped(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings, opts=opts)
-        TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
+        traffic_management(settings, opts)
 
     names = by_name(run_with_provider(build_unscoped))
     assert "t-sidecars" not in names
