@@ -3,6 +3,7 @@ on the IstioMesh control plane and on Flagger, rendered specs, outputs."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -14,7 +15,7 @@ from components.service_graph import ServiceGraph
 from components.settings import StackSettings
 from components.traffic.component import TrafficManagement
 from tests.conftest import by_name, make_settings, run_with_provider
-from tools.render import Render
+from tools.render import Render, run_program
 from tools.verify import validate_helm_values, validate_manifest
 from tools.verify.helm_values import REFERENCE_CHART_DIRS
 
@@ -227,3 +228,22 @@ def test_sidecar_scoping_can_be_turned_off() -> None:
 
     names = by_name(run_with_provider(build_unscoped))
     assert "t-sidecars" not in names
+
+
+def test_region_labels_the_flagger_namespace_for_the_mesh_revision() -> None:
+    # The Flagger namespace's injection labels come from region.py, not from the traffic
+    # settings: under a revisioned control plane they must be the workload namespaces'.
+    services = [{"name": "pay", "namespace": "bank", "delivery": "progressive"}]
+    config = {
+        "meshstack:region": "rev-1",
+        "meshstack:istioRevision": "canary",
+        "meshstack:services": json.dumps(services),
+    }
+    labels = {
+        o["metadata"]["name"]: o["metadata"].get("labels", {})
+        for o in run_program("rev-1", config).kubernetes_objects()
+        if o["kind"] == "Namespace"
+    }
+    assert labels["flagger-system"]["istio.io/rev"] == "canary"
+    assert "istio-injection" not in labels["flagger-system"]
+    assert labels["flagger-system"]["istio.io/rev"] == labels["bank"]["istio.io/rev"]
