@@ -89,7 +89,16 @@ class RegionMesh(pulumi.ComponentResource):
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         graph = ServiceGraph(settings.services)
         self.traffic = TrafficManagement(
-            f"{name}-traffic", settings, self.mesh, graph=graph, opts=child
+            f"{name}-traffic",
+            self.mesh,
+            settings.traffic,
+            graph=graph,
+            namespaces=settings.namespaces,
+            observability_namespace=settings.observability_namespace,
+            injection_labels=self.mesh.injection_labels,
+            prometheus_url=settings.prometheus_url,
+            cluster_name=settings.effective_cluster_name,
+            opts=child,
         )
         self.security = MeshSecurity(
             f"{name}-security",

@@ -38,13 +38,8 @@ from components.settings_types import (
     SettingsError,
     SettingsModel,
 )
-from components.traffic.settings import (
-    ServiceRef,
-    ServiceTraffic,
-    TrafficSettings,
-    check_service,
-    check_stack,
-)
+from components.traffic.rules import check_service_traffic, check_stack_traffic
+from components.traffic.settings import ServiceRef, ServiceTraffic, TrafficSettings
 
 __all__ = [
     "CONFIG_NAMESPACE",
@@ -148,7 +143,9 @@ class MeshService(SettingsModel):
                     ("versions", index, "name"), version.name, "must be unique; it is repeated"
                 )
             seen.add(version.name)
-        check_service(self)
+        check_service_traffic(
+            self.traffic, delivery=self.delivery, versions={v.name for v in self.versions}
+        )
         check_grpc_protected_paths(self.protocol, self.jwt)
         check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)
         return self
@@ -379,7 +376,7 @@ class StackSettings(SettingsModel):
                     override.namespace,
                     "must be a workload namespace of this region",
                 )
-        check_stack(self)
+        check_stack_traffic(self.traffic, self.services)
         check_mtls_exceptions_admit_plaintext(self.security.mtls_exceptions, self.services)
         return self
 

@@ -3,6 +3,7 @@ on the IstioMesh control plane and on Flagger, rendered specs, outputs."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pulumi
@@ -10,9 +11,10 @@ import pytest
 
 from components.istio.component import IstioMesh
 from components.service_graph import ServiceGraph
+from components.settings import StackSettings
 from components.traffic.component import TrafficManagement
 from tests.conftest import by_name, make_settings, run_with_provider
-from tools.render import Render
+from tools.render import Render, run_program
 from tools.verify import validate_helm_values, validate_manifest
 from tools.verify.helm_values import REFERENCE_CHART_DIRS
 
@@ -49,11 +51,25 @@ SETTINGS = make_settings(
 )
 
 
-def build(opts: pulumi.ResourceOptions) -> None:
-    mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
-    traffic = TrafficManagement(
-        "t", SETTINGS, mesh, graph=ServiceGraph(SETTINGS.services), opts=opts
+def traffic_management(settings: StackSettings, opts: pulumi.ResourceOptions) -> TrafficManagement:
+    """TrafficManagement `t` on IstioMesh `m`, wired as region.py wires it."""
+    mesh = IstioMesh("m", settings.istio, opts=opts)
+    return TrafficManagement(
+        "t",
+        mesh,
+        settings.traffic,
+        graph=ServiceGraph(settings.services),
+        namespaces=settings.namespaces,
+        observability_namespace=settings.observability_namespace,
+        injection_labels=mesh.injection_labels,
+        prometheus_url=settings.prometheus_url,
+        cluster_name=settings.effective_cluster_name,
+        opts=opts,
     )
+
+
+def build(opts: pulumi.ResourceOptions) -> None:
+    traffic = traffic_management(SETTINGS, opts)
     pulumi.export("ejection", traffic.ejection_detection_seconds)
     assert traffic.delivery is not None
     pulumi.export("loadtester", traffic.delivery.loadtester_url)
@@ -195,8 +211,7 @@ def test_no_flagger_without_progressive_services() -> None:
     settings = make_settings(services=[{"name": "a", "namespace": "shop"}])
 
     def build_static(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings.istio, opts=opts)
-        TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
+        traffic_management(settings, opts)
 
     names = by_name(run_with_provider(build_static))
     assert not [n for n in names if n.startswith("t-delivery")]
@@ -208,8 +223,26 @@ def test_sidecar_scoping_can_be_turned_off() -> None:
     )
 
     def build_unscoped(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings.istio, opts=opts)
-        TrafficManagement("t", settings, mesh, graph=ServiceGraph(settings.services), opts=opts)
+        traffic_management(settings, opts)
 
     names = by_name(run_with_provider(build_unscoped))
     assert "t-sidecars" not in names
+
+
+def test_region_labels_the_flagger_namespace_for_the_mesh_revision() -> None:
+    # The Flagger namespace's injection labels come from region.py, not from the traffic
+    # settings: under a revisioned control plane they must be the workload namespaces'.
+    services = [{"name": "pay", "namespace": "bank", "delivery": "progressive"}]
+    config = {
+        "meshstack:region": "rev-1",
+        "meshstack:istioRevision": "canary",
+        "meshstack:services": json.dumps(services),
+    }
+    labels = {
+        o["metadata"]["name"]: o["metadata"].get("labels", {})
+        for o in run_program("rev-1", config).kubernetes_objects()
+        if o["kind"] == "Namespace"
+    }
+    assert labels["flagger-system"]["istio.io/rev"] == "canary"
+    assert "istio-injection" not in labels["flagger-system"]
+    assert labels["flagger-system"]["istio.io/rev"] == labels["bank"]["istio.io/rev"]

@@ -10,12 +10,8 @@ import pytest
 
 from components.settings import SettingsError
 from components.settings_types import format_duration, parse_duration_ms, re2_problem
-from components.traffic.settings import (
-    OutlierDetectionSettings,
-    ServiceTraffic,
-    TrafficSettings,
-    ejection_detection_ms,
-)
+from components.traffic.policy import OutlierDetectionSettings, ejection_detection_ms
+from components.traffic.settings import ServiceTraffic, TrafficSettings
 from tests.conftest import make_settings
 
 GATEWAY = {"name": "public", "hosts": ["api.example.com"], "credentialName": "api-tls"}

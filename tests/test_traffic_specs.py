@@ -9,7 +9,7 @@ import pytest
 
 from components.service_graph import ServiceGraph
 from components.settings import MeshService, StackSettings
-from components.traffic import specs
+from components.traffic import delivery_specs, specs
 from tests.conftest import make_settings
 from tools.verify import validate_helm_values, validate_manifest
 
@@ -388,7 +388,7 @@ PROGRESSIVE = {"name": "api", "namespace": "shop", "delivery": "progressive"}
 
 def test_canary_defaults() -> None:
     service = only(stack(PROGRESSIVE))
-    spec = specs.canary_spec(service, [], "flagger-system")
+    spec = delivery_specs.canary_spec(service, [], "flagger-system")
     assert spec["targetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}
     assert "autoscalerRef" not in spec
     analysis = spec["analysis"]
@@ -442,7 +442,7 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
             },
         )
     )
-    spec = specs.canary_spec(service, ["istio-ingress/public"], "fd")
+    spec = delivery_specs.canary_spec(service, ["istio-ingress/public"], "fd")
     assert spec["autoscalerRef"] == {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -473,22 +473,22 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
 
 @pytest.mark.parametrize(("duration", "text"), [("1m", "1m"), ("90s", "90s"), ("2m", "2m")])
 def test_flagger_interval_format(duration: str, text: str) -> None:
-    assert specs.flagger_interval(duration) == text
+    assert delivery_specs.flagger_interval(duration) == text
 
 
 def test_flagger_and_loadtester_values_exist_in_their_charts() -> None:
-    values = specs.flagger_values("http://prometheus.monitoring:9090", "us-east-1")
+    values = delivery_specs.flagger_values("http://prometheus.monitoring:9090", "us-east-1")
     assert values["meshProvider"] == "istio"
     assert values["metricsServer"] == "http://prometheus.monitoring:9090"
     assert values["crd"] == {"create": False}
     assert validate_helm_values("flagger", values) == []
-    assert validate_helm_values("flagger-loadtester", specs.loadtester_values()) == []
+    assert validate_helm_values("flagger-loadtester", delivery_specs.loadtester_values()) == []
 
 
 def test_canary_discovers_ports_when_app_metrics_are_scraped() -> None:
     # Flagger's generated Services only carry `service.port` without port discovery, so
     # the ServiceMonitor would find no metrics port on them.
     service = only(stack(svc(delivery="progressive", metrics={"port": "http-prom"})))
-    spec = specs.canary_spec(service, [], "fd")
+    spec = delivery_specs.canary_spec(service, [], "fd")
     assert spec["service"]["portDiscovery"] is True
     valid("Canary", spec, api="flagger.app/v1beta1")

@@ -3,32 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
-from components.settings import MeshService
 from components.traffic import specs
-from components.traffic.settings import effective_policies, ejection_detection_ms
+from components.traffic.policy import worst_ejection_seconds
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it (or the mesh's
+    # modules, which import it) at runtime would be a cycle.
+    from components.istio.component import IstioMesh
+    from components.settings import MeshService
 
 TOKEN: Final = "meshstack:traffic:CanaryRoute"
 NETWORKING_API: Final = "networking.istio.io/v1"
-
-
-def worst_ejection_seconds(service: MeshService, request_gap: str) -> float | None:
-    """Slowest worst-case ejection detection over the service's policies.
-
-    None when outlier detection is off: such a service never ejects a failing host.
-    """
-    times = [
-        ejection_detection_ms(policy.outlier_detection, request_gap)
-        for _, policy in effective_policies(service.traffic)
-        if policy.outlier_detection is not None
-    ]
-    return specs.ejection_seconds(max(times)) if times else None
 
 
 class CanaryRoute(pulumi.ComponentResource):
@@ -40,17 +31,15 @@ class CanaryRoute(pulumi.ComponentResource):
     service's namespace, created after istiod (whose webhook validates them).
     """
 
-    hosts: pulumi.Output[list[str]]
-    """Hosts the VirtualService routes: the cluster-local FQDN, then public hosts."""
     ejection_detection_seconds: pulumi.Output[float | None]
-    """Worst-case seconds from a host failing to its ejection (`traffic_settings`); None
-    when outlier detection is off."""
+    """Worst-case seconds from a host failing to its ejection (`policy.py`); None when
+    outlier detection is off."""
 
     def __init__(
         self,
         name: str,
-        service: MeshService,
         mesh: IstioMesh,
+        service: MeshService,
         *,
         backends: Mapping[str, MeshService],
         gateway_refs: Sequence[pulumi.Input[str]] = (),
@@ -87,10 +76,8 @@ class CanaryRoute(pulumi.ComponentResource):
             spec=specs.destination_rule_spec(service),
             opts=options,
         )
-        self.hosts = vs_spec.apply(lambda spec: list(spec["hosts"]))
+        traffic = service.traffic
         self.ejection_detection_seconds = pulumi.Output.from_input(
-            worst_ejection_seconds(service, outlier_request_gap)
+            worst_ejection_seconds(traffic.policy, traffic.subset_policies, outlier_request_gap)
         )
-        self.register_outputs(
-            {"hosts": self.hosts, "ejection_detection_seconds": self.ejection_detection_seconds}
-        )
+        self.register_outputs({"ejection_detection_seconds": self.ejection_detection_seconds})

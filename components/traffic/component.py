@@ -7,17 +7,22 @@ every workload namespace gets a Sidecar.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Final
 
 import pulumi
 
-from components.istio.component import IstioMesh
-from components.service_graph import ServiceGraph
-from components.settings import StackSettings
 from components.traffic.canary import CanaryRoute
 from components.traffic.delivery import ProgressiveDelivery
 from components.traffic.gateway import IngressGateways
+from components.traffic.settings import TrafficSettings
 from components.traffic.sidecar import SidecarScopes
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it (or the mesh's
+    # modules, which import it) at runtime would be a cycle.
+    from components.istio.component import IstioMesh
+    from components.service_graph import ServiceGraph
 
 TOKEN: Final = "meshstack:traffic:TrafficManagement"
 
@@ -31,55 +36,68 @@ class TrafficManagement(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
         mesh: IstioMesh,
+        traffic: TrafficSettings,
         *,
         graph: ServiceGraph,
+        namespaces: Sequence[str],
+        observability_namespace: str,
+        injection_labels: Mapping[str, str],
+        prometheus_url: str,
+        cluster_name: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`graph`: the stack's services and who calls whom; `namespaces`: every workload
+        namespace (one Sidecar each); the rest is passed on to `SidecarScopes` and
+        `ProgressiveDelivery`."""
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        traffic = settings.traffic
-        self.gateways = IngressGateways(f"{name}-gateways", traffic.gateways, mesh, opts=child)
-        """The ingress Gateways."""
+        gateways = IngressGateways(f"{name}-gateways", mesh, traffic.gateways, opts=child)
+        services = list(graph.services.values())
         backends = graph.by_ref()
         ejection: dict[str, pulumi.Output[float | None]] = {}
-        self.routes: dict[str, CanaryRoute] = {}
-        """CanaryRoute per static service, keyed `<namespace>/<name>`."""
-        for service in settings.services:
+        for service in services:
             if service.delivery != "static":
                 continue
-            ref = f"{service.namespace}/{service.name}"
             expose = service.traffic.expose
             route = CanaryRoute(
                 f"{name}-{service.namespace}-{service.name}",
-                service,
                 mesh,
+                service,
                 backends=backends,
-                gateway_refs=[self.gateways.reference(expose.gateway)] if expose else [],
-                gateways=[self.gateways.resources[expose.gateway]] if expose else [],
+                gateway_refs=[gateways.reference(expose.gateway)] if expose else [],
+                gateways=[gateways.resources[expose.gateway]] if expose else [],
                 outlier_request_gap=traffic.outlier_request_gap,
                 opts=child,
             )
-            self.routes[ref] = route
-            ejection[ref] = route.ejection_detection_seconds
-        progressive = [s for s in settings.services if s.delivery == "progressive"]
+            ejection[f"{service.namespace}/{service.name}"] = route.ejection_detection_seconds
+        progressive = [s for s in services if s.delivery == "progressive"]
         self.delivery: ProgressiveDelivery | None = None
         """Flagger and the Canaries; None when no service is progressive."""
         all_times = pulumi.Output.all(**ejection) if ejection else pulumi.Output.from_input({})
         if progressive:
             self.delivery = ProgressiveDelivery(
                 f"{name}-delivery",
-                settings,
                 mesh,
+                traffic,
                 services=progressive,
-                gateways=self.gateways,
+                gateways=gateways,
+                injection_labels=injection_labels,
+                prometheus_url=prometheus_url,
+                cluster_name=cluster_name,
                 opts=child,
             )
             all_times = pulumi.Output.all(
                 all_times, self.delivery.ejection_detection_seconds
             ).apply(lambda parts: {**parts[0], **parts[1]})
         if traffic.sidecar_scoping:
-            SidecarScopes(f"{name}-sidecars", settings, mesh, graph=graph, opts=child)
+            SidecarScopes(
+                f"{name}-sidecars",
+                mesh,
+                namespaces,
+                graph=graph,
+                observability_namespace=observability_namespace,
+                opts=child,
+            )
         self.ejection_detection_seconds = all_times.apply(lambda t: dict(sorted(t.items())))
         self.register_outputs({"ejection_detection_seconds": self.ejection_detection_seconds})

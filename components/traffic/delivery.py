@@ -15,23 +15,27 @@ and no DISABLE DestinationRule is needed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.helm import install_chart
-from components.istio import values as istio_values
-from components.istio.component import IstioMesh
 from components.kube import namespace
 from components.naming import MANAGED_BY
-from components.settings import MeshService, StackSettings
-from components.traffic import specs
-from components.traffic.canary import worst_ejection_seconds
+from components.traffic import delivery_specs
 from components.traffic.gateway import IngressGateways
+from components.traffic.policy import worst_ejection_seconds
+from components.traffic.settings import TrafficSettings
 from components.versions import FLAGGER, FLAGGER_LOADTESTER
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it (or the mesh's
+    # modules, which import it) at runtime would be a cycle.
+    from components.istio.component import IstioMesh
+    from components.settings import MeshService
 
 TOKEN: Final = "meshstack:traffic:ProgressiveDelivery"
 FLAGGER_RELEASE: Final = "flagger"
@@ -39,7 +43,7 @@ FLAGGER_RELEASE: Final = "flagger"
 
 def _canary(service: MeshService, names: list[Any]) -> dict[str, Any]:
     """Canary spec from the resolved loadtester namespace and gateway references."""
-    return specs.canary_spec(service, [str(r) for r in names[1:]], str(names[0]))
+    return delivery_specs.canary_spec(service, [str(r) for r in names[1:]], str(names[0]))
 
 
 class ProgressiveDelivery(pulumi.ComponentResource):
@@ -50,8 +54,6 @@ class ProgressiveDelivery(pulumi.ComponentResource):
     ships the Canary CRD, and after istiod).
     """
 
-    namespace: pulumi.Output[str]
-    """Namespace of Flagger and the loadtester."""
     loadtester_url: pulumi.Output[str]
     """URL Flagger's webhooks call."""
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
@@ -60,35 +62,36 @@ class ProgressiveDelivery(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
         mesh: IstioMesh,
+        traffic: TrafficSettings,
         *,
         services: Sequence[MeshService],
         gateways: IngressGateways,
+        injection_labels: Mapping[str, str],
+        prometheus_url: str,
+        cluster_name: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`injection_labels`: the namespace labels that turn on injection for the mesh's
+        control plane; `prometheus_url` and `cluster_name` are Flagger's metrics server and
+        the cluster name it reports."""
         super().__init__(TOKEN, name, None, opts)
-        ns = namespace(
-            f"{name}-ns",
-            settings.traffic.flagger_namespace,
-            istio_values.injection_labels(settings.istio_revision),
-            parent=self,
-        )
+        ns = namespace(f"{name}-ns", traffic.flagger_namespace, injection_labels, parent=self)
         flagger = install_chart(
             f"{name}-flagger",
             FLAGGER,
             release=FLAGGER_RELEASE,
             namespace=ns.metadata.name,
-            values=specs.flagger_values(settings.prometheus_url, settings.effective_cluster_name),
+            values=delivery_specs.flagger_values(prometheus_url, cluster_name),
             parent=self,
             depends_on=[mesh.control_plane],
         )
         install_chart(
             f"{name}-loadtester",
             FLAGGER_LOADTESTER,
-            release=specs.LOADTESTER_RELEASE,
+            release=delivery_specs.LOADTESTER_RELEASE,
             namespace=ns.metadata.name,
-            values=specs.loadtester_values(),
+            values=delivery_specs.loadtester_values(),
             parent=self,
             depends_on=[mesh.control_plane],
         )
@@ -111,19 +114,17 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                 spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
                 opts=canary_options,
             )
-        self.namespace = ns.metadata.name.apply(str)
-        self.loadtester_url = self.namespace.apply(specs.loadtester_url)
+        self.loadtester_url = ns.metadata.name.apply(str).apply(delivery_specs.loadtester_url)
         self.ejection_detection_seconds = pulumi.Output.from_input(
             {
                 f"{s.namespace}/{s.name}": worst_ejection_seconds(
-                    s, settings.traffic.outlier_request_gap
+                    s.traffic.policy, s.traffic.subset_policies, traffic.outlier_request_gap
                 )
                 for s in services
             }
         )
         self.register_outputs(
             {
-                "namespace": self.namespace,
                 "loadtester_url": self.loadtester_url,
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
 from components.traffic import specs
 from components.traffic.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it (or the mesh's
+    # modules, which import it) at runtime would be a cycle.
+    from components.istio.component import IstioMesh
 
 TOKEN: Final = "meshstack:traffic:IngressGateways"
 
@@ -32,8 +36,9 @@ class IngressGateways(pulumi.ComponentResource):
     def __init__(
         self,
         name: str,
-        gateways: Sequence[GatewaySettings],
         mesh: IstioMesh,
+        gateways: Sequence[GatewaySettings],
+        *,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)

@@ -7,17 +7,22 @@ control plane, observability and the services its namespace declares in `calls`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
-from components.istio.component import IstioMesh
 from components.naming import MANAGED_BY
-from components.service_graph import ServiceGraph
-from components.settings import MeshService, StackSettings
 from components.traffic import specs
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it (or the mesh's
+    # modules, which import it) at runtime would be a cycle.
+    from components.istio.component import IstioMesh
+    from components.service_graph import ServiceGraph
+    from components.settings import MeshService
 
 TOKEN: Final = "meshstack:traffic:SidecarScopes"
 SIDECAR_NAME: Final = "default"
@@ -26,39 +31,35 @@ if there are several, so the program owns exactly one, named as Istio's docs nam
 
 
 def _sidecar(
-    ns: str,
-    callees: list[MeshService],
-    settings: StackSettings,
-    istio_namespace: str,
+    ns: str, callees: list[MeshService], observability_namespace: str, istio_namespace: str
 ) -> dict[str, Any]:
     return specs.sidecar_spec(
         ns,
         callees,
         istio_namespace=istio_namespace,
-        observability_namespace=settings.observability_namespace,
+        observability_namespace=observability_namespace,
     )
 
 
 class SidecarScopes(pulumi.ComponentResource):
     """Sidecars for every workload namespace of the stack."""
 
-    egress_hosts: pulumi.Output[dict[str, list[str]]]
-    """Egress hosts allowed per namespace."""
-
     def __init__(
         self,
         name: str,
-        settings: StackSettings,
         mesh: IstioMesh,
+        namespaces: Sequence[str],
         *,
         graph: ServiceGraph,
+        observability_namespace: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`namespaces`: every workload namespace; `graph` says whom each one's services
+        call; `observability_namespace` is where Jaeger and Kiali run."""
         super().__init__(TOKEN, name, None, opts)
-        hosts: dict[str, pulumi.Output[list[str]]] = {}
-        for ns in settings.namespaces:
+        for ns in namespaces:
             callees = [graph.service(callee) for callee in graph.namespace_callees(ns)]
-            spec = mesh.namespace.apply(partial(_sidecar, ns, callees, settings))
+            spec = mesh.namespace.apply(partial(_sidecar, ns, callees, observability_namespace))
             CustomResource(
                 f"{name}-{ns}",
                 api_version="networking.istio.io/v1",
@@ -71,8 +72,4 @@ class SidecarScopes(pulumi.ComponentResource):
                 spec=spec,
                 opts=mesh.custom_resource_options(self),
             )
-            hosts[ns] = spec.apply(lambda s: list(s["egress"][0]["hosts"]))
-        self.egress_hosts = (
-            pulumi.Output.all(**hosts).apply(dict) if hosts else pulumi.Output.from_input({})
-        )
-        self.register_outputs({"egress_hosts": self.egress_hosts})
+        self.register_outputs({})

@@ -1,0 +1,256 @@
+"""Cross-field rules of the traffic settings, as plain functions over the parts they read.
+
+The root model calls `check_service_traffic` from `MeshService`'s validator (rules that
+need one service's versions or delivery) and `check_stack_traffic` from `StackSettings`'
+(references between services and to gateways, the ejection detection bound). Each raises
+`RuleViolationError` with the key path under the service (or the stack), so the one-line
+message names the offending key. Checks run in a fixed order: the first broken rule is
+the one reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Final
+
+from pydantic import ValidationError
+
+from components.settings_types import RuleViolationError, duration_ms, format_duration
+from components.traffic.policy import (
+    TrafficPolicySettings,
+    effective_policies,
+    ejection_detection_ms,
+    merged_subset_policy,
+)
+from components.traffic.settings import (
+    CanarySettings,
+    EndpointRoute,
+    ExposeSettings,
+    GatewaySettings,
+    RetrySettings,
+    ServiceTraffic,
+    TrafficSettings,
+)
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it at runtime would
+    # be a cycle.
+    from components.settings import MeshService
+
+Path = tuple[str | int, ...]
+
+NOT_A_SERVICE: Final = "must be `<namespace>/<name>` of a service"
+
+# --- one service ----------------------------------------------------------------------------
+
+
+def check_service_traffic(
+    traffic: ServiceTraffic, *, delivery: str, versions: Collection[str]
+) -> None:
+    """Rules of one service's `traffic` block that need its delivery or its version names."""
+    if delivery == "progressive":
+        check_flagger_owns_routing(traffic)
+    if traffic.canary is not None:
+        check_canary_subsets(traffic.canary, versions)
+    check_subset_policies(traffic.policy, traffic.subset_policies, versions)
+    check_retries_fit_timeouts(traffic)
+    check_route_names_unique(traffic.routes)
+
+
+def check_flagger_owns_routing(traffic: ServiceTraffic) -> None:
+    """A progressive service sets nothing Flagger generates (canary, routes, faults,
+    subset policies): Flagger overwrites any other owner's routing."""
+    for key in ("canary", "routes", "fault", "subsetPolicies"):
+        value = getattr(traffic, "subset_policies" if key == "subsetPolicies" else key)
+        if value:
+            raise RuleViolationError(
+                ("traffic", key),
+                "set",
+                "must be unset for delivery: progressive; Flagger owns this service's routing",
+            )
+
+
+def _known(versions: Collection[str]) -> str:
+    return ", ".join(sorted(versions))
+
+
+def check_canary_subsets(canary: CanarySettings, versions: Collection[str]) -> None:
+    """Weights, `stable` and the mirror target name versions; the mirror gets no live weight."""
+    for index, weight in enumerate(canary.weights):
+        if weight.subset not in versions:
+            raise RuleViolationError(
+                ("traffic", "canary", "weights", index, "subset"),
+                weight.subset,
+                f"must be a version of the service ({_known(versions)})",
+            )
+    if canary.stable and canary.stable not in versions:
+        raise RuleViolationError(
+            ("traffic", "canary", "stable"),
+            canary.stable,
+            f"must be a version of the service ({_known(versions)})",
+        )
+    if canary.mirror is not None and canary.mirror.subset not in versions:
+        raise RuleViolationError(
+            ("traffic", "canary", "mirror", "subset"),
+            canary.mirror.subset,
+            f"mirror target must be a version of the service ({_known(versions)})",
+        )
+    live = {w.subset: w.weight for w in canary.weights if w.weight}
+    if canary.mirror is not None and canary.mirror.subset in live:
+        raise RuleViolationError(
+            ("traffic", "canary", "mirror", "subset"),
+            canary.mirror.subset,
+            f"must not also get live traffic (weight {live[canary.mirror.subset]}): it "
+            "would process mirrored requests twice; mirror to a shadow version without weight",
+        )
+
+
+def check_subset_policies(
+    policy: TrafficPolicySettings,
+    subset_policies: Mapping[str, TrafficPolicySettings],
+    versions: Collection[str],
+) -> None:
+    """Subset policies are keyed by a version and stay valid merged over `policy`, as
+    Istio applies them."""
+    for name, subset in subset_policies.items():
+        if name not in versions:
+            raise RuleViolationError(
+                ("traffic", "subsetPolicies", name),
+                name,
+                f"must be a version of the service ({_known(versions)})",
+            )
+        try:
+            merged_subset_policy(policy, subset)
+        except ValidationError as error:
+            cause = error.errors()[0].get("ctx", {}).get("error")
+            reason = cause.message if isinstance(cause, RuleViolationError) else str(error)
+            raise RuleViolationError(
+                ("traffic", "subsetPolicies", name, "outlierDetection"),
+                "set",
+                f"merged over traffic.policy.outlierDetection (as Istio applies it): {reason}",
+            ) from None
+
+
+def _check_retries_fit(path: Path, retries: RetrySettings, timeout: str) -> None:
+    budget = (retries.attempts + 1) * duration_ms(retries.per_try_timeout)
+    if budget > duration_ms(timeout):
+        raise RuleViolationError(
+            (*path, "perTryTimeout"),
+            retries.per_try_timeout,
+            f"(attempts + 1) x perTryTimeout = {format_duration(Decimal(budget))} must fit "
+            f"in timeout ({timeout})",
+        )
+
+
+def check_retries_fit_timeouts(traffic: ServiceTraffic) -> None:
+    """Every try and retry of the service and of each endpoint route fits in its timeout."""
+    _check_retries_fit(("traffic", "retries"), traffic.retries, traffic.timeout)
+    for index, route in enumerate(traffic.routes):
+        retries = route.retries or traffic.retries
+        timeout = route.timeout or traffic.timeout
+        _check_retries_fit(("traffic", "routes", index, "retries"), retries, timeout)
+
+
+def check_route_names_unique(routes: Sequence[EndpointRoute]) -> None:
+    """Endpoint route names are unique within a service (Envoy stats key on them)."""
+    names = [r.name for r in routes]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise RuleViolationError(
+                ("traffic", "routes", index, "name"), name, "must be unique; it is repeated"
+            )
+
+
+# --- the stack ------------------------------------------------------------------------------
+
+
+def check_stack_traffic(traffic: TrafficSettings, services: Sequence[MeshService]) -> None:
+    """Rules that need the whole stack: gateway names, references between services and to
+    gateways, and every service's ejection detection time against the bound."""
+    check_gateway_names_unique(traffic.gateways)
+    known = {f"{s.namespace}/{s.name}" for s in services}
+    gateways = {g.name: g for g in traffic.gateways}
+    for index, service in enumerate(services):
+        where: Path = ("services", index)
+        check_references_name_services(where, service.calls, service.traffic.routes, known)
+        if service.traffic.expose is not None:
+            check_exposure_served(where, service.traffic.expose, gateways)
+        check_ejection_detection_bound(where, service.traffic, traffic)
+
+
+def check_gateway_names_unique(gateways: Sequence[GatewaySettings]) -> None:
+    """`traffic.gateways` names are unique (each names one Gateway object)."""
+    seen: set[str] = set()
+    for index, gateway in enumerate(gateways):
+        if gateway.name in seen:
+            raise RuleViolationError(
+                ("traffic", "gateways", index, "name"),
+                gateway.name,
+                "must be unique; it is repeated",
+            )
+        seen.add(gateway.name)
+
+
+def check_references_name_services(
+    where: Path, calls: Sequence[str], routes: Sequence[EndpointRoute], known: Collection[str]
+) -> None:
+    """`calls` and endpoint route `backend`s name services of the stack."""
+    for position, ref in enumerate(calls):
+        if ref not in known:
+            raise RuleViolationError((*where, "calls", position), ref, NOT_A_SERVICE)
+    for position, route in enumerate(routes):
+        if route.backend is not None and route.backend not in known:
+            raise RuleViolationError(
+                (*where, "traffic", "routes", position, "backend"), route.backend, NOT_A_SERVICE
+            )
+
+
+def check_exposure_served(
+    where: Path, expose: ExposeSettings, gateways: Mapping[str, GatewaySettings]
+) -> None:
+    """An exposed service names a gateway of `traffic.gateways` that serves its hosts."""
+    target = gateways.get(expose.gateway)
+    if target is None:
+        raise RuleViolationError(
+            (*where, "traffic", "expose", "gateway"),
+            expose.gateway,
+            f"must be one of traffic.gateways ({', '.join(sorted(gateways)) or 'none'})",
+        )
+    for position, host in enumerate(expose.hosts):
+        if not any(host_matches(host, pattern) for pattern in target.hosts):
+            raise RuleViolationError(
+                (*where, "traffic", "expose", "hosts", position),
+                host,
+                f"must be served by gateway {target.name!r}",
+            )
+
+
+def host_matches(host: str, pattern: str) -> bool:
+    """Whether a Gateway host pattern (`api.example.com`, `*.example.com`) covers `host`."""
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:]) and not host.startswith("*.")
+    return host == pattern
+
+
+def check_ejection_detection_bound(
+    where: Path, service: ServiceTraffic, traffic: TrafficSettings
+) -> None:
+    """Every effective outlier detection of the service ejects a failing host within
+    `traffic.ejectionDetectionBound` (formula in `policy.ejection_detection_ms`)."""
+    bound = duration_ms(traffic.ejection_detection_bound)
+    gap = traffic.outlier_request_gap
+    for path, policy in effective_policies(service.policy, service.subset_policies):
+        outlier = policy.outlier_detection
+        if outlier is None:
+            continue
+        worst = ejection_detection_ms(outlier, gap)
+        if worst > bound:
+            raise RuleViolationError(
+                (*where, "traffic", *path, "outlierDetection", "interval"),
+                outlier.interval,
+                f"worst-case ejection detection {format_duration(Decimal(worst))} "
+                f"({outlier.errors_needed} errors x outlierRequestGap "
+                f"{gap} + interval) exceeds "
+                f"traffic.ejectionDetectionBound ({traffic.ejection_detection_bound})",
+            )
