@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -13,6 +14,21 @@ from components.settings import SettingsError, StackSettings, load_settings
 from tools.render import Render, render_stack, run_program
 
 STACKS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+
+
+PROMTOOL_HELP = (
+    "promtool is required by the alert tests and is not on PATH: install Debian's "
+    "`prometheus` package (apt-get install prometheus), as CI does"
+)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of promtool, which checks and unit-tests the alert rules and dashboard queries."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(PROMTOOL_HELP)
+    return path
 
 
 @pytest.fixture(scope="session")

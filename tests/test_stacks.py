@@ -57,6 +57,50 @@ def test_every_kubernetes_resource_uses_the_stack_provider(
             assert r.provider == providers[0].urn, f"{r.name} is not on the stack's provider"
 
 
+MESH_APIS = (
+    "networking.istio.io/",
+    "security.istio.io/",
+    "telemetry.istio.io/",
+    "monitoring.coreos.com/",
+    "flagger.app/",
+)
+"""API groups whose objects istiod validates (webhook) or whose CRDs come with the mesh's
+charts: creating one before istiod is up fails or escapes validation."""
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_resource_is_a_child_of_the_region(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    # Parent chains make `pulumi preview` show one tree per area and keep children's names
+    # derived from their component's name; a resource outside the tree was created with the
+    # caller's options merged in or without `parent=self`.
+    registrations = stack_renders[stack].registrations
+    by_urn = {r.urn: r for r in registrations}
+    (region,) = [r for r in registrations if r.type == "meshstack:region:RegionMesh"]
+    for r in registrations:
+        if r.type.startswith("pulumi:providers:") or r is region:
+            continue
+        ancestor = r
+        while ancestor.parent and ancestor.parent in by_urn and ancestor is not region:
+            ancestor = by_urn[ancestor.parent]
+        assert ancestor is region, f"{r.name} is outside the RegionMesh tree"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_mesh_custom_resources_wait_for_the_control_plane(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    registrations = stack_renders[stack].registrations
+    (istiod,) = [r for r in registrations if r.name == f"{stack}-istio-istiod"]
+    mesh_objects = [
+        r for r in registrations if r.type.removeprefix("kubernetes:").startswith(MESH_APIS)
+    ]
+    assert mesh_objects
+    for r in mesh_objects:
+        assert istiod.urn in r.dependencies, f"{r.name} does not wait for istiod"
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_no_two_objects_share_a_kubernetes_identity(
     stack_renders: dict[str, Render], stack: str

@@ -423,7 +423,7 @@ def _objects(render: Any, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
-def test_children_are_parented_wait_for_istiod_and_use_the_provider(render) -> None:  # type: ignore[no-untyped-def]
+def test_children_are_parented_and_wait_for_istiod(render) -> None:  # type: ignore[no-untyped-def]
     names = by_name(render)
     component = names["sec"]
     assert component.type == "meshstack:security:MeshSecurity"
@@ -431,7 +431,6 @@ def test_children_are_parented_wait_for_istiod_and_use_the_provider(render) -> N
     assert len(children) == 1 + 2 + 2 * 3 + 2 + 2
     for child in children:
         assert names["m-istiod"].urn in child.dependencies, child.name
-        assert child.provider == names["test-kubernetes"].urn
         assert child.inputs["apiVersion"] == "security.istio.io/v1"
 
 

@@ -47,13 +47,6 @@ def test_istio_mesh_children(mesh_render: Render) -> None:
             assert registration.parent == component.urn, f"{name} is not parented to the mesh"
 
 
-def test_every_child_uses_the_explicit_provider(mesh_render: Render) -> None:
-    provider_urn = by_name(mesh_render)["test-kubernetes"].urn
-    for r in mesh_render.registrations:
-        if r.type.startswith("kubernetes:"):
-            assert r.provider == provider_urn, r.name
-
-
 def test_install_order_base_istiod_ingress_egress(mesh_render: Render) -> None:
     names = by_name(mesh_render)
     assert names["m-base"].urn in names["m-istiod"].dependencies

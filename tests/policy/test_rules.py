@@ -35,7 +35,7 @@ from components.constants import ISTIO_NAMESPACE
 from policy import meshstack_policies as rules
 from policy.offline import OfflineResourceOptions
 
-PROJECT_DIR = Path(__file__).resolve().parents[1]
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 URN_PREFIX = "urn:pulumi:test::meshstack::"
 EXPLICIT_PROVIDER = "meshstack-kubernetes"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from components.alerts import dashboard
 from components.alerts.rules import EJECTIONS, PENDING_OVERFLOW
-from tests.test_alerts_rules import PROMTOOL_HELP
 
 PARSED: dict[str, Any] = json.loads(dashboard.dashboard_json())
 
@@ -78,10 +76,7 @@ def _split_series(reporter: str, service: str, version: str, per_scrape: float) 
     return {"series": f"istio_requests_total{{{labels}}}", "values": f"0+{per_scrape:g}x40"}
 
 
-def test_canary_split_evaluates_to_the_real_shares(tmp_path: Path) -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        pytest.fail(PROMTOOL_HELP)
+def test_canary_split_evaluates_to_the_real_shares(promtool: str, tmp_path: Path) -> None:
     series = [
         # Flagger: 75/25 between b-primary and b-canary, one version (the same image tag).
         _split_series("source", "b-primary", "v1", 45),

@@ -85,12 +85,6 @@ def test_children_are_parented_to_the_component(render: Render) -> None:
     assert names["al"].type == "meshstack:observability:MeshAlerts"
 
 
-def test_children_use_the_explicit_provider(render: Render) -> None:
-    names = by_name(render)
-    for child in ("al-sidecars", "al-istiod", "al-shop-a-metrics", "al-rules", "al-dashboard"):
-        assert names[child].provider == names["test-kubernetes"].urn, child
-
-
 def test_custom_resources_wait_for_the_control_plane(render: Render) -> None:
     names = by_name(render)
     for child in ("al-sidecars", "al-istiod", "al-shop-a-metrics", "al-rules"):

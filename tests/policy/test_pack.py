@@ -22,7 +22,7 @@ from pulumi.runtime.proto import analyzer_pb2, analyzer_pb2_grpc
 
 from policy.meshstack_policies import build_policies
 
-POLICY_DIR = Path(__file__).resolve().parents[1] / "policy"
+POLICY_DIR = Path(__file__).resolve().parents[2] / "policy"
 URN = "urn:pulumi:test::meshstack::kubernetes:apps/v1:Deployment::api"
 
 

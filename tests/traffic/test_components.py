@@ -114,13 +114,6 @@ def test_children_and_parents(render: Render) -> None:
     assert traffic_children == set(expected_parent) | {"t"}
 
 
-def test_every_kubernetes_resource_uses_the_explicit_provider(render: Render) -> None:
-    provider = by_name(render)["test-kubernetes"].urn
-    for r in render.registrations:
-        if r.type.startswith("kubernetes:"):
-            assert r.provider == provider, r.name
-
-
 def test_istio_objects_wait_for_istiod(render: Render) -> None:
     names = by_name(render)
     istiod = names["m-istiod"].urn

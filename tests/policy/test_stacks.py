@@ -27,7 +27,7 @@ from tests.conftest import STACKS, make_settings, run_with_provider
 from tools.render import Registration, Render
 
 PACK_CONFIG: dict[str, dict[str, Any]] = json.loads(
-    (Path(__file__).resolve().parents[1] / "policy" / "config.json").read_text()
+    (Path(__file__).resolve().parents[2] / "policy" / "config.json").read_text()
 )
 IMAGE = "ghcr.io/acme/api:1.4.2"
 

@@ -9,7 +9,6 @@ package, and a missing promtool fails these tests instead of skipping them.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +26,6 @@ from tests.conftest import make_settings
 from tools.verify import validate_manifest
 
 DEFAULTS = AlertsSettings()
-PROMTOOL_HELP = (
-    "promtool is required by the alert tests and is not on PATH: install Debian's "
-    "`prometheus` package (apt-get install prometheus), as CI does"
-)
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail(PROMTOOL_HELP)
-    return path
 
 
 def _rules_by_signal(settings: AlertsSettings) -> dict[tuple[str, str], dict[str, Any]]:
