@@ -52,12 +52,74 @@ def _absolute_dir(value: str) -> str:
     return value
 
 
+def _duration_or_0s(value: str) -> str:
+    try:
+        seconds = prom_duration_seconds(value) if value else -1
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise ValueError("must be a duration in hours, minutes and seconds, e.g. 0s, 30s or 2m")
+    return value
+
+
+AlertFor = Annotated[str, AfterValidator(_duration_or_0s)]
+"""A rule's `for`: a Prometheus duration, `0s` (fire on the first evaluation) included."""
+
 Severity = Literal["critical", "warning", "info"]
 """Alertmanager routing label; the three levels kube-prometheus-stack's routes know."""
 
 MIN_SAMPLES_PER_WINDOW: Final = 4
 """`rate()` needs at least two samples; four scrape intervals per window keeps one missed
 scrape from emptying the result (Prometheus' documented rule of thumb)."""
+
+EVALUATION_INTERVAL_SECONDS: Final = 30
+"""How often Prometheus evaluates the rule group: the Prometheus Operator's default
+`evaluationInterval`, also set on the group itself so the detection arithmetic below holds
+whatever the Prometheus' global setting."""
+
+CIRCUIT_BREAKER_DETECTION_SECONDS: Final = 60
+"""`CircuitBreakerTriggered` must fire within this many seconds of the first scrape that
+shows a single outlier ejection (the mesh's "< 1 min detection" target)."""
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}s"
+
+
+def circuit_breaker_detection_error(
+    for_: str, rate_window: str, scrape_interval: str
+) -> tuple[tuple[str, ...], str, str] | None:
+    """Why a single ejection could not fire `CircuitBreakerTriggered` in time, or None.
+
+    Returns the offending key, its value and the message. A counter step is first seen by an
+    evaluation up to one evaluation interval after the scrape that shows it; the rule stays
+    true only while `increase(...[rateWindow])` still holds the samples before and after the
+    step (until `rateWindow - scrapeInterval` after it), and fires once `for` has elapsed,
+    rounded up to whole evaluation intervals. So `evaluation + for` must fit both the
+    detection target and `rateWindow - scrapeInterval`.
+    """
+    interval = EVALUATION_INTERVAL_SECONDS
+    for_seconds = prom_duration_seconds(for_)
+    fires_after = interval * (1 + -(-for_seconds // interval))
+    if fires_after > CIRCUIT_BREAKER_DETECTION_SECONDS:
+        return (
+            ("circuitBreaker", "for"),
+            for_,
+            f"must be at most {_seconds(CIRCUIT_BREAKER_DETECTION_SECONDS - interval)}: rules "
+            f"are evaluated every {_seconds(interval)}, so a longer `for` cannot fire on a "
+            f"single ejection within {_seconds(CIRCUIT_BREAKER_DETECTION_SECONDS)} of the "
+            "scrape that shows it",
+        )
+    needed = fires_after + prom_duration_seconds(scrape_interval)
+    if prom_duration_seconds(rate_window) < needed:
+        return (
+            ("rateWindow",),
+            rate_window,
+            f"must be at least {_seconds(needed)} (scrapeInterval {scrape_interval} + "
+            f"{_seconds(interval)} evaluation + circuitBreaker.for {for_}) so a single "
+            "ejection is still in increase() when CircuitBreakerTriggered fires",
+        )
+    return None
 
 
 class AppMetrics(SettingsModel):
@@ -175,12 +237,85 @@ class CircuitBreakerAlert(SettingsModel):
             "any ejection means an upstream host failed, which someone should look at."
         ),
     )
-    for_: PromDuration = Field(
-        default="1m",
+    for_: AlertFor = Field(
+        default="0s",
         alias="for",
-        description="Default `1m`: ejections are short-lived, a long `for` would hide them.",
+        description=(
+            "How long the increase must last before the alert fires. Default `0s`: an "
+            "ejection is an event, not a state; a single ejection leaves increase() one "
+            "rateWindow later, so any `for` longer than that never fires. At most "
+            "`30s`, and `30s + for` (rounded up to 30s steps) must not exceed rateWindow - "
+            "scrapeInterval, so a "
+            "single ejection fires within 60s of the scrape that shows it."
+        ),
     )
     severity: Severity = Field(default="warning", description="Default `warning`.")
+
+
+ISTIOD_CONVERGENCE_MAX_BUCKET_SECONDS: Final = 30
+"""Largest finite bucket of istiod's `pilot_proxy_convergence_time` histogram
+(`pilot/pkg/xds/monitoring.go`): histogram_quantile() never returns more, so a threshold at
+or above it could never fire."""
+
+
+class ControlPlaneAlert(SettingsModel):
+    """istiod alerts: `IstiodUnavailable`, `IstiodXdsPushErrors`, `IstiodProxiesBehind`."""
+
+    unavailable_for: PromDuration = Field(
+        default="2m",
+        description=(
+            "How long no istiod target may be up before `IstiodUnavailable` fires. Default "
+            "`2m`: longer than a pod restart, short enough that injection failures and "
+            "stale proxy config are noticed before certificates run out."
+        ),
+    )
+    unavailable_severity: Severity = Field(
+        default="critical",
+        description=(
+            "Default `critical`: without istiod no pod gets a sidecar or a certificate, and "
+            "no proxy receives config."
+        ),
+    )
+    window: PromDuration = Field(
+        default="5m",
+        description=(
+            "Range of increase()/rate() over istiod's counters and convergence histogram. "
+            "Default `5m`: pushes are sporadic, so a rejection stays visible (and "
+            "`IstiodXdsPushErrors` firing) this long. At least 4 x `scrapeInterval`."
+        ),
+    )
+    push_errors: float = Field(
+        default=0,
+        ge=0,
+        description=(
+            "xDS send errors, or configs rejected by proxies, per `window` above which "
+            "`IstiodXdsPushErrors` fires. Default 0: a rejected config leaves proxies on "
+            "their previous config until someone fixes it."
+        ),
+    )
+    convergence_seconds: float = Field(
+        default=10,
+        gt=0,
+        lt=ISTIOD_CONVERGENCE_MAX_BUCKET_SECONDS,
+        description=(
+            "p99 of `pilot_proxy_convergence_time` (seconds from a config change until a "
+            "proxy has all of it) above which `IstiodProxiesBehind` fires. Default 10; "
+            "below 30, istiod's largest histogram bucket."
+        ),
+    )
+    convergence_for: PromDuration = Field(
+        default="5m",
+        description=(
+            "How long the p99 must stay above the threshold. Default `5m`: one large push "
+            "after an istiod restart is normal."
+        ),
+    )
+    severity: Severity = Field(
+        default="warning",
+        description=(
+            "Severity of `IstiodXdsPushErrors` and `IstiodProxiesBehind`. Default `warning`."
+        ),
+    )
 
 
 class AlertsSettings(SettingsModel):
@@ -247,6 +382,10 @@ class AlertsSettings(SettingsModel):
     circuit_breaker: CircuitBreakerAlert = Field(
         default_factory=CircuitBreakerAlert, description="`CircuitBreakerTriggered`."
     )
+    control_plane: ControlPlaneAlert = Field(
+        default_factory=ControlPlaneAlert,
+        description="`IstiodUnavailable`, `IstiodXdsPushErrors`, `IstiodProxiesBehind`.",
+    )
 
     @model_validator(mode="after")
     def _window_holds_enough_samples(self) -> AlertsSettings:
@@ -258,6 +397,22 @@ class AlertsSettings(SettingsModel):
                 f"must be at least {MIN_SAMPLES_PER_WINDOW} x scrapeInterval "
                 f"({self.scrape_interval}) so rate() always has enough samples",
             )
+        if prom_duration_seconds(self.control_plane.window) < minimum:
+            raise RuleViolationError(
+                ("controlPlane", "window"),
+                self.control_plane.window,
+                f"must be at least {MIN_SAMPLES_PER_WINDOW} x scrapeInterval "
+                f"({self.scrape_interval}) so increase() always has enough samples",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _single_ejection_fires_within_a_minute(self) -> AlertsSettings:
+        problem = circuit_breaker_detection_error(
+            self.circuit_breaker.for_, self.rate_window, self.scrape_interval
+        )
+        if problem is not None:
+            raise RuleViolationError(*problem)
         return self
 
 

@@ -60,6 +60,12 @@ def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str
     assert all(rule["annotations"][key].strip() for key in ("summary", "description"))
 
 
+@pytest.mark.parametrize("alert", rules.ALERT_NAMES)
+def test_every_alert_has_a_runbook_section_where_its_url_points(alert: str) -> None:
+    docs = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    assert f"\n### {alert}\n" in docs.split("\n## Runbooks\n", 1)[1]
+
+
 @pytest.mark.parametrize("rule", rules.alert_rules(DEFAULTS), ids=lambda r: r["alert"])
 def test_every_expression_parses(rule: dict[str, Any]) -> None:
     promql_parser.parse(rule["expr"])
@@ -72,13 +78,23 @@ def test_defaults_are_the_documented_thresholds() -> None:
     assert (errors["for"], errors["labels"]["severity"]) == ("2m", "critical")
     latency = by_signal[("CanaryLatencyHigh", "")]
     assert ") > 1000\nand on (" in latency["expr"]
-    assert errors["expr"].endswith(") >= 0.1") and latency["expr"].endswith(") >= 0.1")
+    assert ") >= 0.1\nor\n" in errors["expr"] and errors["expr"].endswith(") >= 0.99\n)")
+    assert latency["expr"].endswith(") >= 0.1")
     assert latency["expr"].startswith("(\nhistogram_quantile(0.95, ")
     assert latency["for"] == "2m"
     assert by_signal[("RateLimitExceeded", "http_429")]["expr"].endswith(") > 0.1")
+    assert by_signal[("RateLimitExceeded", "grpc_local_rate_limit")]["expr"].endswith(") > 0.1")
     assert by_signal[("RateLimitExceeded", "ratelimit_service")]["expr"].endswith(") > 1")
-    assert by_signal[("CircuitBreakerTriggered", "outlier_ejection")]["expr"].endswith(") > 0")
+    breaker = by_signal[("CircuitBreakerTriggered", "outlier_ejection")]
+    assert breaker["expr"].endswith(") > 0") and breaker["for"] == "0s"
     assert '{reporter="destination"}[1m]' in errors["expr"]
+    down = by_signal[("IstiodUnavailable", "")]
+    assert (down["for"], down["labels"]["severity"]) == ("2m", "critical")
+    for signal in ("send_error", "rejected"):
+        push = by_signal[("IstiodXdsPushErrors", signal)]
+        assert push["expr"].endswith("[5m])\n) > 0") and push["for"] == "0s"
+    behind = by_signal[("IstiodProxiesBehind", "")]
+    assert behind["expr"].endswith("[5m]))) > 10") and behind["for"] == "5m"
 
 
 def test_thresholds_durations_and_severities_come_from_settings() -> None:
@@ -90,13 +106,22 @@ def test_thresholds_durations_and_severities_come_from_settings() -> None:
             "canaryErrorRate": {"threshold": 0.02, "for": "1m", "severity": "warning"},
             "canaryLatency": {"thresholdMs": 250, "for": "3m", "severity": "critical"},
             "rateLimit": {"threshold": 0.3, "overLimitPerSecond": 7, "for": "10m"},
-            "circuitBreaker": {"threshold": 5, "for": "4m", "severity": "info"},
+            "circuitBreaker": {"threshold": 5, "for": "30s", "severity": "info"},
+            "controlPlane": {
+                "unavailableFor": "5m",
+                "unavailableSeverity": "warning",
+                "window": "10m",
+                "pushErrors": 3,
+                "convergenceSeconds": 20,
+                "convergenceFor": "15m",
+                "severity": "critical",
+            },
         }
     )
     by_signal = _rules_by_signal(settings)
     errors = by_signal[("CanaryErrorRateHigh", "")]
     assert ") > 0.02\nand on (" in errors["expr"] and "[2m]" in errors["expr"]
-    assert errors["expr"].endswith(") >= 2")
+    assert ") >= 2\nor\n" in errors["expr"]
     assert (errors["for"], errors["labels"]["severity"]) == ("1m", "warning")
     assert "2% threshold for 1m" in errors["annotations"]["description"]
     latency = by_signal[("CanaryLatencyHigh", "")]
@@ -107,20 +132,38 @@ def test_thresholds_durations_and_severities_come_from_settings() -> None:
     assert by_signal[("RateLimitExceeded", "http_429")]["for"] == "10m"
     breaker = by_signal[("CircuitBreakerTriggered", "pending_overflow")]
     assert breaker["expr"].endswith(") > 5")
-    assert (breaker["for"], breaker["labels"]["severity"]) == ("4m", "info")
+    assert (breaker["for"], breaker["labels"]["severity"]) == ("30s", "info")
     assert breaker["annotations"]["runbook_url"] == (
         "https://wiki.example.org/rb#circuitbreakertriggered"
     )
+    down = by_signal[("IstiodUnavailable", "")]
+    assert (down["for"], down["labels"]["severity"]) == ("5m", "warning")
+    rejected = by_signal[("IstiodXdsPushErrors", "rejected")]
+    assert rejected["expr"].endswith("[10m])\n) > 3")
+    assert rejected["labels"]["severity"] == "critical"
+    behind = by_signal[("IstiodProxiesBehind", "")]
+    assert behind["expr"].endswith("[10m]))) > 20") and behind["for"] == "15m"
 
 
-def test_rules_read_the_standard_metrics_and_the_rate_limit_counter() -> None:
+def test_rules_read_the_standard_metrics_the_rate_limit_counter_and_istiod() -> None:
     used = set().union(*(_metric_names(r["expr"]) for r in rules.alert_rules(DEFAULTS)))
     assert used == {
         "istio_requests_total",
         "istio_request_duration_milliseconds_bucket",
         "ratelimit_service_rate_limit_over_limit",
         *rules.ENVOY_STATS,
+        "up",
+        "pilot_xds_pushes",
+        "pilot_total_xds_rejects",
+        "pilot_proxy_convergence_time_bucket",
     }
+
+
+def test_istiod_alerts_read_the_job_the_istiod_service_monitor_gives_its_targets() -> None:
+    monitor = rules.istiod_service_monitor_spec(DEFAULTS, "istio-system")
+    # The Prometheus Operator sets `job` to the value of the Service label `jobLabel` names.
+    job = monitor["selector"]["matchLabels"][monitor["jobLabel"]]
+    assert f'up{{job="{job}"}}' in _rules_by_signal(DEFAULTS)[("IstiodUnavailable", "")]["expr"]
 
 
 # --- Envoy stats really exported ------------------------------------------------------------
@@ -179,7 +222,8 @@ def test_promtool_check_rules_accepts_the_rules(promtool: str, tmp_path: Path) -
             [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert "SUCCESS: 6 rules found" in result.stdout
+        assert f"SUCCESS: {len(rules.alert_rules(variant))} rules found" in result.stdout
+        assert len(rules.alert_rules(variant)) == 11
 
 
 def test_promtool_check_rules_rejects_a_broken_rule(promtool: str, tmp_path: Path) -> None:
@@ -194,8 +238,16 @@ def test_promtool_check_rules_rejects_a_broken_rule(promtool: str, tmp_path: Pat
     assert result.returncode != 0
 
 
-SERVICE = "fingerprint-api.identity.svc.cluster.local"
+# Series below carry the label sets Istio and Envoy really emit (docs/alerts.md, "What the
+# rules read"): all 25 labels of Istio's standard metrics, Envoy stats after Istio's tag
+# extraction (no `_total` added), and the target labels the PodMonitor / ServiceMonitor add.
+
+NAMESPACE = "identity"
+SERVICE = f"fingerprint-api.{NAMESPACE}.svc.cluster.local"
 UPSTREAM = f"outbound|8080||{SERVICE}"
+MESH_CLUSTER = "us-east-1"
+ENVOY_JOB = "istio-system/meshstack-envoy-stats"
+GATEWAY = ("istio-ingressgateway", "istio-ingress")
 
 
 def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
@@ -203,43 +255,135 @@ def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
     return {"series": f"{metric}{{{selector}}}", "values": values}
 
 
-def _requests(reporter: str, version: str, code: str, per_scrape: float) -> dict[str, str]:
-    labels = {
-        "reporter": reporter,
-        "destination_service": SERVICE,
-        "destination_version": version,
-        "response_code": code,
+def _proxy_target(workload: str, namespace: str, ip: str) -> dict[str, str]:
+    """Labels the sidecar PodMonitor adds to every series scraped from a proxy's 15090."""
+    return {
+        "namespace": namespace,
+        "pod": f"{workload}-6d5f8c7b9-x4k2p",
+        "container": rules.ENVOY_PROXY_CONTAINER,
+        "endpoint": rules.ENVOY_PROMETHEUS_PORT,
+        "instance": f"{ip}:15090",
+        "job": ENVOY_JOB,
     }
-    return _series("istio_requests_total", labels, f"0+{per_scrape:g}x40")
 
 
-def _grpc_requests(version: str, code: str, grpc_status: str, per_scrape: float) -> dict[str, str]:
-    """gRPC requests as the server sidecar reports them: the HTTP status (200 even for most
-    failures) in `response_code`, the gRPC status in `grpc_response_status`."""
-    labels = {
-        "reporter": "destination",
-        "destination_service": SERVICE,
+def _istio_labels(
+    reporter: str,
+    version: str,
+    code: str,
+    *,
+    protocol: str = "http",
+    grpc_status: str = "",
+    flags: str = "-",
+) -> dict[str, str]:
+    """Every tag of `istio_requests_total` (istio/proxy `istio_stats.cc` `all_tags_`), for
+    a request from the ingress gateway to fingerprint-api `version`, plus the target labels
+    of the proxy that reported it (the server sidecar, or the gateway for `source`)."""
+    source, source_ns = GATEWAY
+    workload = f"fingerprint-api-{version}"
+    reporting = (
+        _proxy_target(workload, NAMESPACE, "10.4.1.7")
+        if reporter == "destination"
+        else _proxy_target(source, source_ns, "10.4.0.3")
+    )
+    return {
+        "reporter": reporter,
+        "source_workload": source,
+        "source_workload_namespace": source_ns,
+        "source_principal": f"spiffe://cluster.local/ns/{source_ns}/sa/{source}",
+        "source_app": source,
+        "source_version": "unknown",
+        "source_canonical_service": source,
+        "source_canonical_revision": "latest",
+        "source_cluster": MESH_CLUSTER,
+        "destination_workload": workload,
+        "destination_workload_namespace": NAMESPACE,
+        "destination_principal": f"spiffe://cluster.local/ns/{NAMESPACE}/sa/fingerprint-api",
+        "destination_app": "fingerprint-api",
         "destination_version": version,
-        "request_protocol": "grpc",
+        "destination_service": SERVICE,
+        "destination_service_name": "fingerprint-api",
+        "destination_service_namespace": NAMESPACE,
+        "destination_canonical_service": "fingerprint-api",
+        "destination_canonical_revision": version,
+        "destination_cluster": MESH_CLUSTER,
+        "request_protocol": protocol,
         "response_code": code,
         "grpc_response_status": grpc_status,
+        "response_flags": flags,
+        # The server sidecar terminates mTLS; the gateway's outbound side reports `unknown`.
+        "connection_security_policy": "mutual_tls" if reporter == "destination" else "unknown",
+        **reporting,
     }
+
+
+def _requests(
+    reporter: str, version: str, code: str, per_scrape: float, *, flags: str = "-"
+) -> dict[str, str]:
+    labels = _istio_labels(reporter, version, code, flags=flags)
     return _series("istio_requests_total", labels, f"0+{per_scrape:g}x40")
+
+
+def _grpc_requests(
+    version: str,
+    grpc_status: str,
+    per_scrape: float,
+    *,
+    code: str = "200",
+    flags: str = "-",
+    values: str = "",
+) -> dict[str, str]:
+    """gRPC requests as the server sidecar reports them: the HTTP status (200 even for most
+    failures, and for the local rate limiter's refusals) in `response_code`, the gRPC
+    status in `grpc_response_status`."""
+    labels = _istio_labels(
+        "destination", version, code, protocol="grpc", grpc_status=grpc_status, flags=flags
+    )
+    return _series("istio_requests_total", labels, values or f"0+{per_scrape:g}x40")
 
 
 def _latency(version: str, cumulative: dict[str, float]) -> list[dict[str, str]]:
     """Histogram buckets of `istio_request_duration_milliseconds`, counts per scrape."""
+    labels = _istio_labels("destination", version, "200")
     return [
         _series(
             "istio_request_duration_milliseconds_bucket",
-            {
-                "reporter": "destination",
-                "destination_service": SERVICE,
-                "destination_version": version,
-                "le": le,
-            },
+            {**labels, "le": le},
             f"0+{count:g}x40",
         )
+        for le, count in cumulative.items()
+    ]
+
+
+def _envoy(metric: str, values: str, *, caller: str = "revenue-engine-v1") -> dict[str, str]:
+    """An Envoy cluster stat of `caller`'s sidecar for the fingerprint-api upstream: the
+    cluster name moved into `cluster_name` by Istio's tag regex, no other stat tag."""
+    labels = {"cluster_name": UPSTREAM, **_proxy_target(caller, "revenue", "10.4.2.9")}
+    return _series(metric, labels, values)
+
+
+ISTIOD_TARGET = {
+    "app": "istiod",
+    "container": "discovery",
+    "endpoint": rules.ISTIOD_MONITORING_PORT,
+    "instance": "10.4.0.12:15014",
+    "job": rules.ISTIOD_JOB,
+    "namespace": "istio-system",
+    "pod": "istiod-7c9d6b5f4-q8zlm",
+    "service": "istiod",
+}
+"""Target labels of istiod's monitoring port through the `meshstack-istiod` ServiceMonitor
+(`jobLabel: istio` takes `job` from the Service's `istio: pilot`, `targetLabels: [app]`)."""
+
+
+def _istiod(metric: str, values: str, **labels: str) -> dict[str, str]:
+    return _series(metric, {**labels, **ISTIOD_TARGET}, values)
+
+
+def _convergence(cumulative: dict[str, float]) -> list[dict[str, str]]:
+    """`pilot_proxy_convergence_time` buckets (istiod's boundaries), counts per scrape."""
+    return [
+        _istiod(rules.PROXY_CONVERGENCE, f"0+{count:g}x40", le=le)
         for le, count in cumulative.items()
     ]
 
@@ -267,6 +411,8 @@ class Case:
     firing: list[Firing] = field(default_factory=list)
     settings: AlertsSettings = DEFAULTS
     eval_time: str = "8m"
+    silent_at: str = ""
+    """Also expect no alert at this earlier time (before the cause is scraped)."""
 
 
 def _canary(version: str) -> dict[str, str]:
@@ -278,6 +424,31 @@ HEALTHY_TRAFFIC = [
     _requests("destination", "stable", "503", 1),
     _requests("destination", "canary", "200", 99),
     _requests("destination", "canary", "503", 1),
+]
+
+EU_LIKE = AlertsSettings.model_validate(
+    {"minRequestRate": 0.5, "canaryErrorRate": {"threshold": 0.02, "for": "1m"}}
+)
+"""A region that judges canaries only from a request every two seconds."""
+
+SLOW_SCRAPES = AlertsSettings.model_validate({"scrapeInterval": "30s", "rateWindow": "2m"})
+
+CONVERGENCE_BUCKETS = ("0.1", "0.5", "1", "3", "5", "10", "20", "30", "+Inf")
+
+# A server-side gRPC failure among client errors: only the server's share counts.
+SERVER_FAILURE_CASES = [
+    Case(
+        f"canary-pages-on-grpc-{name.lower().replace('_', '-')}-not-on-the-client-errors-beside-it",
+        "CanaryErrorRateHigh",
+        [
+            _grpc_requests("canary", "0", 60),
+            _grpc_requests("canary", "5", 20),  # NOT_FOUND
+            _grpc_requests("canary", "3", 10),  # INVALID_ARGUMENT
+            _grpc_requests("canary", code, 10),
+        ],
+        [Firing("", _canary("canary"), "10%")],
+    )
+    for code, name in rules.GRPC_SERVER_FAILURES.items()
 ]
 
 CASES = [
@@ -321,7 +492,7 @@ CASES = [
         ],
     ),
     Case(
-        "canary-5xx-silent-on-too-little-traffic",
+        "canary-failing-half-its-requests-on-too-little-traffic-is-not-judged",
         "CanaryErrorRateHigh",
         [
             # Half the requests fail, but there are only 4 a minute: below minRequestRate.
@@ -340,13 +511,41 @@ CASES = [
         settings=AlertsSettings.model_validate({"minRequestRate": 0}),
     ),
     Case(
+        "a-canary-failing-every-request-at-0.2-per-second-pages-within-5-minutes",
+        "CanaryErrorRateHigh",
+        [
+            # 3 requests per 15s scrape = 0.2/s, below minRequestRate 0.5: all succeed for
+            # 3 minutes, then every one fails from the scrape at 3m15s.
+            _series(
+                "istio_requests_total",
+                _istio_labels("destination", "canary", "200"),
+                "0+3x12 36x28",
+            ),
+            _series(
+                "istio_requests_total",
+                _istio_labels("destination", "canary", "503"),
+                "_x12 3+3x28",
+            ),
+        ],
+        [Firing("", _canary("canary"), "100%")],
+        settings=EU_LIKE,
+        eval_time="8m",
+        silent_at="3m",
+    ),
+    Case(
+        "a-canary-answering-every-grpc-call-with-not-found-is-not-paged",
+        "CanaryErrorRateHigh",
+        # NOT_FOUND is the caller asking for what is not there, like an HTTP 404.
+        [_grpc_requests("canary", "5", 30)],
+    ),
+    Case(
         "canary-grpc-unavailable-fires",
         "CanaryErrorRateHigh",
         [
             # gRPC failures travel as HTTP 200 with grpc-status 14 (UNAVAILABLE).
-            _grpc_requests("stable", "200", "0", 100),
-            _grpc_requests("canary", "200", "0", 90),
-            _grpc_requests("canary", "200", "14", 10),
+            _grpc_requests("stable", "0", 100),
+            _grpc_requests("canary", "0", 90),
+            _grpc_requests("canary", "14", 10),
         ],
         [Firing("", _canary("canary"), "10%")],
     ),
@@ -354,19 +553,31 @@ CASES = [
         "canary-grpc-ok-silent",
         "CanaryErrorRateHigh",
         [
-            _grpc_requests("stable", "200", "0", 100),
-            _grpc_requests("canary", "200", "0", 100),
+            _grpc_requests("stable", "0", 100),
+            _grpc_requests("canary", "0", 100),
         ],
     ),
+    *SERVER_FAILURE_CASES,
     Case(
         "canary-grpc-5xx-with-an-error-status-counts-once",
         "CanaryErrorRateHigh",
         [
             # A gRPC request failed with both 503 and UNAVAILABLE: 10%, not 20%.
-            _grpc_requests("canary", "200", "0", 90),
-            _grpc_requests("canary", "503", "14", 10),
+            _grpc_requests("canary", "0", 90),
+            _grpc_requests("canary", "14", 10, code="503"),
         ],
         [Firing("", _canary("canary"), "10%")],
+    ),
+    Case(
+        "grpc-calls-refused-by-the-local-rate-limit-do-not-page-as-canary-errors",
+        "CanaryErrorRateHigh",
+        [
+            # Without rate_limited_as_resource_exhausted the limiter answers UNAVAILABLE,
+            # with it RESOURCE_EXHAUSTED; both HTTP 200 with flag RL at the server sidecar.
+            _grpc_requests("canary", "0", 70),
+            _grpc_requests("canary", "14", 20, flags="RL"),
+            _grpc_requests("canary", "8", 10, flags="RL"),
+        ],
     ),
     Case(
         "canary-slow-fires",
@@ -404,9 +615,35 @@ CASES = [
         "RateLimitExceeded",
         [
             _requests("source", "stable", "200", 80),
-            _requests("source", "stable", "429", 20),
+            _requests("source", "stable", "429", 20, flags="RL"),
         ],
         [Firing("http_429", {"destination_service": SERVICE}, "20%")],
+    ),
+    Case(
+        "grpc-calls-the-local-rate-limit-refuses-as-resource-exhausted-fire-rate-limit-exceeded",
+        "RateLimitExceeded",
+        [
+            _grpc_requests("stable", "0", 80),
+            _grpc_requests("stable", "8", 20, flags="RL"),
+        ],
+        [Firing("grpc_local_rate_limit", {"destination_service": SERVICE}, "20%")],
+    ),
+    Case(
+        "grpc-calls-the-local-rate-limit-refuses-as-unavailable-fire-rate-limit-exceeded",
+        "RateLimitExceeded",
+        [
+            _grpc_requests("stable", "0", 80),
+            _grpc_requests("stable", "14", 20, flags="RL"),
+        ],
+        [Firing("grpc_local_rate_limit", {"destination_service": SERVICE}, "20%")],
+    ),
+    Case(
+        "grpc-unavailable-from-the-server-itself-is-not-counted-as-rate-limiting",
+        "RateLimitExceeded",
+        [
+            _grpc_requests("stable", "0", 80),
+            _grpc_requests("stable", "14", 20),
+        ],
     ),
     Case(
         "ratelimit-service-over-limit-fires",
@@ -425,7 +662,9 @@ CASES = [
         "RateLimitExceeded",
         [
             _requests("source", "stable", "200", 98),
-            _requests("source", "stable", "429", 2),
+            _requests("source", "stable", "429", 2, flags="RL"),
+            _grpc_requests("canary", "0", 98),
+            _grpc_requests("canary", "8", 2, flags="RL"),
             _series(
                 rules.RATELIMIT_OVER_LIMIT,
                 {"domain": "meshstack-ingress", "key1": "x-api-key"},
@@ -434,37 +673,147 @@ CASES = [
         ],
     ),
     Case(
-        "outlier-ejections-fire",
+        "a-single-ejection-of-one-host-fires-within-60s",
         "CircuitBreakerTriggered",
         [
-            _series(
-                rules.EJECTIONS,
-                {"cluster_name": UPSTREAM, "namespace": "identity", "pod": "client-1"},
-                "0+1x40",
-            ),
-            _series(rules.PENDING_OVERFLOW, {"cluster_name": UPSTREAM, "pod": "client-1"}, "0x40"),
+            # Created with the cluster at 0; one host ejected, first scraped at 5m15s
+            # (between two evaluations, the later one at 5m30s), never again.
+            _envoy(rules.EJECTIONS, "0x20 1x20"),
+            _envoy(rules.PENDING_OVERFLOW, "0x40"),
         ],
-        [Firing("outlier_ejection", {"cluster_name": UPSTREAM}, "4")],
+        [Firing("outlier_ejection", {"cluster_name": UPSTREAM}, "1")],
+        eval_time="5m30s",
+        silent_at="5m",
+    ),
+    Case(
+        "a-single-ejection-fires-within-60s-with-30s-scrapes",
+        "CircuitBreakerTriggered",
+        [
+            _envoy(rules.EJECTIONS, "0x10 1x10"),
+            _envoy(rules.PENDING_OVERFLOW, "0x20"),
+        ],
+        [Firing("outlier_ejection", {"cluster_name": UPSTREAM}, "1")],
+        settings=SLOW_SCRAPES,
+        eval_time="5m30s",
+        silent_at="5m",
     ),
     Case(
         "pending-overflow-fires",
         "CircuitBreakerTriggered",
         [
-            _series(rules.EJECTIONS, {"cluster_name": UPSTREAM, "pod": "client-1"}, "3x40"),
-            _series(
-                rules.PENDING_OVERFLOW, {"cluster_name": UPSTREAM, "pod": "client-1"}, "0+2x40"
-            ),
+            _envoy(rules.EJECTIONS, "3x40"),
+            _envoy(rules.PENDING_OVERFLOW, "0+2x40"),
         ],
         [Firing("pending_overflow", {"cluster_name": UPSTREAM}, "8")],
+    ),
+    Case(
+        "a-burst-of-pending-overflows-fires-within-60s",
+        "CircuitBreakerTriggered",
+        [
+            _envoy(rules.EJECTIONS, "0x40"),
+            _envoy(rules.PENDING_OVERFLOW, "0x20 5x20"),
+        ],
+        [Firing("pending_overflow", {"cluster_name": UPSTREAM}, "5")],
+        eval_time="5m30s",
+        silent_at="5m",
     ),
     Case(
         "circuit-breaker-silent-when-counters-stand-still",
         "CircuitBreakerTriggered",
         [
             # Old ejections (counter at 3) but none recently, and no overflow.
-            _series(rules.EJECTIONS, {"cluster_name": UPSTREAM, "pod": "client-1"}, "3x40"),
-            _series(rules.PENDING_OVERFLOW, {"cluster_name": UPSTREAM, "pod": "client-1"}, "0x40"),
+            _envoy(rules.EJECTIONS, "3x40"),
+            _envoy(rules.PENDING_OVERFLOW, "0x40"),
         ],
+    ),
+    Case(
+        "istiod-down-for-2-minutes-fires-istiod-unavailable",
+        "IstiodUnavailable",
+        [_istiod("up", "1x12 0x28")],
+        [Firing("", {}, "1")],
+        eval_time="6m",
+        silent_at="4m",
+    ),
+    Case(
+        "no-istiod-target-at-all-fires-istiod-unavailable",
+        "IstiodUnavailable",
+        [
+            _series(
+                "up",
+                {"job": "apiserver", "namespace": "default", "instance": "10.0.0.1:443"},
+                "1x40",
+            )
+        ],
+        [Firing("", {}, "1")],
+    ),
+    Case(
+        "one-istiod-of-two-up-is-silent",
+        "IstiodUnavailable",
+        [
+            _istiod("up", "1x40"),
+            _series(
+                "up",
+                {**ISTIOD_TARGET, "instance": "10.4.0.13:15014", "pod": "istiod-7c9d6b5f4-w2rtn"},
+                "1x12 0x28",
+            ),
+        ],
+    ),
+    Case(
+        "a-first-config-rejected-by-a-proxy-fires-within-60s",
+        "IstiodXdsPushErrors",
+        [
+            # istiod creates the series on the first NACK, with value 1 (scraped at 5m15s).
+            _istiod(rules.XDS_PUSHES, "0+40x40", type="lds"),
+            _istiod(rules.XDS_REJECTS, "_x21 1x19", type="lds"),
+        ],
+        [Firing("rejected", {"type": "lds"}, "1")],
+        eval_time="5m30s",
+        silent_at="5m",
+    ),
+    Case(
+        "repeated-config-rejections-fire",
+        "IstiodXdsPushErrors",
+        [
+            _istiod(rules.XDS_PUSHES, "0+40x40", type="cds"),
+            _istiod(rules.XDS_REJECTS, "3+1x40", type="cds"),
+        ],
+        [Firing("rejected", {"type": "cds"}, "20")],
+    ),
+    Case(
+        "xds-send-errors-fire",
+        "IstiodXdsPushErrors",
+        [
+            _istiod(rules.XDS_PUSHES, "0+40x40", type="eds"),
+            _istiod(rules.XDS_PUSHES, "2+1x40", type="eds_senderr"),
+        ],
+        [Firing("send_error", {"type": "eds_senderr"}, "20")],
+    ),
+    Case(
+        "successful-pushes-and-old-rejections-are-silent",
+        "IstiodXdsPushErrors",
+        [
+            _istiod(rules.XDS_PUSHES, "0+40x40", type="cds"),
+            _istiod(rules.XDS_PUSHES, "2x40", type="cds_senderr"),
+            _istiod(rules.XDS_REJECTS, "3x40", type="cds"),
+        ],
+    ),
+    Case(
+        "proxies-converging-in-28s-at-p99-fire-istiod-proxies-behind",
+        "IstiodProxiesBehind",
+        # 95 of every 100 proxies converge within 1s, 5 take 20-30s: p99 = 28s.
+        _convergence(
+            dict(zip(CONVERGENCE_BUCKETS, (10, 60, 95, 95, 95, 95, 95, 100, 100), strict=True))
+        ),
+        [Firing("", {}, "28.0")],
+        eval_time="10m",
+    ),
+    Case(
+        "proxies-converging-within-a-second-are-silent",
+        "IstiodProxiesBehind",
+        _convergence(
+            dict(zip(CONVERGENCE_BUCKETS, (10, 60, 100, 100, 100, 100, 100, 100, 100), strict=True))
+        ),
+        eval_time="10m",
     ),
 ]
 
@@ -488,21 +837,25 @@ def _expected_alerts(case: Case) -> list[dict[str, Any]]:
 
 def _unit_test_file(directory: Path, case: Case) -> Path:
     rules_file = _write_rules(directory, case.settings)
+    checks = [
+        {
+            "eval_time": case.eval_time,
+            "alertname": case.alert,
+            "exp_alerts": _expected_alerts(case),
+        }
+    ]
+    if case.silent_at:
+        checks.insert(0, {"eval_time": case.silent_at, "alertname": case.alert, "exp_alerts": []})
     test = {
         "rule_files": [rules_file.name],
-        "evaluation_interval": "15s",
+        # The group's own interval: detection times depend on it.
+        "evaluation_interval": rules.EVALUATION_INTERVAL,
         "tests": [
             {
                 "name": case.name,
-                "interval": "15s",
+                "interval": case.settings.scrape_interval,
                 "input_series": case.series,
-                "alert_rule_test": [
-                    {
-                        "eval_time": case.eval_time,
-                        "alertname": case.alert,
-                        "exp_alerts": _expected_alerts(case),
-                    }
-                ],
+                "alert_rule_test": checks,
             }
         ],
     }
@@ -567,7 +920,17 @@ alert_settings = st.fixed_dictionaries(
             {"threshold": ratios, "overLimitPerSecond": st.floats(min_value=0.01, max_value=1e5)}
         ),
         "circuitBreaker": st.fixed_dictionaries(
-            {"threshold": st.floats(min_value=0, max_value=1e4), "for": durations}
+            # Only what fits sub-minute detection; the settings tests cover the rest.
+            {"threshold": st.floats(min_value=0, max_value=1e4), "for": st.sampled_from(["0s"])}
+        ),
+        "controlPlane": st.fixed_dictionaries(
+            {
+                "unavailableFor": durations,
+                "window": st.sampled_from(["1m", "5m", "10m"]),
+                "pushErrors": st.floats(min_value=0, max_value=1e4),
+                "convergenceSeconds": st.floats(min_value=0.1, max_value=29.9),
+                "convergenceFor": durations,
+            }
         ),
     }
 )
@@ -579,7 +942,10 @@ def test_any_valid_settings_give_rules_that_parse_and_validate(raw: dict[str, An
     alerts = AlertsSettings.model_validate(raw)
     for rule in rules.alert_rules(alerts):
         promql_parser.parse(rule["expr"])
-        assert f"[{alerts.rate_window}]" in rule["expr"]
+        if rule["alert"] == "IstiodUnavailable":
+            continue
+        window = alerts.control_plane.window if "Istiod" in rule["alert"] else alerts.rate_window
+        assert f"[{window}]" in rule["expr"]
     resource = {
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",

@@ -28,7 +28,7 @@ def test_alert_defaults_are_the_product_targets() -> None:
     assert alerts.canary_latency.severity == "warning"
     assert (alerts.rate_limit.threshold, alerts.rate_limit.over_limit_per_second) == (0.1, 1.0)
     assert (alerts.rate_limit.for_, alerts.rate_limit.severity) == ("5m", "warning")
-    assert (alerts.circuit_breaker.threshold, alerts.circuit_breaker.for_) == (0, "1m")
+    assert (alerts.circuit_breaker.threshold, alerts.circuit_breaker.for_) == (0, "0s")
 
 
 def test_scrape_defaults_follow_istio_and_prometheus_practice() -> None:
