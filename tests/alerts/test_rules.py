@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from components.alerts import rules
 from components.alerts.settings import AlertsSettings
 from tests.conftest import make_settings
+from tools.render import PROJECT_DIR
 from tools.verify import validate_manifest
 
 DEFAULTS = AlertsSettings()
@@ -62,7 +63,7 @@ def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str
 
 @pytest.mark.parametrize("alert", rules.ALERT_NAMES)
 def test_every_alert_has_a_runbook_section_where_its_url_points(alert: str) -> None:
-    docs = (Path(__file__).parent.parent / "docs" / "alerts.md").read_text()
+    docs = (PROJECT_DIR / "docs" / "alerts.md").read_text()
     assert f"\n### {alert}\n" in docs.split("\n## Runbooks\n", 1)[1]
 
 
