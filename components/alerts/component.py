@@ -24,7 +24,11 @@ if TYPE_CHECKING:
     from components.alerts.settings import AlertsSettings, DashboardSettings
     from components.settings import MeshService
 
-TOKEN: Final = "meshstack:observability:MeshAlerts"
+TOKEN: Final = "meshstack:alerts:MeshAlerts"
+
+FORMER_TOKEN: Final = "meshstack:observability:MeshAlerts"
+"""The token before the alerts area had its own package: the alias lets an existing stack
+adopt its MeshAlerts (and every child URN under it) instead of replacing them."""
 
 MONITORING_API: Final = "monitoring.coreos.com/v1"
 
@@ -60,7 +64,14 @@ class MeshAlerts(pulumi.ComponentResource):
     ) -> None:
         """`services` with `metrics` get a ServiceMonitor; `ratelimit_metrics` is the
         RateLimiter's endpoint (None without quotas)."""
-        super().__init__(TOKEN, name, None, opts)
+        super().__init__(
+            TOKEN,
+            name,
+            None,
+            pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(aliases=[pulumi.Alias(type_=FORMER_TOKEN)])
+            ),
+        )
         labels = {**MANAGED_BY, **alerts.prometheus_selector_labels}
 
         def metadata(k8s_name: str, namespace: pulumi.Input[str]) -> k8s.meta.v1.ObjectMetaArgs:

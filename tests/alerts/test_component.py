@@ -82,7 +82,7 @@ def test_children_are_parented_to_the_component(render: Render) -> None:
         "al-rules",
         "al-dashboard",
     }
-    assert names["al"].type == "meshstack:observability:MeshAlerts"
+    assert names["al"].type == "meshstack:alerts:MeshAlerts"
 
 
 def test_custom_resources_wait_for_the_control_plane(render: Render) -> None:
