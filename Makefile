@@ -3,12 +3,14 @@
 
 SHELL := /bin/bash
 STACK ?= us-east-1
-STACKS := us-east-1 eu-west-1 ap-southeast-1
+# Every region stack, from its stack file: a new Pulumi.<stack>.yaml is a new region
+# (tools/stacks.py gives the same list in deploy order: python -m tools.stacks).
+STACKS := $(sort $(patsubst Pulumi.%.yaml,%,$(wildcard Pulumi.*.yaml)))
 UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install render render-all docs test check lint fmt typecheck pytest bench policy clean
+.PHONY: install render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean
 
 .venv/.synced: uv.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
@@ -20,11 +22,19 @@ install: .venv/.synced ## Create .venv with the locked dependencies.
 render: install ## Offline render of one stack: make render STACK=us-east-1
 	$(PY) -m tools.render $(STACK)
 
-render-all: install ## Offline render of every region stack.
-	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit 1; done
+render-all: install ## Offline render of every region stack (every Pulumi.<stack>.yaml).
+	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit $$?; done
 
 docs: install ## Regenerate README's configuration reference and Pulumi.yaml's config from the settings model.
 	$(PY) -m tools.config_reference --write
+
+workflows: install ## Regenerate the per-stack parts of .github/workflows/ from the stack files.
+	$(PY) -m tools.workflows --write
+
+# The upstream files the tests validate against: ../shared/reference, $$MESHSTACK_REFERENCE_DIR,
+# or else fetched once (pinned, checksummed) into .cache/reference.
+reference: install
+	@$(PY) tools/fetch_reference.py --ensure
 
 lint: install
 	$(PY) -m ruff check .
@@ -36,9 +46,10 @@ imports: install ## Layering of components/ (import-linter contracts in pyprojec
 typecheck: install
 	$(PY) -m mypy
 
-check: lint imports typecheck ## ruff (lint + format), import layering and mypy (strict on components/).
+check: lint imports typecheck ## ruff (lint + format), import layering, mypy, generated workflows.
+	$(PY) -m tools.workflows --check
 
-pytest: install
+pytest: install reference
 	$(PY) -m pytest -q
 
 test: check pytest ## Everything CI runs: lint, types, tests.
@@ -55,3 +66,4 @@ policy: install ## Real preview of STACK with the policy pack (needs the Pulumi 
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	@# .cache/ (fetched reference data) is kept: re-fetching needs the network.

@@ -37,6 +37,7 @@ from components.settings_types import (
     RuleViolationError,
     SettingsError,
     SettingsModel,
+    format_validation_error,
 )
 from components.traffic.rules import check_service_traffic, check_stack_traffic
 from components.traffic.settings import ServiceRef, ServiceTraffic, TrafficSettings
@@ -438,50 +439,6 @@ class StackSettings(SettingsModel):
 # --- building the model from Pulumi config ------------------------------------------------
 
 
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    path = ""
-    for part in loc:
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path
-
-
-def _format_value(value: Any) -> str:
-    try:
-        text = json.dumps(value, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _format_message(msg: str) -> str:
-    for prefix in ("Value error, ", "Assertion failed, "):
-        msg = msg.removeprefix(prefix)
-    msg = msg.replace("Input should be", "must be").replace("String should", "must")
-    return msg.replace("List should", "must").replace("Tuple should", "must")
-
-
-def format_validation_error(error: ValidationError) -> str:
-    """One line for the first error: `meshstack:<key path> = <value>: <what is allowed>`."""
-    first = error.errors(include_url=False)[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-    cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, RuleViolationError):
-        loc, first = loc + cause.path, {**first, "input": cause.value, "msg": cause.message}
-    path = f"{CONFIG_NAMESPACE}:{_format_loc(loc)}" if loc else CONFIG_NAMESPACE
-    message = _format_message(first["msg"])
-    if first["type"] == "missing":
-        line = f"{path} is required but not set"
-    elif first["type"] == "extra_forbidden":
-        line = f"{path} is not a known setting (check the spelling; see README config reference)"
-    else:
-        line = f"{path} = {_format_value(first['input'])}: {message}"
-    more = error.error_count() - 1
-    return f"{line} (and {more} more)" if more else line
-
-
 def _field_expects_text(annotation: Any) -> bool:
     """Whether a config value for this field is plain text rather than JSON.
 
@@ -517,4 +474,5 @@ def load_settings(raw: Mapping[str, str]) -> StackSettings:
     try:
         return StackSettings.model_validate(data)
     except ValidationError as error:
-        raise SettingsError(format_validation_error(error)) from None
+        message = format_validation_error(error, StackSettings, CONFIG_NAMESPACE, data)
+        raise SettingsError(message) from None

@@ -11,9 +11,26 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from components.settings import SettingsError, StackSettings, load_settings
+from tools.fetch_reference import REFERENCE, DataDirError
 from tools.render import Render, render_stack, run_program
+from tools.stacks import StackFileError, deploy_order, stack_names
 
-STACKS = ("us-east-1", "eu-west-1", "ap-southeast-1")
+_BROKEN_STACK_FILE: StackFileError | None = None
+try:
+    STACKS = deploy_order()
+    """Every Pulumi.<stack>.yaml, hub first: the tests cover whatever stacks exist."""
+except StackFileError as broken:
+    STACKS, _BROKEN_STACK_FILE = stack_names(), broken
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A broken stack file or missing reference data is one line, not many failures."""
+    if _BROKEN_STACK_FILE is not None:
+        pytest.exit(str(_BROKEN_STACK_FILE), returncode=2)
+    try:
+        REFERENCE.resolve()
+    except DataDirError as error:
+        pytest.exit(str(error), returncode=2)
 
 
 PROMTOOL_HELP = (

@@ -84,7 +84,7 @@ def test_missing_region() -> None:
 
 def test_unknown_key_is_a_typo_not_a_default() -> None:
     assert settings_error(servics=[]) == (
-        "meshstack:servics is not a known setting (check the spelling; see README config reference)"
+        "meshstack:servics is not a known setting; did you mean `services`?"
     )
 
 
@@ -158,7 +158,7 @@ def test_invalid_revision() -> None:
 
 def test_wrong_type() -> None:
     assert settings_error(accessLogging="maybe").startswith(
-        'meshstack:accessLogging = "maybe": must be a valid boolean'
+        'meshstack:accessLogging = "maybe": must be true or false'
     )
 
 

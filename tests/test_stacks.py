@@ -226,4 +226,4 @@ def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
 def test_stack_files_disable_default_kubernetes_provider(stack: str) -> None:
     config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
     assert config["pulumi:disable-default-providers"] == ["kubernetes"]
-    assert config["meshstack:region"] == stack
+    assert config["meshstack:region"] == stack, f"Pulumi.{stack}.yaml: region must be {stack}"

@@ -61,7 +61,7 @@ def deploy() -> dict[str, Any]:
 
 
 def test_both_workflows_exist() -> None:
-    assert [p.name for p in WORKFLOW_FILES] == ["deploy.yml", "pull-request.yml"]
+    assert [p.name for p in WORKFLOW_FILES] == ["deploy.yml", "pull-request.yml", "region.yml"]
 
 
 @pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)

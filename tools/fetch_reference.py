@@ -1,12 +1,19 @@
 """Fetch the upstream reference data the tests validate against: pinned and checksummed.
 
-The tests read CRDs, chart defaults and the ratelimit example from `MESHSTACK_REFERENCE_DIR`
-(default `../shared/reference`). Development machines have that directory; a GitHub
-runner does not, so the workflows run `python tools/fetch_reference.py` before `make test`.
-Every file comes from its upstream repository at a fixed commit and must match its
-SHA-256, so CI validates against exactly the data the tests were written for; a file
-already present with the right checksum is left alone. This module holds only addresses
-and checksums, never the data.
+The tests read CRDs, chart defaults and the ratelimit example from the first of
+`$MESHSTACK_REFERENCE_DIR`, `../shared/reference` (next to the clone) and the local cache
+`.cache/reference` (`REFERENCE.resolve()`). Development machines have `../shared`; a fresh
+clone or a GitHub runner does not, so `make test` first runs
+`python tools/fetch_reference.py --ensure`, which fills the cache (or the directory the
+variable names) and says so, or fails with one line saying what is missing and how to
+provide it. Every file comes from its upstream repository at a fixed commit and must match
+its SHA-256, so every machine validates against exactly the data the tests were written
+for; a file already present with the right checksum is left alone (no network needed).
+This module holds only addresses and checksums, never the data, and only the standard
+library: CI runs it with the system Python.
+
+`DataDir` is the general mechanism: any pinned upstream data (the Helm charts of
+`../shared/charts` too) can be located and fetched the same way with its own variable.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from typing import Final
 
 RAW: Final = "https://raw.githubusercontent.com"
 ENV_VAR: Final = "MESHSTACK_REFERENCE_DIR"
+PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 
 _ISTIO = ("istio/istio", "56df41f63e513f834c9a3af33d8aed82d1d961f2")
 _FLAGGER = ("fluxcd/flagger", "15bd6ad555e6c935da55f0ab95977be74c149bd6")
@@ -221,11 +229,107 @@ def build(reference: ReferenceFile, fetch: Fetcher = _download) -> bytes:
     return data
 
 
+class DataDirError(RuntimeError):
+    """Pinned data is neither present nor fetchable; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class DataDir:
+    """Where one kind of pinned upstream data is read from, first found wins:
+
+    1. `$<env_var>` when set (it must then exist);
+    2. `<shared>`, the `../shared/<name>` directory development machines have;
+    3. `<cache>`, `.cache/<name>` in the clone, which `ensure` fills by fetching.
+    """
+
+    name: str
+    env_var: str
+    shared: Path
+    cache: Path
+
+    @classmethod
+    def next_to(cls, project_dir: Path, name: str, env_var: str) -> DataDir:
+        shared, cache = project_dir.parent / "shared" / name, project_dir / ".cache" / name
+        return cls(name, env_var, shared, cache)
+
+    def _configured(self) -> Path | None:
+        value = os.environ.get(self.env_var)
+        return Path(value) if value else None
+
+    def how_to_provide(self) -> str:
+        return (
+            f"set {self.env_var} to a directory holding them (fill one on a machine with "
+            f"network: {self.env_var}=<dir> python3 tools/fetch_reference.py)"
+        )
+
+    def resolve(self) -> Path:
+        """The directory to read from; `DataDirError` (one line) if there is none."""
+        configured = self._configured()
+        if configured is not None:
+            if not configured.is_dir():
+                raise DataDirError(
+                    f"{self.name} data directory {configured} from ${self.env_var} does not exist"
+                )
+            return configured
+        for candidate in (self.shared, self.cache):
+            if candidate.is_dir():
+                return candidate
+        raise DataDirError(
+            f"{self.name} data missing: neither {self.shared} nor {self.cache} exists; run "
+            f"`make reference` to fetch it, or {self.how_to_provide()}"
+        )
+
+    def target(self) -> Path:
+        """Where `ensure` (and a plain fetch) writes: the configured directory, else the
+        shared one when it exists, else the cache."""
+        configured = self._configured()
+        if configured is not None:
+            return configured
+        return self.shared if self.shared.is_dir() else self.cache
+
+    def ensure(self, fetch_into: Callable[[Path], list[str]]) -> str:
+        """Make sure the data is present, fetching what is missing; what happened, one line.
+
+        `../shared/<name>` is used as it is; the configured directory and the cache get
+        every missing or changed file (nothing is fetched when all checksums match).
+        """
+        configured = self._configured()
+        if configured is None and self.shared.is_dir():
+            return f"{self.name} data: {self.shared}"
+        directory = self.target()
+        try:
+            written = fetch_into(directory)
+        except (ChecksumError, OSError) as error:
+            where = (
+                f"{directory} (${self.env_var}) is incomplete"
+                if configured is not None
+                else f"{self.shared} is absent"
+            )
+            raise DataDirError(
+                f"{self.name} data missing: {where} and fetching the pinned files into "
+                f"{directory} failed ({_reason(error)}); {self.how_to_provide()}"
+            ) from None
+        absent = "" if configured is not None else f" ({self.shared} is absent)"
+        if written:
+            return (
+                f"{self.name} data: fetched {len(written)} pinned files into {directory}"
+                f"{absent}, checksums verified"
+            )
+        return f"{self.name} data: {directory}{absent}, checksums verified"
+
+
+def _reason(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)
+    return str(reason if reason is not None else error).replace("\n", " ")
+
+
+REFERENCE: Final = DataDir.next_to(PROJECT_DIR, "reference", ENV_VAR)
+"""The reference data the tests validate against."""
+
+
 def default_directory() -> Path:
-    configured = os.environ.get(ENV_VAR)
-    if configured:
-        return Path(configured)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+    """Where a plain `python tools/fetch_reference.py` writes (see `DataDir.target`)."""
+    return REFERENCE.target()
 
 
 def fetch_all(directory: Path, fetch: Fetcher = _download) -> list[str]:
@@ -250,7 +354,19 @@ def fetch_all(directory: Path, fetch: Fetcher = _download) -> list[str]:
     return written
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--ensure"]:
+        # `make test`: use what is there, fetch what is missing, one line either way.
+        try:
+            print(REFERENCE.ensure(fetch_all))
+        except DataDirError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return 0
+    if args:
+        print("usage: fetch_reference.py [--ensure]", file=sys.stderr)
+        return 2
     directory = default_directory()
     try:
         written = fetch_all(directory)

@@ -15,8 +15,9 @@ writes to `build/STACK/`:
 - `outputs.json`: the stack outputs.
 
 Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
-`SECRET_PLACEHOLDER`. A settings error exits with status 2, prints the one-line message
-and writes nothing.
+`SECRET_PLACEHOLDER`. A settings error, or a YAML syntax error in the stack file (named
+with its line and column), exits with status 2, prints the one-line message and writes
+nothing.
 
 `pulumi.StackReference`s (a spoke reading the observability hub) resolve from
 `offline/stack-references.yaml` (`STACK_REFERENCES_FILE`), which holds the referenced
@@ -46,6 +47,8 @@ from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
+
+from tools.stacks import StackFileError, read_stack_file, read_yaml_file, stack_file
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 
@@ -196,10 +199,10 @@ def load_stack_config(
     stack: str, project_dir: Path = PROJECT_DIR
 ) -> tuple[dict[str, str], list[str]]:
     """Config as the CLI hands it to the program: project defaults, then the stack file."""
-    project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())
-    stack_file = project_dir / f"Pulumi.{stack}.yaml"
-    if not stack_file.is_file():
-        raise RenderError(f"no stack file {stack_file.name} next to Pulumi.yaml")
+    project = read_yaml_file(project_dir / "Pulumi.yaml")
+    path = stack_file(stack, project_dir)
+    if not path.is_file():
+        raise RenderError(f"no stack file {path.name} next to Pulumi.yaml")
     namespace = project["name"]
     config: dict[str, str] = {}
     for key, declaration in (project.get("config") or {}).items():
@@ -212,7 +215,7 @@ def load_stack_config(
         else:
             config[full_key] = _encode(declaration)
     secret_keys: list[str] = []
-    for key, value in ((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}).items():
+    for key, value in read_stack_file(path).items():
         full_key = key if ":" in key else f"{namespace}:{key}"
         if isinstance(value, dict) and set(value) == {"secure"}:
             config[full_key] = SECRET_PLACEHOLDER
@@ -427,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out or args.project_dir / "build" / args.stack
     try:
         render = render_stack(args.stack, args.project_dir)
-    except (pulumi.RunError, RenderError) as error:
+    except (pulumi.RunError, RenderError, StackFileError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
     write_render(render, out_dir)

@@ -24,7 +24,7 @@ from components.ratelimit.specs import RATELIMIT_NAME
 from components.security.component import MeshSecurity
 from components.service_graph import ServiceGraph
 from components.settings import StackSettings
-from tests.conftest import by_name, make_settings, run_with_provider
+from tests.conftest import STACKS, by_name, make_settings, run_with_provider
 from tools.render import Render
 from tools.verify import validate_helm_values, validate_manifest
 from tools.verify.reference import reference_dir
@@ -308,7 +308,7 @@ def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render
 OWN_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule", "ConfigMap"}
 
 
-@pytest.mark.parametrize("stack", ["us-east-1", "eu-west-1", "ap-southeast-1"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_every_object_of_mesh_alerts_validates(
     stack_renders: dict[str, Render], stack: str
 ) -> None:

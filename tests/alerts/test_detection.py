@@ -28,8 +28,8 @@ def test_a_circuit_breaker_for_that_cannot_fire_within_a_minute_is_rejected() ->
 def test_a_rate_window_that_drops_a_single_ejection_before_the_alert_fires_is_rejected() -> None:
     # 30s `for` needs the ejection in increase() for 15s + 30s + 30s; a 1m window holds 45s.
     assert settings_error(alerts={"circuitBreaker": {"for": "30s"}}) == (
-        'meshstack:alerts.rateWindow = "1m": must be at least 75s (scrapeInterval 15s + 30s '
-        "evaluation + circuitBreaker.for 30s) so a single ejection is still in increase() "
+        'meshstack:alerts.rateWindow = default "1m": must be at least 75s (scrapeInterval 15s '
+        "+ 30s evaluation + circuitBreaker.for 30s) so a single ejection is still in increase() "
         "when CircuitBreakerTriggered fires"
     )
 

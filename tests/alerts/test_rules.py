@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from components.alerts import rules
 from components.alerts.settings import AlertsSettings
-from tests.conftest import make_settings
+from tests.conftest import STACKS, make_settings
 from tools.render import PROJECT_DIR
 from tools.verify import validate_manifest
 
@@ -177,7 +177,7 @@ def _exported(stat: str, regexps: tuple[str, ...]) -> bool:
     return any(re.fullmatch(regexp, stat) for regexp in regexps)
 
 
-@pytest.mark.parametrize("stack", ["us-east-1", "eu-west-1", "ap-southeast-1"])
+@pytest.mark.parametrize("stack", STACKS)
 def test_every_envoy_stat_an_alert_reads_is_exported_by_the_mesh(stack: str) -> None:
     from components.settings import load_settings
     from tools.render import load_stack_config

@@ -76,7 +76,7 @@ def test_a_rate_window_of_exactly_four_scrapes_is_allowed() -> None:
 
 def test_rate_window_shorter_than_four_scrapes() -> None:
     assert settings_error(alerts={"scrapeInterval": "30s"}) == (
-        'meshstack:alerts.rateWindow = "1m": must be at least 4 x scrapeInterval (30s) '
+        'meshstack:alerts.rateWindow = default "1m": must be at least 4 x scrapeInterval (30s) '
         "so rate() always has enough samples"
     )
 
@@ -135,8 +135,8 @@ def test_selector_label_value_invalid() -> None:
 
 def test_misspelt_alert_key() -> None:
     assert settings_error(alerts={"canaryErrorRate": {"threshhold": 0.1}}) == (
-        "meshstack:alerts.canaryErrorRate.threshhold is not a known setting "
-        "(check the spelling; see README config reference)"
+        "meshstack:alerts.canaryErrorRate.threshhold is not a known setting; "
+        "did you mean `threshold`?"
     )
 
 

@@ -69,7 +69,7 @@ def test_memory_with_two_replicas_is_an_error() -> None:
 
 def test_external_store_needs_urls() -> None:
     assert settings_error(observability={"jaeger": {"storage": {"type": "elasticsearch"}}}) == (
-        "meshstack:observability.jaeger.storage.serverUrls = []: must list at least one URL "
+        "meshstack:observability.jaeger.storage.serverUrls is not set: must list at least one URL "
         "for type 'elasticsearch'"
     )
 
@@ -97,7 +97,7 @@ def test_sampling_percentage_is_bounded() -> None:
 def test_metric_override_must_change_a_tag() -> None:
     overrides = [{"metric": "REQUEST_COUNT"}]
     assert settings_error(observability={"telemetry": {"metricOverrides": overrides}}) == (
-        "meshstack:observability.telemetry.metricOverrides[0].removeTags = []: must name a "
+        "meshstack:observability.telemetry.metricOverrides[0].removeTags is not set: must name a "
         "tag to remove, or addTags a tag to add"
     )
 
@@ -105,7 +105,7 @@ def test_metric_override_must_change_a_tag() -> None:
 def test_namespace_override_must_change_something() -> None:
     namespaces = [{"namespace": "shop"}]
     assert settings_error(observability={"telemetry": {"namespaces": namespaces}}) == (
-        "meshstack:observability.telemetry.namespaces[0].samplingPercentage = null: must be "
+        "meshstack:observability.telemetry.namespaces[0].samplingPercentage is not set: must be "
         "set, or accessLogging must be; an override must change something"
     )
 
@@ -144,7 +144,7 @@ def test_anonymous_needs_explicit_permission() -> None:
 
 def test_openid_needs_issuer_and_client() -> None:
     assert settings_error(observability={"kiali": {"authStrategy": "openid"}}) == (
-        'meshstack:observability.kiali.openidIssuerUri = "": must be set together with '
+        "meshstack:observability.kiali.openidIssuerUri is not set: must be set together with "
         "openidClientId when authStrategy is 'openid'"
     )
 
@@ -152,14 +152,14 @@ def test_openid_needs_issuer_and_client() -> None:
 def test_grafana_urls_come_in_pairs() -> None:
     kiali = {"grafanaInternalUrl": "http://grafana.monitoring:3000"}
     assert settings_error(observability={"kiali": kiali}) == (
-        'meshstack:observability.kiali.grafanaExternalUrl = "": must be set together with '
+        "meshstack:observability.kiali.grafanaExternalUrl is not set: must be set together with "
         "grafanaInternalUrl (or both left empty)"
     )
 
 
 def test_spoke_needs_a_hub_stack() -> None:
     assert settings_error(observability={"role": "spoke"}) == (
-        'meshstack:observability.hubStack = "": must name the hub stack as '
+        "meshstack:observability.hubStack is not set: must name the hub stack as "
         "organization/project/stack when role is 'spoke'"
     )
 
@@ -190,14 +190,14 @@ def test_ingress_host_must_be_a_dns_name() -> None:
 
 def test_unknown_observability_key_is_a_typo() -> None:
     assert settings_error(observability={"samplingPercentage": 5}) == (
-        "meshstack:observability.samplingPercentage is not a known setting (check the "
-        "spelling; see README config reference)"
+        "meshstack:observability.samplingPercentage is not a known setting; did you mean "
+        "`telemetry.samplingPercentage`?"
     )
 
 
 def test_observability_namespace_is_not_a_workload_namespace() -> None:
     assert settings_error(workloadNamespaces=["observability"]) == (
-        'meshstack:observabilityNamespace = "observability": must not be a workload '
+        'meshstack:observabilityNamespace = default "observability": must not be a workload '
         "namespace; Jaeger and Kiali own it"
     )
 

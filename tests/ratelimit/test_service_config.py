@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from components.ratelimit import specs
 from components.ratelimit.settings import QuotaClient, QuotaSettings, QuotaTier
+from components.settings import load_settings
+from tools.render import load_stack_config
 from tools.verify import reference_dir
 from tools.verify.ratelimit_config import loader_errors
 
@@ -72,11 +74,15 @@ def test_a_repeated_descriptor_fails() -> None:
 
 def test_generated_configs_of_every_stack_load(stack_renders: Any) -> None:
     configs = []
-    for render in stack_renders.values():
-        for obj in render.kubernetes_objects():
-            if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == specs.CONFIG_MAP_NAME:
-                configs.append(yaml.safe_load(obj["data"][specs.CONFIG_FILE]))
-    assert len(configs) == 2, "us-east-1 and eu-west-1 run the quota service"
+    for stack, render in stack_renders.items():
+        quota = load_settings(load_stack_config(stack)[0]).rate_limit.quota
+        found = [
+            yaml.safe_load(obj["data"][specs.CONFIG_FILE])
+            for obj in render.kubernetes_objects()
+            if obj["kind"] == "ConfigMap" and obj["metadata"]["name"] == specs.CONFIG_MAP_NAME
+        ]
+        assert len(found) == int(quota.enabled), f"{stack}: one config iff the quota is enabled"
+        configs += found
     for config in configs:
         assert loader_errors([config]) == []
 

@@ -245,8 +245,8 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "retries exceed a route timeout",
         {"routes": [{"name": "status", "exact": "/status", "timeout": "1s"}]},
         {},
-        f'{P}.routes[0].retries.perTryTimeout = "3s": (attempts + 1) x perTryTimeout = 9s '
-        "must fit in timeout (1s)",
+        f'{P}.routes[0].retries.perTryTimeout = default "3s": (attempts + 1) x perTryTimeout '
+        "= 9s must fit in timeout (1s)",
     ),
     (
         "retry condition unknown",
@@ -260,7 +260,7 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "route without a path",
         {"routes": [{"name": "status"}]},
         {},
-        f"{P}.routes[0].prefix = null: set exactly one of prefix, exact",
+        f"{P}.routes[0].prefix is not set: set exactly one of prefix, exact",
     ),
     (
         "route path not absolute",

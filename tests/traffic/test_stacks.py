@@ -70,17 +70,15 @@ def test_a_progressive_service_and_flagger_in_some_stacks(
     assert canary["spec"]["service"]["portDiscovery"] is True
 
 
-def test_chaos_drill_in_exactly_one_region(stack_renders: dict[str, Render]) -> None:
-    drilling = [
-        stack
-        for stack in STACKS
-        if any(
-            "fault" in route
-            for vs in objects(stack_renders[stack], "VirtualService").values()
-            for route in vs["spec"]["http"]
-        )
-    ]
-    assert drilling == ["eu-west-1"]
+def test_chaos_drills_only_hit_requests_with_the_drill_header(
+    stack_renders: dict[str, Render],
+) -> None:
+    for stack in STACKS:
+        for vs in objects(stack_renders[stack], "VirtualService").values():
+            for route in vs["spec"]["http"]:
+                if "fault" in route:
+                    assert route["match"], f"{stack}: {route['name']} injects faults into all"
+                    assert all(m.get("headers") for m in route["match"]), (stack, route["name"])
 
 
 def test_a_public_host_on_the_gateway(stack_renders: dict[str, Render]) -> None:

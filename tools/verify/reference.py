@@ -2,35 +2,22 @@
 
 The reference files are deliberately kept outside the repository (see
 ``shared/reference/SOURCES.md``), so the location is resolved at run time instead
-of being vendored or hard-coded.
+of being vendored or hard-coded: ``$MESHSTACK_REFERENCE_DIR``, else ``../shared/reference``,
+else the clone's ``.cache/reference`` that ``make test`` fills (``tools/fetch_reference.py``).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-ENV_VAR = "MESHSTACK_REFERENCE_DIR"
+from tools.fetch_reference import ENV_VAR, REFERENCE, DataDirError
 
-# tools/verify/reference.py -> parents[2] is the repository (worktree) root.
-_REPO_ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ENV_VAR", "ReferenceDirError", "reference_dir"]
 
-
-class ReferenceDirError(RuntimeError):
-    """The reference data directory does not exist."""
+ReferenceDirError = DataDirError
+"""The reference data directory does not exist (one line naming how to provide it)."""
 
 
 def reference_dir() -> Path:
-    """Return the reference data directory.
-
-    ``$MESHSTACK_REFERENCE_DIR`` wins when set; otherwise the directory is expected
-    next to the repository root at ``../shared/reference``.
-    """
-    override = os.environ.get(ENV_VAR)
-    candidate = Path(override) if override else _REPO_ROOT.parent / "shared" / "reference"
-    if not candidate.is_dir():
-        source = f"${ENV_VAR}" if override else f"the default location (set ${ENV_VAR} to override)"
-        raise ReferenceDirError(
-            f"reference data directory {candidate} from {source} does not exist"
-        )
-    return candidate
+    """Return the reference data directory (see `tools.fetch_reference.DataDir`)."""
+    return REFERENCE.resolve()

@@ -1,0 +1,107 @@
+"""The region stacks, discovered from the `Pulumi.<stack>.yaml` files: never listed by hand.
+
+A new region is a new stack file; the Makefile (`STACKS`), the tests, `make bench` and the
+generated parts of the GitHub workflows (`tools/workflows.py`) all take the list from here.
+
+- `stack_names()`: every stack file's stack, sorted by name (no file is parsed);
+- `deploy_order()`: observability hubs first (`meshstack:observability` role `hub`, the
+  default), then the spokes that read them, each group sorted by name;
+- `read_stack_file()`: a stack file's YAML, where a syntax error is one line naming the
+  file, line and column (`StackFileError`).
+
+    python -m tools.stacks    # the stacks in deploy order, one per line
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from components.observability.settings import ObservabilitySettings
+
+PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
+STACK_FILE_GLOB: Final = "Pulumi.*.yaml"
+OBSERVABILITY_KEY: Final = "meshstack:observability"
+
+
+class StackFileError(Exception):
+    """A stack (or project) file cannot be read; the message is one line for the user."""
+
+
+def read_yaml_file(path: Path) -> Any:
+    """The YAML document in `path`; a syntax error names the file, line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark else path.name
+        problem = str(error.problem)
+        if "<block" in problem:
+            # PyYAML names its parser's tokens; what the user sees is a misindented line.
+            problem = "this line is not indented like the lines around it"
+        problem = problem.replace("'<stream end>'", "the end of the file")
+        raise StackFileError(f"{where}: YAML syntax error: {problem}") from None
+    except yaml.YAMLError as error:
+        raise StackFileError(f"{path.name}: YAML error: {error}") from None
+
+
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """The `config:` mapping of a stack file (empty if it has none)."""
+    document = read_yaml_file(path) or {}
+    config = document.get("config") if isinstance(document, dict) else None
+    if not isinstance(document, dict) or not isinstance(config, dict | None):
+        raise StackFileError(f"{path.name}: must be a mapping with a `config:` mapping of keys")
+    return dict(config or {})
+
+
+def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:
+    return project_dir / f"Pulumi.{stack}.yaml"
+
+
+def stack_names(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
+    """Every stack with a `Pulumi.<stack>.yaml` next to Pulumi.yaml, sorted by name."""
+    return tuple(
+        sorted(
+            path.name.removeprefix("Pulumi.").removesuffix(".yaml")
+            for path in project_dir.glob(STACK_FILE_GLOB)
+        )
+    )
+
+
+def observability_role(config: dict[str, Any]) -> str:
+    """`hub` or `spoke`, as the settings model reads it (its default when unset)."""
+    observability = config.get(OBSERVABILITY_KEY)
+    role = observability.get("role") if isinstance(observability, dict) else None
+    default = ObservabilitySettings.model_fields["role"].default
+    return str(role or default)
+
+
+def deploy_order(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
+    """The stacks in the order a deploy runs them: hubs first, then the spokes.
+
+    A spoke reads its hub's outputs with a StackReference, so the hub must be up first;
+    spokes do not depend on each other and are sorted by name.
+    """
+    roles = {
+        stack: observability_role(read_stack_file(stack_file(stack, project_dir)))
+        for stack in stack_names(project_dir)
+    }
+    hubs = [stack for stack, role in roles.items() if role == "hub"]
+    return (*hubs, *(stack for stack, role in roles.items() if role != "hub"))
+
+
+def main() -> int:
+    try:
+        stacks = deploy_order()
+    except StackFileError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print("\n".join(stacks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
