@@ -6,7 +6,7 @@ Chart v4 renders the chart and manages each object as its own Pulumi resource, s
 object, and Helm's `helm.sh/resource-policy: keep` becomes RetainOnDelete. Its costs are
 known and handled here: it runs no Helm hooks (none of our charts needs one at install),
 and it always renders as a fresh install, which is why istiod sets
-`base.validationFailurePolicy: Fail` (see `istio_values.istiod_values`).
+`base.validationFailurePolicy: Fail` (see `components.istio.values.istiod_values`).
 """
 
 from __future__ import annotations

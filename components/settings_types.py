@@ -1,9 +1,10 @@
 """Building blocks of the settings models: the base model, name types, rule errors, and the
 one-line message a validation error becomes.
 
-Area modules (`traffic_settings`, …) define their own settings models on top of these and
-`components.settings` composes them into `StackSettings`; keeping the blocks here lets
-both sides import them without a cycle.
+Area settings modules (`components/traffic/settings.py`, …) define their models on top of
+these, with the scalar types every area shares (durations, quantities, regexes, URLs), and
+`components.settings` composes them into `StackSettings`; keeping the blocks here lets both
+sides import them without a cycle.
 """
 
 from __future__ import annotations
