@@ -116,6 +116,7 @@ class IstioMesh(pulumi.ComponentResource):
             namespace=istio_ns.metadata.name,
             values=values.base_values(settings),
             parent=self,
+            source=settings.chart_source,
         )
         self.control_plane: pulumi.Resource = install_chart(
             f"{name}-istiod",
@@ -124,6 +125,7 @@ class IstioMesh(pulumi.ComponentResource):
             namespace=istio_ns.metadata.name,
             values=_istiod_values(settings, tracing),
             parent=self,
+            source=settings.chart_source,
             depends_on=[base],
         )
         """istiod's chart: exists only once the CRDs and the validation webhook do."""
@@ -144,6 +146,7 @@ class IstioMesh(pulumi.ComponentResource):
                 namespace=gateway_namespaces[gateway.namespace].metadata.name,
                 values=values.gateway_values(settings, gateway),
                 parent=self,
+                source=settings.chart_source,
                 depends_on=[previous],
             )
             self.gateways.append(chart)

@@ -290,6 +290,7 @@ class JaegerStack(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=jaeger_values(jaeger),
             parent=self,
+            source=settings.chart_source,
             depends_on=depends_on,
         )
         """The jaeger chart."""

@@ -193,6 +193,7 @@ class KialiStack(pulumi.ComponentResource):
                 signing_key=pulumi.Output.secret(signing_key.result),
             ),
             parent=self,
+            source=settings.chart_source,
             depends_on=[mesh.control_plane, jaeger.chart],
         )
         """The kiali-server chart."""
@@ -247,6 +248,7 @@ class KialiRemoteAccess(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=remote_access_values(pulumi.Output.secret(signing_key.result)),
             parent=self,
+            source=settings.chart_source,
         )
         self.namespace = ns.metadata.name.apply(str)
         self.register_outputs({"namespace": self.namespace})

@@ -26,6 +26,7 @@ from components.security_settings import AllowRule, JwtSettings, SecuritySetting
 from components.security_settings import check_service as check_service_security
 from components.security_settings import check_stack as check_stack_security
 from components.settings_base import (
+    ChartSource,
     ClusterLocalHost,
     DnsLabel,
     LabelValue,
@@ -44,6 +45,7 @@ from components.traffic_settings import (
 
 __all__ = [
     "CONFIG_NAMESPACE",
+    "ChartSource",
     "MeshService",
     "RuleViolationError",
     "ServiceVersion",
@@ -318,6 +320,14 @@ class StackSettings(SettingsModel):
         default_factory=ObservabilitySettings,
         description="Tracing, Telemetry, Jaeger, Kiali and the observability hub. Default: "
         "this region is its own hub with Badger-backed Jaeger and token-auth Kiali.",
+    )
+    chart_source: ChartSource = Field(
+        default=ChartSource(),
+        description=(
+            "Where every Helm chart comes from: `{kind: upstream}` (default: the charts' own "
+            "repositories), `{kind: oci, location: oci://<registry>/<path>}` or `{kind: "
+            "directory, location: <dir>}` for air-gapped clusters (README, chart sources)."
+        ),
     )
 
     @model_validator(mode="after")

@@ -8,9 +8,9 @@ both sides import them without a cycle.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from components.naming import is_dns_label
@@ -112,3 +112,49 @@ HeaderName = Annotated[str, AfterValidator(_header_name)]
 
 OptionalHeaderName = Annotated[str, AfterValidator(lambda v: v and _header_name(v))]
 """A header name, or empty for "none"."""
+
+
+_OCI_PREFIX: Final = re.compile(
+    r"^oci://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d+)?(/[a-z0-9][-a-z0-9._]*)*$"
+)
+
+
+class ChartSource(SettingsModel):
+    """Where Chart v4 takes every Helm chart from (`meshstack:chartSource`)."""
+
+    kind: Literal["upstream", "oci", "directory"] = Field(
+        default="upstream",
+        description=(
+            "`upstream`: each chart's own repository (`components/versions.py`); `oci`: "
+            "`<location>/<chart>` at the pinned version from an OCI registry mirror; "
+            "`directory`: unpacked charts in `<location>/<chart>-<version>/`, as "
+            "`tools/charts.py` pins them. Default `upstream`: no mirror to keep up to date."
+        ),
+    )
+    location: str = Field(
+        default="",
+        description=(
+            "For `oci`, the registry prefix (`oci://registry.example.com/helm-mirror`); for "
+            "`directory`, the charts' directory (relative to the project directory or "
+            "absolute). Empty for `upstream`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _location_fits_kind(self) -> ChartSource:
+        if self.kind == "upstream" and self.location:
+            raise RuleViolationError(
+                ("location",), self.location, "must be empty when kind is 'upstream'"
+            )
+        if self.kind == "oci" and not _OCI_PREFIX.match(self.location):
+            raise RuleViolationError(
+                ("location",),
+                self.location,
+                "must be an OCI registry prefix `oci://<host>[:<port>]/<path>` in lowercase, "
+                "without a trailing '/'",
+            )
+        if self.kind == "directory" and not self.location.strip():
+            raise RuleViolationError(
+                ("location",), self.location, "must name the directory of the unpacked charts"
+            )
+        return self

@@ -81,6 +81,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=specs.flagger_values(settings.prometheus_url, settings.effective_cluster_name),
             parent=self,
+            source=settings.chart_source,
             depends_on=[mesh.control_plane],
         )
         install_chart(
@@ -90,6 +91,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=specs.loadtester_values(),
             parent=self,
+            source=settings.chart_source,
             depends_on=[mesh.control_plane],
         )
         canary_options = pulumi.ResourceOptions.merge(
