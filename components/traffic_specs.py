@@ -39,6 +39,14 @@ MESH_GATEWAY: Final = "mesh"
 HTTPS_PORT: Final = 443
 HTTP_PORT: Final = 80
 
+LOADTESTER_RESOURCES: Final = {
+    "requests": {"cpu": "10m", "memory": "64Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+"""The chart's requests (10m/64Mi) plus limits: it has none, so a load test (`hey`, `ghz`)
+could take a node's CPU, and the policy pack rejects a container without limits. `resources`
+replaces the chart's block whole, hence the requests restated."""
+
 LOADTESTER_RELEASE: Final = "flagger-loadtester"
 """Helm release of the loadtester; the chart names its Service after it."""
 LOADTESTER_PORT: Final = 80
@@ -523,7 +531,11 @@ def flagger_values(prometheus_url: str, cluster_name: str) -> dict[str, Any]:
 def loadtester_values() -> dict[str, Any]:
     """The loadtester's Helm values: hardened container; it stays in the mesh (mTLS)."""
     # The chart's own hardened contexts (read-only root, non-root user), off by default.
-    return {"securityContext": {"enabled": True}, "podSecurityContext": {"enabled": True}}
+    return {
+        "securityContext": {"enabled": True},
+        "podSecurityContext": {"enabled": True},
+        "resources": LOADTESTER_RESOURCES,
+    }
 
 
 def ejection_seconds(ms: int) -> float:
