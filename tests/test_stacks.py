@@ -176,7 +176,13 @@ def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
     result = _render_cli(project, "bad")
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (project / "build" / "bad").iterdir())
-    assert written == ["helm.yaml", "manifests.yaml", "outputs.json", "resources.json"]
+    assert written == [
+        "charts.yaml",
+        "helm.yaml",
+        "manifests.yaml",
+        "outputs.json",
+        "resources.json",
+    ]
 
 
 # --- Pulumi.yaml declares the settings ---------------------------------------------------

@@ -12,7 +12,12 @@ writes to `build/STACK/`:
   values;
 - `resources.json`: every Pulumi resource with urn, type, name, parent, dependencies,
   provider, protect and retain_on_delete;
-- `outputs.json`: the stack outputs.
+- `outputs.json`: the stack outputs;
+- `charts.yaml`: every object the Helm charts create, rendered by the pinned Helm as
+  Chart v4 renders them (`tools/charts.py`), each document preceded by
+  `# release: <release name>`. For it the program runs with
+  `meshstack:chartSource = {kind: directory, location: <charts directory>}`, so
+  `helm.yaml` names the local chart folders.
 
 Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
 `SECRET_PLACEHOLDER`. A settings error exits with status 2, prints the one-line message
@@ -373,14 +378,22 @@ def load_stack_references(project_dir: Path = PROJECT_DIR) -> dict[str, dict[str
     return {str(name): dict(outputs) for name, outputs in data.items()}
 
 
-def render_stack(stack: str, project_dir: Path = PROJECT_DIR, **kwargs: Any) -> Render:
+def render_stack(
+    stack: str,
+    project_dir: Path = PROJECT_DIR,
+    *,
+    chart_source: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Render:
     """Render `Pulumi.<stack>.yaml` of `project_dir`.
 
     Stack references resolve from `offline/stack-references.yaml` unless
-    `stack_references` is given.
+    `stack_references` is given. `chart_source` overrides `meshstack:chartSource`.
     """
     kwargs.setdefault("stack_references", load_stack_references(project_dir))
     config, secret_keys = load_stack_config(stack, project_dir)
+    if chart_source is not None:
+        config["meshstack:chartSource"] = json.dumps(dict(chart_source))
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 
 
@@ -403,11 +416,14 @@ def dump_yaml_documents(documents: list[Any]) -> str:
     return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=100)
 
 
-def write_render(render: Render, out_dir: Path) -> None:
-    """Write the render's files into `out_dir`, replacing what was there."""
+def write_render(render: Render, out_dir: Path, charts: str | None = None) -> None:
+    """Write the render's files into `out_dir`, replacing what was there; `charts` is the
+    text of `charts.yaml` (`tools.charts.dump_charts`)."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
+    if charts is not None:
+        (out_dir / "charts.yaml").write_text(charts)
     (out_dir / "manifests.yaml").write_text(dump_yaml_documents(render.kubernetes_objects()))
     (out_dir / "helm.yaml").write_text(dump_yaml_documents(render.helm_charts()))
     (out_dir / "resources.json").write_text(json.dumps(render.resources(), indent=2) + "\n")
@@ -423,17 +439,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml"
     )
+    parser.add_argument(
+        "--no-charts",
+        action="store_true",
+        help="skip the chart expansion (charts.yaml); the charts' own sources in helm.yaml",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out or args.project_dir / "build" / args.stack
+    # tools.charts imports this module: imported here, not at the top, to avoid a cycle.
+    from tools import charts  # noqa: PLC0415
+
     try:
-        render = render_stack(args.stack, args.project_dir)
-    except (pulumi.RunError, RenderError) as error:
+        source = None if args.no_charts else charts.directory_source(args.project_dir)
+        render = render_stack(args.stack, args.project_dir, chart_source=source)
+        expanded = (
+            None
+            if args.no_charts
+            else charts.expand(render.helm_charts(), project_dir=args.project_dir)
+        )
+    except (pulumi.RunError, RenderError, charts.ChartError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
-    write_render(render, out_dir)
+    write_render(render, out_dir, None if expanded is None else charts.dump_charts(expanded))
+    chart_objects = sum(len(c.objects) for c in expanded or [])
     print(
         f"rendered {args.stack}: {len(render.kubernetes_objects())} objects, "
-        f"{len(render.helm_charts())} Helm charts, {len(render.registrations)} resources "
+        f"{len(render.helm_charts())} Helm charts ({chart_objects} objects), "
+        f"{len(render.registrations)} resources "
         f"-> {out_dir.relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir}"
     )
     return 0
