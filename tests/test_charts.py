@@ -515,3 +515,38 @@ def test_render_writes_nothing_when_a_chart_cannot_be_expanded(
     assert error.count("\n") == 1
     assert error.startswith(f"render {STACKS[0]}: release ")
     assert "(chart " in error and "does not exist" in error
+
+
+def test_a_helm_of_another_version_stops_the_render_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "helm"
+    fake.write_text("#!/bin/sh\necho v3.18.0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(install_helm.ENV_VAR, str(fake))
+    out = tmp_path / "out"
+    assert render_tool.main([STACKS[0], "--out", str(out)]) == 2
+    assert not out.exists()
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"render {STACKS[0]}: release ")
+    assert "is Helm v3.18.0, the render needs v3.20." in error
+
+
+def test_stand_ins_have_the_shape_and_are_stable_and_distinct() -> None:
+    from tools.render import UNKNOWN_PLACEHOLDER
+
+    values = {
+        "login_token": {"signing_key": SECRET_PLACEHOLDER},
+        "a": [UNKNOWN_PLACEHOLDER, UNKNOWN_PLACEHOLDER],
+        "b": "plain",
+    }
+    replaced, secrets = charts.with_stand_ins("kiali", values)
+    key = replaced["login_token"]["signing_key"]
+    assert len(key) == 32 and key.isalnum() and key.islower()
+    assert secrets == {key: "login_token.signing_key"}
+    first, second = replaced["a"]
+    assert first != second and first.isalnum() and len(first) == 24
+    assert replaced["b"] == "plain"
+    assert charts.with_stand_ins("kiali", values) == (replaced, secrets)
+    assert charts.with_stand_ins("other", values)[0] != replaced

@@ -564,14 +564,20 @@ def expand(
     workers: int | None = None,
 ) -> list[ChartObjects]:
     """Every release's objects, rendered in parallel; in (namespace, release) order."""
-    helm = helm or helm_binary()
     wanted = sorted((Release.of(r) for r in releases), key=lambda r: (r.namespace, r.name))
+    if helm is None:
+        try:
+            helm = helm_binary()
+        except ChartError as error:
+            # Every release would fail alike; the first one is named, as for any failure.
+            raise ChartError(f"{wanted[0].label}: {error}" if wanted else str(error)) from None
     names = [r.name for r in wanted]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ChartError(f"release {duplicates[0]}: installed twice; release names must differ")
+    binary = helm
     with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(lambda r: render_release(r, helm, project_dir), wanted))
+        return list(pool.map(lambda r: render_release(r, binary, project_dir), wanted))
 
 
 # --- charts.yaml --------------------------------------------------------------------------
