@@ -5,8 +5,10 @@ Chart v4 renders the chart and manages each object as its own Pulumi resource, s
 `pulumi preview` on a pull request shows object-level diffs, policy packs see every
 object, and Helm's `helm.sh/resource-policy: keep` becomes RetainOnDelete. Its costs are
 known and handled here: it runs no Helm hooks (none of our charts needs one at install),
-and it always renders as a fresh install, which is why istiod sets
-`base.validationFailurePolicy: Fail` (see `istio_values.istiod_values`).
+and it always renders as a fresh install, which is why istiod and base set
+`base.validationFailurePolicy: Fail` (see `istio_values`). Where the charts come from is
+the stack's `meshstack:chartSource` (`chart_reference`); `tools/charts.py` renders them
+offline exactly as installed here (`build/<stack>/charts.yaml`).
 """
 
 from __future__ import annotations
