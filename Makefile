@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean
 
 .venv/.synced: uv.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
@@ -19,10 +19,18 @@ export UV_PYTHON_DOWNLOADS := never
 
 install: .venv/.synced ## Create .venv with the locked dependencies.
 
-render: install ## Offline render of one stack: make render STACK=us-east-1
+# The pinned Helm 3 (tools/helm/go.mod), built with Go from the module proxy into
+# .tools/helm-<version>/helm; a binary already there is only verified (version, SHA-256).
+helm: install ## Build (or verify) the pinned Helm the chart expansion uses.
+	$(PY) -m tools.install_helm
+
+charts: install ## Fill the chart cache .tools/charts from the charts' repositories (pinned).
+	$(PY) -m tools.charts fetch
+
+render: install helm ## Offline render of one stack: make render STACK=us-east-1
 	$(PY) -m tools.render $(STACK)
 
-render-all: install ## Offline render of every region stack (every Pulumi.<stack>.yaml).
+render-all: install helm ## Offline render of every region stack (every Pulumi.<stack>.yaml).
 	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit $$?; done
 
 docs: install ## Regenerate README's configuration reference and Pulumi.yaml's config from the settings model.
@@ -49,7 +57,7 @@ typecheck: install
 check: lint imports typecheck ## ruff (lint + format), import layering, mypy, generated workflows.
 	$(PY) -m tools.workflows --check
 
-pytest: install reference
+pytest: install reference helm
 	$(PY) -m pytest -q
 
 test: check pytest ## Everything CI runs: lint, types, tests.
@@ -58,7 +66,7 @@ fmt: install
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
-bench: install ## Render wall time and peak memory per stack and for 50..400 services.
+bench: install helm ## Render wall time and peak memory per stack and for 50..400 services.
 	$(PY) -m tools.bench
 
 policy: install ## Real preview of STACK with the policy pack (needs the Pulumi CLI and the stack).
@@ -66,4 +74,4 @@ policy: install ## Real preview of STACK with the policy pack (needs the Pulumi 
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	@# .cache/ (fetched reference data) is kept: re-fetching needs the network.
+	@# .cache/ (fetched reference data) and .tools/ (Helm) are kept: rebuilding needs the network.

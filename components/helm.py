@@ -5,17 +5,21 @@ Chart v4 renders the chart and manages each object as its own Pulumi resource, s
 `pulumi preview` on a pull request shows object-level diffs, policy packs see every
 object, and Helm's `helm.sh/resource-policy: keep` becomes RetainOnDelete. Its costs are
 known and handled here: it runs no Helm hooks (none of our charts needs one at install),
-and it always renders as a fresh install, which is why istiod sets
-`base.validationFailurePolicy: Fail` (see `components.istio.values.istiod_values`).
+and it always renders as a fresh install, which is why istiod and base set
+`base.validationFailurePolicy: Fail` (see `components.istio.values`). Where the charts come from is
+the stack's `meshstack:chartSource` (`chart_reference`); `tools/charts.py` renders them
+offline exactly as installed here (`build/<stack>/charts.yaml`).
 """
 
 from __future__ import annotations
 
+from pathlib import PurePosixPath
 from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components.settings_types import ChartSource
 from components.versions import HelmChart
 
 RETAINED_TYPES: Final = frozenset(
@@ -44,6 +48,21 @@ def retain_crds_and_namespaces(
     )
 
 
+def chart_reference(chart: HelmChart, source: ChartSource) -> tuple[str, str]:
+    """Chart v4's `chart` and repository for `chart` from `source`.
+
+    `upstream`: the chart name in its own repository. `oci`: `<prefix>/<chart>` (Chart v4
+    pulls `oci://` references at `version`, no repository). `directory`: the local path
+    `<location>/<chart folder>` (e.g. `charts/istio-base-1.30.3`); Chart v4 loads a local
+    chart as it is, so the folder name carries the version.
+    """
+    if source.kind == "oci":
+        return f"{source.location}/{chart.chart}", ""
+    if source.kind == "directory":
+        return str(PurePosixPath(source.location) / chart.folder), ""
+    return chart.chart, chart.repository
+
+
 def install_chart(
     resource_name: str,
     chart: HelmChart,
@@ -52,14 +71,17 @@ def install_chart(
     namespace: pulumi.Input[str],
     values: pulumi.Input[dict[str, Any]],
     parent: pulumi.Resource,
+    source: ChartSource,
     depends_on: list[pulumi.Resource] | None = None,
 ) -> k8s.helm.v4.Chart:
-    """Install `chart` at its pinned version as Helm release `release` in `namespace`."""
+    """Install `chart` at its pinned version as Helm release `release` in `namespace`,
+    taking the chart from where `source` says (`chart_reference`)."""
+    reference, repository = chart_reference(chart, source)
     return k8s.helm.v4.Chart(
         resource_name,
-        chart=chart.chart,
+        chart=reference,
         version=chart.version,
-        repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=chart.repository),
+        repository_opts=k8s.helm.v4.RepositoryOptsArgs(repo=repository) if repository else None,
         name=release,
         namespace=namespace,
         values=values,

@@ -85,7 +85,9 @@ class RegionMesh(pulumi.ComponentResource):
                 opts=child,
             )
         else:
-            KialiRemoteAccess(f"{name}-kiali-remote", obs_ns, opts=child)
+            KialiRemoteAccess(
+                f"{name}-kiali-remote", obs_ns, chart_source=self.mesh.chart_source, opts=child
+            )
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         graph = ServiceGraph(settings.services)
         self.traffic = TrafficManagement(

@@ -30,6 +30,7 @@ from components.security.rules import (
 )
 from components.security.settings import AllowRule, JwtSettings, SecuritySettings
 from components.settings_types import (
+    ChartSource,
     ClusterLocalHost,
     DnsLabel,
     LabelValue,
@@ -44,6 +45,7 @@ from components.traffic.settings import ServiceRef, ServiceTraffic, TrafficSetti
 
 __all__ = [
     "CONFIG_NAMESPACE",
+    "ChartSource",
     "MeshService",
     "RuleViolationError",
     "ServiceVersion",
@@ -339,6 +341,14 @@ class StackSettings(SettingsModel):
         description="Tracing, Telemetry, Jaeger, Kiali and the observability hub. Default: "
         "this region is its own hub with Badger-backed Jaeger and token-auth Kiali.",
     )
+    chart_source: ChartSource = Field(
+        default=ChartSource(),
+        description=(
+            "Where every Helm chart comes from: `{kind: upstream}` (default: the charts' own "
+            "repositories), `{kind: oci, location: oci://<registry>/<path>}` or `{kind: "
+            "directory, location: <dir>}` for air-gapped clusters (README, chart sources)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
@@ -399,6 +409,7 @@ class StackSettings(SettingsModel):
             egress_gateway=self.egress_gateway,
             east_west_gateway=self.east_west_gateway,
             east_west_gateway_service_annotations=dict(self.east_west_gateway_service_annotations),
+            chart_source=self.chart_source,
         )
 
     @property

@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -503,3 +504,55 @@ def format_validation_error(
         line = f"{path} = default {_format_value(first['input'])}: {message}"
     more = sum(1 for e in errors if e is not chosen and tuple(e["loc"]) not in explained)
     return f"{line} (and {more} more)" if more else line
+
+
+# --- where Helm charts come from -----------------------------------------------------------
+
+_OCI_PREFIX: Final = re.compile(
+    r"^oci://[a-z0-9]([-a-z0-9.]*[a-z0-9])?(:\d+)?(/[a-z0-9][-a-z0-9._]*)*$"
+)
+
+
+class ChartSource(SettingsModel):
+    """Where Chart v4 takes every Helm chart from (`meshstack:chartSource`)."""
+
+    kind: Literal["upstream", "oci", "directory"] = Field(
+        default="upstream",
+        description=(
+            "`upstream`: each chart's own repository at its pinned version "
+            "(`components/versions.py`). `oci`: `<location>/<chart>` at the pinned version "
+            "from an OCI registry (a mirror in a regulated or air-gapped network; push the "
+            "charts under their names `base`, `istiod`, `gateway`, `flagger`, `loadtester`, "
+            "`kiali-server`, `jaeger`). `directory`: unpacked charts in "
+            "`<location>/<chart>-<version>/` (e.g. `istiod-1.30.3`), the layout of "
+            "`../shared/charts` and of the chart cache (`tools/charts.py`). Default "
+            "`upstream`: no mirror to keep in step with the pins."
+        ),
+    )
+    location: str = Field(
+        default="",
+        description=(
+            "For `oci`, the registry prefix (`oci://registry.example.com/helm-mirror`); for "
+            "`directory`, the charts' directory (relative to the project directory or "
+            "absolute). Empty for `upstream`."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _location_fits_kind(self) -> ChartSource:
+        if self.kind == "upstream" and self.location:
+            raise RuleViolationError(
+                ("location",), self.location, "must be empty when kind is 'upstream'"
+            )
+        if self.kind == "oci" and not _OCI_PREFIX.match(self.location):
+            raise RuleViolationError(
+                ("location",),
+                self.location,
+                "must be an OCI registry prefix `oci://<host>[:<port>]/<path>` in lowercase, "
+                "without a trailing '/'",
+            )
+        if self.kind == "directory" and not self.location.strip():
+            raise RuleViolationError(
+                ("location",), self.location, "must name the directory of the unpacked charts"
+            )
+        return self

@@ -18,6 +18,15 @@ class HelmChart:
     chart: str
     version: str
     repository: str
+    directory: str = ""
+    """Name of the unpacked chart in a chart directory, before `-<version>`. Default: the
+    chart name; the generic names `base`, `gateway` and `loadtester` are unpacked as
+    `istio-base`, `istio-gateway` and `flagger-loadtester` (`meshstack:chartSource`)."""
+
+    @property
+    def folder(self) -> str:
+        """`<directory>-<version>`: the chart's folder in a chart directory."""
+        return f"{self.directory or self.chart}-{self.version}"
 
 
 ISTIO_VERSION: Final = "1.30.3"
@@ -30,16 +39,18 @@ apply version-coupled patches to a newer Envoy."""
 _ISTIO_REPOSITORY: Final = "https://istio-release.storage.googleapis.com/charts"
 
 # renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
-ISTIO_BASE: Final = HelmChart("base", ISTIO_VERSION, _ISTIO_REPOSITORY)
+ISTIO_BASE: Final = HelmChart("base", ISTIO_VERSION, _ISTIO_REPOSITORY, "istio-base")
 # renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
 ISTIOD: Final = HelmChart("istiod", ISTIO_VERSION, _ISTIO_REPOSITORY)
 # renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
-ISTIO_GATEWAY: Final = HelmChart("gateway", ISTIO_VERSION, _ISTIO_REPOSITORY)
+ISTIO_GATEWAY: Final = HelmChart("gateway", ISTIO_VERSION, _ISTIO_REPOSITORY, "istio-gateway")
 
 # renovate: datasource=helm registryUrl=https://flagger.app
 FLAGGER: Final = HelmChart("flagger", "1.44.0", "https://flagger.app")
 # renovate: datasource=helm registryUrl=https://flagger.app
-FLAGGER_LOADTESTER: Final = HelmChart("loadtester", "0.38.0", "https://flagger.app")
+FLAGGER_LOADTESTER: Final = HelmChart(
+    "loadtester", "0.38.0", "https://flagger.app", "flagger-loadtester"
+)
 
 # renovate: datasource=helm registryUrl=https://kiali.org/helm-charts
 KIALI_SERVER: Final = HelmChart("kiali-server", "2.29.0", "https://kiali.org/helm-charts")

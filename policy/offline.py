@@ -39,7 +39,8 @@ from pulumi_policy.policy import _NotApplicableError
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError, unknown_checking_proxy
 
 from policy.meshstack_policies import STACK_ENV, build_policies
-from tools.render import UNKNOWN_PLACEHOLDER, Registration, Render
+from tools.manifests import UNKNOWN_PLACEHOLDER
+from tools.render import Registration, Render
 
 PROVIDER_TYPE_PREFIX: Final = "pulumi:providers:"
 

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from tests.conftest import STACKS
-from tools.render import PROJECT_DIR, SECRET_PLACEHOLDER, Render, render_stack, write_render
+from tools.manifests import SECRET_PLACEHOLDER
+from tools.render import PROJECT_DIR, Render, render_stack, write_render
 from tools.verify import validate_helm_values, validate_manifest
 from tools.verify.helm_values import REFERENCE_CHART_DIRS
 
@@ -219,7 +220,13 @@ def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
     result = _render_cli(project, "bad")
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (project / "build" / "bad").iterdir())
-    assert written == ["helm.yaml", "manifests.yaml", "outputs.json", "resources.json"]
+    assert written == [
+        "charts.yaml",
+        "helm.yaml",
+        "manifests.yaml",
+        "outputs.json",
+        "resources.json",
+    ]
 
 
 @pytest.mark.parametrize("stack", STACKS)

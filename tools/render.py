@@ -12,7 +12,12 @@ writes to `build/STACK/`:
   values;
 - `resources.json`: every Pulumi resource with urn, type, name, parent, dependencies,
   provider, protect and retain_on_delete;
-- `outputs.json`: the stack outputs.
+- `outputs.json`: the stack outputs;
+- `charts.yaml`: every object the Helm charts create, rendered by the pinned Helm as
+  Chart v4 renders them (`tools/charts.py`), each document preceded by
+  `# release: <release name>`. For it the program runs with
+  `meshstack:chartSource = {kind: directory, location: <charts directory>}`, so
+  `helm.yaml` names the local chart folders.
 
 Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
 `SECRET_PLACEHOLDER`. A settings error, or a YAML syntax error in the stack file (named
@@ -48,12 +53,18 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from tools import charts
+from tools.manifests import (
+    SECRET_PLACEHOLDER,
+    UNKNOWN_PLACEHOLDER,
+    canonical,
+    canonical_object,
+    dump_yaml_documents,
+)
 from tools.stacks import StackFileError, read_stack_file, read_yaml_file, stack_file
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 
-UNKNOWN_PLACEHOLDER: Final = "[unknown: known after deploy]"
-SECRET_PLACEHOLDER: Final = "[secret]"
 
 # Sentinels of Pulumi's wire format (sdk/python/lib/pulumi/runtime/rpc.py).
 _SIG_KEY: Final = "4dabf18193072939515e22adb298388d"
@@ -283,25 +294,6 @@ class Render:
         )
 
 
-_LEADING_KEYS: Final = ("apiVersion", "kind", "metadata")
-
-
-def canonical(value: Any) -> Any:
-    """Keys sorted at every level, so renders diff cleanly and never depend on order."""
-    if isinstance(value, dict):
-        return {k: canonical(value[k]) for k in sorted(value)}
-    if isinstance(value, list):
-        return [canonical(v) for v in value]
-    return value
-
-
-def canonical_object(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """A Kubernetes object with apiVersion, kind and metadata first, the rest sorted."""
-    leading = {k: canonical(obj[k]) for k in _LEADING_KEYS if k in obj}
-    rest = {k: canonical(obj[k]) for k in sorted(obj) if k not in _LEADING_KEYS}
-    return {**leading, **rest}
-
-
 def _object_sort_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
     metadata = obj.get("metadata") or {}
     return (
@@ -376,41 +368,36 @@ def load_stack_references(project_dir: Path = PROJECT_DIR) -> dict[str, dict[str
     return {str(name): dict(outputs) for name, outputs in data.items()}
 
 
-def render_stack(stack: str, project_dir: Path = PROJECT_DIR, **kwargs: Any) -> Render:
+def render_stack(
+    stack: str,
+    project_dir: Path = PROJECT_DIR,
+    *,
+    chart_source: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> Render:
     """Render `Pulumi.<stack>.yaml` of `project_dir`.
 
     Stack references resolve from `offline/stack-references.yaml` unless
-    `stack_references` is given.
+    `stack_references` is given. `chart_source` overrides `meshstack:chartSource`.
     """
     kwargs.setdefault("stack_references", load_stack_references(project_dir))
     config, secret_keys = load_stack_config(stack, project_dir)
+    if chart_source is not None:
+        config["meshstack:chartSource"] = json.dumps(dict(chart_source))
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 
 
 # --- writing -------------------------------------------------------------------------------
 
 
-class _Dumper(yaml.SafeDumper):
-    """YAML dumper that keeps key order and writes multi-line strings as blocks."""
-
-
-def _str_representer(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _str_representer)
-
-
-def dump_yaml_documents(documents: list[Any]) -> str:
-    return yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=100)
-
-
-def write_render(render: Render, out_dir: Path) -> None:
-    """Write the render's files into `out_dir`, replacing what was there."""
+def write_render(render: Render, out_dir: Path, charts: str | None = None) -> None:
+    """Write the render's files into `out_dir`, replacing what was there; `charts` is the
+    text of `charts.yaml` (`tools.charts.dump_charts`)."""
     if out_dir.exists():
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True)
+    if charts is not None:
+        (out_dir / "charts.yaml").write_text(charts)
     (out_dir / "manifests.yaml").write_text(dump_yaml_documents(render.kubernetes_objects()))
     (out_dir / "helm.yaml").write_text(dump_yaml_documents(render.helm_charts()))
     (out_dir / "resources.json").write_text(json.dumps(render.resources(), indent=2) + "\n")
@@ -426,17 +413,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml"
     )
+    parser.add_argument(
+        "--no-charts",
+        action="store_true",
+        help="skip the chart expansion (charts.yaml); the charts' own sources in helm.yaml",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out or args.project_dir / "build" / args.stack
     try:
-        render = render_stack(args.stack, args.project_dir)
-    except (pulumi.RunError, RenderError, StackFileError) as error:
+        source = None if args.no_charts else charts.directory_source(args.project_dir)
+        render = render_stack(args.stack, args.project_dir, chart_source=source)
+        expanded = (
+            None
+            if args.no_charts
+            else charts.expand(render.helm_charts(), project_dir=args.project_dir)
+        )
+    except (pulumi.RunError, RenderError, StackFileError, charts.ChartError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
-    write_render(render, out_dir)
+    write_render(render, out_dir, None if expanded is None else charts.dump_charts(expanded))
+    chart_objects = sum(len(c.objects) for c in expanded or [])
     print(
         f"rendered {args.stack}: {len(render.kubernetes_objects())} objects, "
-        f"{len(render.helm_charts())} Helm charts, {len(render.registrations)} resources "
+        f"{len(render.helm_charts())} Helm charts ({chart_objects} objects), "
+        f"{len(render.registrations)} resources "
         f"-> {out_dir.relative_to(Path.cwd()) if out_dir.is_relative_to(Path.cwd()) else out_dir}"
     )
     return 0

@@ -93,6 +93,8 @@ class IstioMesh(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         self.tracing_target = tracing
+        self.chart_source = settings.chart_source
+        """Where every chart of the region comes from; areas install theirs from here too."""
         """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
         revision = settings.revision
         injection = values.injection_labels(revision)
@@ -117,6 +119,7 @@ class IstioMesh(pulumi.ComponentResource):
             namespace=istio_ns.metadata.name,
             values=values.base_values(settings),
             parent=self,
+            source=settings.chart_source,
         )
         self.control_plane: pulumi.Resource = install_chart(
             f"{name}-istiod",
@@ -125,6 +128,7 @@ class IstioMesh(pulumi.ComponentResource):
             namespace=istio_ns.metadata.name,
             values=_istiod_values(settings, tracing),
             parent=self,
+            source=settings.chart_source,
             depends_on=[base],
         )
         """istiod's chart: exists only once the CRDs and the validation webhook do."""
@@ -145,6 +149,7 @@ class IstioMesh(pulumi.ComponentResource):
                 namespace=gateway_namespaces[gateway.namespace].metadata.name,
                 values=values.gateway_values(settings, gateway),
                 parent=self,
+                source=settings.chart_source,
                 depends_on=[previous],
             )
             gateways.append(chart)

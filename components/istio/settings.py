@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from components.settings_types import ChartSource
+
 
 @dataclass(frozen=True)
 class IstioSettings:
@@ -40,3 +42,5 @@ class IstioSettings:
     """Install the east-west gateway and the cross-network Gateway."""
     east_west_gateway_service_annotations: Mapping[str, str]
     """Annotations of the east-west gateway's LoadBalancer Service."""
+    chart_source: ChartSource
+    """Where every Helm chart of the region comes from (`meshstack:chartSource`)."""

@@ -145,6 +145,11 @@ def base_values(settings: IstioSettings) -> dict[str, Any]:
         # the rate limiter is built on EnvoyFilters.
         "experimental": {"stableValidationPolicy": False},
         "defaultRevision": settings.revision or "default",
+        # The base chart renders the default-revision `istiod-default-validator` webhook
+        # with `failurePolicy: Ignore` on every fresh render (Chart v4 never upgrades):
+        # invalid Istio config would be admitted whenever istiod is unreachable. Its
+        # template reads this value before falling back to Ignore.
+        "base": {"validationFailurePolicy": "Fail"},
     }
 
 
@@ -186,7 +191,8 @@ def istiod_values(
         "autoscaleEnabled": True,
         "autoscaleMin": settings.istiod_replicas,
         "autoscaleMax": settings.istiod_max_replicas,
-        "replicaCount": settings.istiod_replicas,
+        # No `replicaCount`: with autoscaling the chart leaves `replicas` to the HPA and
+        # never reads it (the full render's effective-values check found it unused).
         "resources": ISTIOD_RESOURCES,
         "pdb": DRAIN_FRIENDLY_PDB,
         # Pulumi's Chart v4 renders like `helm template` (never an upgrade), so without

@@ -111,6 +111,7 @@ class JaegerStack(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=jaeger_values(jaeger),
             parent=self,
+            source=mesh.chart_source,
             depends_on=depends_on,
         )
         """The jaeger chart."""

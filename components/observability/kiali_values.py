@@ -22,6 +22,13 @@ SIGNING_KEY_LENGTH: Final = 32
 """Kiali signs login tokens with HMAC; 32 random characters (the chart's own default
 when it generates one) — but generated once and kept, not on every render."""
 
+SIGNING_KEY_SECRET: Final = "kiali-signing-key"
+"""Secret holding the login-token signing key (item `SIGNING_KEY_ITEM`)."""
+SIGNING_KEY_ITEM: Final = "key"
+SIGNING_KEY_REFERENCE: Final = f"secret:{SIGNING_KEY_SECRET}:{SIGNING_KEY_ITEM}"
+"""`login_token.signing_key` as the chart takes a Secret (`secret:<name>:<key>`): it mounts
+the item as a file and the ConfigMap holds only this reference."""
+
 MULTI_CLUSTER_LABEL: Final = "kiali.io/multiCluster=true"
 
 """Label of the remote-cluster kubeconfig Secrets Kiali discovers in its namespace."""
@@ -119,7 +126,7 @@ def remote_access_values(signing_key: pulumi.Input[str]) -> dict[str, Any]:
     uses through its remote-cluster Secret, no Kiali server."""
     return {
         "deployment": {"remote_cluster_resources_only": True},
-        # The chart would otherwise render a new random key into its Secret on every run.
+        # Without a key the chart renders a new random one into its ConfigMap on every run.
         "login_token": {"signing_key": signing_key},
     }
 

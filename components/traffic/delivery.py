@@ -84,6 +84,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=delivery_specs.flagger_values(prometheus_url, cluster_name),
             parent=self,
+            source=mesh.chart_source,
             depends_on=[mesh.control_plane],
         )
         install_chart(
@@ -93,6 +94,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             namespace=ns.metadata.name,
             values=delivery_specs.loadtester_values(),
             parent=self,
+            source=mesh.chart_source,
             depends_on=[mesh.control_plane],
         )
         canary_options = pulumi.ResourceOptions.merge(

@@ -26,6 +26,14 @@ if TYPE_CHECKING:
     # be a cycle.
     from components.settings import MeshService
 
+LOADTESTER_RESOURCES: Final = {
+    "requests": {"cpu": "10m", "memory": "64Mi"},
+    "limits": {"cpu": "1", "memory": "512Mi"},
+}
+"""The chart's requests (10m/64Mi) plus limits: it has none, so a load test (`hey`, `ghz`)
+could take a node's CPU, and the policy pack rejects a container without limits. `resources`
+replaces the chart's block whole, hence the requests restated."""
+
 LOADTESTER_RELEASE: Final = "flagger-loadtester"
 """Helm release of the loadtester; the chart names its Service after it."""
 
@@ -184,4 +192,8 @@ def flagger_values(prometheus_url: str, cluster_name: str) -> dict[str, Any]:
 def loadtester_values() -> dict[str, Any]:
     """The loadtester's Helm values: hardened container; it stays in the mesh (mTLS)."""
     # The chart's own hardened contexts (read-only root, non-root user), off by default.
-    return {"securityContext": {"enabled": True}, "podSecurityContext": {"enabled": True}}
+    return {
+        "securityContext": {"enabled": True},
+        "podSecurityContext": {"enabled": True},
+        "resources": LOADTESTER_RESOURCES,
+    }

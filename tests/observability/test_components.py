@@ -30,13 +30,12 @@ from components.observability.telemetry import MeshTelemetry
 from components.region import RegionMesh
 from components.settings import SettingsError
 from tests.conftest import by_name, make_settings, run_with_provider
+from tools.manifests import SECRET_PLACEHOLDER, dump_yaml_documents
 from tools.render import (
     PROJECT_DIR,
-    SECRET_PLACEHOLDER,
     STACK_REFERENCES_FILE,
     Render,
     RenderError,
-    dump_yaml_documents,
     load_stack_references,
     render_stack,
 )
@@ -517,8 +516,13 @@ def test_signing_key_is_a_long_secret_random_password(hub_render: Render) -> Non
     password = regs["hub-kiali-signing-key"]
     assert password.type == "random:index/randomPassword:RandomPassword"
     assert password.inputs["length"] >= 32
+    # The chart gets a reference to the Secret holding the key, never the key itself.
     values = regs["hub-kiali-chart"].inputs["values"]
-    assert values["login_token"]["signing_key"] == SECRET_PLACEHOLDER
+    assert values["login_token"]["signing_key"] == k.SIGNING_KEY_REFERENCE
+    secret = regs["hub-kiali-signing-key-secret"]
+    assert secret.type == "kubernetes:core/v1:Secret"
+    assert secret.inputs["stringData"] == SECRET_PLACEHOLDER
+    assert password.urn in secret.dependencies
 
 
 def test_every_object_and_value_of_the_hub_validates(hub_render: Render) -> None:
@@ -605,7 +609,7 @@ def test_spoke_reads_the_hub_and_runs_no_jaeger_or_kiali() -> None:
     values = regs["spoke-kiali-remote-chart"].inputs["values"]
     assert values == {
         "deployment": {"remote_cluster_resources_only": True},
-        "login_token": {"signing_key": SECRET_PLACEHOLDER},
+        "login_token": {"signing_key": k.SIGNING_KEY_REFERENCE},
     }
     assert validate_helm_values("kiali-server", values) == []
 
@@ -719,14 +723,18 @@ def test_no_secret_in_plain_text_in_any_render(stack_renders: dict[str, Render])
         text += json.dumps(render.outputs)
         for chart in render.helm_charts():
             if chart["chart"] == "kiali-server":
-                assert chart["values"]["login_token"]["signing_key"] == SECRET_PLACEHOLDER
-        # Every credential-like key with an inline value holds the secret placeholder
-        # or an environment reference, never a literal.
+                assert chart["values"]["login_token"]["signing_key"] == k.SIGNING_KEY_REFERENCE
+        # Every credential-like key with an inline value holds the secret placeholder,
+        # an environment reference or a Secret reference, never a literal.
         for line in text.splitlines():
             match = CREDENTIAL_LINE.match(line)
             if match:
                 value = match.group("value")
-                assert SECRET_PLACEHOLDER in value or "${env:" in value, (stack, line)
+                assert (
+                    SECRET_PLACEHOLDER in value
+                    or "${env:" in value
+                    or value == k.SIGNING_KEY_REFERENCE
+                ), (stack, line)
 
 
 def test_stack_render_helper_loads_the_offline_file() -> None:

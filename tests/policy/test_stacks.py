@@ -21,6 +21,7 @@ import pytest
 
 from components.helm import install_chart
 from components.istio.component import IstioMesh
+from components.settings_types import ChartSource
 from components.versions import KIALI_SERVER
 from policy.offline import Finding, Report, evaluate
 from tests.conftest import STACKS, make_settings, run_with_provider
@@ -188,6 +189,7 @@ def compliant_program(opts: pulumi.ResourceOptions) -> None:
         namespace="observability",
         values=kiali_values,
         parent=mesh,
+        source=ChartSource(),
     )
 
 

@@ -12,7 +12,7 @@ from components.ratelimit.component import RateLimiter
 from components.ratelimit.settings import QuotaSettings
 from components.versions import RATELIMIT_IMAGE, REDIS_IMAGE
 from tests.conftest import by_name, make_settings, run_with_provider, settings_error
-from tools.render import SECRET_PLACEHOLDER
+from tools.manifests import SECRET_PLACEHOLDER
 from tools.verify import validate_manifest
 
 QUOTA = {

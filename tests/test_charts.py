@@ -1,0 +1,555 @@
+"""Full render: every Helm chart expanded with the pinned Helm and checked like the program's
+own objects (schemas, policy pack, ownership, secrets, effective values), on every stack."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import stat
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from components.helm import chart_reference
+from components.observability.kiali_values import (
+    SIGNING_KEY_ITEM,
+    SIGNING_KEY_REFERENCE,
+    SIGNING_KEY_SECRET,
+)
+from components.settings_types import ChartSource
+from components.traffic.delivery_specs import LOADTESTER_RESOURCES
+from components.versions import FLAGGER_LOADTESTER, ISTIO_BASE, KIALI_SERVER
+from tests.conftest import settings_error
+from tools import charts, install_helm
+from tools import render as render_tool
+from tools.manifests import SECRET_PLACEHOLDER, UNKNOWN_PLACEHOLDER
+from tools.render import Render, render_stack
+from tools.verify import charts as checks
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+STACKS = sorted(
+    p.name.removeprefix("Pulumi.").removesuffix(".yaml")
+    for p in PROJECT_DIR.glob("Pulumi.*.yaml")
+    if p.name.count(".") == 2
+)
+
+Expanded = dict[str, tuple[Render, list[charts.ChartObjects]]]
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    return charts.helm_binary()
+
+
+@pytest.fixture(scope="session")
+def expanded(helm: Path) -> Expanded:
+    """Each stack rendered in directory mode (the local charts) and its charts expanded."""
+    result = {}
+    for stack in STACKS:
+        render = render_stack(stack, chart_source=charts.directory_source())
+        result[stack] = (render, charts.expand(render.helm_charts(), helm=helm))
+    return result
+
+
+def _release(expanded: Expanded, stack: str, name: str) -> charts.ChartObjects:
+    return next(c for c in expanded[stack][1] if c.release.name == name)
+
+
+def _objects(chart: charts.ChartObjects, kind: str) -> list[dict[str, Any]]:
+    return [o for o in chart.objects if o["kind"] == kind]
+
+
+def test_stacks_are_discovered_from_the_stack_files() -> None:
+    assert len(STACKS) >= 3
+    assert all((PROJECT_DIR / f"Pulumi.{s}.yaml").is_file() for s in STACKS)
+
+
+# --- chart sources ------------------------------------------------------------------------
+
+
+def test_every_pinned_chart_folder_matches_its_checksum() -> None:
+    root = charts.charts_dir()
+    for pin in charts.PINS:
+        charts.verify_chart_dir(root / pin.folder, pin)
+    assert {p.folder for p in charts.PINS} == {p.name for p in root.iterdir() if p.is_dir()}
+
+
+def test_an_edited_or_missing_chart_folder_is_refused(tmp_path: Path) -> None:
+    pin = charts.pin_for_folder(KIALI_SERVER.folder)
+    assert pin is not None
+    copy = tmp_path / pin.folder
+    _copy_tree(charts.charts_dir() / pin.folder, copy)
+    charts.verify_chart_dir(copy, pin)
+    (copy / "values.yaml").write_text((copy / "values.yaml").read_text() + "# edited\n")
+    with pytest.raises(charts.ChartError, match="tree SHA-256"):
+        charts.verify_chart_dir(copy, pin)
+    with pytest.raises(charts.ChartError, match="does not exist"):
+        charts.verify_chart_dir(tmp_path / "absent", pin)
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    for path in source.rglob("*"):
+        if path.is_file():
+            destination = target / path.relative_to(source)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            destination.write_bytes(path.read_bytes())
+            destination.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def _package(folder: Path, chart: str) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.add(path, arcname=f"{chart}/{path.relative_to(folder).as_posix()}")
+    return buffer.getvalue()
+
+
+def test_chart_cache_fills_from_the_repository_and_checks_the_package_digest(
+    tmp_path: Path,
+) -> None:
+    base = charts.pin_for_folder(KIALI_SERVER.folder)
+    assert base is not None
+    package = _package(charts.charts_dir() / base.folder, base.chart)
+    pin = replace(base, package_sha256=charts.sha256(package))
+    url = f"{pin.repository}/{pin.chart}-{pin.version}.tgz"
+    index = {"entries": {pin.chart: [{"version": pin.version, "urls": [url]}]}}
+    served = {f"{pin.repository}/index.yaml": yaml.safe_dump(index).encode(), url: package}
+    fetched: list[str] = []
+
+    def fetch(address: str) -> bytes:
+        fetched.append(address)
+        return served[address]
+
+    cache = tmp_path / "cache"
+    assert charts.fill_cache(cache, [pin], fetch) == [pin.folder]
+    assert charts.tree_digest(cache / pin.folder) == (pin.files, pin.tree_sha256)
+    charts.verify_chart_dir(cache / pin.folder, pin)
+    assert charts.fill_cache(cache, [pin], fetch) == []  # present and verified: no download
+    assert len(fetched) == 2
+
+    (cache / pin.folder / "values.yaml").write_text("edited: true\n")
+    with pytest.raises(charts.ChartError, match="differs from the package"):
+        charts.verify_chart_dir(cache / pin.folder, pin)
+
+    served[url] = package + b"\0"
+    with pytest.raises(charts.ChartError, match="package SHA-256"):
+        charts.fill_cache(tmp_path / "other", [pin], fetch)
+    with pytest.raises(charts.ChartError, match="no pinned package SHA-256"):
+        charts.fill_cache(tmp_path / "other", [replace(pin, package_sha256=None)], fetch)
+
+
+# --- the pinned Helm ----------------------------------------------------------------------
+
+
+def test_helm_is_the_pinned_helm_3_built_from_the_go_module(helm: Path) -> None:
+    version = install_helm.pinned_version()
+    assert version.startswith("v3.20.")
+    assert install_helm.reported_version(helm) == version
+    assert install_helm.pinned_hash().startswith("h1:")
+    if helm == install_helm.binary_path():
+        install_helm.verify(helm)
+
+
+def test_a_helm_of_another_version_stops_the_render(tmp_path: Path) -> None:
+    fake = tmp_path / "helm"
+    fake.write_text("#!/bin/sh\necho v3.18.0\n")
+    fake.chmod(0o755)
+    with pytest.raises(install_helm.HelmInstallError, match=r"is Helm v3\.18\.0, the render needs"):
+        install_helm.check_version(fake)
+
+
+# --- chart source setting -----------------------------------------------------------------
+
+
+def test_chart_source_defaults_to_the_upstream_repositories() -> None:
+    from tests.conftest import make_settings
+
+    assert make_settings().chart_source == ChartSource(kind="upstream", location="")
+    assert chart_reference(ISTIO_BASE, ChartSource()) == ("base", ISTIO_BASE.repository)
+
+
+def test_chart_source_oci_and_directory_references() -> None:
+    oci = ChartSource(kind="oci", location="oci://registry.example.com/helm-mirror")
+    assert chart_reference(ISTIO_BASE, oci) == ("oci://registry.example.com/helm-mirror/base", "")
+    directory = ChartSource(kind="directory", location="vendor/charts")
+    assert chart_reference(ISTIO_BASE, directory) == ("vendor/charts/istio-base-1.30.3", "")
+    assert chart_reference(FLAGGER_LOADTESTER, directory)[0].endswith("flagger-loadtester-0.38.0")
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"kind": "oci", "location": "registry.example.com/x"}, "meshstack:chartSource.location"),
+        ({"kind": "oci", "location": "oci://Registry/x/"}, "OCI registry prefix"),
+        ({"kind": "directory"}, "must name the directory"),
+        ({"kind": "upstream", "location": "x"}, "must be empty when kind is 'upstream'"),
+        ({"kind": "git"}, "meshstack:chartSource.kind"),
+        ({"kind": "upstream", "path": "x"}, "is not a known setting"),
+    ],
+)
+def test_chart_source_errors_are_one_line(source: dict[str, str], expected: str) -> None:
+    assert expected in settings_error(chartSource=source)
+
+
+def test_directory_mode_installs_every_chart_from_a_local_folder(expanded: Expanded) -> None:
+    for render, _ in expanded.values():
+        for chart in render.helm_charts():
+            folder = Path(str(chart["chart"]))
+            assert charts.pin_for_folder(folder.name) is not None, chart["chart"]
+            assert chart["repository"] == ""
+            assert chart["version"] == charts.pin_for_folder(folder.name).version  # type: ignore[union-attr]
+
+
+# --- the expansion ------------------------------------------------------------------------
+
+
+def test_every_chart_of_every_stack_renders_objects(expanded: Expanded) -> None:
+    for stack, (render, expansion) in expanded.items():
+        assert [c.release.name for c in expansion] == [c["name"] for c in render.helm_charts()]
+        for chart in expansion:
+            assert chart.objects, f"{stack}: release {chart.release.name} rendered nothing"
+            assert chart.objects == sorted(chart.objects, key=charts.object_key)
+            for obj in chart.objects:
+                assert "helm.sh/hook" not in (obj["metadata"].get("annotations") or {})
+
+
+def test_charts_yaml_traces_every_object_to_its_release(expanded: Expanded) -> None:
+    for _, expansion in expanded.values():
+        text = charts.dump_charts(expansion)
+        pairs = charts.load_charts(text)
+        assert pairs == [(c.release.name, o) for c in expansion for o in c.objects]
+        assert text.count(charts.RELEASE_COMMENT) == len(pairs)
+
+
+def test_expansion_is_deterministic(expanded: Expanded, helm: Path) -> None:
+    stack = min(STACKS, key=lambda s: len(expanded[s][1]))
+    render, expansion = expanded[stack]
+    again = charts.expand(render.helm_charts(), helm=helm, workers=1)
+    assert charts.dump_charts(again) == charts.dump_charts(expansion)
+
+
+def test_helm_is_told_what_a_1_35_cluster_advertises(expanded: Expanded) -> None:
+    versions = set(charts.api_versions())
+    assert {"monitoring.coreos.com/v1", "networking.k8s.io/v1/Ingress", "apps/v1"} <= versions
+    assert "policy/v1/PodDisruptionBudget" in versions
+    # kiali-server falls back to networking.k8s.io/v1beta1 without the Ingress capability.
+    ingresses = [
+        o
+        for _, expansion in expanded.values()
+        for c in expansion
+        for o in c.objects
+        if o["kind"] == "Ingress"
+    ]
+    assert ingresses
+    assert {o["apiVersion"] for o in ingresses} == {"networking.k8s.io/v1"}
+
+
+# --- checks over every stack ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_chart_objects_pass_schemas_crds_and_cel(expanded: Expanded, stack: str) -> None:
+    assert checks.schema_problems(expanded[stack][1]) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_policy_pack_passes_program_and_chart_objects_together(
+    expanded: Expanded, stack: str
+) -> None:
+    render, expansion = expanded[stack]
+    combined = checks.with_chart_objects(render, expansion)
+    assert len(combined.registrations) == len(render.registrations) + sum(
+        len(c.objects) for c in expansion
+    )
+    report = checks.policy_report(render, expansion)
+    assert [(v.policy, v.urn, v.message) for v in report.violations] == []
+    assert report.unknown == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_object_has_one_owner(expanded: Expanded, stack: str) -> None:
+    render, expansion = expanded[stack]
+    assert checks.ownership_conflicts(render.kubernetes_objects(), expansion) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_no_secret_reaches_an_object_other_than_a_secret(expanded: Expanded, stack: str) -> None:
+    render, expansion = expanded[stack]
+    assert checks.secret_leaks(render.kubernetes_objects(), expansion) == []
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_value_the_program_sets_changes_the_rendered_objects(
+    expanded: Expanded, stack: str, helm: Path
+) -> None:
+    found = checks.ineffective_values(expanded[stack][1], helm)
+    assert [str(f) for f in found] == []
+
+
+def test_every_ineffective_value_exception_is_still_needed(expanded: Expanded, helm: Path) -> None:
+    # One release per chart folder is enough to see each exception's value take no effect.
+    seen: dict[str, charts.ChartObjects] = {}
+    for _, expansion in expanded.values():
+        for chart in expansion:
+            if len(chart.objects) > len(seen.get(chart.folder, chart).objects):
+                seen[chart.folder] = chart  # the fullest install (the hub's Kiali, not a spoke's)
+            seen.setdefault(chart.folder, chart)
+    wanted = {chart for chart, _ in checks.INEFFECTIVE_VALUE_EXCEPTIONS}
+    sample = [c for c in seen.values() if c.folder.rsplit("-", 1)[0] in wanted]
+    found = checks.ineffective_values(sample, helm, exceptions={})
+    assert {(f.chart, f.path) for f in found} == set(checks.INEFFECTIVE_VALUE_EXCEPTIONS)
+    assert all(reason.strip() for reason in checks.INEFFECTIVE_VALUE_EXCEPTIONS.values())
+
+
+# --- the checks can fail ------------------------------------------------------------------
+
+
+def _rerender(
+    chart: charts.ChartObjects, helm: Path, values: dict[str, Any]
+) -> charts.ChartObjects:
+    release = replace(chart.release, values=values)
+    return charts.render_release(release, helm)
+
+
+def test_a_value_at_a_wrong_path_is_reported(expanded: Expanded, helm: Path) -> None:
+    istiod = _release(expanded, STACKS[0], "istiod")
+    # A misspelt key, and one the chart never reads while autoscaling is on.
+    moved = {**istiod.values, "autoscaleMinimum": 3, "replicaCount": 3}
+    found = checks.ineffective_values([_rerender(istiod, helm, moved)], helm)
+    assert sorted((f.release, f.path) for f in found) == [
+        ("istiod", "autoscaleMinimum"),
+        ("istiod", "replicaCount"),
+    ]
+
+
+def test_an_object_created_twice_is_reported(expanded: Expanded) -> None:
+    render, expansion = expanded[STACKS[0]]
+    chart_object = expansion[0].objects[0]
+    conflicts = checks.ownership_conflicts([*render.kubernetes_objects(), chart_object], expansion)
+    assert len(conflicts) == 1
+    assert f"the program and release {expansion[0].release.name}" in conflicts[0]
+
+
+def _hub_kiali(expanded: Expanded) -> tuple[str, charts.ChartObjects]:
+    for stack in STACKS:
+        for chart in expanded[stack][1]:
+            if chart.folder == KIALI_SERVER.folder and _objects(chart, "Deployment"):
+                return stack, chart
+    raise AssertionError("no stack runs the Kiali server")
+
+
+def test_kiali_signing_key_is_mounted_from_a_secret_not_written_in_its_configmap(
+    expanded: Expanded, helm: Path
+) -> None:
+    """Run-time consequence: the key that signs Kiali's login tokens is readable only by
+    who can read Secrets; written into the ConfigMap, anyone allowed to read ConfigMaps in
+    the namespace could forge a login token."""
+
+    stack, kiali = _hub_kiali(expanded)
+    (config_map,) = _objects(kiali, "ConfigMap")
+    config = yaml.safe_load(config_map["data"]["config.yaml"])
+    assert config["login_token"]["signing_key"] == SIGNING_KEY_REFERENCE
+    (deployment,) = _objects(kiali, "Deployment")
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "login-token-signing-key",
+        "secret": {
+            "secretName": SIGNING_KEY_SECRET,
+            "items": [{"key": SIGNING_KEY_ITEM, "path": "value.txt"}],
+        },
+    } in volumes
+    secrets = [
+        o
+        for o in expanded[stack][0].kubernetes_objects()
+        if o["kind"] == "Secret" and o["metadata"]["name"] == SIGNING_KEY_SECRET
+    ]
+    assert [s["metadata"]["namespace"] for s in secrets] == [kiali.release.namespace]
+    assert secrets[0]["type"] == "Opaque"
+    assert secrets[0]["stringData"] == SECRET_PLACEHOLDER  # the whole map is a secret input
+
+    # Handed the key itself (the former values), the chart writes it into the ConfigMap.
+    leaked_values = json.loads(json.dumps(kiali.values))
+    leaked_values["login_token"]["signing_key"] = SECRET_PLACEHOLDER
+    leaked = _rerender(kiali, helm, leaked_values)
+    (stand_in,) = leaked.secret_stand_ins
+    assert len(stand_in) == 32
+    leaks = checks.secret_leaks([], [leaked])
+    assert leaks == [
+        f"ConfigMap {kiali.release.namespace}/kiali (v1) of release kiali contains secret "
+        "value login_token.signing_key of release kiali"
+    ]
+
+
+def test_secret_check_sees_base64_and_program_placeholders() -> None:
+    stand_in = "s" * 32
+    chart = charts.ChartObjects(
+        charts.Release("r", "c", "1", "", "ns", {}),
+        "c-1",
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "ok", "namespace": "ns"},
+                "data": {"k": base64.b64encode(stand_in.encode()).decode()},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "bad", "namespace": "ns"},
+                "binaryData": {"k": base64.b64encode(stand_in.encode()).decode()},
+            },
+        ],
+        {},
+        {stand_in: "password"},
+    )
+    program = [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "p", "namespace": "ns"},
+            "data": {"x": SECRET_PLACEHOLDER},
+        }
+    ]
+    assert checks.secret_leaks(program, [chart]) == [
+        "ConfigMap ns/p (v1) of the program contains a secret of the program",
+        "ConfigMap ns/bad (v1) of release r contains secret value password of release r (base64)",
+    ]
+
+
+def _base(expanded: Expanded) -> charts.ChartObjects:
+    return _release(expanded, STACKS[0], "istio-base")
+
+
+def _validator(chart: charts.ChartObjects) -> dict[str, Any]:
+    (webhook,) = [
+        o
+        for o in _objects(chart, "ValidatingWebhookConfiguration")
+        if o["metadata"]["name"] == "istiod-default-validator"
+    ]
+    return webhook
+
+
+def test_default_revision_validation_webhook_fails_closed(expanded: Expanded, helm: Path) -> None:
+    """Run-time consequence: with `failurePolicy: Ignore`, whenever istiod is unreachable
+    the API server admits Istio config nobody validated, and a broken VirtualService or
+    AuthorizationPolicy goes live. Chart v4 renders as a fresh install on every
+    `pulumi up`, so the chart's Ignore would come back each time."""
+    base = _base(expanded)
+    assert {w["failurePolicy"] for w in _validator(base)["webhooks"]} == {"Fail"}
+    without = {**base.values, "base": {}}
+    assert {w["failurePolicy"] for w in _validator(_rerender(base, helm, without))["webhooks"]} == {
+        "Ignore"
+    }
+
+
+def test_loadtester_has_limits_the_policy_pack_requires(expanded: Expanded, helm: Path) -> None:
+    """Run-time consequence: without limits a load test (`hey`, `ghz`) can take a node's
+    CPU and memory; the policy pack's container-resources rule rejects such a Deployment
+    at `pulumi preview`."""
+
+    stack = next(
+        s for s in STACKS if any(c.release.name == "flagger-loadtester" for c in expanded[s][1])
+    )
+    render, expansion = expanded[stack]
+    loadtester = _release(expanded, stack, "flagger-loadtester")
+    (deployment,) = _objects(loadtester, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == LOADTESTER_RESOURCES
+
+    chart_default = {k: v for k, v in loadtester.values.items() if k != "resources"}
+    unlimited = _rerender(loadtester, helm, chart_default)
+    others = [c for c in expansion if c.release.name != "flagger-loadtester"]
+    report = checks.policy_report(render, [*others, unlimited])
+    assert [(v.policy, v.message.split(": ")[-1]) for v in report.violations] == [
+        ("container-resources", "missing resources.limits.cpu, resources.limits.memory")
+    ]
+
+
+# --- bad input ----------------------------------------------------------------------------
+
+
+def test_a_missing_chart_folder_stops_the_expansion_naming_release_and_chart(
+    tmp_path: Path, helm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(charts.ENV_VAR, str(tmp_path))
+    release = {
+        "name": "kiali",
+        "chart": "kiali-server",
+        "version": "2.29.0",
+        "repository": KIALI_SERVER.repository,
+        "namespace": "observability",
+        "values": {},
+    }
+    with pytest.raises(charts.ChartError) as caught:
+        charts.expand([release], helm=helm)
+    message = str(caught.value)
+    assert message.startswith("release kiali (chart kiali-server 2.29.0): chart directory ")
+    assert "does not exist" in message and "\n" not in message
+
+
+def test_a_chart_that_fails_to_render_stops_the_expansion(helm: Path) -> None:
+    release = {
+        "name": "kiali",
+        "chart": "kiali-server",
+        "version": "2.29.0",
+        "repository": KIALI_SERVER.repository,
+        "namespace": "observability",
+        "values": {"deployment": {"namespace": "elsewhere"}},
+    }
+    with pytest.raises(charts.ChartError) as caught:
+        charts.expand([release], helm=helm)
+    message = str(caught.value)
+    assert message.startswith("release kiali (chart kiali-server 2.29.0): ")
+    assert "must match the Helm release namespace" in message and "\n" not in message
+
+
+def test_render_writes_nothing_when_a_chart_cannot_be_expanded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(charts.ENV_VAR, str(tmp_path / "no-charts"))
+    out = tmp_path / "out"
+    assert render_tool.main([STACKS[0], "--out", str(out)]) == 2
+    assert not out.exists()
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"render {STACKS[0]}: release ")
+    assert "(chart " in error and "does not exist" in error
+
+
+def test_a_helm_of_another_version_stops_the_render_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = tmp_path / "helm"
+    fake.write_text("#!/bin/sh\necho v3.18.0\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv(install_helm.ENV_VAR, str(fake))
+    out = tmp_path / "out"
+    assert render_tool.main([STACKS[0], "--out", str(out)]) == 2
+    assert not out.exists()
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert error.startswith(f"render {STACKS[0]}: release ")
+    assert "is Helm v3.18.0, the render needs v3.20." in error
+
+
+def test_stand_ins_have_the_shape_and_are_stable_and_distinct() -> None:
+    values = {
+        "login_token": {"signing_key": SECRET_PLACEHOLDER},
+        "a": [UNKNOWN_PLACEHOLDER, UNKNOWN_PLACEHOLDER],
+        "b": "plain",
+    }
+    replaced, secrets = charts.with_stand_ins("kiali", values)
+    key = replaced["login_token"]["signing_key"]
+    assert len(key) == 32 and key.isalnum() and key.islower()
+    assert secrets == {key: "login_token.signing_key"}
+    first, second = replaced["a"]
+    assert first != second and first.isalnum() and len(first) == 24
+    assert replaced["b"] == "plain"
+    assert charts.with_stand_ins("kiali", values) == (replaced, secrets)
+    assert charts.with_stand_ins("other", values)[0] != replaced
