@@ -92,7 +92,7 @@ def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> 
 
 
 def gateways(settings: IstioSettings) -> tuple[GatewaySpec, ...]:
-    """The gateways this region installs, in install order."""
+    """The gateways this region installs (all after istiod, none after another)."""
     return (
         INGRESS,
         *((EGRESS,) if settings.egress_gateway else ()),
