@@ -202,6 +202,23 @@ def test_ingress_only_with_a_host() -> None:
     }
 
 
+def test_a_jaeger_config_change_rolls_the_pod_out() -> None:
+    # Chart 4.11.1 mounts `user-config` with subPath: a running pod never sees a new
+    # ConfigMap. Only a changed pod template restarts Jaeger, so the template must change
+    # exactly when the collector config does.
+    def template_labels(**jaeger: Any) -> dict[str, str]:
+        labels: dict[str, str] = j.jaeger_values(jaeger_settings(**jaeger))["jaeger"]["podLabels"]
+        return labels
+
+    base = template_labels()
+    assert template_labels(storage={"retention": "168h"}) != base
+    assert template_labels(storage={"type": "memory"}) != base
+    # Settings outside the config file (the pod's own resources) leave the label alone.
+    assert template_labels(resources={"cpuRequest": "500m"}) == base
+    assert all(len(value) <= 63 for value in base.values()), "a label value fits 63 characters"
+    assert set(base) == {j.CONFIG_HASH_LABEL}
+
+
 @pytest.mark.parametrize(
     "jaeger",
     [

@@ -7,6 +7,8 @@ fullname helper (`jaeger_fullname`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Final
 
 from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT
@@ -41,6 +43,13 @@ METRICS_PORT: Final = 8888
 """Jaeger's own Prometheus metrics; the chart annotates the pod for scraping on it."""
 
 CREDENTIAL_ENV: Final = ("ES_USERNAME", "ES_PASSWORD")
+
+CONFIG_HASH_LABEL: Final = "checksum/user-config"
+
+"""Pod-template label carrying the hash of `userconfig`. Chart 4.11.1 mounts the ConfigMap
+with `subPath` (never refreshed in a running pod) and has no checksum and no pod-annotation
+value, only `jaeger.podLabels`: the label changes the pod template whenever the config
+does, so the Deployment rolls out the new config."""
 
 
 def jaeger_fullname(release: str, name_override: str = "", fullname_override: str = "") -> str:
@@ -139,6 +148,12 @@ def user_config(settings: JaegerSettings) -> dict[str, Any]:
     }
 
 
+def config_hash(config: dict[str, Any]) -> str:
+    """A label-sized (32 hex characters) hash of the collector config's content."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 def pod_labels(release: str = RELEASE) -> dict[str, str]:
     """Selector labels of the chart's pod (`jaeger.selectorLabels`)."""
     return {"app.kubernetes.io/name": CHART_NAME, "app.kubernetes.io/instance": release}
@@ -151,8 +166,10 @@ def badger_claim_name(release: str = RELEASE) -> str:
 
 def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str, Any]:
     """Values of the jaeger chart 4.x for these settings."""
+    config = user_config(settings)
     jaeger: dict[str, Any] = {
         "replicas": settings.replicas,
+        "podLabels": {CONFIG_HASH_LABEL: config_hash(config)},
         "resources": settings.resources.as_kubernetes(),
         # Jaeger never calls the Kubernetes API; its sidecar has its own projected token.
         "serviceAccount": {"automountServiceAccountToken": False},
@@ -187,7 +204,7 @@ def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str,
             "hosts": [settings.ingress_host],
             "pathType": "Prefix",
         }
-    return {"userconfig": user_config(settings), "jaeger": jaeger}
+    return {"userconfig": config, "jaeger": jaeger}
 
 
 def badger_claim_spec(settings: JaegerSettings) -> dict[str, Any]:
