@@ -3,7 +3,8 @@
 Install order is `base` (CRDs) → `istiod` → the ingress, egress and east-west gateways in
 parallel: gateway pods start with the placeholder image `auto` and get their proxy image
 from istiod's injection webhook, so each gateway waits for istiod (istio/istio#35789), but
-no gateway needs another one, and chaining them would only lengthen every first deploy. Charts are installed with Chart v4; `components.helm` says why.
+no gateway needs another one, and chaining them would only lengthen every first deploy.
+Charts are installed with Chart v4; `components.helm` says why.
 
 Other components receive the `IstioMesh` object: `custom_resource_options()` gives the
 dependency every Istio custom resource needs, so nobody writes a hand-made `depends_on`.
