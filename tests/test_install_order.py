@@ -50,7 +50,11 @@ def longest_chain(resources: Sequence[Mapping[str, Any]]) -> list[str]:
                     longest = candidate
         return (*longest, str(by_urn[urn]["name"]))
 
-    return list(max((chain(u) for u in by_urn if not _is_component(by_urn[u])), key=len))
+    longest: tuple[str, ...] = ()
+    for urn, resource in by_urn.items():
+        if not _is_component(resource) and len(chain(urn)) > len(longest):
+            longest = chain(urn)
+    return list(longest)
 
 
 def test_longest_chain_follows_component_dependencies() -> None:
