@@ -44,6 +44,10 @@ METRICS_PORT: Final = 8888
 
 CREDENTIAL_ENV: Final = ("ES_USERNAME", "ES_PASSWORD")
 
+NGINX: Final = "nginx.ingress.kubernetes.io"
+
+"""Annotation prefix of ingress-nginx, whose auth annotations guard the UI Ingress."""
+
 CONFIG_HASH_LABEL: Final = "checksum/user-config"
 
 """Pod-template label carrying the hash of `userconfig`. Chart 4.11.1 mounts the ConfigMap
@@ -203,8 +207,28 @@ def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str,
             "ingressClassName": settings.ingress_class,
             "hosts": [settings.ingress_host],
             "pathType": "Prefix",
+            "annotations": ingress_auth_annotations(settings),
+            "tls": [{"hosts": [settings.ingress_host], "secretName": settings.ingress_tls_secret}],
         }
     return {"userconfig": config, "jaeger": jaeger}
+
+
+def ingress_auth_annotations(settings: JaegerSettings) -> dict[str, str]:
+    """ingress-nginx annotations that authenticate every request before it reaches the UI.
+
+    External authentication (`auth-url`, with `auth-signin` for browsers) or basic
+    authentication from an htpasswd Secret; the settings require exactly one of them.
+    """
+    if settings.ingress_basic_auth_secret:
+        return {
+            f"{NGINX}/auth-type": "basic",
+            f"{NGINX}/auth-secret": settings.ingress_basic_auth_secret,
+            f"{NGINX}/auth-realm": "Jaeger",
+        }
+    annotations = {f"{NGINX}/auth-url": settings.ingress_auth_url}
+    if settings.ingress_auth_signin:
+        annotations[f"{NGINX}/auth-signin"] = settings.ingress_auth_signin
+    return annotations
 
 
 def badger_claim_spec(settings: JaegerSettings) -> dict[str, Any]:
