@@ -295,12 +295,16 @@ class StackSettings(SettingsModel):
     cluster_local_hosts: tuple[ClusterLocalHost, ...] = Field(
         default=(),
         description=(
-            "Extra hosts kept in this region (`meshConfig.serviceSettings` clusterLocal), "
-            "e.g. `admin-service.revenue.svc.cluster.local` or `*.batch.svc.cluster.local`. "
-            "Default: none; the per-region infrastructure (the ratelimit service and Redis, "
-            "Flagger's loadtester) is always kept local, see `cluster_local_service_hosts`: "
-            "in a multi-primary mesh a Service with the same name in several regions is "
-            "otherwise one load-balanced service."
+            "Hosts whose callers only reach the endpoints in their own region "
+            "(`meshConfig.serviceSettings` clusterLocal), e.g. "
+            "`admin-service.revenue.svc.cluster.local` or `*.batch.svc.cluster.local`. "
+            "Mesh-wide: each istiod applies only its own list, to its own proxies, so a host "
+            "is kept local only where the calling region lists it; every stack file must "
+            "list the same hosts (a test compares them). Default: none. Each region adds its "
+            "own infrastructure (the ratelimit service and Redis, Flagger's loadtester), which "
+            "only its own proxies call, see `cluster_local_service_hosts`: in a multi-primary "
+            "mesh a Service with the same name in several regions is otherwise one "
+            "load-balanced service."
         ),
     )
     workload_namespaces: tuple[DnsLabel, ...] = Field(
