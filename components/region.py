@@ -17,6 +17,7 @@ from components.istio.component import IstioMesh
 from components.observability.hub import HubReference, hub_outputs
 from components.observability.jaeger import JaegerStack
 from components.observability.kiali import KialiRemoteAccess, KialiStack
+from components.observability.prometheus import PrometheusAccess
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
 from components.security.component import MeshSecurity
@@ -88,6 +89,8 @@ class RegionMesh(pulumi.ComponentResource):
             KialiRemoteAccess(
                 f"{name}-kiali-remote", obs_ns, chart_source=self.mesh.chart_source, opts=child
             )
+        # Flagger (every region) and Kiali (the hub) query Prometheus from meshed pods.
+        PrometheusAccess(f"{name}-prometheus", self.mesh, settings.prometheus_url, opts=child)
         self.observability_hub = hub_outputs(self.jaeger) if self.jaeger else None
         graph = ServiceGraph(settings.services)
         self.traffic = TrafficManagement(

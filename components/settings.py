@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.guardrails.settings import GuardrailSettings
 from components.istio.settings import IstioSettings
-from components.observability.settings import ObservabilitySettings
+from components.observability.settings import ObservabilitySettings, check_prometheus_url
 from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
 from components.security.rules import (
     check_allow_rules_can_match,
@@ -266,12 +266,16 @@ class StackSettings(SettingsModel):
             "its own."
         ),
     )
-    prometheus_url: str = Field(
+    prometheus_url: Annotated[str, AfterValidator(check_prometheus_url)] = Field(
         default="http://prometheus-operated.monitoring.svc.cluster.local:9090",
         pattern=r"^https?://[^\s/]+(:\d+)?(/\S*)?$",
         description=(
             "Prometheus that scrapes the mesh, read by Flagger's analysis and Kiali. Default: "
-            "the `prometheus-operated` Service the Prometheus Operator creates in `monitoring`."
+            "the `prometheus-operated` Service the Prometheus Operator creates in `monitoring`. "
+            "An in-cluster host must name its namespace (`<service>.<namespace>.svc[.cluster."
+            "local]`); the program then adds a mesh-wide DestinationRule that turns mTLS off "
+            "towards it, because Prometheus's sidecar does not intercept its port "
+            "(docs/observability.md)."
         ),
     )
     east_west_gateway: bool = Field(
@@ -294,12 +298,16 @@ class StackSettings(SettingsModel):
     cluster_local_hosts: tuple[ClusterLocalHost, ...] = Field(
         default=(),
         description=(
-            "Extra hosts kept in this region (`meshConfig.serviceSettings` clusterLocal), "
-            "e.g. `admin-service.revenue.svc.cluster.local` or `*.batch.svc.cluster.local`. "
-            "Default: none; the per-region infrastructure (the ratelimit service and Redis, "
-            "Flagger's loadtester) is always kept local, see `cluster_local_service_hosts`: "
-            "in a multi-primary mesh a Service with the same name in several regions is "
-            "otherwise one load-balanced service."
+            "Hosts whose callers only reach the endpoints in their own region "
+            "(`meshConfig.serviceSettings` clusterLocal), e.g. "
+            "`admin-service.revenue.svc.cluster.local` or `*.batch.svc.cluster.local`. "
+            "Mesh-wide: each istiod applies only its own list, to its own proxies, so a host "
+            "is kept local only where the calling region lists it; every stack file must "
+            "list the same hosts (a test compares them). Default: none. Each region adds its "
+            "own infrastructure (the ratelimit service and Redis, Flagger's loadtester), which "
+            "only its own proxies call, see `cluster_local_service_hosts`: in a multi-primary "
+            "mesh a Service with the same name in several regions is otherwise one "
+            "load-balanced service."
         ),
     )
     workload_namespaces: tuple[DnsLabel, ...] = Field(

@@ -1,9 +1,10 @@
 """IstioMesh: Istio's control plane and gateways for one region, installed with Helm.
 
-Install order is `base` (CRDs) → `istiod` → ingress gateway → egress gateway, each waiting
-for the previous one: gateway pods start with the placeholder image `auto` and get their
-proxy image from istiod's injection webhook, so istiod must be ready first
-(istio/istio#35789). Charts are installed with Chart v4; `components.helm` says why.
+Install order is `base` (CRDs) → `istiod` → the ingress, egress and east-west gateways in
+parallel: gateway pods start with the placeholder image `auto` and get their proxy image
+from istiod's injection webhook, so each gateway waits for istiod (istio/istio#35789), but
+no gateway needs another one, and chaining them would only lengthen every first deploy.
+Charts are installed with Chart v4; `components.helm` says why.
 
 Other components receive the `IstioMesh` object: `custom_resource_options()` gives the
 dependency every Istio custom resource needs, so nobody writes a hand-made `depends_on`.
@@ -134,9 +135,8 @@ class IstioMesh(pulumi.ComponentResource):
         """istiod's chart: exists only once the CRDs and the validation webhook do."""
 
         gateway_namespaces = {ISTIO_NAMESPACE: istio_ns}
-        # Gateway charts in install order: each waits for the one before.
+        # Each gateway waits for istiod only (module docstring): they install in parallel.
         gateways: list[k8s.helm.v4.Chart] = []
-        previous: pulumi.Resource = self.control_plane
         for gateway in values.gateways(settings):
             if gateway.namespace not in gateway_namespaces:
                 gateway_namespaces[gateway.namespace] = namespace(
@@ -150,10 +150,9 @@ class IstioMesh(pulumi.ComponentResource):
                 values=values.gateway_values(settings, gateway),
                 parent=self,
                 source=settings.chart_source,
-                depends_on=[previous],
+                depends_on=[self.control_plane],
             )
             gateways.append(chart)
-            previous = chart
             if gateway.network_gateway:
                 CustomResource(
                     f"{name}-cross-network-gateway",

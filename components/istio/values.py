@@ -92,7 +92,7 @@ def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> 
 
 
 def gateways(settings: IstioSettings) -> tuple[GatewaySpec, ...]:
-    """The gateways this region installs, in install order."""
+    """The gateways this region installs (all after istiod, none after another)."""
     return (
         INGRESS,
         *((EGRESS,) if settings.egress_gateway else ()),
@@ -230,10 +230,12 @@ def gateway_values(settings: IstioSettings, gateway: GatewaySpec) -> dict[str, A
         "service": {"type": gateway.service_type},
     }
     if gateway.network_gateway:
-        # The chart then exposes `networkGatewayPorts` (15443 and istiod's 15012/15017)
-        # and asks istiod for this network's view of the mesh.
+        # The chart then exposes `networkGatewayPorts` (15443 and istiod's 15012/15017),
+        # asks istiod for this network's view of the mesh, and labels the pods and the
+        # Service `topology.istio.io/network` itself (gateway chart deployment.yaml and
+        # service.yaml, `with .Values.networkGateway`): the same key in `labels` would be
+        # rendered twice, which strict YAML tools reject.
         values["networkGateway"] = settings.network
-        labels["topology.istio.io/network"] = settings.network
         if settings.east_west_gateway_service_annotations:
             values["service"]["annotations"] = dict(settings.east_west_gateway_service_annotations)
     if settings.revision:

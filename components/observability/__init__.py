@@ -1,7 +1,8 @@
 """observability area: traces, Telemetry and the mesh console.
 
 Owns Jaeger (`JaegerStack`, values in `jaeger_values`), Kiali (`KialiStack` on the hub,
-`KialiRemoteAccess` on a spoke, values in `kiali_values`), the mesh's Telemetry objects
+`KialiRemoteAccess` on a spoke, values in `kiali_values`), plaintext access of meshed
+clients to Prometheus (`PrometheusAccess`), the mesh's Telemetry objects
 (`MeshTelemetry`) and the hub/spoke link (`hub_outputs`, `HubReference`), all configured by
 `ObservabilitySettings`.
 """
@@ -9,6 +10,7 @@ Owns Jaeger (`JaegerStack`, values in `jaeger_values`), Kiali (`KialiStack` on t
 from components.observability.hub import HubReference, hub_outputs
 from components.observability.jaeger import JaegerStack
 from components.observability.kiali import KialiRemoteAccess, KialiStack
+from components.observability.prometheus import PrometheusAccess
 from components.observability.settings import ObservabilitySettings
 from components.observability.telemetry import MeshTelemetry
 
@@ -19,5 +21,6 @@ __all__ = [
     "KialiStack",
     "MeshTelemetry",
     "ObservabilitySettings",
+    "PrometheusAccess",
     "hub_outputs",
 ]

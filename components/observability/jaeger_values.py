@@ -7,6 +7,8 @@ fullname helper (`jaeger_fullname`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any, Final
 
 from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT
@@ -41,6 +43,17 @@ METRICS_PORT: Final = 8888
 """Jaeger's own Prometheus metrics; the chart annotates the pod for scraping on it."""
 
 CREDENTIAL_ENV: Final = ("ES_USERNAME", "ES_PASSWORD")
+
+NGINX: Final = "nginx.ingress.kubernetes.io"
+
+"""Annotation prefix of ingress-nginx, whose auth annotations guard the UI Ingress."""
+
+CONFIG_HASH_LABEL: Final = "checksum/user-config"
+
+"""Pod-template label carrying the hash of `userconfig`. Chart 4.11.1 mounts the ConfigMap
+with `subPath` (never refreshed in a running pod) and has no checksum and no pod-annotation
+value, only `jaeger.podLabels`: the label changes the pod template whenever the config
+does, so the Deployment rolls out the new config."""
 
 
 def jaeger_fullname(release: str, name_override: str = "", fullname_override: str = "") -> str:
@@ -139,6 +152,12 @@ def user_config(settings: JaegerSettings) -> dict[str, Any]:
     }
 
 
+def config_hash(config: dict[str, Any]) -> str:
+    """A label-sized (32 hex characters) hash of the collector config's content."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 def pod_labels(release: str = RELEASE) -> dict[str, str]:
     """Selector labels of the chart's pod (`jaeger.selectorLabels`)."""
     return {"app.kubernetes.io/name": CHART_NAME, "app.kubernetes.io/instance": release}
@@ -151,8 +170,10 @@ def badger_claim_name(release: str = RELEASE) -> str:
 
 def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str, Any]:
     """Values of the jaeger chart 4.x for these settings."""
+    config = user_config(settings)
     jaeger: dict[str, Any] = {
         "replicas": settings.replicas,
+        "podLabels": {CONFIG_HASH_LABEL: config_hash(config)},
         "resources": settings.resources.as_kubernetes(),
         # Jaeger never calls the Kubernetes API; its sidecar has its own projected token.
         "serviceAccount": {"automountServiceAccountToken": False},
@@ -186,8 +207,28 @@ def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str,
             "ingressClassName": settings.ingress_class,
             "hosts": [settings.ingress_host],
             "pathType": "Prefix",
+            "annotations": ingress_auth_annotations(settings),
+            "tls": [{"hosts": [settings.ingress_host], "secretName": settings.ingress_tls_secret}],
         }
-    return {"userconfig": user_config(settings), "jaeger": jaeger}
+    return {"userconfig": config, "jaeger": jaeger}
+
+
+def ingress_auth_annotations(settings: JaegerSettings) -> dict[str, str]:
+    """ingress-nginx annotations that authenticate every request before it reaches the UI.
+
+    External authentication (`auth-url`, with `auth-signin` for browsers) or basic
+    authentication from an htpasswd Secret; the settings require exactly one of them.
+    """
+    if settings.ingress_basic_auth_secret:
+        return {
+            f"{NGINX}/auth-type": "basic",
+            f"{NGINX}/auth-secret": settings.ingress_basic_auth_secret,
+            f"{NGINX}/auth-realm": "Jaeger",
+        }
+    annotations = {f"{NGINX}/auth-url": settings.ingress_auth_url}
+    if settings.ingress_auth_signin:
+        annotations[f"{NGINX}/auth-signin"] = settings.ingress_auth_signin
+    return annotations
 
 
 def badger_claim_spec(settings: JaegerSettings) -> dict[str, Any]:

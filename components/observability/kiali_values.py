@@ -100,7 +100,7 @@ def kiali_values(
     }
     server: dict[str, Any] = {"web_root": WEB_ROOT}
     if settings.ingress_host:
-        deployment["ingress"] = {"enabled": True, "class_name": settings.ingress_class}
+        deployment["ingress"] = {"enabled": True, "override_yaml": {"spec": ingress_spec(settings)}}
         server["web_fqdn"] = settings.ingress_host
         server["web_schema"] = "https"
     return {
@@ -118,6 +118,35 @@ def kiali_values(
             # chart re-renders: it finds them with Helm's `lookup` at render time.
             "autodetect_secrets": {"enabled": True, "label": MULTI_CLUSTER_LABEL},
         },
+    }
+
+
+def ingress_spec(settings: KialiSettings) -> dict[str, Any]:
+    """Spec of Kiali's Ingress: the chart's own rule (host, web root, Service port) plus TLS.
+
+    kiali-server 2.29 has no TLS value for its Ingress: only `override_yaml.spec`, which
+    replaces the whole spec, so the chart's rule is restated here. The chart still sets
+    its backend-protocol annotations (plain HTTP to port 20001).
+    """
+    return {
+        "ingressClassName": settings.ingress_class,
+        "rules": [
+            {
+                "host": settings.ingress_host,
+                "http": {
+                    "paths": [
+                        {
+                            "path": WEB_ROOT,
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {"name": RELEASE, "port": {"number": SERVER_PORT}}
+                            },
+                        }
+                    ]
+                },
+            }
+        ],
+        "tls": [{"hosts": [settings.ingress_host], "secretName": settings.ingress_tls_secret}],
     }
 
 

@@ -37,6 +37,56 @@ def _host(value: str) -> str:
 OptionalHost = Annotated[str, AfterValidator(_host)]
 """A DNS host name for an Ingress rule, or empty for "no Ingress"."""
 
+_URL_HOST: Final = re.compile(r"^https?://(?P<host>\[[^\]]+\]|[^\s/:]+)")
+_IN_CLUSTER_SERVICE: Final = re.compile(
+    r"^(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
+    r"(\.svc(\.cluster\.local)?)?$"
+)
+
+
+def prometheus_service_host(url: str) -> str | None:
+    """The in-cluster Service FQDN of a Prometheus URL, or None for a host outside the cluster.
+
+    `<service>.<namespace>`, `<service>.<namespace>.svc` and the full
+    `<service>.<namespace>.svc.cluster.local` all resolve to a Kubernetes Service through the
+    pod's DNS search path (the FQDN is what a DestinationRule host matches); longer names and
+    IP addresses are external hosts. A two-label external name would get an inert rule for a
+    Service that does not exist, which is harmless; a missed Service would fail every canary.
+    """
+    found = _URL_HOST.match(url)
+    host = found.group("host").lower() if found else ""
+    service = _IN_CLUSTER_SERVICE.match(host)
+    if service is None:
+        return None
+    return f"{service.group('service')}.{service.group('namespace')}.svc.cluster.local"
+
+
+def check_prometheus_url(url: str) -> str:
+    """`prometheusUrl` must say which namespace its Service is in.
+
+    Flagger and Kiali run in different namespaces, so a bare Service name would resolve to a
+    different (usually missing) Service for each; and the program must know the Service's
+    namespace to turn off mTLS towards it (`PrometheusAccess`).
+    """
+    found = _URL_HOST.match(url)
+    host = found.group("host") if found else ""
+    if host and "." not in host and not host.startswith("["):
+        raise ValueError(
+            f"host {host!r} must name the namespace (`<service>.<namespace>.svc.cluster.local`): "
+            "Flagger and Kiali resolve it from different namespaces"
+        )
+    return url
+
+
+def check_ingress_tls(ingress_host: str, tls_secret: str) -> None:
+    """A UI published through an Ingress is served over TLS only (logins, tokens, traces)."""
+    if ingress_host and not tls_secret:
+        raise RuleViolationError(
+            ("ingressTlsSecret",),
+            tls_secret,
+            "must name the TLS Secret for ingressHost; a UI Ingress is served over TLS only",
+        )
+
 
 class JaegerStorage(SettingsModel):
     """Where Jaeger keeps spans."""
@@ -127,12 +177,48 @@ class JaegerSettings(SettingsModel):
         description=(
             "Host of an Ingress to the query UI. Default: none, the UI stays in-cluster. "
             "Adds a PeerAuthentication that admits the (out-of-mesh) Ingress controller's "
-            "plaintext on port 16686 only. The Jaeger UI has no login of its own: put "
-            "authentication in front of it (e.g. the Ingress controller's auth annotations)."
+            "plaintext on port 16686 only. The Jaeger UI has no login of its own and shows "
+            "every traced URL and header, so an Ingress requires `ingressTlsSecret` and an "
+            "authentication setting (`ingressAuthUrl` or `ingressBasicAuthSecret`)."
         ),
     )
     ingress_class: DnsLabel = Field(
-        default="nginx", description="IngressClass of that Ingress. Default `nginx`."
+        default="nginx",
+        description=(
+            "IngressClass of that Ingress. Default `nginx`. The authentication settings are "
+            "ingress-nginx annotations: the class must be served by ingress-nginx."
+        ),
+    )
+    ingress_tls_secret: OptionalDnsLabel = Field(
+        default="",
+        description=(
+            "TLS Secret (`kubernetes.io/tls`, in the observability namespace) for the "
+            "Ingress host; required with `ingressHost`. Default: none."
+        ),
+    )
+    ingress_auth_url: OptionalUrl = Field(
+        default="",
+        description=(
+            "External authentication of the Ingress (`nginx.ingress.kubernetes.io/auth-url`, "
+            "e.g. oauth2-proxy's `/oauth2/auth`): every request is admitted only if this URL "
+            "answers 2xx. Default: none; with `ingressHost`, this or `ingressBasicAuthSecret` "
+            "is required."
+        ),
+    )
+    ingress_auth_signin: OptionalUrl = Field(
+        default="",
+        description=(
+            "Where the Ingress sends an unauthenticated browser (`auth-signin`, e.g. "
+            "oauth2-proxy's `/oauth2/start`); only with `ingressAuthUrl`. Default: none "
+            "(a 401)."
+        ),
+    )
+    ingress_basic_auth_secret: OptionalDnsLabel = Field(
+        default="",
+        description=(
+            "Secret with an htpasswd `auth` key for basic authentication of the Ingress "
+            "(`auth-type: basic`); the alternative to `ingressAuthUrl`. Default: none."
+        ),
     )
     resources: Resources = Field(
         default_factory=Resources,
@@ -140,6 +226,30 @@ class JaegerSettings(SettingsModel):
             "Jaeger container resources (quantities). Default 250m/512Mi requests, 2/2Gi limits."
         ),
     )
+
+    @model_validator(mode="after")
+    def _ingress_has_tls_and_authentication(self) -> JaegerSettings:
+        check_ingress_tls(self.ingress_host, self.ingress_tls_secret)
+        if self.ingress_auth_url and self.ingress_basic_auth_secret:
+            raise RuleViolationError(
+                ("ingressBasicAuthSecret",),
+                self.ingress_basic_auth_secret,
+                "must be empty when ingressAuthUrl is set; choose one authentication",
+            )
+        if self.ingress_auth_signin and not self.ingress_auth_url:
+            raise RuleViolationError(
+                ("ingressAuthSignin",),
+                self.ingress_auth_signin,
+                "needs ingressAuthUrl (the sign-in page only serves external authentication)",
+            )
+        if self.ingress_host and not (self.ingress_auth_url or self.ingress_basic_auth_secret):
+            raise RuleViolationError(
+                ("ingressAuthUrl",),
+                self.ingress_auth_url,
+                "must be set (or ingressBasicAuthSecret) when ingressHost is set: the Jaeger "
+                "UI has no login and shows every traced request",
+            )
+        return self
 
     @model_validator(mode="after")
     def _single_writer(self) -> JaegerSettings:
@@ -309,12 +419,21 @@ class KialiSettings(SettingsModel):
     ingress_host: OptionalHost = Field(
         default="",
         description=(
-            "Host of an Ingress to Kiali (`server.web_fqdn`). Default: none, in-cluster "
-            "only. Adds the same plaintext port exception as Jaeger's, for port 20001."
+            "Host of an Ingress to Kiali (`server.web_fqdn`, `web_schema: https`). Default: "
+            "none, in-cluster only. Requires `ingressTlsSecret`. Adds the same plaintext port "
+            "exception as Jaeger's, for port 20001."
         ),
     )
     ingress_class: DnsLabel = Field(
         default="nginx", description="IngressClass of that Ingress. Default `nginx`."
+    )
+    ingress_tls_secret: OptionalDnsLabel = Field(
+        default="",
+        description=(
+            "TLS Secret (`kubernetes.io/tls`, in the observability namespace) for the "
+            "Ingress host; required with `ingressHost`: Kiali builds its https links and the "
+            "OpenID redirect from `web_schema: https`. Default: none."
+        ),
     )
     tracing_external_url: OptionalUrl = Field(
         default="",
@@ -337,6 +456,7 @@ class KialiSettings(SettingsModel):
 
     @model_validator(mode="after")
     def _auth_rules(self) -> KialiSettings:
+        check_ingress_tls(self.ingress_host, self.ingress_tls_secret)
         if self.auth_strategy == "anonymous" and not self.allow_anonymous:
             raise RuleViolationError(
                 ("authStrategy",),

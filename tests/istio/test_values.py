@@ -111,7 +111,10 @@ def test_gateways_install_in_order_and_follow_settings() -> None:
 def test_east_west_gateway_carries_the_network() -> None:
     values = v.gateway_values(istio_settings(network="net-a"), v.EASTWEST)
     assert values["networkGateway"] == "net-a"
-    assert values["labels"]["topology.istio.io/network"] == "net-a"
+    # The chart labels pods and Service with `topology.istio.io/network` from
+    # `networkGateway` (deployment.yaml, service.yaml); setting it in `labels` as well
+    # renders the key twice in one mapping, which strict YAML decoders reject.
+    assert "topology.istio.io/network" not in values["labels"]
     assert values["labels"]["istio"] == "eastwestgateway"
     assert "annotations" not in values["service"]
     assert "networkGateway" not in v.gateway_values(istio_settings(), v.INGRESS)

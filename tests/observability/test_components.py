@@ -46,6 +46,17 @@ CREDENTIAL_LINE = re.compile(
     r"^\s*(- )?(password|signing_key|client_secret|token|api_token)\s*:\s*(?P<value>\S.*)$"
 )
 SPOKES = ("eu-west-1", "ap-southeast-1")
+JAEGER_INGRESS: dict[str, Any] = {
+    "ingressHost": "jaeger.example.com",
+    "ingressTlsSecret": "jaeger-tls",
+    "ingressAuthUrl": "https://auth.example.com/oauth2/auth",
+}
+"""A Jaeger UI Ingress with what it requires: TLS and authentication."""
+KIALI_INGRESS: dict[str, Any] = {
+    "ingressHost": "kiali.example.com",
+    "ingressTlsSecret": "kiali-tls",
+}
+"""A Kiali Ingress with the TLS it requires."""
 
 
 def jaeger_settings(**values: Any) -> JaegerSettings:
@@ -190,22 +201,66 @@ def test_opensearch_and_memory_backends() -> None:
 
 def test_ingress_only_with_a_host() -> None:
     assert "ingress" not in j.jaeger_values(jaeger_settings())["jaeger"]
-    ingress = j.jaeger_values(jaeger_settings(ingressHost="jaeger.example.com"))["jaeger"][
-        "ingress"
-    ]
+    ingress = j.jaeger_values(jaeger_settings(**JAEGER_INGRESS))["jaeger"]["ingress"]
     assert ingress == {
         "enabled": True,
         "ingressClassName": "nginx",
         "hosts": ["jaeger.example.com"],
         "pathType": "Prefix",
+        "annotations": {
+            "nginx.ingress.kubernetes.io/auth-url": "https://auth.example.com/oauth2/auth"
+        },
+        "tls": [{"hosts": ["jaeger.example.com"], "secretName": "jaeger-tls"}],
     }
+
+
+def test_jaeger_ui_ingress_serves_only_authenticated_requests_over_tls() -> None:
+    # ingress-nginx calls auth-url for every request and answers 401 (or redirects a browser
+    # to auth-signin) unless it says 2xx; basic auth checks the htpasswd Secret instead.
+    external = j.jaeger_values(
+        jaeger_settings(**JAEGER_INGRESS, ingressAuthSignin="https://auth.example.com/start")
+    )["jaeger"]["ingress"]
+    assert external["annotations"] == {
+        "nginx.ingress.kubernetes.io/auth-url": "https://auth.example.com/oauth2/auth",
+        "nginx.ingress.kubernetes.io/auth-signin": "https://auth.example.com/start",
+    }
+    basic = j.jaeger_values(
+        jaeger_settings(
+            ingressHost="jaeger.example.com",
+            ingressTlsSecret="jaeger-tls",
+            ingressBasicAuthSecret="jaeger-htpasswd",
+        )
+    )["jaeger"]["ingress"]
+    assert basic["annotations"] == {
+        "nginx.ingress.kubernetes.io/auth-type": "basic",
+        "nginx.ingress.kubernetes.io/auth-secret": "jaeger-htpasswd",
+        "nginx.ingress.kubernetes.io/auth-realm": "Jaeger",
+    }
+    assert basic["tls"] == [{"hosts": ["jaeger.example.com"], "secretName": "jaeger-tls"}]
+
+
+def test_a_jaeger_config_change_rolls_the_pod_out() -> None:
+    # Chart 4.11.1 mounts `user-config` with subPath: a running pod never sees a new
+    # ConfigMap. Only a changed pod template restarts Jaeger, so the template must change
+    # exactly when the collector config does.
+    def template_labels(**jaeger: Any) -> dict[str, str]:
+        labels: dict[str, str] = j.jaeger_values(jaeger_settings(**jaeger))["jaeger"]["podLabels"]
+        return labels
+
+    base = template_labels()
+    assert template_labels(storage={"retention": "168h"}) != base
+    assert template_labels(storage={"type": "memory"}) != base
+    # Settings outside the config file (the pod's own resources) leave the label alone.
+    assert template_labels(resources={"cpuRequest": "500m"}) == base
+    assert all(len(value) <= 63 for value in base.values()), "a label value fits 63 characters"
+    assert set(base) == {j.CONFIG_HASH_LABEL}
 
 
 @pytest.mark.parametrize(
     "jaeger",
     [
         {},
-        {"ingressHost": "jaeger.example.com", "storage": {"storageClass": "gp3"}},
+        {**JAEGER_INGRESS, "storage": {"storageClass": "gp3"}},
         {"storage": {"type": "memory"}},
         {
             "replicas": 3,
@@ -271,7 +326,7 @@ def test_kiali_openid_grafana_ingress_and_browser_links() -> None:
         authStrategy="openid",
         openidIssuerUri="https://sso.example.com/realms/p",
         openidClientId="kiali",
-        ingressHost="kiali.example.com",
+        **KIALI_INGRESS,
         grafanaInternalUrl="http://grafana.monitoring:3000",
         grafanaExternalUrl="https://grafana.example.com",
     )
@@ -280,7 +335,7 @@ def test_kiali_openid_grafana_ingress_and_browser_links() -> None:
         "strategy": "openid",
         "openid": {"issuer_uri": "https://sso.example.com/realms/p", "client_id": "kiali"},
     }
-    assert values["deployment"]["ingress"] == {"enabled": True, "class_name": "nginx"}
+    assert values["deployment"]["ingress"]["enabled"] is True
     assert values["server"]["web_fqdn"] == "kiali.example.com"
     assert values["external_services"]["grafana"] == {
         "enabled": True,
@@ -290,8 +345,23 @@ def test_kiali_openid_grafana_ingress_and_browser_links() -> None:
     assert values["external_services"]["tracing"]["external_url"] == "https://jaeger.example.com"
 
 
+def test_kiali_ingress_serves_https_as_its_web_schema_says() -> None:
+    # Kiali builds its links and the OpenID redirect from `web_schema: https`; the Ingress
+    # must then terminate TLS for that host, and still route /kiali to the Service port.
+    values = kiali_values(kiali_settings(**KIALI_INGRESS, ingressClass="public-nginx"))
+    assert values["server"]["web_schema"] == "https"
+    spec = values["deployment"]["ingress"]["override_yaml"]["spec"]
+    assert spec["tls"] == [{"hosts": ["kiali.example.com"], "secretName": "kiali-tls"}]
+    assert spec["ingressClassName"] == "public-nginx"
+    (rule,) = spec["rules"]
+    assert rule["host"] == values["server"]["web_fqdn"]
+    (path,) = rule["http"]["paths"]
+    assert path["path"] == values["server"]["web_root"]
+    assert path["backend"]["service"] == {"name": "kiali", "port": {"number": k.SERVER_PORT}}
+
+
 def test_tracing_browser_link_defaults_to_the_jaeger_ingress() -> None:
-    with_ingress = make_settings(observability={"jaeger": {"ingressHost": "jaeger.example.com"}})
+    with_ingress = make_settings(observability={"jaeger": JAEGER_INGRESS})
     assert k.tracing_external_url(with_ingress.observability) == "https://jaeger.example.com"
     assert k.tracing_external_url(make_settings().observability) == ""
     explicit = make_settings(observability={"kiali": {"tracingExternalUrl": "https://t.example"}})
@@ -307,7 +377,7 @@ def test_tracing_browser_link_defaults_to_the_jaeger_ingress() -> None:
             "authStrategy": "openid",
             "openidIssuerUri": "https://sso.example.com",
             "openidClientId": "kiali",
-            "ingressHost": "kiali.example.com",
+            **KIALI_INGRESS,
             "grafanaInternalUrl": "http://grafana:3000",
             "grafanaExternalUrl": "https://grafana.example.com",
         },
@@ -757,7 +827,7 @@ def test_jaeger_settings_either_scale_safely_or_fail_naming_replicas(
         storage["serverUrls"] = ["https://search:9200"]
     jaeger: dict[str, Any] = {"replicas": replicas, "storage": storage}
     if ingress:
-        jaeger["ingressHost"] = "jaeger.example.com"
+        jaeger.update(JAEGER_INGRESS)
     single_writer = storage_type in ("badger", "memory")
     if single_writer and replicas > 1:
         with pytest.raises(SettingsError) as caught:
@@ -776,8 +846,8 @@ def test_jaeger_settings_either_scale_safely_or_fail_naming_replicas(
 def test_ui_ingresses_get_a_plaintext_exception_for_their_port_only() -> None:
     settings = make_settings(
         observability={
-            "jaeger": {"ingressHost": "traces.example.com"},
-            "kiali": {"ingressHost": "kiali.example.com"},
+            "jaeger": {**JAEGER_INGRESS, "ingressHost": "traces.example.com"},
+            "kiali": KIALI_INGRESS,
         }
     )
     render = run_with_provider(lambda opts: RegionMesh("hub", settings, opts))

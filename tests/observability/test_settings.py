@@ -188,6 +188,51 @@ def test_ingress_host_must_be_a_dns_name() -> None:
     )
 
 
+def test_a_ui_ingress_without_tls_is_refused() -> None:
+    assert settings_error(
+        observability={
+            "jaeger": {"ingressHost": "j.example.com", "ingressAuthUrl": "https://a.example/x"}
+        }
+    ) == (
+        "meshstack:observability.jaeger.ingressTlsSecret is not set: must name the TLS Secret for "
+        "ingressHost; a UI Ingress is served over TLS only"
+    )
+    assert settings_error(observability={"kiali": {"ingressHost": "k.example.com"}}) == (
+        "meshstack:observability.kiali.ingressTlsSecret is not set: must name the TLS Secret for "
+        "ingressHost; a UI Ingress is served over TLS only"
+    )
+
+
+def test_a_jaeger_ingress_without_authentication_is_refused() -> None:
+    jaeger = {"ingressHost": "j.example.com", "ingressTlsSecret": "j-tls"}
+    assert settings_error(observability={"jaeger": jaeger}) == (
+        "meshstack:observability.jaeger.ingressAuthUrl is not set: must be set (or "
+        "ingressBasicAuthSecret) when ingressHost is set: the Jaeger UI has no login and "
+        "shows every traced request"
+    )
+
+
+def test_jaeger_ingress_takes_one_authentication() -> None:
+    jaeger = {
+        "ingressHost": "j.example.com",
+        "ingressTlsSecret": "j-tls",
+        "ingressAuthUrl": "https://a.example/x",
+        "ingressBasicAuthSecret": "htpasswd",
+    }
+    assert settings_error(observability={"jaeger": jaeger}) == (
+        'meshstack:observability.jaeger.ingressBasicAuthSecret = "htpasswd": must be empty '
+        "when ingressAuthUrl is set; choose one authentication"
+    )
+
+
+def test_jaeger_sign_in_page_needs_external_authentication() -> None:
+    jaeger = {"ingressAuthSignin": "https://a.example/start"}
+    assert settings_error(observability={"jaeger": jaeger}) == (
+        'meshstack:observability.jaeger.ingressAuthSignin = "https://a.example/start": needs '
+        "ingressAuthUrl (the sign-in page only serves external authentication)"
+    )
+
+
 def test_unknown_observability_key_is_a_typo() -> None:
     assert settings_error(observability={"samplingPercentage": 5}) == (
         "meshstack:observability.samplingPercentage is not a known setting; did you mean "
@@ -211,6 +256,8 @@ HUB_ALTERNATIVES = {
     "observability.jaeger.storage.indexPrefix",
     "observability.jaeger.storage.credentialsSecret",
     "observability.jaeger.storage.maxTraces",
+    # ...basic authentication, the alternative to the hub's external authentication...
+    "observability.jaeger.ingressBasicAuthSecret",
     # ...and the insecure, development-only non-defaults.
     "observability.kiali.allowAnonymous",
     "observability.kiali.viewOnlyMode",

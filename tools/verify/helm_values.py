@@ -148,6 +148,14 @@ class ChartReference:
     schema_closed_by_default: bool
 
 
+TEMPLATE_READ_KEYS: dict[str, frozenset[Path_]] = {
+    # jaeger 4.11.1 templates/jaeger/jaeger-deploy.yaml reads `.Values.jaeger.podLabels`
+    # (pod-template labels) although values.yaml neither sets nor documents it.
+    "jaeger": frozenset({("jaeger", "podLabels")}),
+}
+"""Keys a pinned chart's templates read that its values.yaml does not mention."""
+
+
 @lru_cache(maxsize=16)
 def load_chart(directory: Path, chart: str) -> ChartReference:
     """Read one chart's defaults, documented keys and schema."""
@@ -156,7 +164,7 @@ def load_chart(directory: Path, chart: str) -> ChartReference:
         raise ValueError(f"unknown chart {chart!r}: no {chart_dir / 'values.yaml'}")
     text = (chart_dir / "values.yaml").read_text(encoding="utf-8")
     defaults = yaml.safe_load(text) or {}
-    documented = documented_keys(text)
+    documented = documented_keys(text) | TEMPLATE_READ_KEYS.get(chart, frozenset())
     if _ISTIO_DEFAULTS_KEY in defaults:
         defaults = defaults[_ISTIO_DEFAULTS_KEY] or {}
         documented = frozenset(p[1:] for p in documented if p[:1] == (_ISTIO_DEFAULTS_KEY,))

@@ -1,0 +1,49 @@
+"""Cluster-local hosts are a mesh-wide property (`clusterLocalHosts`).
+
+`meshConfig.serviceSettings[].settings.clusterLocal` is read by each istiod from its own mesh
+config and only filters the endpoints that istiod sends to its own proxies (pilot
+`cluster_local.go`, `endpoint_builder.go`). A host listed in one region only is therefore
+kept local for that region's callers alone: the others still load-balance to it across
+regions. Every region's istiod must get the same list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from components.settings import StackSettings, load_settings
+from tests.conftest import STACKS
+from tools.render import Render, load_stack_config
+
+
+def _stack_settings(stack: str) -> StackSettings:
+    return load_settings(load_stack_config(stack)[0])
+
+
+def _istiod_cluster_local_hosts(render: Render) -> set[str]:
+    (istiod,) = [c for c in render.helm_charts() if c["chart"] == "istiod"]
+    service_settings: list[dict[str, Any]] = istiod["values"]["meshConfig"]["serviceSettings"]
+    return {
+        host
+        for entry in service_settings
+        if entry["settings"].get("clusterLocal")
+        for host in entry["hosts"]
+    }
+
+
+def test_every_stack_file_keeps_the_same_hosts_local() -> None:
+    declared = {stack: set(_stack_settings(stack).cluster_local_hosts) for stack in STACKS}
+    first = declared[STACKS[0]]
+    assert all(hosts == first for hosts in declared.values()), declared
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_regions_istiod_keeps_every_mesh_wide_host_local(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    # eu-west-1 traffic to a host another region lists as cluster-local stays in eu-west-1
+    # only if eu-west-1's own istiod has the host too.
+    mesh_wide = set().union(*(_stack_settings(s).cluster_local_hosts for s in STACKS))
+    assert mesh_wide <= _istiod_cluster_local_hosts(stack_renders[stack])
