@@ -362,6 +362,15 @@ def test_a_retiring_service_loses_its_canary_while_flagger_stays_to_revert_it() 
     assert "flagger" in charts, "Flagger runs the Canary's finalizer"
 
 
+def test_a_deleted_canary_keeps_its_primary_until_flagger_has_reverted_the_target() -> None:
+    # Foreground deletion (Pulumi's default) garbage-collects `-primary` while Flagger's
+    # finalizer is still scaling the target up; background waits for the finalizer.
+    [canary] = _objects(_render(PROGRESSIVE_TARGET), "Canary").values()
+    annotations = canary["metadata"]["annotations"]
+    assert annotations["pulumi.com/deletionPropagationPolicy"] == "background"
+    assert canary["spec"]["revertOnDeletion"] is True
+
+
 def test_a_routed_progressive_apex_host_gets_outlier_detection_for_locality_failover() -> None:
     render = _render(PROGRESSIVE_TARGET, CALLER, {**PROGRESSIVE_TARGET, "name": "ledger"})
     rules = _objects(render, "DestinationRule")

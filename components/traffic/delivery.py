@@ -156,6 +156,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                     "name": service.name,
                     "namespace": mesh.workload_namespace(service.namespace).metadata.name,
                     "labels": {**MANAGED_BY, "app": service.name},
+                    "annotations": dict(delivery_specs.CANARY_ANNOTATIONS),
                 },
                 spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
                 opts=canary_options,

@@ -88,6 +88,14 @@ def metric_template_spec(prometheus_url: str) -> dict[str, Any]:
     }
 
 
+CANARY_ANNOTATIONS: Final = {"pulumi.com/deletionPropagationPolicy": "background"}
+"""How Pulumi deletes a Canary. Its default, foreground, has the garbage collector delete the
+Canary's dependents (`-primary`, Flagger's Services and routes) while Flagger's finalizer is
+still scaling the target Deployment back up (`revertOnDeletion`): the service would have no
+pods in between. In the background the dependents go only once the finalizer has reverted
+everything and the Canary is gone; Pulumi still waits for the Canary itself."""
+
+
 def flagger_interval(duration: str) -> str:
     """A whole-second duration in Flagger's `^[0-9]+(m|s)` format, in minutes when exact."""
     seconds = duration_ms(duration) // 1000
