@@ -374,12 +374,12 @@ def test_a_deleted_canary_keeps_its_primary_until_flagger_has_reverted_the_targe
 def test_a_routed_progressive_apex_host_gets_outlier_detection_for_locality_failover() -> None:
     render = _render(PROGRESSIVE_TARGET, CALLER, {**PROGRESSIVE_TARGET, "name": "ledger"})
     rules = _objects(render, "DestinationRule")
-    apex = rules["bank", "pay"]["spec"]
+    apex = rules["bank", "pay-apex"]["spec"]
     assert apex["host"] == "pay.bank.svc.cluster.local"
     assert "outlierDetection" in apex["trafficPolicy"]
     assert apex["trafficPolicy"]["tls"] == {"mode": "ISTIO_MUTUAL"}
     assert "subsets" not in apex
-    assert ("bank", "ledger") not in rules, "no route targets ledger's apex host"
+    assert ("bank", "ledger-apex") not in rules, "no route targets ledger's apex host"
 
 
 def test_a_route_to_a_progressive_service_without_outlier_detection_is_rejected() -> None:

@@ -70,9 +70,7 @@ def test_a_progressive_service_and_flagger_in_some_stacks(
         assert {"flagger", "loadtester"} <= charts
         for key in objects(stack_renders[stack], "Canary"):
             assert key not in objects(stack_renders[stack], "VirtualService")
-            # Only the apex host's DestinationRule, for routes that target it directly.
-            rule = objects(stack_renders[stack], "DestinationRule").get(key)
-            assert rule is None or "subsets" not in rule["spec"]
+            assert key not in objects(stack_renders[stack], "DestinationRule")
     # market-data's app metrics port must reach Flagger's generated Services.
     canary = objects(stack_renders["us-east-1"], "Canary")["markets", "market-data"]
     assert canary["spec"]["service"]["portDiscovery"] is True
@@ -116,3 +114,22 @@ def test_every_stack_exports_ejection_detection_times(stack_renders: dict[str, R
             if s.traffic.policy.outlier_detection is None
         }
         assert {k for k, v in times.items() if v is None} == off, stack
+
+
+def test_progressive_hosts_that_routes_target_fail_over(stack_renders: dict[str, Render]) -> None:
+    # Istio applies locality failover only to a cluster with outlier detection, and the
+    # route reaches the apex host directly, not through Flagger's -primary/-canary rules.
+    checked = 0
+    for stack in STACKS:
+        services = load_stack_settings(stack).services
+        progressive = {f"{s.namespace}/{s.name}" for s in services if s.delivery == "progressive"}
+        rules = objects(stack_renders[stack], "DestinationRule")
+        for service in services:
+            for route in service.traffic.routes:
+                if route.backend in progressive:
+                    namespace, name = route.backend.split("/")
+                    spec = rules[namespace, f"{name}-apex"]["spec"]
+                    assert spec["host"] == f"{name}.{namespace}.svc.cluster.local"
+                    assert "outlierDetection" in spec["trafficPolicy"], (stack, route.backend)
+                    checked += 1
+    assert checked, "some stack routes an endpoint to a progressive service"

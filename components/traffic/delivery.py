@@ -138,7 +138,9 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                     api_version="networking.istio.io/v1",
                     kind="DestinationRule",
                     metadata={
-                        "name": service.name,
+                        # Not `<name>`: a static service's DestinationRule has that name, and
+                        # on a switch to progressive delivery both exist for one update.
+                        "name": f"{service.name}-apex",
                         "namespace": mesh.workload_namespace(service.namespace).metadata.name,
                         "labels": {**MANAGED_BY, "app": service.name},
                     },
