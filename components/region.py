@@ -44,7 +44,7 @@ class RegionMesh(pulumi.ComponentResource):
     observability_hub: pulumi.Output[dict[str, Any]] | None
     """The hub's tracing endpoints for spokes (`observabilityHub`); None on a spoke."""
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
-    """Worst-case outlier ejection detection time per service (docs/traffic.md)."""
+    """Time to eject a failing host per service (None: never; docs/traffic.md)."""
 
     def __init__(
         self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
@@ -103,6 +103,7 @@ class RegionMesh(pulumi.ComponentResource):
             injection_labels=self.mesh.injection_labels,
             prometheus_url=settings.prometheus_url,
             cluster_name=settings.effective_cluster_name,
+            injected_observability_namespace=self.jaeger.namespace if self.jaeger else None,
             opts=child,
         )
         self.security = MeshSecurity(

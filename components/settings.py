@@ -73,6 +73,19 @@ class ServiceVersion(SettingsModel):
         ),
     )
 
+    min_replicas: int = Field(
+        default=2,
+        ge=1,
+        description=(
+            "Fewest pods this version runs (the Deployment's or HPA's minimum). The program "
+            "does not scale it; the outlier detection rules read it: Envoy ejects a host only "
+            "while 100 x (ejected + 1) / hosts <= maxEjectionPercent, so a subset of 1 pod "
+            "needs maxEjectionPercent 100. For a progressive service: the Deployment's "
+            "minimum (Flagger's primary and canary each run it). Default 2, the fewest at "
+            "which the default 50% cap can eject."
+        ),
+    )
+
     @model_validator(mode="after")
     def _default_labels(self) -> ServiceVersion:
         if not self.labels:

@@ -107,7 +107,7 @@ def _rows() -> dict[str, list[str]]:
 def test_reference_rows_name_key_paths_types_and_defaults() -> None:
     rows = _rows()
     assert rows["region"][:2] == ["DNS label", "required"]
-    assert rows["services[].versions"][:1] == ["list of {name, labels}"]
+    assert rows["services[].versions"][:1] == ["list of {name, labels, minReplicas}"]
     assert rows["services[].delivery"][:2] == ["`static` \\| `progressive`", "`static`"]
     assert rows["services[].traffic.canary.weights[].subset"][:2] == ["DNS label", "required"]
     assert rows["services[].traffic.timeout"][:2] == ["duration (`250ms`, `1.5s`, `1m`)", "`10s`"]

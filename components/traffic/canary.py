@@ -10,7 +10,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.naming import MANAGED_BY
 from components.traffic import specs
-from components.traffic.policy import worst_ejection_seconds
+from components.traffic.policy import ejection_seconds
 
 if TYPE_CHECKING:
     # Types only: the root model imports this package, so importing it (or the mesh's
@@ -32,8 +32,8 @@ class CanaryRoute(pulumi.ComponentResource):
     """
 
     ejection_detection_seconds: pulumi.Output[float | None]
-    """Worst-case seconds from a host failing to its ejection (`policy.py`); None when
-    outlier detection is off."""
+    """Seconds from a host failing to its ejection (`policy.ejection_seconds`); None
+    ("never") when outlier detection is off or cannot eject."""
 
     def __init__(
         self,
@@ -76,8 +76,7 @@ class CanaryRoute(pulumi.ComponentResource):
             spec=specs.destination_rule_spec(service),
             opts=options,
         )
-        traffic = service.traffic
         self.ejection_detection_seconds = pulumi.Output.from_input(
-            worst_ejection_seconds(traffic.policy, traffic.subset_policies, outlier_request_gap)
+            ejection_seconds(service, outlier_request_gap)
         )
         self.register_outputs({"ejection_detection_seconds": self.ejection_detection_seconds})

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Final
 
 import pulumi
 
+from components.traffic import specs
 from components.traffic.canary import CanaryRoute
 from components.traffic.delivery import ProgressiveDelivery
 from components.traffic.gateway import IngressGateways
 from components.traffic.settings import TrafficSettings
-from components.traffic.sidecar import SidecarScopes
+from components.traffic.sidecar import SidecarScopes, SystemNamespace
 
 if TYPE_CHECKING:
     # Types only: the root model imports this package, so importing it (or the mesh's
@@ -31,7 +32,7 @@ class TrafficManagement(pulumi.ComponentResource):
     """Gateways, CanaryRoutes, Sidecars and progressive delivery for one region."""
 
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
-    """Worst-case ejection detection time per `<namespace>/<name>`, every service."""
+    """Ejection detection time (None: never) per `<namespace>/<name>`, every service."""
 
     def __init__(
         self,
@@ -45,11 +46,13 @@ class TrafficManagement(pulumi.ComponentResource):
         injection_labels: Mapping[str, str],
         prometheus_url: str,
         cluster_name: str,
+        injected_observability_namespace: pulumi.Output[str] | None = None,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`graph`: the stack's services and who calls whom; `namespaces`: every workload
-        namespace (one Sidecar each); the rest is passed on to `SidecarScopes` and
-        `ProgressiveDelivery`."""
+        namespace (one Sidecar each); `injected_observability_namespace`: the observability
+        namespace when this region runs meshed workloads in it (the hub), which gets a
+        Sidecar too; the rest is passed on to `SidecarScopes` and `ProgressiveDelivery`."""
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         gateways = IngressGateways(f"{name}-gateways", mesh, traffic.gateways, opts=child)
@@ -85,18 +88,43 @@ class TrafficManagement(pulumi.ComponentResource):
                 injection_labels=injection_labels,
                 prometheus_url=prometheus_url,
                 cluster_name=cluster_name,
+                route_targets={
+                    route.backend
+                    for s in services
+                    for route in s.traffic.routes
+                    if route.backend is not None
+                },
                 opts=child,
             )
             all_times = pulumi.Output.all(
                 all_times, self.delivery.ejection_detection_seconds
             ).apply(lambda parts: {**parts[0], **parts[1]})
         if traffic.sidecar_scoping:
+            prometheus = specs.in_cluster_host(prometheus_url)
+            reads_metrics = (prometheus,) if prometheus else ()
+            system: list[SystemNamespace] = []
+            if self.delivery is not None:
+                # Flagger queries Prometheus; the loadtester calls each `<name>-canary`.
+                canaries = tuple(
+                    specs.canary_host(s) for s in progressive if not s.traffic.progressive.retire
+                )
+                system.append(
+                    SystemNamespace("flagger", self.delivery.namespace, reads_metrics + canaries)
+                )
+            if injected_observability_namespace is not None:
+                # Kiali queries Prometheus; Jaeger and Kiali otherwise talk among themselves.
+                system.append(
+                    SystemNamespace(
+                        "observability", injected_observability_namespace, reads_metrics
+                    )
+                )
             SidecarScopes(
                 f"{name}-sidecars",
                 mesh,
                 namespaces,
                 graph=graph,
                 observability_namespace=observability_namespace,
+                system_namespaces=system,
                 opts=child,
             )
         self.ejection_detection_seconds = all_times.apply(lambda t: dict(sorted(t.items())))

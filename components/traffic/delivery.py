@@ -15,7 +15,7 @@ and no DISABLE DestinationRule is needed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,9 +25,9 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.helm import install_chart
 from components.kube import namespace
 from components.naming import MANAGED_BY
-from components.traffic import delivery_specs
+from components.traffic import delivery_specs, specs
 from components.traffic.gateway import IngressGateways
-from components.traffic.policy import worst_ejection_seconds
+from components.traffic.policy import ejection_seconds
 from components.traffic.settings import TrafficSettings
 from components.versions import FLAGGER, FLAGGER_LOADTESTER
 
@@ -50,14 +50,20 @@ class ProgressiveDelivery(pulumi.ComponentResource):
     """Flagger 1.44 (Istio provider) and its loadtester, and one Canary per service given.
 
     Children: the Flagger namespace (injected, retained), the two Helm charts (after istiod,
-    whose webhook injects their sidecars), and the Canaries (after Flagger's chart, which
-    ships the Canary CRD, and after istiod).
+    whose webhook injects their sidecars), the `grpc-success-rate` MetricTemplate when a
+    service is gRPC, the Canaries (after Flagger's chart, which ships the Canary CRD, and
+    after istiod), and a DestinationRule for the apex host of each service that another
+    service's endpoint route targets (`route_targets`). A service with
+    `progressive.retire` gets no Canary: Pulumi deletes it and Flagger reverts the
+    Deployment, while Flagger itself stays installed to run that finalizer.
     """
 
     loadtester_url: pulumi.Output[str]
     """URL Flagger's webhooks call."""
+    namespace: pulumi.Output[str]
+    """Flagger's namespace (injected), once created."""
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
-    """Worst-case ejection detection time per `<namespace>/<name>` (Canary trafficPolicy)."""
+    """Ejection detection time (None: never) per `<namespace>/<name>` (Canary trafficPolicy)."""
 
     def __init__(
         self,
@@ -70,11 +76,13 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         injection_labels: Mapping[str, str],
         prometheus_url: str,
         cluster_name: str,
+        route_targets: Collection[str] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`injection_labels`: the namespace labels that turn on injection for the mesh's
         control plane; `prometheus_url` and `cluster_name` are Flagger's metrics server and
-        the cluster name it reports."""
+        the cluster name it reports; `route_targets`: `<namespace>/<name>` of the services
+        other services' endpoint routes send to."""
         super().__init__(TOKEN, name, None, opts)
         ns = namespace(f"{name}-ns", traffic.flagger_namespace, injection_labels, parent=self)
         flagger = install_chart(
@@ -97,11 +105,51 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             source=mesh.chart_source,
             depends_on=[mesh.control_plane],
         )
+        active = [s for s in services if not s.traffic.progressive.retire]
+        templates: list[pulumi.Resource] = []
+        if any(s.protocol == "grpc" for s in active):
+            templates.append(
+                CustomResource(
+                    f"{name}-grpc-success-rate",
+                    api_version="flagger.app/v1beta1",
+                    kind="MetricTemplate",
+                    metadata={
+                        "name": delivery_specs.GRPC_SUCCESS_RATE,
+                        "namespace": ns.metadata.name,
+                        "labels": dict(MANAGED_BY),
+                    },
+                    spec=delivery_specs.metric_template_spec(prometheus_url),
+                    opts=pulumi.ResourceOptions.merge(
+                        mesh.custom_resource_options(self),
+                        pulumi.ResourceOptions(depends_on=[flagger]),
+                    ),
+                )
+            )
         canary_options = pulumi.ResourceOptions.merge(
             mesh.custom_resource_options(self),
-            pulumi.ResourceOptions(depends_on=[flagger, *gateways.resources.values()]),
+            pulumi.ResourceOptions(depends_on=[flagger, *templates, *gateways.resources.values()]),
         )
-        for service in services:
+        for service in active:
+            if f"{service.namespace}/{service.name}" in route_targets:
+                # Another VirtualService routes to the apex host directly (not through
+                # Flagger's VirtualService), and Flagger's DestinationRules cover only
+                # `-primary` and `-canary`: without this one the apex cluster has no outlier
+                # detection, so Istio applies no locality failover priority to it.
+                CustomResource(
+                    f"{name}-{service.namespace}-{service.name}-apex-dr",
+                    api_version="networking.istio.io/v1",
+                    kind="DestinationRule",
+                    metadata={
+                        # Not `<name>`: a static service's DestinationRule has that name, and
+                        # on a switch to progressive delivery both exist for one update.
+                        "name": f"{service.name}-apex",
+                        "namespace": mesh.workload_namespace(service.namespace).metadata.name,
+                        "labels": {**MANAGED_BY, "app": service.name},
+                    },
+                    spec=specs.apex_destination_rule_spec(service),
+                    opts=mesh.custom_resource_options(self),
+                )
+        for service in active:
             expose = service.traffic.expose
             refs = [gateways.reference(expose.gateway)] if expose else []
             CustomResource(
@@ -112,22 +160,23 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                     "name": service.name,
                     "namespace": mesh.workload_namespace(service.namespace).metadata.name,
                     "labels": {**MANAGED_BY, "app": service.name},
+                    "annotations": dict(delivery_specs.CANARY_ANNOTATIONS),
                 },
                 spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
                 opts=canary_options,
             )
-        self.loadtester_url = ns.metadata.name.apply(str).apply(delivery_specs.loadtester_url)
+        self.namespace = ns.metadata.name.apply(str)
+        self.loadtester_url = self.namespace.apply(delivery_specs.loadtester_url)
         self.ejection_detection_seconds = pulumi.Output.from_input(
             {
-                f"{s.namespace}/{s.name}": worst_ejection_seconds(
-                    s.traffic.policy, s.traffic.subset_policies, traffic.outlier_request_gap
-                )
-                for s in services
+                f"{s.namespace}/{s.name}": ejection_seconds(s, traffic.outlier_request_gap)
+                for s in active
             }
         )
         self.register_outputs(
             {
                 "loadtester_url": self.loadtester_url,
+                "namespace": self.namespace,
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )

@@ -9,6 +9,7 @@ Pulumi engine: `delivery.py` wraps them in resources.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -46,6 +47,63 @@ LOAD_TEST_TIMEOUT: Final = "5s"
 timeouts must stay well inside the analysis interval."""
 
 
+LOAD_TEST_WORKERS: Final = 2
+"""Concurrent workers of the HTTP load test (`hey -c`)."""
+
+GRPC_SERVER_FAILURES: Final = {
+    "UNKNOWN": 2,
+    "DEADLINE_EXCEEDED": 4,
+    "UNIMPLEMENTED": 12,
+    "INTERNAL": 13,
+    "UNAVAILABLE": 14,
+    "DATA_LOSS": 15,
+}
+"""gRPC status codes that mean the server failed (not the caller: NOT_FOUND,
+INVALID_ARGUMENT, PERMISSION_DENIED … are client errors). Istio reports them in the
+`grpc_response_status` label of `istio_requests_total`; the HTTP status of such a call is 200."""
+
+GRPC_SUCCESS_RATE: Final = "grpc-success-rate"
+"""MetricTemplate (in Flagger's namespace) that judges gRPC canaries."""
+
+
+def _selector(*extra: str) -> str:
+    # The labels Flagger's built-in Istio query uses: server-side reports of the target's
+    # workload (`{{ target }}` is a regex over the primary and canary workload names).
+    labels = [
+        'reporter="destination"',
+        'destination_workload_namespace="{{ namespace }}"',
+        'destination_workload=~"{{ target }}"',
+        *extra,
+    ]
+    return "istio_requests_total{" + ", ".join(labels) + "}[{{ interval }}]"
+
+
+def grpc_success_rate_query() -> str:
+    """Percent of the canary's requests that did not fail server-side, in Flagger's template
+    syntax: Flagger's built-in `request-success-rate` with the gRPC server-failure codes
+    also counted as failures (a failing gRPC call is HTTP 200, which the built-in counts as
+    a success). HTTP 5xx without a gRPC status (e.g. Envoy's own 503) still counts."""
+    failures = "|".join(str(code) for code in GRPC_SERVER_FAILURES.values())
+    ok = _selector('response_code!~"5.*"', f'grpc_response_status!~"{failures}"')
+    return f"sum(rate({ok})) / sum(rate({_selector()})) * 100"
+
+
+def metric_template_spec(prometheus_url: str) -> dict[str, Any]:
+    """`flagger.app/v1beta1` MetricTemplate `grpc-success-rate`."""
+    return {
+        "provider": {"type": "prometheus", "address": prometheus_url},
+        "query": grpc_success_rate_query(),
+    }
+
+
+CANARY_ANNOTATIONS: Final = {"pulumi.com/deletionPropagationPolicy": "background"}
+"""How Pulumi deletes a Canary. Its default, foreground, has the garbage collector delete the
+Canary's dependents (`-primary`, Flagger's Services and routes) while Flagger's finalizer is
+still scaling the target Deployment back up (`revertOnDeletion`): the service would have no
+pods in between. In the background the dependents go only once the finalizer has reverted
+everything and the Canary is gone; Pulumi still waits for the Canary itself."""
+
+
 def flagger_interval(duration: str) -> str:
     """A whole-second duration in Flagger's `^[0-9]+(m|s)` format, in minutes when exact."""
     seconds = duration_ms(duration) // 1000
@@ -76,13 +134,22 @@ def load_test_command(service: MeshService) -> str:
     duration = flagger_interval(progressive.interval)
     qps = progressive.load_test_qps
     if service.protocol == "grpc":
-        # The loadtester image ships the health proto: without it ghz needs server
-        # reflection, which services need not enable.
+        # ghz's `-q` is the total rate over all workers. The loadtester image ships the
+        # health proto: without it ghz needs server reflection, which services need not enable.
         return (
             f"ghz -z {duration} -q {qps} -c 2 --insecure --proto={GHZ_HEALTH_PROTO} "
             f"--call grpc.health.v1.Health/Check {_canary_address(service)}"
         )
-    return f"hey -z {duration} -q {qps} -c 2 http://{_canary_address(service)}/"
+    workers, per_worker = hey_rate(qps)
+    return f"hey -z {duration} -q {per_worker} -c {workers} http://{_canary_address(service)}/"
+
+
+def hey_rate(qps: int) -> tuple[int, int]:
+    """`(c, q)` for hey so that the total rate `c x q` is exactly `qps`: hey's `-q` limits
+    each of its `-c` workers, so `-q qps -c 2` would send twice the load. Two workers when
+    the rate splits evenly, one otherwise."""
+    workers = LOAD_TEST_WORKERS if qps % LOAD_TEST_WORKERS == 0 else 1
+    return workers, math.ceil(qps / workers)
 
 
 def canary_service_spec(service: MeshService, gateway_refs: Sequence[str]) -> dict[str, Any]:
@@ -123,7 +190,16 @@ def canary_spec(
     """
     progressive = service.traffic.progressive
     interval = flagger_interval(progressive.interval)
+    window = flagger_interval(progressive.metrics_interval)
     url = loadtester_url(loadtester_namespace)
+    success: dict[str, Any] = {"name": "request-success-rate"}
+    if service.protocol == "grpc":
+        # Flagger's built-in counts `response_code!~"5.*"`, and a failed gRPC call is HTTP
+        # 200: the template also counts the server-side gRPC failure codes.
+        success = {
+            "name": GRPC_SUCCESS_RATE,
+            "templateRef": {"name": GRPC_SUCCESS_RATE, "namespace": loadtester_namespace},
+        }
     analysis: dict[str, Any] = {
         "interval": interval,
         "threshold": progressive.threshold,
@@ -131,14 +207,14 @@ def canary_spec(
         "stepWeight": progressive.step_weight,
         "metrics": [
             {
-                "name": "request-success-rate",
+                **success,
                 "thresholdRange": {"min": progressive.success_rate_min},
-                "interval": interval,
+                "interval": window,
             },
             {
                 "name": "request-duration",
                 "thresholdRange": {"max": progressive.duration_max_ms},
-                "interval": interval,
+                "interval": window,
             },
         ],
         "webhooks": [
@@ -164,6 +240,11 @@ def canary_spec(
         analysis["sessionAffinity"] = {"cookieName": progressive.session_affinity_cookie}
     spec: dict[str, Any] = {
         "provider": "istio",
+        # Deleting the Canary (`pulumi destroy`, or retiring progressive delivery) then
+        # scales the target Deployment back up and points the apex Service and the routes
+        # at it before Kubernetes garbage-collects `-primary`; without it the target stays
+        # at 0 replicas and the service has no pods.
+        "revertOnDeletion": True,
         "targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": service.name},
         "service": canary_service_spec(service, gateway_refs),
         "analysis": analysis,

@@ -2,8 +2,10 @@
 
 Models of a policy (load balancer, connection pool, outlier detection), the merge Istio
 does of a subset policy over the service-wide one (`merged_subset_policy`), the policies
-Envoy ends up with (`effective_policies`) and the worst-case ejection detection time of an
-outlier detection (`ejection_detection_ms`, formula in docs/traffic.md). Pure: used by the
+Envoy ends up with (`effective_policies`), the clusters traffic reaches with their outlier
+detection and fewest hosts (`ejection_clusters`), whether Envoy can eject from them at all
+(`can_eject`) and the time to the first ejection (`ejection_detection_ms`, formula in
+docs/traffic.md). Pure: used by the
 settings rules (`rules.py`), the spec builders and the components' outputs.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, NamedTuple, TypeVar
 
 from pydantic import Field, model_validator
 
@@ -22,6 +24,11 @@ from components.settings_types import (
     SettingsModel,
     duration_ms,
 )
+
+if TYPE_CHECKING:
+    # Types only: the root model imports this package, so importing it at runtime would
+    # be a cycle.
+    from components.settings import MeshService
 
 
 class CookieSettings(SettingsModel):
@@ -153,17 +160,29 @@ class TrafficPolicySettings(SettingsModel):
     )
 
 
-def ejection_detection_ms(outlier: OutlierDetectionSettings, request_gap: str) -> int:
-    """Worst-case time from a host starting to fail to its ejection, in milliseconds.
+def can_eject(max_ejection_percent: int, hosts: int) -> bool:
+    """Whether Envoy can eject a host from a cluster of `hosts` hosts at all.
 
-    `N x request_gap + interval`, where N is the larger configured consecutive-error
-    count and `request_gap` the longest assumed gap between two requests the failing host
-    receives. Envoy ejects inline, on the N-th consecutive error, but not while
-    `maxEjectionPercent` hosts are already ejected; room is only made by the sweep that
-    runs every `interval` and returns hosts to service. So N errors take up to
-    N x request_gap to arrive, plus up to one interval of sweep granularity.
+    Envoy ejects only while `100 x (ejected + 1) / hosts <= max_ejection_percent`, and
+    Istio never sets `always_eject_one_host`, so the first ejection needs
+    `100 <= max_ejection_percent x hosts` (at 50% a 1-pod subset never ejects; at 30% a
+    subset needs 4 pods).
     """
-    return outlier.errors_needed * duration_ms(request_gap) + duration_ms(outlier.interval)
+    return max_ejection_percent * hosts >= 100
+
+
+def ejection_detection_ms(outlier: OutlierDetectionSettings, request_gap: str) -> int:
+    """Time from a host starting to fail to its ejection, in milliseconds, while the
+    `maxEjectionPercent` cap leaves room: `N x request_gap`.
+
+    Envoy ejects inline on the N-th consecutive error (N: the larger configured
+    consecutive-error count), not at the `interval` sweep, and those errors arrive no
+    faster than the host gets requests (`request_gap`: the assumed longest gap between
+    two). When the cap is reached, the refused ejection resets the counter and room is
+    only made when an ejected host returns at a sweep, so a saturated cluster takes at
+    least `baseEjectionTime + interval + N x request_gap` (docs/traffic.md).
+    """
+    return outlier.errors_needed * duration_ms(request_gap)
 
 
 M = TypeVar("M", ConnectionPoolSettings, OutlierDetectionSettings)
@@ -217,18 +236,80 @@ def effective_policies(
     ]
 
 
-def worst_ejection_seconds(
+ALL_PODS: Final = "all pods"
+"""Cluster of the service host without a subset."""
+
+
+class EjectionCluster(NamedTuple):
+    """One Envoy cluster with its own outlier detector, as the settings describe it."""
+
+    name: str
+    """Subset name, Flagger host, or `ALL_PODS`."""
+    path: tuple[str, ...]
+    """Key path (under a service's `traffic`) of the policy that applies to it."""
+    outlier: OutlierDetectionSettings | None
+    hosts: int
+    """Fewest hosts it has (`versions[].minReplicas`)."""
+
+
+def routed_clusters(service: MeshService) -> dict[str, int]:
+    """The Envoy clusters the service's traffic goes to, with the fewest hosts each has.
+
+    Each DestinationRule subset and each Flagger host is its own cluster with its own
+    outlier detector. Static: the whole service (other services' routes and a service
+    without canary send there) and every subset the canary sends live or mirrored traffic
+    to. Progressive: Flagger's `-primary` and `-canary`, each running the Deployment's
+    minimum.
+    """
+    replicas = {v.name: v.min_replicas for v in service.versions}
+    if service.delivery == "progressive":
+        fewest = min(replicas.values())
+        return {f"{service.name}-primary": fewest, f"{service.name}-canary": fewest}
+    clusters = {ALL_PODS: sum(replicas.values())}
+    canary = service.traffic.canary
+    if canary is not None:
+        subsets = [w.subset for w in canary.weights if w.weight]
+        if canary.match is not None:
+            subsets.append(canary.stable or service.versions[0].name)
+        if canary.mirror is not None:
+            subsets.append(canary.mirror.subset)
+        clusters.update({s: replicas[s] for s in subsets if s in replicas})
+    return clusters
+
+
+def ejection_clusters(
     policy: TrafficPolicySettings,
     subset_policies: Mapping[str, TrafficPolicySettings],
-    request_gap: str,
-) -> float | None:
-    """Slowest worst-case ejection detection over a service's effective policies, in seconds.
+    clusters: Mapping[str, int],
+) -> list[EjectionCluster]:
+    """Each routed cluster with the outlier detection Envoy gets for it: the subset's own
+    (merged over the service-wide one) when it sets one, else the service-wide one."""
+    result = []
+    for name, hosts in clusters.items():
+        subset = subset_policies.get(name)
+        if subset is not None and "outlier_detection" in subset.model_fields_set:
+            merged = merged_subset_policy(policy, subset)
+            path: tuple[str, ...] = ("subsetPolicies", name)
+            result.append(EjectionCluster(name, path, merged.outlier_detection, hosts))
+        else:
+            result.append(EjectionCluster(name, ("policy",), policy.outlier_detection, hosts))
+    return result
 
-    None when outlier detection is off: such a service never ejects a failing host.
+
+def ejection_seconds(service: MeshService, request_gap: str) -> float | None:
+    """Slowest time to the first ejection of a failing host over the service's routed
+    clusters, in seconds (`ejection_detection_ms`).
+
+    None ("never") when outlier detection is off, or when the cap keeps some routed
+    cluster from ever ejecting (the settings reject that, `rules.py`).
     """
-    times = [
-        ejection_detection_ms(effective.outlier_detection, request_gap)
-        for _, effective in effective_policies(policy, subset_policies)
-        if effective.outlier_detection is not None
-    ]
+    traffic = service.traffic
+    clusters = ejection_clusters(traffic.policy, traffic.subset_policies, routed_clusters(service))
+    times = []
+    for cluster in clusters:
+        if cluster.outlier is None:
+            continue
+        if not can_eject(cluster.outlier.max_ejection_percent, cluster.hosts):
+            return None
+        times.append(ejection_detection_ms(cluster.outlier, request_gap))
     return float(Decimal(max(times)) / 1000) if times else None

@@ -10,6 +10,7 @@ the one reported.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -19,9 +20,12 @@ from pydantic import ValidationError
 from components.settings_types import RuleViolationError, duration_ms, format_duration
 from components.traffic.policy import (
     TrafficPolicySettings,
+    can_eject,
     effective_policies,
+    ejection_clusters,
     ejection_detection_ms,
     merged_subset_policy,
+    routed_clusters,
 )
 from components.traffic.settings import (
     CanarySettings,
@@ -51,6 +55,8 @@ def check_service_traffic(
     """Rules of one service's `traffic` block that need its delivery or its version names."""
     if delivery == "progressive":
         check_flagger_owns_routing(traffic)
+    else:
+        check_canary_retired_first(traffic)
     if traffic.canary is not None:
         check_canary_subsets(traffic.canary, versions)
     check_subset_policies(traffic.policy, traffic.subset_policies, versions)
@@ -69,6 +75,20 @@ def check_flagger_owns_routing(traffic: ServiceTraffic) -> None:
                 "set",
                 "must be unset for delivery: progressive; Flagger owns this service's routing",
             )
+
+
+def check_canary_retired_first(traffic: ServiceTraffic) -> None:
+    """A static service sets no `progressive` block: leaving progressive delivery takes two
+    updates (`progressive.retire: true`, then `delivery: static` without the block), so the
+    Canary and Flagger's VirtualService of the same name are gone before the program
+    creates its own (Pulumi deletes removed resources only after creating new ones)."""
+    if "progressive" in traffic.model_fields_set:
+        raise RuleViolationError(
+            ("traffic", "progressive"),
+            "set",
+            "must be unset for delivery: static; to leave progressive delivery, first "
+            "deploy progressive.retire: true, then switch to static without this block",
+        )
 
 
 def _known(versions: Collection[str]) -> str:
@@ -169,14 +189,16 @@ def check_stack_traffic(traffic: TrafficSettings, services: Sequence[MeshService
     """Rules that need the whole stack: gateway names, references between services and to
     gateways, and every service's ejection detection time against the bound."""
     check_gateway_names_unique(traffic.gateways)
-    known = {f"{s.namespace}/{s.name}" for s in services}
+    by_ref = {f"{s.namespace}/{s.name}": s for s in services}
+    known = set(by_ref)
     gateways = {g.name: g for g in traffic.gateways}
     for index, service in enumerate(services):
         where: Path = ("services", index)
         check_references_name_services(where, service.calls, service.traffic.routes, known)
+        check_route_targets_fail_over(where, service.traffic.routes, by_ref)
         if service.traffic.expose is not None:
             check_exposure_served(where, service.traffic.expose, gateways)
-        check_ejection_detection_bound(where, service.traffic, traffic)
+        check_ejection_detection_bound(where, service, traffic)
 
 
 def check_gateway_names_unique(gateways: Sequence[GatewaySettings]) -> None:
@@ -203,6 +225,27 @@ def check_references_name_services(
         if route.backend is not None and route.backend not in known:
             raise RuleViolationError(
                 (*where, "traffic", "routes", position, "backend"), route.backend, NOT_A_SERVICE
+            )
+
+
+def check_route_targets_fail_over(
+    where: Path, routes: Sequence[EndpointRoute], by_ref: Mapping[str, MeshService]
+) -> None:
+    """A progressive service that an endpoint route sends to keeps outlier detection: the
+    route reaches its apex host directly, through the DestinationRule the program gives
+    that host, and Istio applies locality failover only with outlier detection."""
+    for position, route in enumerate(routes):
+        target = by_ref.get(route.backend or "")
+        if (
+            target is not None
+            and target.delivery == "progressive"
+            and target.traffic.policy.outlier_detection is None
+        ):
+            raise RuleViolationError(
+                (*where, "traffic", "routes", position, "backend"),
+                route.backend,
+                "targets a progressive service with outlierDetection: null; its apex host "
+                "needs outlier detection for locality failover",
             )
 
 
@@ -234,23 +277,37 @@ def host_matches(host: str, pattern: str) -> bool:
 
 
 def check_ejection_detection_bound(
-    where: Path, service: ServiceTraffic, traffic: TrafficSettings
+    where: Path, service: MeshService, traffic: TrafficSettings
 ) -> None:
-    """Every effective outlier detection of the service ejects a failing host within
-    `traffic.ejectionDetectionBound` (formula in `policy.ejection_detection_ms`)."""
+    """Every routed cluster of the service can eject a host at all (`policy.can_eject`
+    against `versions[].minReplicas`), and every effective outlier detection ejects a
+    failing host within `traffic.ejectionDetectionBound` (`policy.ejection_detection_ms`)."""
+    own = service.traffic
+    clusters = ejection_clusters(own.policy, own.subset_policies, routed_clusters(service))
+    for cluster in clusters:
+        outlier = cluster.outlier
+        if outlier is None or can_eject(outlier.max_ejection_percent, cluster.hosts):
+            continue
+        raise RuleViolationError(
+            (*where, "traffic", *cluster.path, "outlierDetection", "maxEjectionPercent"),
+            outlier.max_ejection_percent,
+            f"can never eject from {cluster.name!r} ({cluster.hosts} pods, "
+            "versions[].minReplicas): Envoy ejects only while 100 x (ejected+1) / pods <= "
+            f"maxEjectionPercent; needs maxEjectionPercent >= {math.ceil(100 / cluster.hosts)} "
+            f"or minReplicas >= {math.ceil(100 / max(outlier.max_ejection_percent, 1))}",
+        )
     bound = duration_ms(traffic.ejection_detection_bound)
     gap = traffic.outlier_request_gap
-    for path, policy in effective_policies(service.policy, service.subset_policies):
+    for path, policy in effective_policies(own.policy, own.subset_policies):
         outlier = policy.outlier_detection
         if outlier is None:
             continue
         worst = ejection_detection_ms(outlier, gap)
         if worst > bound:
             raise RuleViolationError(
-                (*where, "traffic", *path, "outlierDetection", "interval"),
-                outlier.interval,
-                f"worst-case ejection detection {format_duration(Decimal(worst))} "
-                f"({outlier.errors_needed} errors x outlierRequestGap "
-                f"{gap} + interval) exceeds "
+                (*where, "traffic", *path, "outlierDetection", "consecutive5xxErrors"),
+                outlier.errors_needed,
+                f"ejection detection {format_duration(Decimal(worst))} "
+                f"({outlier.errors_needed} errors x outlierRequestGap {gap}) exceeds "
                 f"traffic.ejectionDetectionBound ({traffic.ejection_detection_bound})",
             )

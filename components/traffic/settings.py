@@ -249,11 +249,19 @@ class CanarySettings(SettingsModel):
     match: HeaderMatch | None = Field(
         default=None,
         description=(
-            "Only matching requests get the split; all others go 100% to `stable`. "
-            "Default: the split applies to all traffic."
+            "Only matching requests get the split; all others go 100% to `stable`. The "
+            "split is per request, not per user: Envoy picks a subset for every request "
+            "(consistent hashing only applies inside it). To pin users, let the regex pick "
+            "them (e.g. ids ending `0[0-4]`) and give the canary weight 100. Default: the "
+            "split applies to all traffic."
         ),
     )
-    weights: NonEmpty[SubsetWeight] = Field(description="Subset weights, summing to 100. Required.")
+    weights: NonEmpty[SubsetWeight] = Field(
+        description=(
+            "Subset weights, summing to 100, applied per request (a user's requests land "
+            "on every subset in these proportions). Required."
+        )
+    )
     stable: OptionalDnsLabel = Field(
         default="",
         description="Subset for requests outside `match`. Default: the first version.",
@@ -339,6 +347,11 @@ MIN_ANALYSIS_INTERVAL_MS: Final = 10_000
 """Flagger runs rollout webhooks inside each interval; their timeouts (the load test's 5s)
 must stay below it."""
 
+MIN_METRICS_INTERVAL_MS: Final = 60_000
+"""Shortest Flagger metric window: at least four scrapes at the usual 15s, so one missed
+scrape does not leave `rate()` without the two samples it needs (Flagger counts "no
+values" as a failed check)."""
+
 
 class ProgressiveSettings(SettingsModel):
     """Flagger analysis of a `delivery: progressive` service."""
@@ -353,12 +366,23 @@ class ProgressiveSettings(SettingsModel):
     threshold: int = Field(default=5, ge=1, le=100, description="Failed checks before rollback.")
     max_weight: int = Field(default=50, ge=1, le=100, description="Max canary weight. Default 50.")
     step_weight: int = Field(default=10, ge=1, le=100, description="Weight step. Default 10.")
+    metrics_interval: Duration = Field(
+        default="1m",
+        description=(
+            "Window of Flagger's metric queries, whole seconds and at least 1m (four 15s "
+            "scrapes: a shorter window fails the check on one missed scrape). Independent of "
+            "`interval`. Default 1m."
+        ),
+    )
     success_rate_min: float = Field(
         default=99.0,
         ge=0,
         le=100,
         description=(
-            "Min request success rate, % (Flagger's `request-success-rate` metric). Default 99."
+            "Min request success rate, %. HTTP: Flagger's `request-success-rate` (non-5xx). "
+            "gRPC: the `grpc-success-rate` MetricTemplate, which also counts the server-side "
+            "gRPC failures (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, "
+            "DATA_LOSS) that travel as HTTP 200. Default 99."
         ),
     )
     duration_max_ms: int = Field(
@@ -374,7 +398,13 @@ class ProgressiveSettings(SettingsModel):
         description="Path the pre-rollout smoke test must get a 2xx from. Default `/`.",
     )
     load_test_qps: int = Field(
-        default=10, ge=1, le=1000, description="Load test requests/s. Default 10."
+        default=10,
+        ge=1,
+        le=1000,
+        description=(
+            "Total load test requests/s against the canary (hey's `-q` is per worker, so "
+            "the program sets `-c`/`-q` with c x q = this). Default 10."
+        ),
     )
     mirror: bool = Field(
         default=False, description="Mirror traffic before shifting it (idempotent APIs only)."
@@ -382,7 +412,20 @@ class ProgressiveSettings(SettingsModel):
     session_affinity_cookie: str = Field(
         default="",
         pattern=r"^[A-Za-z0-9_-]*$",
-        description="Cookie that pins users to the canary. Default: none.",
+        description=(
+            "Flagger `sessionAffinity`: a client routed to the canary gets this cookie and "
+            "stays on the canary for the rest of the run (clients that keep cookies, i.e. "
+            "browsers). Default: none, so the weight split is per request."
+        ),
+    )
+    retire: bool = Field(
+        default=False,
+        description=(
+            "Step 1 of leaving progressive delivery: the program deletes the Canary and "
+            "creates no routing for the service (Flagger, with `revertOnDeletion`, scales the "
+            "Deployment back up and removes its VirtualService). Step 2, in a later update: "
+            "`delivery: static`. See docs/traffic.md. Default off."
+        ),
     )
     autoscaler: OptionalDnsLabel = Field(
         default="",
@@ -406,6 +449,19 @@ class ProgressiveSettings(SettingsModel):
                 ("interval",),
                 self.interval,
                 "must be at least 10s: the rollout webhooks' timeouts must fit inside it",
+            )
+        if duration_ms(self.metrics_interval) % 1000:
+            raise RuleViolationError(
+                ("metricsInterval",),
+                self.metrics_interval,
+                "must be whole seconds (Flagger's format)",
+            )
+        if duration_ms(self.metrics_interval) < MIN_METRICS_INTERVAL_MS:
+            raise RuleViolationError(
+                ("metricsInterval",),
+                self.metrics_interval,
+                "must be at least 1m: a shorter window over 15s scrapes fails the check "
+                "when one scrape is missed",
             )
         return self
 
@@ -476,8 +532,9 @@ class TrafficSettings(SettingsModel):
         default="1m",
         validate_default=True,
         description=(
-            "Max allowed worst-case ejection detection time of every outlier detection "
-            "(formula in docs/traffic.md). Default 1m."
+            "Max allowed ejection detection time of every outlier detection: N consecutive "
+            "errors x outlierRequestGap, as Envoy ejects inline on the N-th error "
+            "(docs/traffic.md). Default 1m."
         ),
     )
     outlier_request_gap: Duration = Field(

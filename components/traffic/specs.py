@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from components.naming import service_fqdn
 from components.traffic.policy import (
@@ -319,6 +320,16 @@ def destination_rule_spec(service: MeshService) -> dict[str, Any]:
     }
 
 
+def apex_destination_rule_spec(service: MeshService) -> dict[str, Any]:
+    """DestinationRule of a progressive service's apex host `<name>`, for routes that send
+    to it directly: the service-wide policy (with its outlier detection, which Istio needs
+    before it applies locality failover) and mTLS; no subsets (Flagger routes by host)."""
+    return {
+        "host": service_host(service),
+        "trafficPolicy": {**traffic_policy_spec(service.traffic.policy), "tls": dict(ISTIO_MUTUAL)},
+    }
+
+
 def gateway_spec(gateway: GatewaySettings, selector: Mapping[str, str]) -> dict[str, Any]:
     """Ingress Gateway: HTTPS with the TLS Secret, and HTTP that only redirects to HTTPS."""
     hosts = list(gateway.hosts)
@@ -349,12 +360,14 @@ def sidecar_spec(
     *,
     istio_namespace: str,
     observability_namespace: str,
+    extra_hosts: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """Sidecar of a workload namespace: egress to itself, the control plane, observability
-    and the services its services call (`callees`), so each proxy's config grows with its
-    dependencies.
+    """Sidecar of an injected namespace: egress to itself, the control plane, observability,
+    the services its services call (`callees`) and `extra_hosts` (`<namespace>/<host>`
+    entries of system namespaces, e.g. Prometheus for Flagger), so each proxy's config
+    grows with its dependencies.
     """
-    hosts = {"./*", f"{istio_namespace}/*", f"{observability_namespace}/*"}
+    hosts = {"./*", f"{istio_namespace}/*", f"{observability_namespace}/*", *extra_hosts}
     for target in callees:
         if target.namespace != namespace and target.namespace not in {
             istio_namespace,
@@ -362,3 +375,22 @@ def sidecar_spec(
         }:
             hosts.add(f"{target.namespace}/{service_host(target)}")
     return {"egress": [{"hosts": sorted(hosts)}]}
+
+
+def canary_host(service: MeshService) -> str:
+    """Sidecar egress entry of the `<name>-canary` Service Flagger generates (the
+    loadtester's smoke and load tests call it)."""
+    fqdn = service_fqdn(f"{service.name}-canary", service.namespace)
+    return f"{service.namespace}/{fqdn}"
+
+
+def in_cluster_host(url: str) -> str | None:
+    """Sidecar egress entry (`<namespace>/*`) of a URL's in-cluster Service host
+    (`<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`); None for any other
+    host, which is outside the registry and needs no entry."""
+    host = urlsplit(url).hostname or ""
+    labels = host.split(".")
+    suffix = labels[2:]
+    if len(labels) >= 2 and suffix in ([], ["svc"], ["svc", "cluster", "local"]):
+        return f"{labels[1]}/*"
+    return None

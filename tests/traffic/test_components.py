@@ -107,6 +107,7 @@ def test_children_and_parents(render: Render) -> None:
         "t-sidecars": "t",
         "t-sidecars-shop": "t-sidecars",
         "t-sidecars-bank": "t-sidecars",
+        "t-sidecars-flagger": "t-sidecars",
     }
     for child, parent in expected_parent.items():
         assert names[child].parent == names[parent].urn, child
@@ -181,7 +182,11 @@ def test_public_and_internal_routes_bind_the_right_gateways(render: Render) -> N
 
 def test_sidecars_scope_egress_to_declared_calls(render: Render) -> None:
     sidecars = objects_of(render, "Sidecar")
-    assert set(sidecars) == {("shop", "default"), ("bank", "default")}
+    assert set(sidecars) == {
+        ("shop", "default"),
+        ("bank", "default"),
+        ("flagger-system", "default"),
+    }
     assert sidecars["shop", "default"]["spec"]["egress"][0]["hosts"] == [
         "./*",
         "bank/pay.bank.svc.cluster.local",
@@ -196,7 +201,8 @@ def test_every_object_passes_its_schema(render: Render) -> None:
 
 
 def test_ejection_detection_output_covers_every_service(render: Render) -> None:
-    assert render.outputs["ejection"] == {"bank/pay": 15, "shop/cart": 15, "shop/web": 15}
+    # Default 5 consecutive errors x 1s outlierRequestGap: Envoy ejects on the 5th error.
+    assert render.outputs["ejection"] == {"bank/pay": 5, "shop/cart": 5, "shop/web": 5}
     assert render.outputs["loadtester"] == "http://flagger-loadtester.flagger-system/"
 
 

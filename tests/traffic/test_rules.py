@@ -16,6 +16,7 @@ from components.traffic.rules import (
     host_matches,
 )
 from components.traffic.settings import CanarySettings, ServiceTraffic, TrafficSettings
+from tests.conftest import make_settings
 
 
 def canary(*weights: tuple[str, int]) -> CanarySettings:
@@ -58,14 +59,24 @@ def test_progressive_ownership_is_reported_before_canary_subsets() -> None:
 
 
 def test_ejection_bound_reports_the_subset_policy_that_breaks_it() -> None:
-    traffic = ServiceTraffic.model_validate(
-        {"subsetPolicies": {"canary": {"outlierDetection": {"interval": "50s"}}}}
+    settings = make_settings(
+        services=[
+            {
+                "name": "api",
+                "namespace": "shop",
+                "versions": [{"name": "stable"}, {"name": "canary"}],
+                "traffic": {
+                    "subsetPolicies": {"canary": {"outlierDetection": {"consecutive5xxErrors": 40}}}
+                },
+            }
+        ]
     )
-    # Default 5 errors x 1s gap + 50s interval = 55s: inside 1m, outside 30s.
-    check_ejection_detection_bound(("services", 3), traffic, TrafficSettings())
+    [service] = settings.services
+    # 40 errors x 1s gap = 40s: inside 1m, outside 30s.
+    check_ejection_detection_bound(("services", 3), service, TrafficSettings())
     tight = TrafficSettings(ejection_detection_bound="30s")
     with pytest.raises(RuleViolationError) as caught:
-        check_ejection_detection_bound(("services", 3), traffic, tight)
+        check_ejection_detection_bound(("services", 3), service, tight)
     assert caught.value.path == (
         "services",
         3,
@@ -73,6 +84,6 @@ def test_ejection_bound_reports_the_subset_policy_that_breaks_it() -> None:
         "subsetPolicies",
         "canary",
         "outlierDetection",
-        "interval",
+        "consecutive5xxErrors",
     )
-    assert caught.value.message.startswith("worst-case ejection detection 55s")
+    assert caught.value.message.startswith("ejection detection 40s")

@@ -111,16 +111,17 @@ def test_re2_regexes_are_accepted(pattern: str) -> None:
     assert re2_problem(pattern) is None
 
 
-def test_ejection_detection_formula() -> None:
+def test_ejection_happens_inline_on_the_nth_error_not_at_the_sweep() -> None:
+    # Envoy ejects on the N-th consecutive error; the interval sweep only returns hosts.
     outlier = OutlierDetectionSettings(consecutive_5xx_errors=5, interval="10s")
-    assert ejection_detection_ms(outlier, "1s") == 5 * 1000 + 10_000
+    assert ejection_detection_ms(outlier, "1s") == 5 * 1000
     split = OutlierDetectionSettings(
         consecutive_5xx_errors=2,
         consecutive_local_origin_failures=4,
         split_external_local_origin_errors=True,
         interval="5s",
     )
-    assert ejection_detection_ms(split, "500ms") == 4 * 500 + 5000, "the slower trigger counts"
+    assert ejection_detection_ms(split, "500ms") == 4 * 500, "the slower trigger counts"
 
 
 # --- one test per error message --------------------------------------------------------------
@@ -361,19 +362,48 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ),
     (
         "ejection detection over the bound",
-        {"policy": {"outlierDetection": {"consecutive5xxErrors": 10, "interval": "1m"}}},
+        {"policy": {"outlierDetection": {"consecutive5xxErrors": 61}}},
         {},
-        f'{P}.policy.outlierDetection.interval = "60s": worst-case ejection detection 70s '
-        "(10 errors x outlierRequestGap 1s + interval) exceeds "
-        "traffic.ejectionDetectionBound (60s)",
+        f"{P}.policy.outlierDetection.consecutive5xxErrors = 61: ejection detection 61s "
+        "(61 errors x outlierRequestGap 1s) exceeds traffic.ejectionDetectionBound (60s)",
     ),
     (
         "subset ejection detection over the bound",
-        {"subsetPolicies": {"canary": {"outlierDetection": {"interval": "58s"}}}},
+        {"subsetPolicies": {"canary": {"outlierDetection": {"consecutive5xxErrors": 70}}}},
         {},
-        f'{P}.subsetPolicies.canary.outlierDetection.interval = "58s": worst-case ejection '
-        "detection 63s (5 errors x outlierRequestGap 1s + interval) exceeds "
+        f"{P}.subsetPolicies.canary.outlierDetection.consecutive5xxErrors = 70: ejection "
+        "detection 70s (70 errors x outlierRequestGap 1s) exceeds "
         "traffic.ejectionDetectionBound (60s)",
+    ),
+    (
+        "outlier detection that can never eject",
+        {},
+        {"versions": [{"name": "stable", "minReplicas": 1}]},
+        f"{P}.policy.outlierDetection.maxEjectionPercent = 50: can never eject from "
+        "'all pods' (1 pods, versions[].minReplicas): Envoy ejects only while "
+        "100 x (ejected+1) / pods <= maxEjectionPercent; needs maxEjectionPercent >= 100 or "
+        "minReplicas >= 2",
+    ),
+    (
+        "progressive metrics window not whole seconds",
+        {"progressive": {"metricsInterval": "90.5s"}},
+        {"delivery": "progressive"},
+        f'{P}.progressive.metricsInterval = "90.500s": must be whole seconds (Flagger\'s format)',
+    ),
+    (
+        "progressive metrics window under a minute",
+        {"progressive": {"metricsInterval": "30s"}},
+        {"delivery": "progressive"},
+        f'{P}.progressive.metricsInterval = "30s": must be at least 1m: a shorter window over '
+        "15s scrapes fails the check when one scrape is missed",
+    ),
+    (
+        "static service that still sets progressive",
+        {"progressive": {"retire": True}},
+        {},
+        f'{P}.progressive = "set": must be unset for delivery: static; to leave progressive '
+        "delivery, first deploy progressive.retire: true, then switch to static without "
+        "this block",
     ),
     (
         "subset outlier detection invalid once merged over the service's",

@@ -403,7 +403,8 @@ def test_canary_defaults() -> None:
     assert smoke["url"] == load["url"] == "http://flagger-loadtester.flagger-system/"
     assert smoke["metadata"] == {"type": "bash", "cmd": "curl -sf http://api-canary.shop:8080/"}
     assert load["type"] == "rollout"
-    assert load["metadata"]["cmd"] == "hey -z 1m -q 10 -c 2 http://api-canary.shop:8080/"
+    # hey's -q is per worker: 2 workers x 5 requests/s = the default 10 requests/s.
+    assert load["metadata"]["cmd"] == "hey -z 1m -q 5 -c 2 http://api-canary.shop:8080/"
     assert "webhooks" not in spec, "webhooks belong inside analysis"
     assert "mirror" not in analysis and "sessionAffinity" not in analysis
     service_spec = spec["service"]

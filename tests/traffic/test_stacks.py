@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from components.settings import StackSettings, load_settings
 from tests.conftest import STACKS
-from tools.render import Render
+from tools.render import Render, load_stack_config
+
+
+def load_stack_settings(stack: str) -> StackSettings:
+    config, _ = load_stack_config(stack)
+    return load_settings(config)
 
 
 def objects(render: Render, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -95,12 +101,33 @@ def test_every_stack_exports_ejection_detection_times(stack_renders: dict[str, R
         assert times, stack
         for service, seconds in times.items():
             assert seconds is None or 0 < seconds <= 60, (stack, service)
-    assert stack_renders["us-east-1"].outputs["ejectionDetectionSeconds"] == {
-        "identity/fingerprint-api": 12.5,
-        "markets/market-data": 12.5,
-        # Outlier detection off: it never ejects.
-        "revenue/admin-service": None,
-        # max(5 x 5xx, 3 local-origin) = 5 errors x 500ms gap + 5s interval; the v2
-        # subset's own policy (3 x 500ms + 5s = 6.5s) is faster, so the service's counts.
-        "revenue/revenue-engine": 7.5,
-    }
+    for stack in STACKS:
+        # Every service of the stack is reported; "never" (None) only where outlier
+        # detection is off, since the settings reject caps that can never eject.
+        times = stack_renders[stack].outputs["ejectionDetectionSeconds"]
+        settings = load_stack_settings(stack)
+        off = {
+            f"{s.namespace}/{s.name}"
+            for s in settings.services
+            if s.traffic.policy.outlier_detection is None
+        }
+        assert {k for k, v in times.items() if v is None} == off, stack
+
+
+def test_progressive_hosts_that_routes_target_fail_over(stack_renders: dict[str, Render]) -> None:
+    # Istio applies locality failover only to a cluster with outlier detection, and the
+    # route reaches the apex host directly, not through Flagger's -primary/-canary rules.
+    checked = 0
+    for stack in STACKS:
+        services = load_stack_settings(stack).services
+        progressive = {f"{s.namespace}/{s.name}" for s in services if s.delivery == "progressive"}
+        rules = objects(stack_renders[stack], "DestinationRule")
+        for service in services:
+            for route in service.traffic.routes:
+                if route.backend in progressive:
+                    namespace, name = route.backend.split("/")
+                    spec = rules[namespace, f"{name}-apex"]["spec"]
+                    assert spec["host"] == f"{name}.{namespace}.svc.cluster.local"
+                    assert "outlierDetection" in spec["trafficPolicy"], (stack, route.backend)
+                    checked += 1
+    assert checked, "some stack routes an endpoint to a progressive service"
