@@ -131,7 +131,8 @@ def test_an_empty_default_reads_not_set() -> None:
     [
         (
             {"services": [{"name": "a", "namespace": "s", "versions": "stable"}]},
-            'meshstack:services[0].versions = "stable": must be a list of {name, labels}',
+            'meshstack:services[0].versions = "stable": must be a list of '
+            "{name, labels, minReplicas}",
         ),
         (
             {"services": {"name": "a"}},
@@ -154,8 +155,8 @@ def test_an_empty_default_reads_not_set() -> None:
         ),
         (
             {"services": [{"name": "a", "namespace": "s", "versions": ["stable"]}]},
-            'meshstack:services[0].versions[0] = "stable": must be a mapping {name, labels} '
-            "(and 1 more)",
+            'meshstack:services[0].versions[0] = "stable": must be a mapping '
+            "{name, labels, minReplicas} (and 1 more)",
         ),
     ],
     ids=["list of models", "list not mapping", "number", "boolean", "mapping", "list", "model"],

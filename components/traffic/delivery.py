@@ -106,28 +106,29 @@ class ProgressiveDelivery(pulumi.ComponentResource):
             depends_on=[mesh.control_plane],
         )
         active = [s for s in services if not s.traffic.progressive.retire]
-        templates: list[pulumi.Resource] = []
         if any(s.protocol == "grpc" for s in active):
-            templates.append(
-                CustomResource(
-                    f"{name}-grpc-success-rate",
-                    api_version="flagger.app/v1beta1",
-                    kind="MetricTemplate",
-                    metadata={
-                        "name": delivery_specs.GRPC_SUCCESS_RATE,
-                        "namespace": ns.metadata.name,
-                        "labels": dict(MANAGED_BY),
-                    },
-                    spec=delivery_specs.metric_template_spec(prometheus_url),
-                    opts=pulumi.ResourceOptions.merge(
-                        mesh.custom_resource_options(self),
-                        pulumi.ResourceOptions(depends_on=[flagger]),
-                    ),
-                )
+            CustomResource(
+                f"{name}-grpc-success-rate",
+                api_version="flagger.app/v1beta1",
+                kind="MetricTemplate",
+                metadata={
+                    "name": delivery_specs.GRPC_SUCCESS_RATE,
+                    "namespace": ns.metadata.name,
+                    "labels": dict(MANAGED_BY),
+                },
+                spec=delivery_specs.metric_template_spec(prometheus_url),
+                opts=pulumi.ResourceOptions.merge(
+                    mesh.custom_resource_options(self),
+                    pulumi.ResourceOptions(depends_on=[flagger]),
+                ),
             )
+        # Canaries do not wait for the MetricTemplate: Flagger reads it only at the first
+        # analysis, after initializing the canary (creating `-primary` and waiting for it to
+        # be ready), and the template is created beside the Canaries in the same update.
+        # Waiting would put a sixth step on the first deploy's critical path.
         canary_options = pulumi.ResourceOptions.merge(
             mesh.custom_resource_options(self),
-            pulumi.ResourceOptions(depends_on=[flagger, *templates, *gateways.resources.values()]),
+            pulumi.ResourceOptions(depends_on=[flagger, *gateways.resources.values()]),
         )
         for service in active:
             if f"{service.namespace}/{service.name}" in route_targets:

@@ -379,7 +379,7 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "outlier detection that can never eject",
         {},
         {"versions": [{"name": "stable", "minReplicas": 1}]},
-        f"{P}.policy.outlierDetection.maxEjectionPercent = 50: can never eject from "
+        f"{P}.policy.outlierDetection.maxEjectionPercent = default 50: can never eject from "
         "'all pods' (1 pods, versions[].minReplicas): Envoy ejects only while "
         "100 x (ejected+1) / pods <= maxEjectionPercent; needs maxEjectionPercent >= 100 or "
         "minReplicas >= 2",

@@ -237,7 +237,7 @@ def header_canary(canary_pods: int, **traffic: Any) -> dict[str, Any]:
 def test_a_one_pod_canary_subset_at_50_percent_never_ejects() -> None:
     message = settings_error(services=[header_canary(1)])
     assert message.startswith(
-        "meshstack:services[0].traffic.policy.outlierDetection.maxEjectionPercent = 50: "
+        "meshstack:services[0].traffic.policy.outlierDetection.maxEjectionPercent = default 50: "
         "can never eject from 'canary' (1 pods"
     )
     # Unchecked (the stack rule is what rejects it), the output says "never", not a time.
