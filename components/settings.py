@@ -316,7 +316,7 @@ class StackSettings(SettingsModel):
     )
     security: SecuritySettings = Field(
         default=SecuritySettings(),
-        description="mTLS exceptions, trusted namespaces (docs/security.md). Default: none.",
+        description="mTLS exceptions, Prometheus' identity (docs/security.md).",
     )
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings,

@@ -222,7 +222,11 @@ class AllowRule(SettingsModel):
 
 
 class SecuritySettings(SettingsModel):
-    """`meshstack:security`: exceptions to the secure defaults, and trusted namespaces."""
+    """`meshstack:security`: exceptions to the secure defaults, and Prometheus' identity.
+
+    No namespace is trusted as a whole: each identity outside a service's own rules is
+    admitted for one purpose (Prometheus on metrics paths, Flagger's loadtester on canary
+    pods), see docs/security.md."""
 
     mtls_exceptions: tuple[MtlsException, ...] = Field(
         default=(),
@@ -232,13 +236,16 @@ class SecuritySettings(SettingsModel):
             "exception port) or `ipBlocks` and no identity source. Default: none."
         ),
     )
-    trusted_source_namespaces: tuple[DnsLabel, ...] = Field(
-        default=("monitoring",),
+    prometheus_service_accounts: tuple[str, ...] = Field(
+        default=("monitoring/kube-prometheus-stack-prometheus",),
+        min_length=1,
         description=(
-            "Namespaces whose workloads may call any workload (Prometheus scraping app "
-            "metrics ports). The observability namespace and Flagger's namespace (load "
-            "tester) are always added. Default `monitoring`, where the Prometheus Operator "
-            "runs."
+            "The Prometheus that scrapes application metrics over mTLS, as "
+            "`<namespace>/<serviceAccount>`. Admitted only to `GET` the metrics paths "
+            "(`services[i].metrics.path`, the quota service's `/metrics`), never to the "
+            "rest of a workload. Default `monitoring/kube-prometheus-stack-prometheus`, the "
+            "account kube-prometheus-stack creates for the release `kube-prometheus-stack` "
+            "(`<fullname>-prometheus`) that `alerts.prometheusSelectorLabels` defaults to."
         ),
     )
     public_paths: tuple[str, ...] = Field(
@@ -250,7 +257,7 @@ class SecuritySettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _exception_names_unique_and_public_paths_valid(self) -> SecuritySettings:
+    def _exception_names_unique_paths_and_accounts_valid(self) -> SecuritySettings:
         names: set[tuple[str, str]] = set()
         for index, exception in enumerate(self.mtls_exceptions):
             key = (exception.namespace, exception.name)
@@ -263,4 +270,11 @@ class SecuritySettings(SettingsModel):
             names.add(key)
         for index, path in enumerate(self.public_paths):
             _check_path(("publicPaths", index), path)
+        for index, account in enumerate(self.prometheus_service_accounts):
+            if not re.match(_SERVICE_ACCOUNT, account):
+                raise RuleViolationError(
+                    ("prometheusServiceAccounts", index),
+                    account,
+                    "must be `<namespace>/<serviceAccount>`",
+                )
         return self

@@ -54,6 +54,8 @@ class ProgressiveDelivery(pulumi.ComponentResource):
     ships the Canary CRD, and after istiod).
     """
 
+    namespace: pulumi.Output[str]
+    """Flagger's namespace (`metadata.name`), where MeshSecurity puts its policies."""
     loadtester_url: pulumi.Output[str]
     """URL Flagger's webhooks call."""
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
@@ -114,7 +116,8 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                 spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
                 opts=canary_options,
             )
-        self.loadtester_url = ns.metadata.name.apply(str).apply(delivery_specs.loadtester_url)
+        self.namespace = ns.metadata.name.apply(str)
+        self.loadtester_url = self.namespace.apply(delivery_specs.loadtester_url)
         self.ejection_detection_seconds = pulumi.Output.from_input(
             {
                 f"{s.namespace}/{s.name}": worst_ejection_seconds(
@@ -125,6 +128,7 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         )
         self.register_outputs(
             {
+                "namespace": self.namespace,
                 "loadtester_url": self.loadtester_url,
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }
