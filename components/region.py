@@ -114,6 +114,7 @@ class RegionMesh(pulumi.ComponentResource):
             settings.security,
             graph=graph,
             namespaces=settings.namespaces,
+            identity_providers=settings.identity_providers,
             # Only a region that runs Flagger (has progressive services) admits its identities.
             flagger=(
                 FlaggerNamespace(settings.traffic.flagger_namespace, delivery.namespace)

@@ -139,6 +139,7 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
             settings.security,
             graph=ServiceGraph(settings.services),
             namespaces=settings.namespaces,
+            identity_providers=settings.identity_providers,
             flagger=None,
             opts=opts,
         )

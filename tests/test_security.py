@@ -8,6 +8,7 @@ from typing import Any
 
 import pulumi
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,17 +23,39 @@ from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
 from components.security import specs
 from components.security.component import FlaggerNamespace, MeshSecurity
-from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    MtlsException,
+)
 from components.service_graph import ServiceGraph, ServiceId
 from components.settings import StackSettings, load_settings
 from components.traffic import delivery_specs
 from components.traffic.delivery import FLAGGER_RELEASE
-from tests.conftest import by_name, make_settings, run_with_provider, settings_error
-from tools.render import load_stack_config
+from tests.conftest import by_name, run_with_provider
+from tests.conftest import make_settings as make_stack_settings
+from tests.conftest import settings_error as stack_settings_error
+from tools.render import PROJECT_DIR, load_stack_config
 from tools.verify import validate_manifest
 
 ISSUER = "https://auth.example.com"
-JWT = {"issuer": ISSUER, "jwksUri": f"{ISSUER}/jwks.json", "audiences": ["api"]}
+JWKS = f"{ISSUER}/jwks.json"
+PROVIDERS = {"auth": {"issuer": ISSUER, "jwksUri": JWKS}}
+"""The fixture mesh's identity providers (`meshstack:identityProviders`)."""
+PROVIDER_MODELS = {"auth": IdentityProvider(issuer=ISSUER, jwks_uri=JWKS)}
+JWT = {"provider": "auth", "audiences": ["api"]}
+
+
+def make_settings(**overrides: Any) -> StackSettings:
+    """Fixture settings with the fixture mesh's identity providers."""
+    return make_stack_settings(**{"identityProviders": PROVIDERS, **overrides})
+
+
+def settings_error(**overrides: Any) -> str:
+    return stack_settings_error(**{"identityProviders": PROVIDERS, **overrides})
+
+
 SETTINGS = make_settings(
     services=[
         {
@@ -91,7 +114,7 @@ def test_defaults() -> None:
         "monitoring/kube-prometheus-stack-prometheus",
     ), "kube-prometheus-stack's account for the release alerts.prometheusSelectorLabels names"
     assert "/health" in security.public_paths and "/status" in security.public_paths
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     assert jwt.forward_original_token is False, "the app never sees the bearer token"
     assert jwt.output_payload_to_header == "x-jwt-payload"
     assert jwt.protected_paths == ("/api/*",)
@@ -188,9 +211,9 @@ def test_ap_southeast_1_admits_its_legacy_plaintext_clients_by_address(
 
 
 def test_jwks_uri_must_be_https() -> None:
-    jwt = {"issuer": ISSUER, "jwksUri": "http://auth/jwks"}
-    assert settings_error(services=service(jwt=jwt)).startswith(
-        'meshstack:services[0].jwt.jwksUri = "http://auth/jwks": must match pattern'
+    providers = {"auth": {"issuer": ISSUER, "jwksUri": "http://auth/jwks"}}
+    assert settings_error(identityProviders=providers).startswith(
+        'meshstack:identityProviders.auth.jwksUri = "http://auth/jwks": must match pattern'
     )
 
 
@@ -363,18 +386,17 @@ def test_allow_rules_become_sources_operations_and_claim_conditions() -> None:
 
 def test_request_authentication() -> None:
     jwt = JwtSettings(
-        issuer=ISSUER,
-        jwks_uri=f"{ISSUER}/jwks",
+        provider="auth",
         audiences=("api",),
         forward_original_token=True,
         output_payload_to_header="x-claims",
     )
-    assert specs.request_authentication_spec("a", jwt) == {
+    assert specs.request_authentication_spec("a", jwt, PROVIDER_MODELS["auth"]) == {
         "selector": {"matchLabels": {"app": "a"}},
         "jwtRules": [
             {
                 "issuer": ISSUER,
-                "jwksUri": f"{ISSUER}/jwks",
+                "jwksUri": JWKS,
                 "audiences": ["api"],
                 "forwardOriginalToken": True,
                 "outputPayloadToHeader": "x-claims",
@@ -384,7 +406,7 @@ def test_request_authentication() -> None:
 
 
 def test_requests_without_jwt_are_denied_on_protected_paths_except_exempt_and_health() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     spec = specs.require_jwt_spec(
         "a", jwt, ["/health"], exempt_principals=["cluster.local/ns/m/sa/prom"]
     )
@@ -438,6 +460,7 @@ def _mesh_security(
         settings.security,
         graph=ServiceGraph(settings.services),
         namespaces=settings.namespaces,
+        identity_providers=settings.identity_providers,
         flagger=(
             FlaggerNamespace(flagger_ns, pulumi.Output.from_input(flagger_ns))
             if progressive
@@ -573,13 +596,14 @@ def test_callers_are_allowed_by_their_service_identity() -> None:
 
 
 def test_service_policies_are_named_after_the_workload() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     policies = specs.service_policies(
         "api-primary",
         jwt=jwt,
         rules=(AllowRule(methods=("GET",)),),
         caller_principals=["cluster.local/ns/a/sa/b"],
         public_paths=["/health"],
+        providers=PROVIDER_MODELS,
     )
     assert [(p.kind, p.name) for p in policies] == [
         ("RequestAuthentication", "api-primary-jwt"),
@@ -638,6 +662,7 @@ def test_exposed_service_without_rules_accepts_the_ingress_gateway() -> None:
         "jwt": None,
         "caller_principals": [],
         "public_paths": [],
+        "providers": PROVIDER_MODELS,
     }
     exposed = specs.service_policies("web", rules=(), exposed=True, **common)
     assert [p.name for p in exposed] == ["web-allow-ingress-gateway"]
@@ -763,7 +788,7 @@ def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -
 
 
 def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_exempts_it() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     routed = specs.RoutedFrom(
         namespace="shop",
         name="front",
@@ -779,6 +804,7 @@ def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_ex
             rules=(),
             caller_principals=[],
             public_paths=[],
+            providers=PROVIDER_MODELS,
             routed=[routed],
         )
     }
@@ -792,7 +818,7 @@ def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_ex
 
 
 def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     rules = (
         AllowRule(service_accounts=("ops/admin",), methods=("GET",)),
         AllowRule(service_accounts=("ops/batch",), request_principals=("*",)),
@@ -807,6 +833,7 @@ def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
             rules=rules,
             caller_principals=["cluster.local/ns/web/sa/front"],
             public_paths=["/health"],
+            providers=PROVIDER_MODELS,
         )
     }
     (rule,) = policies["api-require-jwt"]["rules"]
@@ -826,6 +853,7 @@ def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
         rules=(AllowRule(request_principals=("*",)),),
         caller_principals=[],
         public_paths=[],
+        providers=PROVIDER_MODELS,
     )
     deny = next(p for p in without_exempt if p.name == "api-require-jwt")
     assert "notPrincipals" not in deny.spec["rules"][0]["from"][0]["source"]
@@ -1201,3 +1229,100 @@ def test_stacks_loadtester_admits_only_the_flagger_controller(stack_renders: Any
                 caller,
             )
     assert seen, "a stack runs Flagger"
+
+
+# --- item 23: one issuer per identity provider, mesh-wide --------------------------------------
+
+
+def test_a_service_names_a_declared_identity_provider() -> None:
+    assert settings_error(services=service(jwt={"provider": "corp"})) == (
+        'meshstack:services[0].jwt.provider = "corp": must name one of identityProviders (auth)'
+    )
+
+
+def test_an_issuer_is_declared_once() -> None:
+    providers = {**PROVIDERS, "again": {"issuer": ISSUER, "jwksUri": f"{ISSUER}/other.json"}}
+    assert settings_error(identityProviders=providers) == (
+        f'meshstack:identityProviders.again.issuer = "{ISSUER}": is already the issuer of '
+        "identity provider 'auth'; declare each issuer once"
+    )
+
+
+def test_request_principals_are_spelled_with_the_provider_issuer() -> None:
+    # The issuer ends in a slash, so its tokens' principals are `<iss>/<sub>` with two:
+    # a principal written with one matches no token (us-east-1's market-feed rule did).
+    slash = {"auth": {"issuer": f"{ISSUER}/", "jwksUri": JWKS}}
+    rule = {"requestPrincipals": [f"{ISSUER}/feed"]}
+    assert settings_error(
+        identityProviders=slash, services=service(jwt=JWT, authorization=[rule])
+    ) == (
+        f'meshstack:services[0].authorization[0].requestPrincipals[0] = "{ISSUER}/feed": '
+        f"must be `{ISSUER}//<subject>` (issuer of identity provider 'auth') or start with "
+        "`*`: no token has another `iss`"
+    )
+    accepted = {"requestPrincipals": [f"{ISSUER}//feed", "*"]}
+    assert make_settings(
+        identityProviders=slash, services=service(jwt=JWT, authorization=[accepted])
+    ).services
+
+
+def test_a_token_of_a_mesh_provider_is_accepted_in_every_region() -> None:
+    def region(name: str) -> list[dict[str, Any]]:
+        settings = make_settings(
+            region=name,
+            services=[
+                {
+                    "name": "api",
+                    "namespace": "shop",
+                    "jwt": JWT,
+                    "authorization": [
+                        {"requestPrincipals": [f"{ISSUER}/feed"], "paths": ["/api/*"]}
+                    ],
+                }
+            ],
+        )
+
+        def build(opts: Any) -> None:
+            _mesh_security(settings, opts)
+
+        return run_with_provider(build).kubernetes_objects()
+
+    token = {"iss": ISSUER, "sub": "feed"}
+    for objects in (region("one"), region("two")):
+        assert _allowed(objects, "shop", "api", req(None, "/api/x", token=token))
+        # The same subject from an issuer spelled otherwise is no identity at all.
+        other = {"iss": f"{ISSUER}/", "sub": "feed"}
+        assert not _allowed(objects, "shop", "api", req(None, "/api/x", token=other))
+
+
+def test_stacks_accept_every_issuer_of_a_provider_in_every_region(stack_renders: Any) -> None:
+    # Envoy's jwt_authn compares `iss` byte for byte: a provider (its JWKS) spelled with
+    # two issuers would make its tokens valid in some regions and 401 in the others.
+    issuers: dict[str, set[str]] = {}
+    workloads: list[tuple[list[dict[str, Any]], str, str, str]] = []
+    for render in stack_renders.values():
+        objects = render.kubernetes_objects()
+        for obj in objects:
+            if obj["kind"] != "RequestAuthentication":
+                continue
+            app = obj["spec"]["selector"]["matchLabels"]["app"]
+            for rule in obj["spec"]["jwtRules"]:
+                issuers.setdefault(rule["jwksUri"], set()).add(rule["issuer"])
+                workloads.append((objects, obj["metadata"]["namespace"], app, rule["jwksUri"]))
+    assert workloads, "a stack authenticates JWTs"
+    for objects, namespace, app, jwks in workloads:
+        for issuer in issuers[jwks]:
+            token = {"iss": issuer, "sub": "someone"}
+            assert _authenticated(objects, namespace, app, token) == token, (app, issuer)
+
+
+def test_stack_files_declare_the_same_identity_providers() -> None:
+    declared = {
+        path.name: yaml.safe_load(path.read_text())["config"].get("meshstack:identityProviders")
+        for path in sorted(PROJECT_DIR.glob("Pulumi.*.yaml"))
+    }
+    assert len(declared) >= 3
+    first = next(iter(declared.values()))
+    assert first, "the mesh declares its identity providers"
+    for name, providers in declared.items():
+        assert providers == first, f"{name}: identityProviders differ from the other stacks"

@@ -8,7 +8,7 @@ per-service AuthorizationPolicies (`security.istio.io/v1`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -22,7 +22,7 @@ from components.security import specs
 from components.service_graph import ServiceGraph, ServiceId
 
 if TYPE_CHECKING:
-    from components.security.settings import SecuritySettings
+    from components.security.settings import IdentityProvider, SecuritySettings
 
 TOKEN: Final = "meshstack:security:MeshSecurity"
 API_VERSION: Final = "security.istio.io/v1"
@@ -60,12 +60,14 @@ class MeshSecurity(pulumi.ComponentResource):
         *,
         graph: ServiceGraph,
         namespaces: Sequence[str],
+        identity_providers: Mapping[str, IdentityProvider],
         flagger: FlaggerNamespace | None,
         metrics_endpoints: Sequence[MetricsEndpoint] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`graph` holds the services to secure, `namespaces` every workload namespace
-        (each default-deny); `flagger` is Flagger's namespace, None in a region without
+        (each default-deny); `identity_providers` the mesh's JWT issuers by the name
+        `jwt.provider` uses; `flagger` is Flagger's namespace, None in a region without
         Flagger (nothing then trusts a Flagger identity); `metrics_endpoints` are other
         components' Services Prometheus scrapes on `/metrics` (the quota service)."""
         super().__init__(TOKEN, name, None, opts)
@@ -160,6 +162,7 @@ class MeshSecurity(pulumi.ComponentResource):
                     rules=service.authorization,
                     caller_principals=principals,
                     public_paths=security.public_paths,
+                    providers=identity_providers,
                     scrapers=scrapers if service.metrics is not None else (),
                     loadtester=loadtester if canary_pods else None,
                     exposed=service_id in exposed,

@@ -1,6 +1,7 @@
 """Settings of mesh security: mTLS exceptions, JWT rules and authorization rules.
 
-`SecuritySettings` is `meshstack:security` on the stack; `JwtSettings` and `AllowRule` are
+`SecuritySettings` is `meshstack:security` on the stack; `IdentityProvider` is each entry of
+the mesh-wide `meshstack:identityProviders`; `JwtSettings` and `AllowRule` are
 `services[i].jwt` and `services[i].authorization`. The mesh-wide mTLS mode and the
 default-deny policies are not settings: they are always on, only narrow exceptions are.
 """
@@ -68,20 +69,40 @@ class MtlsException(SettingsModel):
         return self
 
 
-class JwtSettings(SettingsModel):
-    """`services[i].jwt`: the JWT issuer a service accepts (RequestAuthentication)."""
+class IdentityProvider(SettingsModel):
+    """`identityProviders.<name>`: one JWT issuer of the whole mesh."""
 
     issuer: str = Field(
-        pattern=r"^\S+$", max_length=512, description="Token `iss`, e.g. `https://auth.x`."
+        pattern=r"^\S+$",
+        max_length=512,
+        description=(
+            "Token `iss`, exactly as the provider writes it, e.g. `https://auth.x`: Envoy "
+            "compares it byte for byte, so a trailing slash makes another issuer. Required."
+        ),
     )
     jwks_uri: str = Field(
         pattern=r"^https://\S+$",
         max_length=2048,
         description="HTTPS URL of the issuer's public keys. Required (https only).",
     )
+
+
+class JwtSettings(SettingsModel):
+    """`services[i].jwt`: the identity provider a service accepts tokens of
+    (RequestAuthentication), and where a token is required."""
+
+    provider: DnsLabel = Field(
+        description=(
+            "Name of the identity provider (`identityProviders`) whose tokens the service "
+            "accepts. Required."
+        ),
+    )
     audiences: tuple[str, ...] = Field(
         default=(),
-        description="Accepted `aud` values. Default: any (Istio's default); set it.",
+        description=(
+            "Accepted `aud` values. Default: any (Istio's default); set it. Per service, not "
+            "per provider: each API is its own audience."
+        ),
     )
     forward_original_token: bool = Field(
         default=False,

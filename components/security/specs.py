@@ -48,7 +48,12 @@ from components.constants import (
     ingress_gateway_principal,
     workload_principal,
 )
-from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    MtlsException,
+)
 from components.service_graph import ServiceId
 
 MESH_WIDE_NAME: Final = "default"
@@ -217,11 +222,14 @@ def service_allow_spec(app: str, rules: Sequence[AllowRule]) -> dict[str, Any]:
     return {"selector": _selector(app), "action": "ALLOW", "rules": [_rule(r) for r in rules]}
 
 
-def request_authentication_spec(app: str, jwt: JwtSettings) -> dict[str, Any]:
-    """RequestAuthentication: which issuer's tokens pods `app: <app>` accept."""
+def request_authentication_spec(
+    app: str, jwt: JwtSettings, provider: IdentityProvider
+) -> dict[str, Any]:
+    """RequestAuthentication: pods `app: <app>` accept tokens of `provider`, the mesh-wide
+    identity provider `jwt.provider` names (one issuer string in every region)."""
     rule: dict[str, Any] = {
-        "issuer": jwt.issuer,
-        "jwksUri": jwt.jwks_uri,
+        "issuer": provider.issuer,
+        "jwksUri": provider.jwks_uri,
         "forwardOriginalToken": jwt.forward_original_token,
     }
     if jwt.audiences:
@@ -382,6 +390,7 @@ def service_policies(
     rules: Sequence[AllowRule],
     caller_principals: Sequence[str],
     public_paths: Sequence[str],
+    providers: Mapping[str, IdentityProvider],
     scrapers: Sequence[str] = (),
     loadtester: str | None = None,
     exposed: bool = False,
@@ -389,6 +398,7 @@ def service_policies(
 ) -> list[Policy]:
     """The per-workload objects of pods `app: <app>`, named after `app`.
 
+    `providers`: the mesh's identity providers, by the names `jwt.provider` uses.
     `scrapers`: Prometheus' identities when it scrapes this workload (its ALLOW is the
     namespace's `allow-metrics-scraping`; here it is only exempt from the JWT DENY).
     `loadtester`: the loadtester's identity when these are the canary pods of a
@@ -408,7 +418,11 @@ def service_policies(
     )
     if jwt is not None:
         policies.append(
-            Policy("RequestAuthentication", f"{app}-jwt", request_authentication_spec(app, jwt))
+            Policy(
+                "RequestAuthentication",
+                f"{app}-jwt",
+                request_authentication_spec(app, jwt, providers[jwt.provider]),
+            )
         )
         policies.append(
             Policy(
@@ -417,7 +431,7 @@ def service_policies(
                 require_jwt_spec(app, jwt, public_paths, exempt_principals=exempt),
             )
         )
-    issuers = {jwt.issuer} if jwt is not None else set()
+    issuers = {providers[jwt.provider].issuer} if jwt is not None else set()
     for source in routed:
         if source.jwt is None:
             continue
@@ -425,14 +439,15 @@ def service_policies(
         if not protected:
             continue
         via = f"via-{source.namespace}-{source.name}"
-        if source.jwt.issuer not in issuers:
+        provider = providers[source.jwt.provider]
+        if provider.issuer not in issuers:
             # One jwtRule per issuer: Istio leaves several rules of one issuer undefined.
-            issuers.add(source.jwt.issuer)
+            issuers.add(provider.issuer)
             policies.append(
                 Policy(
                     "RequestAuthentication",
                     f"{app}-jwt-{via}",
-                    request_authentication_spec(app, source.jwt),
+                    request_authentication_spec(app, source.jwt, provider),
                 )
             )
         policies.append(
