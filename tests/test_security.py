@@ -1326,3 +1326,30 @@ def test_stack_files_declare_the_same_identity_providers() -> None:
     assert first, "the mesh declares its identity providers"
     for name, providers in declared.items():
         assert providers == first, f"{name}: identityProviders differ from the other stacks"
+
+
+def test_stacks_admit_the_loadtester_on_canary_pods_only(stack_renders: Any) -> None:
+    seen = 0
+    for stack, render in stack_renders.items():
+        flagger_ns = _flagger_namespace(render)
+        if flagger_ns is None:
+            continue
+        objects = render.kubernetes_objects()
+        loadtester = workload_principal(flagger_ns, LOADTESTER_SERVICE_ACCOUNT)
+        canaries = {
+            (o["metadata"]["namespace"], o["metadata"]["name"])
+            for o in objects
+            if o["kind"] == "Canary"
+        }
+        workloads = {
+            (o["metadata"]["namespace"], o["spec"]["selector"]["matchLabels"]["app"])
+            for o in objects
+            if o["kind"] == "AuthorizationPolicy" and "selector" in o["spec"]
+        }
+        assert canaries, stack
+        # The quota service, Redis, primaries and static services included.
+        for namespace, app in workloads:
+            admitted = _allowed(objects, namespace, app, req(loadtester, "/", "POST", port=8081))
+            assert admitted == ((namespace, app) in canaries), (stack, namespace, app)
+            seen += admitted
+    assert seen, "a stack's canary admits the loadtester"
