@@ -30,6 +30,19 @@ PRIMARY_SUFFIX: Final = "-primary"
 """Flagger runs a progressive service's stable pods as `<name>-primary`, relabelled
 `app: <name>-primary`, next to the canary pods that keep `app: <name>`."""
 
+FLAGGER_SERVICE_ACCOUNT: Final = "flagger"
+"""Service account of the Flagger controller: the flagger chart names it after its fullname,
+which is the release name `flagger` (flagger-1.44.0 `_helpers.tpl`
+`flagger.serviceAccountName`, `serviceAccount.create: true`)."""
+
+LOADTESTER_SERVICE_ACCOUNT: Final = "flagger-loadtester"
+"""Service account of Flagger's loadtester: with `rbac.create` on, the loadtester chart
+creates one named after its fullname, the release `flagger-loadtester` (0.38.0
+`rbac.yaml`); without it the pod runs as its namespace's `default`."""
+
+LOADTESTER_APP: Final = "loadtester"
+"""`app` label of the loadtester's pods (the chart's name, `deployment.yaml`)."""
+
 PROMETHEUS_IGNORE_LABEL: Final = "istio-prometheus-ignore"
 """Pod label (any value) that opts a pod out of the sidecar PodMonitor, as in Istio's
 `samples/addons/extras/prometheus-operator.yaml`: for pods whose 15090 Prometheus cannot

@@ -20,7 +20,7 @@ from components.observability.kiali import KialiRemoteAccess, KialiStack
 from components.observability.prometheus import PrometheusAccess
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
-from components.security.component import MeshSecurity
+from components.security.component import FlaggerNamespace, MeshSecurity
 from components.service_graph import ServiceGraph
 from components.settings import StackSettings
 from components.traffic.component import TrafficManagement
@@ -106,21 +106,28 @@ class RegionMesh(pulumi.ComponentResource):
             injected_observability_namespace=self.jaeger.namespace if self.jaeger else None,
             opts=child,
         )
+        self.rate_limiter = RateLimiter(
+            f"{name}-ratelimit",
+            self.mesh,
+            settings.rate_limit,
+            services=settings.services,
+            opts=child,
+        )
+        delivery = self.traffic.delivery
         self.security = MeshSecurity(
             f"{name}-security",
             self.mesh,
             settings.security,
             graph=graph,
             namespaces=settings.namespaces,
-            observability_namespace=settings.observability_namespace,
-            flagger_namespace=settings.traffic.flagger_namespace,
-            opts=child,
-        )
-        self.rate_limiter = RateLimiter(
-            f"{name}-ratelimit",
-            self.mesh,
-            settings.rate_limit,
-            services=settings.services,
+            identity_providers=settings.identity_providers,
+            # Only a region that runs Flagger (has progressive services) admits its identities.
+            flagger=(
+                FlaggerNamespace(settings.traffic.flagger_namespace, delivery.namespace)
+                if delivery is not None
+                else None
+            ),
+            metrics_endpoints=[e for e in (self.rate_limiter.metrics_endpoint,) if e is not None],
             opts=child,
         )
         self.alerts = MeshAlerts(

@@ -26,9 +26,16 @@ from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
 from components.security.rules import (
     check_allow_rules_can_match,
     check_grpc_protected_paths,
+    check_identity_providers,
+    check_jwt_providers,
     check_mtls_exceptions_admit_plaintext,
 )
-from components.security.settings import AllowRule, JwtSettings, SecuritySettings
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    SecuritySettings,
+)
 from components.settings_types import (
     ChartSource,
     ClusterLocalHost,
@@ -126,7 +133,10 @@ class MeshService(SettingsModel):
     )
     jwt: JwtSettings | None = Field(
         default=None,
-        description="JWT issuer it accepts (docs/security.md). Default: none, no tokens.",
+        description=(
+            "JWT identity provider it accepts tokens of, and where one is required "
+            "(docs/security.md). Default: none, no tokens."
+        ),
     )
     authorization: tuple[AllowRule, ...] = Field(
         default=(),
@@ -330,6 +340,14 @@ class StackSettings(SettingsModel):
             "Default: none."
         ),
     )
+    identity_providers: dict[DnsLabel, IdentityProvider] = Field(
+        default_factory=dict,
+        description=(
+            "The mesh's JWT identity providers by name, referenced by `services[].jwt."
+            "provider`. Mesh-wide: every stack file declares the same ones (a test compares "
+            "them), so a token's `iss` is accepted in every region. Default: none."
+        ),
+    )
     services: tuple[MeshService, ...] = Field(
         default=(),
         description="The mesh services of this region. Default: none.",
@@ -340,7 +358,7 @@ class StackSettings(SettingsModel):
     )
     security: SecuritySettings = Field(
         default=SecuritySettings(),
-        description="mTLS exceptions, trusted namespaces (docs/security.md). Default: none.",
+        description="mTLS exceptions, Prometheus' identity (docs/security.md).",
     )
     guardrails: GuardrailSettings = Field(
         default_factory=GuardrailSettings,
@@ -410,6 +428,8 @@ class StackSettings(SettingsModel):
                 )
         check_stack_traffic(self.traffic, self.services)
         check_mtls_exceptions_admit_plaintext(self.security.mtls_exceptions, self.services)
+        check_identity_providers(self.identity_providers)
+        check_jwt_providers(self.identity_providers, self.services)
         return self
 
     @property

@@ -33,6 +33,9 @@ SIZES = (50, 100, 200, 400)
 SERVICES_PER_NAMESPACE = 10
 
 
+BENCH_PROVIDER = "bench-auth"
+
+
 def generated_service(index: int) -> dict[str, Any]:
     """A representative mesh service; every option the stacks use appears at scale."""
     service: dict[str, Any] = {
@@ -50,8 +53,7 @@ def generated_service(index: int) -> dict[str, Any]:
         "routes": [{"pathPrefix": "/status", "requestsPerSecond": 2000}],
     }
     service["jwt"] = {
-        "issuer": "https://auth.bench.example.com",
-        "jwksUri": "https://auth.bench.example.com/.well-known/jwks.json",
+        "provider": BENCH_PROVIDER,
         "audiences": [service["name"]],
         "protectedPaths": ["/api/*"],
     }
@@ -93,6 +95,14 @@ def generated_config(size: int) -> dict[str, str]:
     config, _ = load_stack_config(deploy_order()[0])
     config["meshstack:region"] = f"bench-{size}"
     config["meshstack:services"] = json.dumps([generated_service(i) for i in range(size)])
+    config["meshstack:identityProviders"] = json.dumps(
+        {
+            BENCH_PROVIDER: {
+                "issuer": "https://auth.bench.example.com",
+                "jwksUri": "https://auth.bench.example.com/.well-known/jwks.json",
+            }
+        }
+    )
     # Keys that name the stack's own namespaces point at the generated ones instead.
     observability = json.loads(config.get("meshstack:observability", "{}"))
     observability.setdefault("telemetry", {})["namespaces"] = [

@@ -12,16 +12,27 @@ area into it.
 from components.security.rules import (
     check_allow_rules_can_match,
     check_grpc_protected_paths,
+    check_identity_providers,
+    check_jwt_providers,
     check_mtls_exceptions_admit_plaintext,
 )
-from components.security.settings import AllowRule, JwtSettings, MtlsException, SecuritySettings
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    MtlsException,
+    SecuritySettings,
+)
 
 __all__ = [
     "AllowRule",
+    "IdentityProvider",
     "JwtSettings",
     "MtlsException",
     "SecuritySettings",
     "check_allow_rules_can_match",
     "check_grpc_protected_paths",
+    "check_identity_providers",
+    "check_jwt_providers",
     "check_mtls_exceptions_admit_plaintext",
 ]

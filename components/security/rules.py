@@ -10,11 +10,16 @@ service (`services[i]`) or the stack.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 from components.constants import workload_apps
-from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    MtlsException,
+)
 from components.settings_types import RuleViolationError
 
 if TYPE_CHECKING:
@@ -120,4 +125,47 @@ def check_mtls_exceptions_admit_plaintext(
                     f"needs an authorization rule for {where}the services it covers with "
                     "`ports` or `ipBlocks` and no serviceAccounts/fromIngressGateway: "
                     "plaintext clients have no identity, every other ALLOW answers them 403",
+                )
+
+
+def check_identity_providers(providers: Mapping[str, IdentityProvider]) -> None:
+    """One identity provider per issuer: two names for one `iss` would give a workload
+    two jwtRules of one issuer, which Istio leaves undefined."""
+    seen: dict[str, str] = {}
+    for name, provider in providers.items():
+        if provider.issuer in seen:
+            raise RuleViolationError(
+                ("identityProviders", name, "issuer"),
+                provider.issuer,
+                f"is already the issuer of identity provider {seen[provider.issuer]!r}; "
+                "declare each issuer once",
+            )
+        seen[provider.issuer] = name
+
+
+def check_jwt_providers(
+    providers: Mapping[str, IdentityProvider], services: Sequence[MeshService]
+) -> None:
+    """Each service's `jwt.provider` is declared, and its `requestPrincipals` are spelled
+    with that provider's issuer (`<iss>/<sub>`; Envoy compares `iss` byte for byte, so
+    another spelling matches no token)."""
+    for index, service in enumerate(services):
+        if service.jwt is None:
+            continue
+        provider = providers.get(service.jwt.provider)
+        if provider is None:
+            raise RuleViolationError(
+                ("services", index, "jwt", "provider"),
+                service.jwt.provider,
+                f"must name one of identityProviders ({', '.join(sorted(providers)) or 'none'})",
+            )
+        for position, rule in enumerate(service.authorization):
+            for at, principal in enumerate(rule.request_principals):
+                if principal.startswith("*") or principal.startswith(f"{provider.issuer}/"):
+                    continue
+                raise RuleViolationError(
+                    ("services", index, "authorization", position, "requestPrincipals", at),
+                    principal,
+                    f"must be `{provider.issuer}/<subject>` (issuer of identity provider "
+                    f"{service.jwt.provider!r}) or start with `*`: no token has another `iss`",
                 )

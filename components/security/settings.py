@@ -1,6 +1,7 @@
 """Settings of mesh security: mTLS exceptions, JWT rules and authorization rules.
 
-`SecuritySettings` is `meshstack:security` on the stack; `JwtSettings` and `AllowRule` are
+`SecuritySettings` is `meshstack:security` on the stack; `IdentityProvider` is each entry of
+the mesh-wide `meshstack:identityProviders`; `JwtSettings` and `AllowRule` are
 `services[i].jwt` and `services[i].authorization`. The mesh-wide mTLS mode and the
 default-deny policies are not settings: they are always on, only narrow exceptions are.
 """
@@ -68,20 +69,40 @@ class MtlsException(SettingsModel):
         return self
 
 
-class JwtSettings(SettingsModel):
-    """`services[i].jwt`: the JWT issuer a service accepts (RequestAuthentication)."""
+class IdentityProvider(SettingsModel):
+    """`identityProviders.<name>`: one JWT issuer of the whole mesh."""
 
     issuer: str = Field(
-        pattern=r"^\S+$", max_length=512, description="Token `iss`, e.g. `https://auth.x`."
+        pattern=r"^\S+$",
+        max_length=512,
+        description=(
+            "Token `iss`, exactly as the provider writes it, e.g. `https://auth.x`: Envoy "
+            "compares it byte for byte, so a trailing slash makes another issuer. Required."
+        ),
     )
     jwks_uri: str = Field(
         pattern=r"^https://\S+$",
         max_length=2048,
         description="HTTPS URL of the issuer's public keys. Required (https only).",
     )
+
+
+class JwtSettings(SettingsModel):
+    """`services[i].jwt`: the identity provider a service accepts tokens of
+    (RequestAuthentication), and where a token is required."""
+
+    provider: DnsLabel = Field(
+        description=(
+            "Name of the identity provider (`identityProviders`) whose tokens the service "
+            "accepts. Required."
+        ),
+    )
     audiences: tuple[str, ...] = Field(
         default=(),
-        description="Accepted `aud` values. Default: any (Istio's default); set it.",
+        description=(
+            "Accepted `aud` values. Default: any (Istio's default); set it. Per service, not "
+            "per provider: each API is its own audience."
+        ),
     )
     forward_original_token: bool = Field(
         default=False,
@@ -222,7 +243,11 @@ class AllowRule(SettingsModel):
 
 
 class SecuritySettings(SettingsModel):
-    """`meshstack:security`: exceptions to the secure defaults, and trusted namespaces."""
+    """`meshstack:security`: exceptions to the secure defaults, and Prometheus' identity.
+
+    No namespace is trusted as a whole: each identity outside a service's own rules is
+    admitted for one purpose (Prometheus on metrics paths, Flagger's loadtester on canary
+    pods), see docs/security.md."""
 
     mtls_exceptions: tuple[MtlsException, ...] = Field(
         default=(),
@@ -232,13 +257,16 @@ class SecuritySettings(SettingsModel):
             "exception port) or `ipBlocks` and no identity source. Default: none."
         ),
     )
-    trusted_source_namespaces: tuple[DnsLabel, ...] = Field(
-        default=("monitoring",),
+    prometheus_service_accounts: tuple[str, ...] = Field(
+        default=("monitoring/kube-prometheus-stack-prometheus",),
+        min_length=1,
         description=(
-            "Namespaces whose workloads may call any workload (Prometheus scraping app "
-            "metrics ports). The observability namespace and Flagger's namespace (load "
-            "tester) are always added. Default `monitoring`, where the Prometheus Operator "
-            "runs."
+            "The Prometheus that scrapes application metrics over mTLS, as "
+            "`<namespace>/<serviceAccount>`. Admitted only to `GET` the metrics paths "
+            "(`services[i].metrics.path`, the quota service's `/metrics`), never to the "
+            "rest of a workload. Default `monitoring/kube-prometheus-stack-prometheus`, the "
+            "account kube-prometheus-stack creates for the release `kube-prometheus-stack` "
+            "(`<fullname>-prometheus`) that `alerts.prometheusSelectorLabels` defaults to."
         ),
     )
     public_paths: tuple[str, ...] = Field(
@@ -250,7 +278,7 @@ class SecuritySettings(SettingsModel):
     )
 
     @model_validator(mode="after")
-    def _exception_names_unique_and_public_paths_valid(self) -> SecuritySettings:
+    def _exception_names_unique_paths_and_accounts_valid(self) -> SecuritySettings:
         names: set[tuple[str, str]] = set()
         for index, exception in enumerate(self.mtls_exceptions):
             key = (exception.namespace, exception.name)
@@ -263,4 +291,11 @@ class SecuritySettings(SettingsModel):
             names.add(key)
         for index, path in enumerate(self.public_paths):
             _check_path(("publicPaths", index), path)
+        for index, account in enumerate(self.prometheus_service_accounts):
+            if not re.match(_SERVICE_ACCOUNT, account):
+                raise RuleViolationError(
+                    ("prometheusServiceAccounts", index),
+                    account,
+                    "must be `<namespace>/<serviceAccount>`",
+                )
         return self

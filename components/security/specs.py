@@ -7,20 +7,28 @@ How the pieces combine in a workload namespace (Istio evaluates DENY before ALLO
 with any ALLOW policy present a request must match one of them):
 
 - `allow-nothing` (`spec: {}`) makes the namespace default-deny;
-- `allow-trusted-namespaces` lets Prometheus (app metrics ports), the observability
-  namespace and the Flagger load tester in;
+- `allow-metrics-scraping` lets Prometheus (`security.prometheusServiceAccounts`) `GET`
+  the namespace's metrics paths, and nothing else;
 - `allow-public-paths` keeps `GET /health`, `/status`… reachable for every caller;
 - `<service>-allow` holds the service's own rules (service accounts, gateway, JWT
   identities and claims, paths, methods);
 - `<service>-allow-callers` lets in the services whose `calls` name this one;
+- `<service>-allow-loadtester` lets Flagger's loadtester in, on the canary pods of a
+  progressive service only (`app: <service>`, not `<service>-primary`);
 - `<service>-allow-routed` lets in, on the routed paths only, the callers of every
   service whose endpoint routes send paths to this one (see `RoutedFrom`);
 - `<service>-require-jwt` (DENY) rejects requests without a JWT on protected paths,
   except from the mesh identities the service's own ALLOW policies name (callers,
-  `serviceAccounts` rules without `requestPrincipals`): DENY is evaluated before ALLOW,
-  so without that exemption those ALLOW rules could never match;
+  `serviceAccounts` rules without `requestPrincipals`) and the identities admitted for
+  one purpose (Prometheus where it scrapes, the loadtester on canary pods): DENY is
+  evaluated before ALLOW, so without that exemption those ALLOW rules could never match;
 - `<service>-jwt-via-<ns>-<name>` / `<service>-require-jwt-via-<ns>-<name>` carry the JWT
   requirement of a routing service onto the routed paths of this one.
+
+No namespace is trusted as a whole: every exemption and every opening names principals.
+Flagger's namespace (only in a region with progressive services) is default-deny too, and
+its loadtester, which runs any command a caller sends it (`bash -c`), admits only the
+Flagger controller (`flagger_namespace_policies`).
 
 Sidecar ports 15020 (health probes rewritten by istiod, merged Prometheus metrics) and
 15090 (Envoy stats) are served by the proxy itself and never reach authorization, so
@@ -33,16 +41,41 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from components.constants import ingress_gateway_principal, workload_principal
-from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.constants import (
+    FLAGGER_SERVICE_ACCOUNT,
+    LOADTESTER_APP,
+    LOADTESTER_SERVICE_ACCOUNT,
+    ingress_gateway_principal,
+    workload_principal,
+)
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    MtlsException,
+)
 from components.service_graph import ServiceId
 
 MESH_WIDE_NAME: Final = "default"
 """Name of the mesh-wide PeerAuthentication, as Istio's docs call it."""
 
 ALLOW_NOTHING: Final = "allow-nothing"
-ALLOW_TRUSTED: Final = "allow-trusted-namespaces"
+ALLOW_METRICS: Final = "allow-metrics-scraping"
 ALLOW_PUBLIC: Final = "allow-public-paths"
+LOADTESTER_ALLOW_FLAGGER: Final = "loadtester-allow-flagger"
+
+METRICS_PATH: Final = "/metrics"
+"""Path of a `MetricsEndpoint` (the quota service's metrics): the Prometheus convention."""
+
+
+def flagger_principal(flagger_namespace: str) -> str:
+    """Identity of the Flagger controller, which calls the loadtester's webhooks."""
+    return workload_principal(flagger_namespace, FLAGGER_SERVICE_ACCOUNT)
+
+
+def loadtester_principal(flagger_namespace: str) -> str:
+    """Identity of Flagger's loadtester, which sends the canary's tests and load."""
+    return workload_principal(flagger_namespace, LOADTESTER_SERVICE_ACCOUNT)
 
 
 def caller_principals(callers: Iterable[ServiceId]) -> list[str]:
@@ -97,11 +130,47 @@ def allow_nothing_spec() -> dict[str, Any]:
     return {}
 
 
-def trusted_namespaces_spec(namespaces: Iterable[str]) -> dict[str, Any]:
-    """ALLOW every request from workloads of the trusted namespaces (mTLS-verified)."""
+def metrics_scraping_spec(principals: Iterable[str], paths: Iterable[str]) -> dict[str, Any]:
+    """ALLOW Prometheus (`principals`) to `GET` the metrics `paths`, and nothing else.
+
+    Paths, not ports: ServiceMonitors name their ports, AuthorizationPolicy `ports` are
+    numbers the settings do not know.
+    """
     return {
         "action": "ALLOW",
-        "rules": [{"from": [{"source": {"namespaces": sorted(set(namespaces))}}]}],
+        "rules": [
+            {
+                "from": [{"source": {"principals": sorted(set(principals))}}],
+                "to": [{"operation": {"methods": ["GET"], "paths": sorted(set(paths))}}],
+            }
+        ],
+    }
+
+
+def loadtester_allow_spec(app: str, principal: str) -> dict[str, Any]:
+    """ALLOW Flagger's loadtester on the canary pods `app: <app>` of a progressive service."""
+    return {
+        "selector": _selector(app),
+        "action": "ALLOW",
+        "rules": [{"from": [{"source": {"principals": [principal]}}]}],
+    }
+
+
+def flagger_namespace_policies(flagger_namespace: str) -> Mapping[str, dict[str, Any]]:
+    """Flagger's namespace: default-deny, and the loadtester admits only the controller.
+
+    The loadtester runs what a webhook's payload says (`type: bash` → `bash -c`), so
+    any other caller could run commands under the loadtester's identity.
+    """
+    return {
+        ALLOW_NOTHING: allow_nothing_spec(),
+        LOADTESTER_ALLOW_FLAGGER: {
+            "selector": _selector(LOADTESTER_APP),
+            "action": "ALLOW",
+            "rules": [
+                {"from": [{"source": {"principals": [flagger_principal(flagger_namespace)]}}]}
+            ],
+        },
     }
 
 
@@ -153,11 +222,14 @@ def service_allow_spec(app: str, rules: Sequence[AllowRule]) -> dict[str, Any]:
     return {"selector": _selector(app), "action": "ALLOW", "rules": [_rule(r) for r in rules]}
 
 
-def request_authentication_spec(app: str, jwt: JwtSettings) -> dict[str, Any]:
-    """RequestAuthentication: which issuer's tokens pods `app: <app>` accept."""
+def request_authentication_spec(
+    app: str, jwt: JwtSettings, provider: IdentityProvider
+) -> dict[str, Any]:
+    """RequestAuthentication: pods `app: <app>` accept tokens of `provider`, the mesh-wide
+    identity provider `jwt.provider` names (one issuer string in every region)."""
     rule: dict[str, Any] = {
-        "issuer": jwt.issuer,
-        "jwksUri": jwt.jwks_uri,
+        "issuer": provider.issuer,
+        "jwksUri": provider.jwks_uri,
         "forwardOriginalToken": jwt.forward_original_token,
     }
     if jwt.audiences:
@@ -170,7 +242,6 @@ def request_authentication_spec(app: str, jwt: JwtSettings) -> dict[str, Any]:
 def require_jwt_spec(
     app: str,
     jwt: JwtSettings,
-    trusted_namespaces: Iterable[str],
     public_paths: Sequence[str],
     *,
     exempt_principals: Sequence[str] = (),
@@ -178,21 +249,18 @@ def require_jwt_spec(
 ) -> dict[str, Any]:
     """DENY requests without a valid JWT on the protected paths (or on `paths`).
 
-    RequestAuthentication alone accepts requests that carry no token. The trusted
-    namespaces (Prometheus, load tester) and the public health paths stay exempt, so
-    scraping, canary load tests and health checks keep working. `exempt_principals` are
-    the mesh identities the workload's ALLOW policies let in by identity alone
-    (`jwt_exempt_principals`): DENY is evaluated before ALLOW, so without the exemption
-    those ALLOW rules could never match. The ingress gateway is never exempt: it forwards
-    end users' requests.
+    RequestAuthentication alone accepts requests that carry no token. The public health
+    paths stay exempt, so health checks keep working. `exempt_principals` are the mesh
+    identities the workload's ALLOW policies let in by identity alone
+    (`jwt_exempt_principals`, Prometheus where it scrapes, the loadtester on canary pods):
+    DENY is evaluated before ALLOW, so without the exemption those ALLOW rules could never
+    match; the ALLOW policies still bound what each may do. No namespace is exempt. The
+    ingress gateway is never exempt: it forwards end users' requests.
     """
     operation: dict[str, Any] = {"paths": list(jwt.protected_paths if paths is None else paths)}
     if public_paths:
         operation["notPaths"] = list(public_paths)
-    source: dict[str, Any] = {
-        "notRequestPrincipals": ["*"],
-        "notNamespaces": sorted(set(trusted_namespaces)),
-    }
+    source: dict[str, Any] = {"notRequestPrincipals": ["*"]}
     exempt = sorted(set(exempt_principals) - {ingress_gateway_principal()})
     if exempt:
         source["notPrincipals"] = exempt
@@ -290,15 +358,19 @@ def routed_allow_spec(app: str, routed: Sequence[RoutedFrom]) -> dict[str, Any]:
 
 
 def namespace_policies(
-    trusted_namespaces: Iterable[str], public_paths: Sequence[str]
+    public_paths: Sequence[str],
+    *,
+    scrapers: Sequence[str] = (),
+    metrics_paths: Iterable[str] = (),
 ) -> Mapping[str, dict[str, Any]]:
-    """The AuthorizationPolicies every workload namespace gets, by metadata name."""
-    policies = {
-        ALLOW_NOTHING: allow_nothing_spec(),
-        ALLOW_TRUSTED: trusted_namespaces_spec(trusted_namespaces),
-    }
+    """The AuthorizationPolicies a workload namespace gets, by metadata name: default-deny,
+    the public paths, and Prometheus (`scrapers`) on the namespace's `metrics_paths`."""
+    policies = {ALLOW_NOTHING: allow_nothing_spec()}
     if public_paths:
         policies[ALLOW_PUBLIC] = public_paths_spec(public_paths)
+    paths = sorted(set(metrics_paths))
+    if scrapers and paths:
+        policies[ALLOW_METRICS] = metrics_scraping_spec(scrapers, paths)
     return policies
 
 
@@ -317,35 +389,49 @@ def service_policies(
     jwt: JwtSettings | None,
     rules: Sequence[AllowRule],
     caller_principals: Sequence[str],
-    trusted_namespaces: Iterable[str],
     public_paths: Sequence[str],
+    providers: Mapping[str, IdentityProvider],
+    scrapers: Sequence[str] = (),
+    loadtester: str | None = None,
     exposed: bool = False,
     routed: Sequence[RoutedFrom] = (),
 ) -> list[Policy]:
     """The per-workload objects of pods `app: <app>`, named after `app`.
 
-    `exposed`: the ingress gateway forwards to this service (it is exposed); without rules
-    of its own it then accepts the gateway. `routed`: other services' endpoint routes to
-    this one (`RoutedFrom`).
+    `providers`: the mesh's identity providers, by the names `jwt.provider` uses.
+    `scrapers`: Prometheus' identities when it scrapes this workload (its ALLOW is the
+    namespace's `allow-metrics-scraping`; here it is only exempt from the JWT DENY).
+    `loadtester`: the loadtester's identity when these are the canary pods of a
+    progressive service. `exposed`: the ingress gateway forwards to this service (it is
+    exposed); without rules of its own it then accepts the gateway. `routed`: other
+    services' endpoint routes to this one (`RoutedFrom`).
     """
     policies: list[Policy] = []
-    exempt = jwt_exempt_principals(
-        rules, [*caller_principals, *(p for r in routed for p in r.principals)]
+    exempt = sorted(
+        {
+            *jwt_exempt_principals(
+                rules, [*caller_principals, *(p for r in routed for p in r.principals)]
+            ),
+            *scrapers,
+            *([loadtester] if loadtester else []),
+        }
     )
     if jwt is not None:
         policies.append(
-            Policy("RequestAuthentication", f"{app}-jwt", request_authentication_spec(app, jwt))
+            Policy(
+                "RequestAuthentication",
+                f"{app}-jwt",
+                request_authentication_spec(app, jwt, providers[jwt.provider]),
+            )
         )
         policies.append(
             Policy(
                 "AuthorizationPolicy",
                 f"{app}-require-jwt",
-                require_jwt_spec(
-                    app, jwt, trusted_namespaces, public_paths, exempt_principals=exempt
-                ),
+                require_jwt_spec(app, jwt, public_paths, exempt_principals=exempt),
             )
         )
-    issuers = {jwt.issuer} if jwt is not None else set()
+    issuers = {providers[jwt.provider].issuer} if jwt is not None else set()
     for source in routed:
         if source.jwt is None:
             continue
@@ -353,14 +439,15 @@ def service_policies(
         if not protected:
             continue
         via = f"via-{source.namespace}-{source.name}"
-        if source.jwt.issuer not in issuers:
+        provider = providers[source.jwt.provider]
+        if provider.issuer not in issuers:
             # One jwtRule per issuer: Istio leaves several rules of one issuer undefined.
-            issuers.add(source.jwt.issuer)
+            issuers.add(provider.issuer)
             policies.append(
                 Policy(
                     "RequestAuthentication",
                     f"{app}-jwt-{via}",
-                    request_authentication_spec(app, source.jwt),
+                    request_authentication_spec(app, source.jwt, provider),
                 )
             )
         policies.append(
@@ -370,7 +457,6 @@ def service_policies(
                 require_jwt_spec(
                     app,
                     source.jwt,
-                    trusted_namespaces,
                     public_paths,
                     exempt_principals=exempt,
                     paths=protected,
@@ -395,6 +481,14 @@ def service_policies(
                 "AuthorizationPolicy",
                 f"{app}-allow-callers",
                 callers_allow_spec(app, caller_principals),
+            )
+        )
+    if loadtester:
+        policies.append(
+            Policy(
+                "AuthorizationPolicy",
+                f"{app}-allow-loadtester",
+                loadtester_allow_spec(app, loadtester),
             )
         )
     if any(r.principals for r in routed):

@@ -58,10 +58,10 @@ class ProgressiveDelivery(pulumi.ComponentResource):
     Deployment, while Flagger itself stays installed to run that finalizer.
     """
 
+    namespace: pulumi.Output[str]
+    """Flagger's namespace (`metadata.name`), where MeshSecurity puts its policies."""
     loadtester_url: pulumi.Output[str]
     """URL Flagger's webhooks call."""
-    namespace: pulumi.Output[str]
-    """Flagger's namespace (injected), once created."""
     ejection_detection_seconds: pulumi.Output[dict[str, float | None]]
     """Ejection detection time (None: never) per `<namespace>/<name>` (Canary trafficPolicy)."""
 
@@ -176,8 +176,8 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         )
         self.register_outputs(
             {
-                "loadtester_url": self.loadtester_url,
                 "namespace": self.namespace,
+                "loadtester_url": self.loadtester_url,
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )

@@ -273,8 +273,12 @@ def flagger_values(prometheus_url: str, cluster_name: str) -> dict[str, Any]:
 def loadtester_values() -> dict[str, Any]:
     """The loadtester's Helm values: hardened container; it stays in the mesh (mTLS)."""
     # The chart's own hardened contexts (read-only root, non-root user), off by default.
+    # `rbac.create` (with no rules) gives the loadtester its own service account,
+    # `flagger-loadtester`, instead of the namespace's `default`: the identity that
+    # MeshSecurity admits on canary pods only (docs/security.md).
     return {
         "securityContext": {"enabled": True},
         "podSecurityContext": {"enabled": True},
+        "rbac": {"create": True},
         "resources": LOADTESTER_RESOURCES,
     }

@@ -133,8 +133,8 @@ def test_app_monitor_scrapes_over_mesh_mtls_because_peer_authentication_is_stric
             settings.security,
             graph=ServiceGraph(settings.services),
             namespaces=settings.namespaces,
-            observability_namespace=settings.observability_namespace,
-            flagger_namespace=settings.traffic.flagger_namespace,
+            identity_providers=settings.identity_providers,
+            flagger=None,
             opts=opts,
         )
         _mesh_alerts(mesh, settings, opts)

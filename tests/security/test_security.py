@@ -2,24 +2,60 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from typing import Any
 
+import pulumi
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.constants import ingress_gateway_principal, workload_apps, workload_principal
+from components.constants import (
+    FLAGGER_SERVICE_ACCOUNT,
+    LOADTESTER_SERVICE_ACCOUNT,
+    ingress_gateway_principal,
+    workload_apps,
+    workload_principal,
+)
 from components.istio.component import IstioMesh
+from components.kube import MetricsEndpoint
 from components.security import specs
-from components.security.component import MeshSecurity
-from components.security.settings import AllowRule, JwtSettings, MtlsException
+from components.security.component import FlaggerNamespace, MeshSecurity
+from components.security.settings import (
+    AllowRule,
+    IdentityProvider,
+    JwtSettings,
+    MtlsException,
+)
 from components.service_graph import ServiceGraph, ServiceId
-from components.settings import StackSettings
-from tests.conftest import by_name, make_settings, run_with_provider, settings_error
+from components.settings import StackSettings, load_settings
+from components.traffic import delivery_specs
+from components.traffic.delivery import FLAGGER_RELEASE
+from tests.conftest import by_name, run_with_provider
+from tests.conftest import make_settings as make_stack_settings
+from tests.conftest import settings_error as stack_settings_error
+from tools.render import PROJECT_DIR, load_stack_config
 from tools.verify import validate_manifest
 
 ISSUER = "https://auth.example.com"
-JWT = {"issuer": ISSUER, "jwksUri": f"{ISSUER}/jwks.json", "audiences": ["api"]}
+JWKS = f"{ISSUER}/jwks.json"
+PROVIDERS = {"auth": {"issuer": ISSUER, "jwksUri": JWKS}}
+"""The fixture mesh's identity providers (`meshstack:identityProviders`)."""
+PROVIDER_MODELS = {"auth": IdentityProvider(issuer=ISSUER, jwks_uri=JWKS)}
+JWT = {"provider": "auth", "audiences": ["api"]}
+
+
+def make_settings(**overrides: Any) -> StackSettings:
+    """Fixture settings with the fixture mesh's identity providers."""
+    return make_stack_settings(**{"identityProviders": PROVIDERS, **overrides})
+
+
+def settings_error(**overrides: Any) -> str:
+    return stack_settings_error(**{"identityProviders": PROVIDERS, **overrides})
+
+
 SETTINGS = make_settings(
     services=[
         {
@@ -37,6 +73,7 @@ SETTINGS = make_settings(
                 {"serviceAccounts": ["revenue/admin-service"], "methods": ["GET"]},
                 {"ports": [9102], "paths": ["/metrics"]},
             ],
+            "metrics": {"path": "/stats"},
         },
         {
             "name": "market-data",
@@ -57,7 +94,7 @@ SETTINGS = make_settings(
                 "ports": [9102],
             },
         ],
-        "trustedSourceNamespaces": ["monitoring", "loadtest"],
+        "prometheusServiceAccounts": ["metrics/prom"],
     },
     observabilityNamespace="obs",
 )
@@ -73,9 +110,11 @@ def service(**fields: Any) -> list[dict[str, Any]]:
 def test_defaults() -> None:
     security = make_settings().security
     assert security.mtls_exceptions == ()
-    assert security.trusted_source_namespaces == ("monitoring",)
+    assert security.prometheus_service_accounts == (
+        "monitoring/kube-prometheus-stack-prometheus",
+    ), "kube-prometheus-stack's account for the release alerts.prometheusSelectorLabels names"
     assert "/health" in security.public_paths and "/status" in security.public_paths
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     assert jwt.forward_original_token is False, "the app never sees the bearer token"
     assert jwt.output_payload_to_header == "x-jwt-payload"
     assert jwt.protected_paths == ("/api/*",)
@@ -172,9 +211,9 @@ def test_ap_southeast_1_admits_its_legacy_plaintext_clients_by_address(
 
 
 def test_jwks_uri_must_be_https() -> None:
-    jwt = {"issuer": ISSUER, "jwksUri": "http://auth/jwks"}
-    assert settings_error(services=service(jwt=jwt)).startswith(
-        'meshstack:services[0].jwt.jwksUri = "http://auth/jwks": must match pattern'
+    providers = {"auth": {"issuer": ISSUER, "jwksUri": "http://auth/jwks"}}
+    assert settings_error(identityProviders=providers).startswith(
+        'meshstack:identityProviders.auth.jwksUri = "http://auth/jwks": must match pattern'
     )
 
 
@@ -347,18 +386,17 @@ def test_allow_rules_become_sources_operations_and_claim_conditions() -> None:
 
 def test_request_authentication() -> None:
     jwt = JwtSettings(
-        issuer=ISSUER,
-        jwks_uri=f"{ISSUER}/jwks",
+        provider="auth",
         audiences=("api",),
         forward_original_token=True,
         output_payload_to_header="x-claims",
     )
-    assert specs.request_authentication_spec("a", jwt) == {
+    assert specs.request_authentication_spec("a", jwt, PROVIDER_MODELS["auth"]) == {
         "selector": {"matchLabels": {"app": "a"}},
         "jwtRules": [
             {
                 "issuer": ISSUER,
-                "jwksUri": f"{ISSUER}/jwks",
+                "jwksUri": JWKS,
                 "audiences": ["api"],
                 "forwardOriginalToken": True,
                 "outputPayloadToHeader": "x-claims",
@@ -367,42 +405,68 @@ def test_request_authentication() -> None:
     }
 
 
-def test_requests_without_jwt_are_denied_on_protected_paths_except_trusted_and_health() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
-    spec = specs.require_jwt_spec("a", jwt, ["monitoring", "obs"], ["/health"])
+def test_requests_without_jwt_are_denied_on_protected_paths_except_exempt_and_health() -> None:
+    jwt = JwtSettings(provider="auth")
+    spec = specs.require_jwt_spec(
+        "a", jwt, ["/health"], exempt_principals=["cluster.local/ns/m/sa/prom"]
+    )
     assert spec["action"] == "DENY"
     (rule,) = spec["rules"]
     assert rule["from"] == [
-        {"source": {"notRequestPrincipals": ["*"], "notNamespaces": ["monitoring", "obs"]}}
-    ]
+        {
+            "source": {
+                "notRequestPrincipals": ["*"],
+                "notPrincipals": ["cluster.local/ns/m/sa/prom"],
+            }
+        }
+    ], "identities, never whole namespaces"
     assert rule["to"] == [{"operation": {"paths": ["/api/*"], "notPaths": ["/health"]}}]
 
 
-def test_every_namespace_is_default_deny_with_trusted_and_health_openings() -> None:
-    policies = specs.namespace_policies(["obs", "monitoring"], ["/health"])
+def test_every_namespace_is_default_deny_with_metrics_and_health_openings() -> None:
+    prom = "cluster.local/ns/monitoring/sa/prom"
+    policies = specs.namespace_policies(
+        ["/health"], scrapers=[prom], metrics_paths=["/stats", "/metrics"]
+    )
     assert policies["allow-nothing"] == {}
-    assert policies["allow-trusted-namespaces"] == {
+    assert policies["allow-metrics-scraping"] == {
         "action": "ALLOW",
-        "rules": [{"from": [{"source": {"namespaces": ["monitoring", "obs"]}}]}],
+        "rules": [
+            {
+                "from": [{"source": {"principals": [prom]}}],
+                "to": [{"operation": {"methods": ["GET"], "paths": ["/metrics", "/stats"]}}],
+            }
+        ],
     }
     assert policies["allow-public-paths"]["rules"] == [
         {"to": [{"operation": {"methods": ["GET", "HEAD"], "paths": ["/health"]}}]}
     ]
+    assert "allow-metrics-scraping" not in specs.namespace_policies(["/health"], scrapers=[prom])
 
 
 # --- the component --------------------------------------------------------------------------
 
 
-def _mesh_security(settings: StackSettings, opts: Any) -> MeshSecurity:
-    """MeshSecurity on its own mesh, given its slice of `settings` as region.py does."""
+def _mesh_security(
+    settings: StackSettings, opts: Any, metrics_endpoints: Sequence[MetricsEndpoint] = ()
+) -> MeshSecurity:
+    """MeshSecurity on its own mesh, given its slice of `settings` as region.py does:
+    Flagger's namespace only when a service is progressive (Flagger runs)."""
+    flagger_ns = settings.traffic.flagger_namespace
+    progressive = any(s.delivery == "progressive" for s in settings.services)
     return MeshSecurity(
         "sec",
         IstioMesh("m", settings.istio, opts=opts),
         settings.security,
         graph=ServiceGraph(settings.services),
         namespaces=settings.namespaces,
-        observability_namespace=settings.observability_namespace,
-        flagger_namespace=settings.traffic.flagger_namespace,
+        identity_providers=settings.identity_providers,
+        flagger=(
+            FlaggerNamespace(flagger_ns, pulumi.Output.from_input(flagger_ns))
+            if progressive
+            else None
+        ),
+        metrics_endpoints=metrics_endpoints,
         opts=opts,
     )
 
@@ -428,7 +492,9 @@ def test_children_are_parented_and_wait_for_istiod(render) -> None:  # type: ign
     component = names["sec"]
     assert component.type == "meshstack:security:MeshSecurity"
     children = [r for r in render.registrations if r.parent == component.urn]
-    assert len(children) == 1 + 2 + 2 * 3 + 2 + 2
+    # Mesh-wide PeerAuthentication, 2 exceptions, default-deny + public paths in both
+    # namespaces and Prometheus on revenue's metrics path, JWT pair, two ALLOW policies.
+    assert len(children) == 1 + 2 + (2 * 2 + 1) + 2 + 2
     for child in children:
         assert names["m-istiod"].urn in child.dependencies, child.name
         assert child.inputs["apiVersion"] == "security.istio.io/v1"
@@ -446,19 +512,15 @@ def test_policies_per_namespace_and_service(render) -> None:  # type: ignore[no-
     assert set(policies) == {
         (ns, name)
         for ns in ("markets", "revenue")
-        for name in ("allow-nothing", "allow-trusted-namespaces", "allow-public-paths")
+        for name in ("allow-nothing", "allow-public-paths")
     } | {
+        ("revenue", "allow-metrics-scraping"),
         ("revenue", "revenue-engine-allow"),
         ("revenue", "revenue-engine-require-jwt"),
         ("markets", "market-data-allow"),
-    }
-    trusted = policies[("revenue", "allow-trusted-namespaces")]["spec"]["rules"][0]
-    assert trusted["from"][0]["source"]["namespaces"] == [
-        "flagger-system",
-        "loadtest",
-        "monitoring",
-        "obs",
-    ], "settings, the observability namespace and Flagger's (load tester) namespace"
+    }, "no Flagger policy: no service is progressive, so the region runs no Flagger"
+    scraping = policies[("revenue", "allow-metrics-scraping")]["spec"]["rules"][0]
+    assert scraping["from"][0]["source"] == {"principals": ["cluster.local/ns/metrics/sa/prom"]}
     authn = _objects(render, "RequestAuthentication")
     assert authn[("revenue", "revenue-engine-jwt")]["spec"]["jwtRules"][0]["issuer"] == ISSUER
 
@@ -486,7 +548,9 @@ def test_every_stack_is_strict_mesh_wide_and_default_deny(stack_renders: Any) ->
             for o in objects
             if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"] == "allow-nothing"
         }
-        assert deny_all == workload_namespaces, stack
+        # Flagger's namespace too, where the region runs Flagger (item 18).
+        flagger_ns = _flagger_namespace(render)
+        assert deny_all == workload_namespaces | ({flagger_ns} if flagger_ns else set()), stack
 
 
 def test_no_stack_has_an_allow_all_policy(stack_renders: Any) -> None:
@@ -531,14 +595,14 @@ def test_callers_are_allowed_by_their_service_identity() -> None:
 
 
 def test_service_policies_are_named_after_the_workload() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     policies = specs.service_policies(
         "api-primary",
         jwt=jwt,
         rules=(AllowRule(methods=("GET",)),),
         caller_principals=["cluster.local/ns/a/sa/b"],
-        trusted_namespaces=["monitoring"],
         public_paths=["/health"],
+        providers=PROVIDER_MODELS,
     )
     assert [(p.kind, p.name) for p in policies] == [
         ("RequestAuthentication", "api-primary-jwt"),
@@ -596,8 +660,8 @@ def test_exposed_service_without_rules_accepts_the_ingress_gateway() -> None:
     common: dict[str, Any] = {
         "jwt": None,
         "caller_principals": [],
-        "trusted_namespaces": [],
         "public_paths": [],
+        "providers": PROVIDER_MODELS,
     }
     exposed = specs.service_policies("web", rules=(), exposed=True, **common)
     assert [p.name for p in exposed] == ["web-allow-ingress-gateway"]
@@ -723,7 +787,7 @@ def test_a_route_backend_admits_the_routing_service_callers_and_its_jwt_rule() -
 
 
 def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_exempts_it() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     routed = specs.RoutedFrom(
         namespace="shop",
         name="front",
@@ -738,8 +802,8 @@ def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_ex
             jwt=jwt,
             rules=(),
             caller_principals=[],
-            trusted_namespaces=["monitoring"],
             public_paths=[],
+            providers=PROVIDER_MODELS,
             routed=[routed],
         )
     }
@@ -753,7 +817,7 @@ def test_a_routed_exposed_service_admits_the_gateway_on_the_backend_but_never_ex
 
 
 def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
-    jwt = JwtSettings(issuer=ISSUER, jwks_uri=f"{ISSUER}/jwks")
+    jwt = JwtSettings(provider="auth")
     rules = (
         AllowRule(service_accounts=("ops/admin",), methods=("GET",)),
         AllowRule(service_accounts=("ops/batch",), request_principals=("*",)),
@@ -767,8 +831,8 @@ def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
             jwt=jwt,
             rules=rules,
             caller_principals=["cluster.local/ns/web/sa/front"],
-            trusted_namespaces=["monitoring"],
             public_paths=["/health"],
+            providers=PROVIDER_MODELS,
         )
     }
     (rule,) = policies["api-require-jwt"]["rules"]
@@ -778,7 +842,6 @@ def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
         {
             "source": {
                 "notRequestPrincipals": ["*"],
-                "notNamespaces": ["monitoring"],
                 "notPrincipals": ["cluster.local/ns/ops/sa/admin", "cluster.local/ns/web/sa/front"],
             }
         }
@@ -788,8 +851,8 @@ def test_require_jwt_exempts_only_identities_the_allow_rules_name() -> None:
         jwt=jwt,
         rules=(AllowRule(request_principals=("*",)),),
         caller_principals=[],
-        trusted_namespaces=["monitoring"],
         public_paths=[],
+        providers=PROVIDER_MODELS,
     )
     deny = next(p for p in without_exempt if p.name == "api-require-jwt")
     assert "notPrincipals" not in deny.spec["rules"][0]["from"][0]["source"]
@@ -836,6 +899,7 @@ def test_stacks_route_backends_admit_the_routing_service_callers(stack_renders: 
 
 
 def _path_matches(pattern: str, path: str) -> bool:
+    """Istio's string match: exact, `prefix*`, `*suffix` or `*`."""
     if pattern == "*":
         return True
     if pattern.endswith("*"):
@@ -845,23 +909,41 @@ def _path_matches(pattern: str, path: str) -> bool:
     return path == pattern
 
 
+def _request_principal(token: dict[str, Any] | None) -> str | None:
+    """`request.auth.principal`: `<iss>/<sub>` of a verified token."""
+    if token is None:
+        return None
+    return f"{token.get('iss', ISSUER)}/{token.get('sub', 'someone')}"
+
+
 def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
-    """Istio's AuthorizationPolicy rule semantics for the fields the program renders."""
+    """Istio's AuthorizationPolicy rule semantics for the fields the program renders.
+
+    `request`: `principal` (mTLS identity, None for plaintext), `token` (the verified JWT
+    payload, None without one), `ip`, `port`, `path`, `method`.
+    """
     principal, token = request.get("principal"), request.get("token")
     namespace = principal.split("/")[2] if principal else None
+    request_principal = _request_principal(token)
     for source in [s["source"] for s in rule.get("from", [])][:1]:
         checks = [
             ("principals", principal, True),
             ("notPrincipals", principal, False),
             ("namespaces", namespace, True),
             ("notNamespaces", namespace, False),
+            ("requestPrincipals", request_principal, True),
+            ("notRequestPrincipals", request_principal, False),
         ]
         for key, value, positive in checks:
-            if key in source and ((value in source[key]) != positive):
+            if key not in source:
+                continue
+            found = value is not None and any(_path_matches(p, value) for p in source[key])
+            if found != positive:
                 return False
-        if "requestPrincipals" in source and token is None:
-            return False
-        if "notRequestPrincipals" in source and token is not None:
+        if "ipBlocks" in source and not any(
+            request.get("ip") and ipaddress.ip_address(request["ip"]) in ipaddress.ip_network(b)
+            for b in source["ipBlocks"]
+        ):
             return False
     for operation in [t["operation"] for t in rule.get("to", [])][:1]:
         if "paths" in operation and not any(
@@ -872,6 +954,8 @@ def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
             return False
         if "methods" in operation and request["method"] not in operation["methods"]:
             return False
+        if "ports" in operation and str(request.get("port", 8080)) not in operation["ports"]:
+            return False
     for condition in rule.get("when", []):
         claim = condition["key"].removeprefix("request.auth.claims[").removesuffix("]")
         if (token or {}).get(claim) not in condition["values"]:
@@ -879,24 +963,63 @@ def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
     return True
 
 
-def _allowed(stack: Any, namespace: str, app: str, request: dict[str, Any]) -> bool:
+def _applies(obj: dict[str, Any], namespace: str, app: str) -> bool:
+    """Whether a policy in `namespace` applies to pods `app: <app>` (no selector: all)."""
+    selector = obj["spec"].get("selector", {"matchLabels": {"app": app}})["matchLabels"]
+    return bool(obj["metadata"]["namespace"] == namespace and selector == {"app": app})
+
+
+def _authenticated(
+    objects: list[dict[str, Any]], namespace: str, app: str, token: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The token as the workload's RequestAuthentications see it: Envoy's jwt_authn
+    compares `iss` with each jwtRule's `issuer` byte for byte; a token no rule accepts
+    gives the request no principal (or is rejected), never an authenticated identity."""
+    if token is None or "iss" not in token:
+        return token
+    issuers = {
+        rule["issuer"]
+        for o in objects
+        if o["kind"] == "RequestAuthentication" and _applies(o, namespace, app)
+        for rule in o["spec"]["jwtRules"]
+    }
+    return token if token["iss"] in issuers else None
+
+
+def _allowed(target: Any, namespace: str, app: str, request: dict[str, Any]) -> bool:
+    """Istio's decision for `request` to pods `app: <app>` in `namespace`: any matching
+    DENY denies; otherwise, with no ALLOW policy the request is allowed, with some it
+    must match one of them."""
+    objects = target if isinstance(target, list) else target.kubernetes_objects()
+    request = {
+        **request,
+        "token": _authenticated(objects, namespace, app, request.get("token")),
+    }
     policies = [
         o["spec"]
-        for o in stack.kubernetes_objects()
-        if o["kind"] == "AuthorizationPolicy"
-        and o["metadata"]["namespace"] == namespace
-        and o["spec"].get("selector", {"matchLabels": {"app": app}})["matchLabels"]["app"] == app
+        for o in objects
+        if o["kind"] == "AuthorizationPolicy" and _applies(o, namespace, app)
     ]
     for action in ("DENY", "ALLOW"):
+        specs_ = [spec for spec in policies if spec.get("action", "ALLOW") == action]
         matched = any(
-            _rule_matches(rule, request)
-            for spec in policies
-            if spec.get("action", "ALLOW") == action
-            for rule in spec.get("rules", [])
+            _rule_matches(rule, request) for spec in specs_ for rule in spec.get("rules", [])
         )
         if action == "DENY" and matched:
             return False
+        if action == "ALLOW" and not specs_:
+            return True
     return matched
+
+
+def req(
+    principal: str | None,
+    path: str,
+    method: str = "GET",
+    token: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    return {"principal": principal, "path": path, "method": method, "token": token, **extra}
 
 
 def test_stacks_evaluate_as_intended(stack_renders: Any) -> None:
@@ -905,9 +1028,6 @@ def test_stacks_evaluate_as_intended(stack_renders: Any) -> None:
     engine_sa = "cluster.local/ns/revenue/sa/revenue-engine"
     fingerprint = "cluster.local/ns/identity/sa/fingerprint-api"
     user = {"role": "user"}
-
-    def req(principal: str | None, path: str, method: str = "GET", token: Any = None) -> Any:
-        return {"principal": principal, "path": path, "method": method, "token": token}
 
     # Finding 2: an identity the rules name gets past the JWT DENY; no token + gateway does not.
     assert _allowed(us, "revenue", "revenue-engine", req(admin_sa, "/api/v1/revenue/x"))
@@ -928,3 +1048,307 @@ def test_output_payload_header_must_be_a_lowercase_header_name() -> None:
         'meshstack:services[0].jwt.outputPayloadToHeader = "X-Claims": must be a lowercase '
         "HTTP header name (letters, digits, '-', '_'); Istio matches header names in lowercase"
     )
+
+
+# --- item 18: the loadtester, Prometheus and Flagger's namespace ------------------------------
+
+PROM = "cluster.local/ns/monitoring/sa/prom"
+FLAGGER = "cluster.local/ns/delivery/sa/flagger"
+LOADTESTER = "cluster.local/ns/delivery/sa/flagger-loadtester"
+WEB = "cluster.local/ns/front/sa/web"
+FLAGGER_SETTINGS = make_settings(
+    services=[
+        {
+            "name": "shop",
+            "namespace": "store",
+            "delivery": "progressive",
+            "jwt": {**JWT, "protectedPaths": ["*"]},
+            "metrics": {"path": "/stats"},
+            "authorization": [{"requestPrincipals": ["*"]}],
+        },
+        {"name": "web", "namespace": "front", "calls": ["store/shop"]},
+    ],
+    traffic={"flaggerNamespace": "delivery"},
+    security={"prometheusServiceAccounts": ["monitoring/prom"]},
+)
+
+
+@pytest.fixture(scope="module")
+def flagger_objects() -> list[dict[str, Any]]:
+    def build(opts: Any) -> None:
+        _mesh_security(FLAGGER_SETTINGS, opts)
+
+    return run_with_provider(build).kubernetes_objects()
+
+
+def test_the_loadtester_runs_commands_only_for_the_flagger_controller(
+    flagger_objects: list[dict[str, Any]],
+) -> None:
+    # The loadtester runs `bash -c <metadata.cmd>` for whoever POSTs a webhook payload.
+    def webhook(principal: str | None) -> bool:
+        return _allowed(flagger_objects, "delivery", "loadtester", req(principal, "/", "POST"))
+
+    assert webhook(FLAGGER)
+    for other in (WEB, PROM, LOADTESTER, GATEWAY, None):
+        assert not webhook(other), other
+    # Anything else in Flagger's namespace is default-deny too.
+    assert not _allowed(flagger_objects, "delivery", "flagger", req(WEB, "/metrics"))
+
+
+def test_the_loadtester_reaches_the_canary_pods_only(
+    flagger_objects: list[dict[str, Any]],
+) -> None:
+    # Flagger's load and acceptance tests go to `shop-canary` (pods `app: shop`), without a
+    # token, on any path: the JWT DENY must not stop them there.
+    for method, path in (("GET", "/api/orders"), ("POST", "/api/orders"), ("GET", "/")):
+        assert _allowed(flagger_objects, "store", "shop", req(LOADTESTER, path, method))
+    # The primary (live traffic) and other services never trust it.
+    assert not _allowed(flagger_objects, "store", "shop-primary", req(LOADTESTER, "/api/orders"))
+    assert not _allowed(flagger_objects, "front", "web", req(LOADTESTER, "/"))
+    # Nor does the canary trust other identities of Flagger's namespace.
+    assert not _allowed(flagger_objects, "store", "shop", req(FLAGGER, "/api/orders"))
+
+
+def test_prometheus_may_only_get_the_metrics_paths(flagger_objects: list[dict[str, Any]]) -> None:
+    for app in ("shop", "shop-primary"):
+        # Scraping works although the JWT protects every path of the service ...
+        assert _allowed(flagger_objects, "store", app, req(PROM, "/stats"))
+        # ... and opens nothing else to Prometheus' identity.
+        assert not _allowed(flagger_objects, "store", app, req(PROM, "/api/orders"))
+        assert not _allowed(flagger_objects, "store", app, req(PROM, "/stats", "POST"))
+    # Other workloads of Prometheus' namespace are not trusted at all.
+    grafana = "cluster.local/ns/monitoring/sa/grafana"
+    assert not _allowed(flagger_objects, "store", "shop", req(grafana, "/stats"))
+    # A service that is not scraped does not let Prometheus in.
+    assert not _allowed(flagger_objects, "front", "web", req(PROM, "/stats"))
+
+
+def test_the_quota_service_is_scraped_on_its_metrics_path() -> None:
+    endpoint = MetricsEndpoint(namespace="store", service="ratelimit", port_name="http-metrics")
+
+    def build(opts: Any) -> None:
+        _mesh_security(FLAGGER_SETTINGS, opts, metrics_endpoints=[endpoint])
+
+    objects = run_with_provider(build).kubernetes_objects()
+    assert _allowed(objects, "store", "ratelimit", req(PROM, "/metrics"))
+    assert not _allowed(objects, "store", "ratelimit", req(PROM, "/json"))
+
+
+def test_a_region_without_flagger_trusts_no_flagger_identity(render) -> None:  # type: ignore[no-untyped-def]
+    objects = render.kubernetes_objects()
+    flagger_ns = SETTINGS.traffic.flagger_namespace
+    loadtester = workload_principal(flagger_ns, "flagger-loadtester")
+    assert not any(o["metadata"].get("namespace") == flagger_ns for o in objects)
+    assert not any(f"/ns/{flagger_ns}/" in str(o) for o in objects)
+    for namespace, app in (("revenue", "revenue-engine"), ("markets", "market-data")):
+        assert not _allowed(objects, namespace, app, req(loadtester, "/api/v1/revenue/x"))
+
+
+def test_prometheus_service_account_format() -> None:
+    assert settings_error(security={"prometheusServiceAccounts": ["prometheus"]}) == (
+        'meshstack:security.prometheusServiceAccounts[0] = "prometheus": must be '
+        "`<namespace>/<serviceAccount>`"
+    )
+
+
+def test_prometheus_service_accounts_cannot_be_empty() -> None:
+    assert settings_error(security={"prometheusServiceAccounts": []}).startswith(
+        "meshstack:security.prometheusServiceAccounts = []: "
+    )
+
+
+def test_the_flagger_chart_identities_match_the_principals() -> None:
+    # The controller's account is the flagger chart's fullname (release `flagger`), the
+    # loadtester's exists only with `rbac.create` (else it runs as `default`).
+    assert FLAGGER_RELEASE == FLAGGER_SERVICE_ACCOUNT
+    assert delivery_specs.LOADTESTER_RELEASE == LOADTESTER_SERVICE_ACCOUNT
+    assert delivery_specs.loadtester_values()["rbac"]["create"] is True
+
+
+def _flagger_namespace(render: Any) -> str | None:
+    return next(
+        (
+            str(c["namespace"])
+            for c in render.helm_charts()
+            if c["name"] == delivery_specs.LOADTESTER_RELEASE
+        ),
+        None,
+    )
+
+
+def _principals(spec: dict[str, Any]) -> list[str]:
+    return [
+        principal
+        for rule in spec.get("rules", [])
+        for source in rule.get("from", [])
+        for key in ("principals", "notPrincipals")
+        for principal in source["source"].get(key, [])
+    ]
+
+
+def test_stacks_trust_identities_of_the_region_never_namespaces(stack_renders: Any) -> None:
+    for stack, render in stack_renders.items():
+        settings = load_settings(load_stack_config(stack)[0])
+        flagger_ns = _flagger_namespace(render)
+        known = {
+            *render.outputs["workloadNamespaces"],
+            "istio-ingress",
+            *(a.split("/")[0] for a in settings.security.prometheus_service_accounts),
+            *([flagger_ns] if flagger_ns else []),
+        }
+        for obj in render.kubernetes_objects():
+            if obj["kind"] != "AuthorizationPolicy":
+                continue
+            for rule in obj["spec"].get("rules", []):
+                for source in rule.get("from", []):
+                    assert not {"namespaces", "notNamespaces"} & set(source["source"]), (
+                        stack,
+                        obj["metadata"]["name"],
+                    )
+            for principal in _principals(obj["spec"]):
+                assert principal.split("/")[2] in known, (stack, obj["metadata"]["name"])
+
+
+def test_stacks_loadtester_admits_only_the_flagger_controller(stack_renders: Any) -> None:
+    seen = 0
+    for stack, render in stack_renders.items():
+        flagger_ns = _flagger_namespace(render)
+        if flagger_ns is None:
+            continue
+        seen += 1
+        objects = render.kubernetes_objects()
+        controller = workload_principal(flagger_ns, FLAGGER_SERVICE_ACCOUNT)
+        callers = {
+            p for o in objects if o["kind"] == "AuthorizationPolicy" for p in _principals(o["spec"])
+        }
+        assert _allowed(objects, flagger_ns, "loadtester", req(controller, "/", "POST")), stack
+        for caller in (callers - {controller}) | {None}:
+            assert not _allowed(objects, flagger_ns, "loadtester", req(caller, "/", "POST")), (
+                stack,
+                caller,
+            )
+    assert seen, "a stack runs Flagger"
+
+
+# --- item 23: one issuer per identity provider, mesh-wide --------------------------------------
+
+
+def test_a_service_names_a_declared_identity_provider() -> None:
+    assert settings_error(services=service(jwt={"provider": "corp"})) == (
+        'meshstack:services[0].jwt.provider = "corp": must name one of identityProviders (auth)'
+    )
+
+
+def test_an_issuer_is_declared_once() -> None:
+    providers = {**PROVIDERS, "again": {"issuer": ISSUER, "jwksUri": f"{ISSUER}/other.json"}}
+    assert settings_error(identityProviders=providers) == (
+        f'meshstack:identityProviders.again.issuer = "{ISSUER}": is already the issuer of '
+        "identity provider 'auth'; declare each issuer once"
+    )
+
+
+def test_request_principals_are_spelled_with_the_provider_issuer() -> None:
+    # The issuer ends in a slash, so its tokens' principals are `<iss>/<sub>` with two:
+    # a principal written with one matches no token (us-east-1's market-feed rule did).
+    slash = {"auth": {"issuer": f"{ISSUER}/", "jwksUri": JWKS}}
+    rule = {"requestPrincipals": [f"{ISSUER}/feed"]}
+    assert settings_error(
+        identityProviders=slash, services=service(jwt=JWT, authorization=[rule])
+    ) == (
+        f'meshstack:services[0].authorization[0].requestPrincipals[0] = "{ISSUER}/feed": '
+        f"must be `{ISSUER}//<subject>` (issuer of identity provider 'auth') or start with "
+        "`*`: no token has another `iss`"
+    )
+    accepted = {"requestPrincipals": [f"{ISSUER}//feed", "*"]}
+    assert make_settings(
+        identityProviders=slash, services=service(jwt=JWT, authorization=[accepted])
+    ).services
+
+
+def test_a_token_of_a_mesh_provider_is_accepted_in_every_region() -> None:
+    def region(name: str) -> list[dict[str, Any]]:
+        settings = make_settings(
+            region=name,
+            services=[
+                {
+                    "name": "api",
+                    "namespace": "shop",
+                    "jwt": JWT,
+                    "authorization": [
+                        {"requestPrincipals": [f"{ISSUER}/feed"], "paths": ["/api/*"]}
+                    ],
+                }
+            ],
+        )
+
+        def build(opts: Any) -> None:
+            _mesh_security(settings, opts)
+
+        return run_with_provider(build).kubernetes_objects()
+
+    token = {"iss": ISSUER, "sub": "feed"}
+    for objects in (region("one"), region("two")):
+        assert _allowed(objects, "shop", "api", req(None, "/api/x", token=token))
+        # The same subject from an issuer spelled otherwise is no identity at all.
+        other = {"iss": f"{ISSUER}/", "sub": "feed"}
+        assert not _allowed(objects, "shop", "api", req(None, "/api/x", token=other))
+
+
+def test_stacks_accept_every_issuer_of_a_provider_in_every_region(stack_renders: Any) -> None:
+    # Envoy's jwt_authn compares `iss` byte for byte: a provider (its JWKS) spelled with
+    # two issuers would make its tokens valid in some regions and 401 in the others.
+    issuers: dict[str, set[str]] = {}
+    workloads: list[tuple[list[dict[str, Any]], str, str, str]] = []
+    for render in stack_renders.values():
+        objects = render.kubernetes_objects()
+        for obj in objects:
+            if obj["kind"] != "RequestAuthentication":
+                continue
+            app = obj["spec"]["selector"]["matchLabels"]["app"]
+            for rule in obj["spec"]["jwtRules"]:
+                issuers.setdefault(rule["jwksUri"], set()).add(rule["issuer"])
+                workloads.append((objects, obj["metadata"]["namespace"], app, rule["jwksUri"]))
+    assert workloads, "a stack authenticates JWTs"
+    for objects, namespace, app, jwks in workloads:
+        for issuer in issuers[jwks]:
+            token = {"iss": issuer, "sub": "someone"}
+            assert _authenticated(objects, namespace, app, token) == token, (app, issuer)
+
+
+def test_stack_files_declare_the_same_identity_providers() -> None:
+    declared = {
+        path.name: yaml.safe_load(path.read_text())["config"].get("meshstack:identityProviders")
+        for path in sorted(PROJECT_DIR.glob("Pulumi.*.yaml"))
+    }
+    assert len(declared) >= 3
+    first = next(iter(declared.values()))
+    assert first, "the mesh declares its identity providers"
+    for name, providers in declared.items():
+        assert providers == first, f"{name}: identityProviders differ from the other stacks"
+
+
+def test_stacks_admit_the_loadtester_on_canary_pods_only(stack_renders: Any) -> None:
+    seen = 0
+    for stack, render in stack_renders.items():
+        flagger_ns = _flagger_namespace(render)
+        if flagger_ns is None:
+            continue
+        objects = render.kubernetes_objects()
+        loadtester = workload_principal(flagger_ns, LOADTESTER_SERVICE_ACCOUNT)
+        canaries = {
+            (o["metadata"]["namespace"], o["metadata"]["name"])
+            for o in objects
+            if o["kind"] == "Canary"
+        }
+        workloads = {
+            (o["metadata"]["namespace"], o["spec"]["selector"]["matchLabels"]["app"])
+            for o in objects
+            if o["kind"] == "AuthorizationPolicy" and "selector" in o["spec"]
+        }
+        assert canaries, stack
+        # The quota service, Redis, primaries and static services included.
+        for namespace, app in workloads:
+            admitted = _allowed(objects, namespace, app, req(loadtester, "/", "POST", port=8081))
+            assert admitted == ((namespace, app) in canaries), (stack, namespace, app)
+            seen += admitted
+    assert seen, "a stack's canary admits the loadtester"

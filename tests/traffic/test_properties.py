@@ -128,10 +128,11 @@ def test_resources_grow_linearly_with_services() -> None:
     # Per static service: CanaryRoute + VS + DR; per progressive: a Canary. Per namespace:
     # the namespace and its Sidecar. Counting, not timing: nothing per pair of services.
     # Security adds per service the local rate limit EnvoyFilter and (every generated
-    # service is called) an allow-callers policy; per namespace three
-    # AuthorizationPolicies, a ResourceQuota and a LimitRange.
+    # service is called) an allow-callers policy; per namespace two
+    # AuthorizationPolicies (default-deny, public paths: none is scraped, so Prometheus
+    # gets nothing), a ResourceQuota and a LimitRange.
     counts = {}
     for size in (20, 40):
         services = generated_services(size, namespaces=size // 10, progressive_every=0)
         counts[size] = len(render_services(services).registrations)
-    assert counts[40] - counts[20] == 20 * (3 + 2) + 2 * (2 + 5)
+    assert counts[40] - counts[20] == 20 * (3 + 2) + 2 * (2 + 4)
