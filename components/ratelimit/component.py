@@ -121,14 +121,21 @@ class RateLimiter(pulumi.ComponentResource):
                 automount_service_account_token=False,
                 opts=child,
             )
-        after_secret = pulumi.ResourceOptions(parent=self, depends_on=[secret])
+
+        # Pods are admitted once, so both Deployments wait for istiod as well: created
+        # before the sidecar injector's webhook exists, their pods would start without a
+        # sidecar and stay so until the next rollout (their AuthorizationPolicies void, the
+        # https ServiceMonitor failing against a plaintext port).
+        def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[mesh.control_plane, *resources])
+
         # Specs are plain dicts (schema-checked by the tests); the SDK types them as deep
         # TypedDicts, hence the casts.
         k8s.apps.v1.Deployment(
             f"{name}-redis",
             metadata=metadata(specs.REDIS_NAME),
             spec=cast(Any, specs.redis_deployment_spec()),
-            opts=after_secret,
+            opts=after(secret),
         )
         k8s.core.v1.Service(
             f"{name}-redis-service",
@@ -140,7 +147,7 @@ class RateLimiter(pulumi.ComponentResource):
             f"{name}-ratelimit",
             metadata=metadata(specs.RATELIMIT_NAME),
             spec=cast(Any, specs.ratelimit_deployment_spec(quota)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, config]),
+            opts=after(secret, config),
         )
         k8s.core.v1.Service(
             f"{name}-ratelimit-service",
