@@ -319,3 +319,28 @@ def test_a_flagger_primary_gets_its_own_local_filter() -> None:
         "a-local-ratelimit": {"app": "a"},
         "a-primary-local-ratelimit": {"app": "a-primary"},
     }
+
+
+def test_only_grpc_services_answer_resource_exhausted() -> None:
+    settings = make_settings(
+        services=[
+            {"name": "g", "namespace": "n", "protocol": "grpc", "port": 9090},
+            {"name": "h", "namespace": "n", "port": 8080},
+        ],
+    )
+
+    def build(opts: Any) -> None:
+        mesh = IstioMesh("m", settings.istio, opts=opts)
+        RateLimiter("rl", mesh, settings.rate_limit, services=settings.services, opts=opts)
+
+    filters = {
+        o["metadata"]["name"]: o["spec"]["configPatches"][0]
+        for o in run_with_provider(build).kubernetes_objects()
+        if o["kind"] == "EnvoyFilter"
+    }
+    config = {name: p["patch"]["value"]["typed_config"] for name, p in filters.items()}
+    assert config["g-local-ratelimit"]["rate_limited_as_resource_exhausted"] is True
+    assert "rate_limited_as_resource_exhausted" not in config["h-local-ratelimit"]
+    # Each filter applies only to its own service port's inbound chains.
+    ports = {name: p["match"]["listener"]["portNumber"] for name, p in filters.items()}
+    assert ports == {"g-local-ratelimit": 9090, "h-local-ratelimit": 8080}

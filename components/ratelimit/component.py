@@ -69,7 +69,11 @@ class RateLimiter(pulumi.ComponentResource):
                         kind="EnvoyFilter",
                         metadata={"name": filter_name, "namespace": ns_name},
                         spec=specs.local_ratelimit_spec(
-                            app, service.port, rate_limit.local, service.rate_limit
+                            app,
+                            service.port,
+                            rate_limit.local,
+                            service.rate_limit,
+                            grpc=service.protocol == "grpc",
                         ),
                         opts=mesh.custom_resource_options(self),
                     )

@@ -27,7 +27,10 @@ class LocalRoute(SettingsModel):
     requests_per_second: int = Field(
         ge=1,
         le=1_000_000,
-        description="Requests per second per pod on this path prefix. Required.",
+        description=(
+            "Requests per second per pod on this path prefix (bucket semantics as "
+            "`requestsPerSecond`). Required."
+        ),
     )
 
 
@@ -39,8 +42,10 @@ class ServiceRateLimit(SettingsModel):
         ge=1,
         le=1_000_000,
         description=(
-            "Requests per second per pod. Default: `rateLimit.local.requestsPerSecond` of "
-            "the stack, so services only set it when they differ."
+            "Requests per second per pod on the service port (one token bucket; under "
+            "PERMISSIVE mTLS one for mTLS and one for plaintext callers). Default: "
+            "`rateLimit.local.requestsPerSecond` of the stack, so services only set it "
+            "when they differ."
         ),
     )
     routes: tuple[LocalRoute, ...] = Field(
@@ -81,8 +86,10 @@ class LocalRateLimitSettings(SettingsModel):
         ge=1,
         le=1_000_000,
         description=(
-            "Default requests per second per pod (token bucket size and refill per "
-            "second). Default 1000: above normal per-pod load, below what a pod survives."
+            "Default requests per second per pod on the service port (token bucket size "
+            "and refill per second; under PERMISSIVE mTLS the plaintext callers get a "
+            "second bucket). Default 1000: above normal per-pod load, below what a pod "
+            "survives."
         ),
     )
     enforced_percent: int = Field(

@@ -95,9 +95,16 @@ def _token_bucket(requests_per_second: int) -> dict[str, Any]:
 
 
 def local_ratelimit_config(
-    local: LocalRateLimitSettings, service: ServiceRateLimit
+    local: LocalRateLimitSettings, service: ServiceRateLimit, *, grpc: bool = False
 ) -> dict[str, Any]:
-    """The `LocalRateLimit` typed config of one service, with its per-path descriptors."""
+    """The `LocalRateLimit` typed config of one service, with its per-path descriptors.
+
+    `grpc`: the service speaks gRPC. Envoy then answers a limited call with HTTP 200 and a
+    grpc-status mapped from 429, UNAVAILABLE by default, which every route's
+    `retryOn: unavailable` retries, multiplying the load on a pod that is already over
+    its limit. `rate_limited_as_resource_exhausted` makes it RESOURCE_EXHAUSTED, which
+    gRPC clients and Istio's retry policies treat as final.
+    """
     requests_per_second = service.requests_per_second or local.requests_per_second
     config: dict[str, Any] = {
         "@type": LOCAL_TYPE,
@@ -113,6 +120,8 @@ def local_ratelimit_config(
         ],
         "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
     }
+    if grpc:
+        config["rate_limited_as_resource_exhausted"] = True
     if service.routes:
         config["rate_limits"] = [
             {
@@ -144,15 +153,26 @@ def local_ratelimit_config(
 
 
 def local_ratelimit_spec(
-    app: str, port: int, local: LocalRateLimitSettings, service: ServiceRateLimit
+    app: str,
+    port: int,
+    local: LocalRateLimitSettings,
+    service: ServiceRateLimit,
+    *,
+    grpc: bool = False,
 ) -> dict[str, Any]:
     """EnvoyFilter spec: the local limiter in the inbound sidecar of pods `app: <app>`.
 
-    The HTTP_FILTER patch inserts the filter before the router with the service default;
-    per-path limits go in a VIRTUAL_HOST patch on the inbound vhost of the service port
-    (`inbound|http|<port>`), as `typed_per_filter_config` keyed by the filter's name.
+    The HTTP_FILTER patch inserts the filter before the router with the service default,
+    on the service port's inbound filter chains only (`listener.portNumber`). Envoy keeps
+    one token bucket per filter instance, and the inbound listener has one HTTP filter
+    chain per port: unscoped, the patch would give the metrics port, every other port and
+    the passthrough chains a bucket each, so a pod would accept a multiple of the limit.
+    Under PERMISSIVE mTLS the port has a plaintext twin of its mTLS chain, with its own
+    bucket (docs/security.md says what the limit is then). Per-path limits go in a
+    VIRTUAL_HOST patch on the inbound vhost of the service port (`inbound|http|<port>`),
+    as `typed_per_filter_config` keyed by the filter's name.
     """
-    config = local_ratelimit_config(local, service)
+    config = local_ratelimit_config(local, service, grpc=grpc)
     patches: list[dict[str, Any]] = [
         {
             "applyTo": "HTTP_FILTER",
@@ -160,7 +180,10 @@ def local_ratelimit_spec(
                 "context": "SIDECAR_INBOUND",
                 "proxy": proxy_version_match(),
                 "listener": {
-                    "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}
+                    # On the virtual inbound listener Istio matches `portNumber` against
+                    # each filter chain's destination port (envoyfilter/listener_patch.go).
+                    "portNumber": port,
+                    "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}},
                 },
             },
             "patch": {
@@ -168,7 +191,9 @@ def local_ratelimit_spec(
                 "value": {
                     "name": LOCAL_FILTER,
                     "typed_config": local_ratelimit_config(
-                        local, ServiceRateLimit(requests_per_second=service.requests_per_second)
+                        local,
+                        ServiceRateLimit(requests_per_second=service.requests_per_second),
+                        grpc=grpc,
                     ),
                 },
             },
