@@ -294,6 +294,10 @@ def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render
             "path": "/prometheus",
             "interval": "15s",
             **rules.mesh_tls_endpoint(AlertsSettings()),
+            # market-data is progressive: primary and canary Services, one job.
+            "relabelings": [
+                {"action": "replace", "targetLabel": "job", "replacement": "market-data"}
+            ],
         }
     ]
     eu_ratelimit = _stack_objects(stack_renders, "eu-west-1")[

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 
 from components.alerts import rules
 from components.alerts.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL, dashboard_json
+from components.constants import pod_services
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
 from components.naming import MANAGED_BY
@@ -96,7 +97,11 @@ class MeshAlerts(pulumi.ComponentResource):
                     monitor_name, mesh.workload_namespace(service.namespace).metadata.name
                 ),
                 spec=rules.app_service_monitor_spec(
-                    alerts, service.name, service.namespace, service.metrics
+                    alerts,
+                    service.name,
+                    service.namespace,
+                    service.metrics,
+                    service_apps=pod_services(service.name, service.delivery == "progressive"),
                 ),
                 opts=mesh.custom_resource_options(self),
             )

@@ -354,20 +354,40 @@ def mesh_tls_endpoint(settings: AlertsSettings) -> dict[str, Any]:
 
 
 def app_service_monitor_spec(
-    settings: AlertsSettings, service_name: str, namespace: str, metrics: AppMetrics
+    settings: AlertsSettings,
+    service_name: str,
+    namespace: str,
+    metrics: AppMetrics,
+    *,
+    service_apps: tuple[str, ...],
 ) -> dict[str, Any]:
-    """ServiceMonitor `spec` for one application's own metrics, over mesh mTLS."""
+    """ServiceMonitor `spec` for one application's own metrics, over mesh mTLS.
+
+    Selects the Services labelled `app` in `service_apps` (`constants.pod_services`: each
+    pod behind exactly one of them, so nothing is scraped twice). With several Services
+    (Flagger's primary and canary) `job` is set to the service's name, as the one Service
+    of a static service gives it, so queries need not know about Flagger; the `service`
+    and `pod` labels tell primary and canary apart.
+    """
+    endpoint: dict[str, Any] = {
+        "port": metrics.port,
+        "path": metrics.path,
+        "interval": metrics.interval,
+        **mesh_tls_endpoint(settings),
+    }
+    if service_apps == (service_name,):
+        selector: dict[str, Any] = {"matchLabels": {"app": service_name}}
+    else:
+        selector = {
+            "matchExpressions": [{"key": "app", "operator": "In", "values": list(service_apps)}]
+        }
+        endpoint["relabelings"] = [
+            {"action": "replace", "targetLabel": "job", "replacement": service_name}
+        ]
     return {
-        "selector": {"matchLabels": {"app": service_name}},
+        "selector": selector,
         "namespaceSelector": {"matchNames": [namespace]},
-        "endpoints": [
-            {
-                "port": metrics.port,
-                "path": metrics.path,
-                "interval": metrics.interval,
-                **mesh_tls_endpoint(settings),
-            }
-        ],
+        "endpoints": [endpoint],
     }
 
 
