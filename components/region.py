@@ -19,6 +19,7 @@ from components.observability.jaeger import JaegerStack
 from components.observability.kiali import KialiRemoteAccess, KialiStack
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
+from components.ratelimit.gateway import TokenIssuer
 from components.security.component import MeshSecurity
 from components.service_graph import ServiceGraph
 from components.settings import StackSettings
@@ -115,6 +116,7 @@ class RegionMesh(pulumi.ComponentResource):
             self.mesh,
             settings.rate_limit,
             services=settings.services,
+            token_issuers=_token_issuers(settings),
             opts=child,
         )
         self.alerts = MeshAlerts(
@@ -151,3 +153,15 @@ class RegionMesh(pulumi.ComponentResource):
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )
+
+
+def _token_issuers(settings: StackSettings) -> tuple[TokenIssuer, ...]:
+    """The JWT issuers the services accept, once each (first `jwksUri` wins): the gateway
+    verifies their tokens to identify quota clients."""
+    issuers: dict[str, TokenIssuer] = {}
+    for service in settings.services:
+        if service.jwt is not None:
+            issuers.setdefault(
+                service.jwt.issuer, TokenIssuer(service.jwt.issuer, service.jwt.jwks_uri)
+            )
+    return tuple(issuers.values())

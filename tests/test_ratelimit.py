@@ -116,6 +116,13 @@ def test_client_header_must_be_a_lowercase_header_name() -> None:
     )
 
 
+def test_client_claim_must_be_a_claim_name() -> None:
+    assert settings_error(rateLimit={"quota": {"clientClaim": "client id"}}) == (
+        'meshstack:rateLimit.quota.clientClaim = "client id": must match pattern '
+        "'^[A-Za-z_][A-Za-z0-9_.-]{0,127}$'"
+    )
+
+
 # --- Kubernetes objects of the quota service ---------------------------------------------------
 
 

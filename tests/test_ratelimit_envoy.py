@@ -15,6 +15,7 @@ from typing import Any, Final
 import pytest
 from envoy.config.listener.v3 import listener_components_pb2  # noqa: F401 (registers types)
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -22,7 +23,7 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import json_format, message, symbol_database
 
-from components.ratelimit import specs
+from components.ratelimit import gateway, specs
 from components.ratelimit.settings import (
     LocalRateLimitSettings,
     LocalRoute,
@@ -226,9 +227,9 @@ def test_local_rate_limit_stats_are_exported_by_the_mesh(stack_renders: Any) -> 
 
 def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
     quota = QuotaSettings(enabled=True, namespace="rl", timeout_ms=250)
-    spec = specs.gateway_filter_spec(quota, {"istio": "ingressgateway"}, "rl")
+    spec = gateway.gateway_filter_spec(quota, {"istio": "ingressgateway"}, "rl")
     assert spec["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
-    (patch,) = spec["configPatches"]
+    _strip_client_header, patch = spec["configPatches"]
     assert patch["match"]["context"] == "GATEWAY"
     assert patch["patch"]["operation"] == "INSERT_BEFORE"
     value = patch["patch"]["value"]
@@ -250,7 +251,7 @@ def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
 
 def test_gateway_actions_turn_the_client_header_into_the_descriptor() -> None:
     quota = QuotaSettings(enabled=True, client_header="x-api-client")
-    spec = specs.gateway_actions_spec(quota, {"istio": "ingressgateway"})
+    spec = gateway.gateway_actions_spec(quota, {"istio": "ingressgateway"})
     (patch,) = spec["configPatches"]
     assert patch["applyTo"] == "VIRTUAL_HOST"
     assert patch["match"]["context"] == "GATEWAY"

@@ -21,7 +21,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
-from components.ratelimit import specs
+from components.ratelimit import gateway, specs
 
 if TYPE_CHECKING:
     from components.ratelimit.settings import QuotaSettings, RateLimitSettings
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 TOKEN: Final = "meshstack:ratelimit:RateLimiter"
 ENVOY_FILTER_API: Final = "networking.istio.io/v1alpha3"
-AUTHZ_API: Final = "security.istio.io/v1"
+SECURITY_API: Final = "security.istio.io/v1"
 
 
 class RateLimiter(pulumi.ComponentResource):
@@ -39,8 +39,9 @@ class RateLimiter(pulumi.ComponentResource):
     `rateLimit.local.enabled`); with `rateLimit.quota.enabled`: RandomPassword, Secret
     `ratelimit-redis`, ConfigMap `ratelimit-config`, ServiceAccounts, Deployments and
     Services `ratelimit` and `redis`, two AuthorizationPolicies opening only
-    gateway→ratelimit and ratelimit→Redis, and EnvoyFilters `ratelimit-filter` and
-    `ratelimit-actions` in the ingress gateway's namespace.
+    gateway→ratelimit and ratelimit→Redis, and in the ingress gateway's namespace
+    EnvoyFilters `ratelimit-filter` and `ratelimit-actions` and, with token issuers, the
+    RequestAuthentication `ratelimit-client-identity`.
     """
 
     metrics_endpoint: MetricsEndpoint | None
@@ -54,8 +55,11 @@ class RateLimiter(pulumi.ComponentResource):
         rate_limit: RateLimitSettings,
         *,
         services: Sequence[MeshService],
+        token_issuers: Sequence[gateway.TokenIssuer] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`token_issuers`: the JWT issuers whose verified `rateLimit.quota.clientClaim`
+        identifies a quota client at the gateway; without any, every request is anonymous."""
         super().__init__(TOKEN, name, None, opts)
         if rate_limit.local.enabled:
             for service in services:
@@ -84,12 +88,18 @@ class RateLimiter(pulumi.ComponentResource):
             self.metrics_endpoint = MetricsEndpoint(
                 quota.namespace, specs.RATELIMIT_NAME, specs.metrics_port_name()
             )
-            self._quota(name, mesh, quota)
+            self._quota(name, mesh, quota, tuple(token_issuers))
 
         # No Outputs: nothing reads the filter names or the quota service's address.
         self.register_outputs({})
 
-    def _quota(self, name: str, mesh: IstioMesh, quota: QuotaSettings) -> None:
+    def _quota(
+        self,
+        name: str,
+        mesh: IstioMesh,
+        quota: QuotaSettings,
+        issuers: tuple[gateway.TokenIssuer, ...],
+    ) -> None:
         ns = mesh.workload_namespace(quota.namespace).metadata.name
         child = pulumi.ResourceOptions(parent=self)
 
@@ -164,7 +174,7 @@ class RateLimiter(pulumi.ComponentResource):
         ).items():
             self._custom(
                 f"{name}-{policy}",
-                AUTHZ_API,
+                SECURITY_API,
                 "AuthorizationPolicy",
                 name=policy,
                 namespace=ns,
@@ -179,16 +189,26 @@ class RateLimiter(pulumi.ComponentResource):
             "EnvoyFilter",
             name="ratelimit-filter",
             namespace=mesh.ingress_namespace,
-            spec=selector.apply(lambda s: specs.gateway_filter_spec(quota, s, quota.namespace)),
+            spec=selector.apply(lambda s: gateway.gateway_filter_spec(quota, s, quota.namespace)),
             mesh=mesh,
         )
+        if issuers:
+            self._custom(
+                f"{name}-client-identity",
+                SECURITY_API,
+                "RequestAuthentication",
+                name=gateway.CLIENT_IDENTITY_NAME,
+                namespace=mesh.ingress_namespace,
+                spec=selector.apply(lambda s: gateway.client_identity_spec(quota, s, issuers)),
+                mesh=mesh,
+            )
         self._custom(
             f"{name}-gateway-actions",
             ENVOY_FILTER_API,
             "EnvoyFilter",
             name="ratelimit-actions",
             namespace=mesh.ingress_namespace,
-            spec=selector.apply(lambda s: specs.gateway_actions_spec(quota, s)),
+            spec=selector.apply(lambda s: gateway.gateway_actions_spec(quota, s)),
             mesh=mesh,
         )
 

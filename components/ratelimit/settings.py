@@ -136,8 +136,8 @@ class QuotaClient(SettingsModel):
     id: str = Field(
         pattern=r"^[A-Za-z0-9._-]{1,128}$",
         description=(
-            "Value of the client header for this client, e.g. `acme`. An identity, not a "
-            "credential: it is written to a ConfigMap."
+            "Value of the verified `clientClaim` for this client, e.g. `acme`. An "
+            "identity, not a credential: it is written to a ConfigMap."
         ),
     )
     tier: DnsLabel = Field(description="Name of one of `tiers`.")
@@ -170,8 +170,18 @@ class QuotaSettings(SettingsModel):
     client_header: HeaderName = Field(
         default="x-client-id",
         description=(
-            "Request header that identifies the client. Default `x-client-id`: an "
-            "identity (set it from a verified JWT claim), never a secret API key, because "
+            "Header the ingress gateway writes from the verified `clientClaim` and keys "
+            "the quota on. A client-supplied value is removed first, so only a valid token "
+            "chooses a tier. Default `x-client-id`."
+        ),
+    )
+    client_claim: str = Field(
+        default="client_id",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$",
+        description=(
+            "JWT claim that names the client (`outputClaimToHeaders` of the gateway's "
+            "RequestAuthentication; `a.b` reads a nested claim). Default `client_id`, the "
+            "OAuth client of an RFC 9068 access token. An identity, not a credential: "
             "the known ids are written to a ConfigMap."
         ),
     )
@@ -185,15 +195,15 @@ class QuotaSettings(SettingsModel):
     unknown_client_tier: DnsLabel = Field(
         default="free",
         description=(
-            "Tier of a client whose header value is not in `clients`; each such client "
-            "gets its own bucket. Default `free`."
+            "Tier of a verified client whose claim value is not in `clients`; each such "
+            "client gets its own bucket. Default `free`."
         ),
     )
     anonymous_tier: DnsLabel = Field(
         default="free",
         description=(
-            "Tier of requests without the client header; they share ONE bucket. Default "
-            "`free`: anonymous traffic gets the least."
+            "Tier of requests without a valid token carrying `clientClaim`; they share ONE "
+            "bucket. Default `free`: anonymous traffic gets the least."
         ),
     )
     failure_mode_deny: bool = Field(

@@ -30,14 +30,11 @@ LOCAL_FILTER: Final = "envoy.filters.http.local_ratelimit"
 """Name the local filter is inserted with, and the `typed_per_filter_config` key: since
 Envoy 1.29 the per-route config is looked up by this name (envoyproxy/envoy#32074)."""
 
-GLOBAL_FILTER: Final = "envoy.filters.http.ratelimit"
 HCM: Final = "envoy.filters.network.http_connection_manager"
 ROUTER: Final = "envoy.filters.http.router"
 LOCAL_TYPE: Final = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
-GLOBAL_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
-
 LIMITED_HEADER: Final = "x-local-rate-limit"
 """Response header on requests the local limiter rejected, so clients and logs can tell a
 local 429 from an upstream one."""
@@ -248,115 +245,6 @@ def ratelimit_config(quota: QuotaSettings) -> dict[str, Any]:
         {"key": key, "value": value, "rate_limit": _rate_limit(quota.tier(quota.anonymous_tier))}
     )
     return {"domain": quota.domain, "descriptors": descriptors}
-
-
-def ratelimit_cluster(namespace: str) -> str:
-    """Envoy cluster of the ratelimit gRPC port, as Istio names outbound clusters."""
-    return f"outbound|{GRPC_PORT}||{service_fqdn(RATELIMIT_NAME, namespace)}"
-
-
-def _seconds(milliseconds: int) -> str:
-    return f"{milliseconds / 1000:.3f}s"
-
-
-def gateway_filter_spec(
-    quota: QuotaSettings, selector: dict[str, str], namespace: str
-) -> dict[str, Any]:
-    """EnvoyFilter spec: the global ratelimit filter in the ingress gateway."""
-    return {
-        "workloadSelector": {"labels": dict(selector)},
-        "configPatches": [
-            {
-                "applyTo": "HTTP_FILTER",
-                "match": {
-                    "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
-                    "listener": {
-                        "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}
-                    },
-                },
-                "patch": {
-                    "operation": "INSERT_BEFORE",
-                    "value": {
-                        "name": GLOBAL_FILTER,
-                        "typed_config": {
-                            "@type": GLOBAL_TYPE,
-                            "domain": quota.domain,
-                            "failure_mode_deny": quota.failure_mode_deny,
-                            "timeout": _seconds(quota.timeout_ms),
-                            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-                            "rate_limit_service": {
-                                "grpc_service": {
-                                    "envoy_grpc": {
-                                        "cluster_name": ratelimit_cluster(namespace),
-                                        "authority": service_fqdn(RATELIMIT_NAME, namespace),
-                                    },
-                                    "timeout": _seconds(quota.timeout_ms),
-                                },
-                                "transport_api_version": "V3",
-                            },
-                        },
-                    },
-                },
-            }
-        ],
-    }
-
-
-def gateway_actions_spec(quota: QuotaSettings, selector: dict[str, str]) -> dict[str, Any]:
-    """EnvoyFilter spec: the rate-limit actions on every gateway virtual host.
-
-    The client header becomes the `client_id` descriptor; `request_headers` produces
-    nothing when the header is missing, so a second action marks those requests anonymous.
-    """
-    key, value = ANONYMOUS_DESCRIPTOR
-    return {
-        "workloadSelector": {"labels": dict(selector)},
-        "configPatches": [
-            {
-                "applyTo": "VIRTUAL_HOST",
-                "match": {
-                    "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
-                    "routeConfiguration": {"vhost": {"route": {"action": "ANY"}}},
-                },
-                "patch": {
-                    "operation": "MERGE",
-                    "value": {
-                        "rate_limits": [
-                            {
-                                "actions": [
-                                    {
-                                        "request_headers": {
-                                            "header_name": quota.client_header,
-                                            "descriptor_key": CLIENT_DESCRIPTOR,
-                                        }
-                                    }
-                                ]
-                            },
-                            {
-                                "actions": [
-                                    {
-                                        "header_value_match": {
-                                            "descriptor_key": key,
-                                            "descriptor_value": value,
-                                            "expect_match": False,
-                                            "headers": [
-                                                {
-                                                    "name": quota.client_header,
-                                                    "present_match": True,
-                                                }
-                                            ],
-                                        }
-                                    }
-                                ]
-                            },
-                        ]
-                    },
-                },
-            }
-        ],
-    }
 
 
 # --- Kubernetes objects of the quota service -------------------------------------------------
