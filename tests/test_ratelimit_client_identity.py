@@ -5,8 +5,8 @@ decides the quota descriptor: Istio's gateway chain has `envoy.filters.http.jwt_
 (present when a RequestAuthentication selects the gateway) ahead of the router; the
 program's EnvoyFilters add filters with Istio's patch operations (INSERT_FIRST at the
 head, INSERT_BEFORE the named filter); jwt_authn writes each `outputClaimToHeaders`
-header (Envoy `claim_to_headers`, appended) only for a token of a configured issuer
-that verifies; the ratelimit filter builds descriptors from the virtual host's
+header (Envoy `claim_to_headers`; the model appends, the case in which a client's
+copy would survive) only for a token of a configured issuer that verifies; the ratelimit filter builds descriptors from the virtual host's
 `rate_limits` (`request_headers`: first value, nothing when absent; `header_value_match`
 with `present_match`).
 """
