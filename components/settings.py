@@ -22,7 +22,11 @@ from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSett
 from components.guardrails.settings import GuardrailSettings
 from components.istio.settings import IstioSettings
 from components.observability.settings import ObservabilitySettings
-from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
+from components.ratelimit.settings import (
+    RateLimitSettings,
+    ServiceRateLimit,
+    check_quota_clients_can_be_identified,
+)
 from components.security.rules import (
     check_allow_rules_can_match,
     check_grpc_protected_paths,
@@ -378,6 +382,9 @@ class StackSettings(SettingsModel):
                 )
         check_stack_traffic(self.traffic, self.services)
         check_mtls_exceptions_admit_plaintext(self.security.mtls_exceptions, self.services)
+        check_quota_clients_can_be_identified(
+            self.rate_limit.quota, [s.jwt.issuer for s in self.services if s.jwt is not None]
+        )
         return self
 
     @property

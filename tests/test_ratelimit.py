@@ -29,6 +29,8 @@ SETTINGS = make_settings(
             "name": "api",
             "namespace": "shop",
             "rateLimit": {"routes": [{"pathPrefix": "/status", "requestsPerSecond": 5000}]},
+            # Known quota clients are named by a verified claim of this issuer's tokens.
+            "jwt": {"issuer": "https://auth.x", "jwksUri": "https://auth.x/jwks"},
         },
         {"name": "web", "namespace": "shop", "port": 9000},
     ],
@@ -113,6 +115,13 @@ def test_anonymous_tier_must_exist() -> None:
 def test_client_header_must_be_a_lowercase_header_name() -> None:
     assert settings_error(rateLimit={"quota": {"clientHeader": "X-Client"}}).startswith(
         'meshstack:rateLimit.quota.clientHeader = "X-Client": must be a lowercase HTTP header'
+    )
+
+
+def test_known_clients_need_a_jwt_issuer() -> None:
+    assert settings_error(rateLimit={"quota": QUOTA}) == (
+        'meshstack:rateLimit.quota.clients = ["acme"]: need a JWT issuer (services[].jwt) '
+        "to identify clients at the gateway; without one every request is anonymous"
     )
 
 

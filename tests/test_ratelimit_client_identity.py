@@ -6,9 +6,10 @@ decides the quota descriptor: Istio's gateway chain has `envoy.filters.http.jwt_
 program's EnvoyFilters add filters with Istio's patch operations (INSERT_FIRST at the
 head, INSERT_BEFORE the named filter); jwt_authn writes each `outputClaimToHeaders`
 header (Envoy `claim_to_headers`; the model appends, the case in which a client's
-copy would survive) only for a token of a configured issuer that verifies; the ratelimit filter builds descriptors from the virtual host's
-`rate_limits` (`request_headers`: first value, nothing when absent; `header_value_match`
-with `present_match`).
+copy would survive) only for a token of a configured issuer that verifies; the
+ratelimit filter builds descriptors from the virtual host's `rate_limits`
+(`request_headers`: first value, nothing when absent; `header_value_match` with
+`present_match`).
 """
 
 from __future__ import annotations
@@ -183,9 +184,9 @@ def test_the_gateway_verifies_tokens_and_forwards_them_to_the_services() -> None
 
 
 def test_the_client_claim_is_a_setting() -> None:
-    settings = make_settings(rateLimit={"quota": {**QUOTA, "clientClaim": "azp"}})
+    quota = SETTINGS.rate_limit.quota.model_copy(update={"client_claim": "azp"})
     spec = gateway.client_identity_spec(
-        settings.rate_limit.quota,
+        quota,
         {"istio": "ingressgateway"},
         (gateway.TokenIssuer(ISSUER, f"{ISSUER}/jwks.json"),),
     )

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from pydantic import Field, model_validator
@@ -260,6 +261,18 @@ class QuotaSettings(SettingsModel):
     def tier(self, name: str) -> QuotaTier:
         """The tier called `name` (validated to exist)."""
         return next(t for t in self.tiers if t.name == name)
+
+
+def check_quota_clients_can_be_identified(quota: QuotaSettings, issuers: Sequence[str]) -> None:
+    """Known clients need a JWT issuer: the gateway names a client only from a verified
+    claim (`clientClaim`), so with no issuer their tiers could never apply."""
+    if quota.enabled and quota.clients and not issuers:
+        raise RuleViolationError(
+            ("rateLimit", "quota", "clients"),
+            [client.id for client in quota.clients],
+            "need a JWT issuer (services[].jwt) to identify clients at the gateway; "
+            "without one every request is anonymous",
+        )
 
 
 class RateLimitSettings(SettingsModel):
