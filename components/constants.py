@@ -43,6 +43,10 @@ creates one named after its fullname, the release `flagger-loadtester` (0.38.0
 LOADTESTER_APP: Final = "loadtester"
 """`app` label of the loadtester's pods (the chart's name, `deployment.yaml`)."""
 
+CANARY_SUFFIX: Final = "-canary"
+"""Flagger's Service of a progressive service's canary pods: `<name>-canary`, labelled
+`app: <name>-canary`, selecting the canary pods (`app: <name>`)."""
+
 PROMETHEUS_IGNORE_LABEL: Final = "istio-prometheus-ignore"
 """Pod label (any value) that opts a pod out of the sidecar PodMonitor, as in Istio's
 `samples/addons/extras/prometheus-operator.yaml`: for pods whose 15090 Prometheus cannot
@@ -63,3 +67,13 @@ def ingress_gateway_principal() -> str:
 def workload_apps(name: str, progressive: bool) -> tuple[str, ...]:
     """The `app` label values of a service's pods: with Flagger, also the primary's."""
     return (name, f"{name}{PRIMARY_SUFFIX}") if progressive else (name,)
+
+
+def pod_services(name: str, progressive: bool) -> tuple[str, ...]:
+    """The `app` labels of Services that together select each of a service's pods once.
+
+    Static: the service's own Service. Progressive: Flagger's `<name>-primary` (primary
+    pods) and `<name>-canary` (canary pods), never the apex `<name>`, which selects the
+    primary pods too (fluxcd/flagger `pkg/router/kubernetes_default.go`).
+    """
+    return (f"{name}{PRIMARY_SUFFIX}", f"{name}{CANARY_SUFFIX}") if progressive else (name,)

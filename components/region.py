@@ -20,6 +20,7 @@ from components.observability.kiali import KialiRemoteAccess, KialiStack
 from components.observability.prometheus import PrometheusAccess
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
+from components.ratelimit.gateway import TokenIssuer
 from components.security.component import FlaggerNamespace, MeshSecurity
 from components.service_graph import ServiceGraph
 from components.settings import StackSettings
@@ -111,6 +112,7 @@ class RegionMesh(pulumi.ComponentResource):
             self.mesh,
             settings.rate_limit,
             services=settings.services,
+            token_issuers=_token_issuers(settings),
             opts=child,
         )
         delivery = self.traffic.delivery
@@ -164,3 +166,15 @@ class RegionMesh(pulumi.ComponentResource):
                 "ejection_detection_seconds": self.ejection_detection_seconds,
             }
         )
+
+
+def _token_issuers(settings: StackSettings) -> tuple[TokenIssuer, ...]:
+    """The identity providers the region's services accept tokens of, once each, in
+    settings order: the gateway verifies their tokens to identify quota clients."""
+    providers = dict.fromkeys(s.jwt.provider for s in settings.services if s.jwt is not None)
+    return tuple(
+        TokenIssuer(
+            settings.identity_providers[name].issuer, settings.identity_providers[name].jwks_uri
+        )
+        for name in providers
+    )

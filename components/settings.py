@@ -22,7 +22,11 @@ from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSett
 from components.guardrails.settings import GuardrailSettings
 from components.istio.settings import IstioSettings
 from components.observability.settings import ObservabilitySettings, check_prometheus_url
-from components.ratelimit.settings import RateLimitSettings, ServiceRateLimit
+from components.ratelimit.settings import (
+    RateLimitSettings,
+    ServiceRateLimit,
+    check_quota_clients_can_be_identified,
+)
 from components.security.rules import (
     check_allow_rules_can_match,
     check_grpc_protected_paths,
@@ -430,6 +434,10 @@ class StackSettings(SettingsModel):
         check_mtls_exceptions_admit_plaintext(self.security.mtls_exceptions, self.services)
         check_identity_providers(self.identity_providers)
         check_jwt_providers(self.identity_providers, self.services)
+        check_quota_clients_can_be_identified(
+            self.rate_limit.quota,
+            [self.identity_providers[s.jwt.provider].issuer for s in self.services if s.jwt],
+        )
         return self
 
     @property

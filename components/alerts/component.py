@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Final
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components.alerts import rules
+from components.alerts import monitors, rules
 from components.alerts.dashboard import DASHBOARD_FILE, GRAFANA_DASHBOARD_LABEL, dashboard_json
+from components.constants import pod_services
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
 from components.naming import MANAGED_BY
@@ -82,7 +83,7 @@ class MeshAlerts(pulumi.ComponentResource):
             api_version=MONITORING_API,
             kind="PodMonitor",
             metadata=metadata(SIDECAR_MONITOR_NAME, mesh.namespace),
-            spec=rules.sidecar_pod_monitor_spec(alerts),
+            spec=monitors.sidecar_pod_monitor_spec(alerts),
             opts=mesh.custom_resource_options(self),
         )
         k8s.apiextensions.CustomResource(
@@ -90,7 +91,7 @@ class MeshAlerts(pulumi.ComponentResource):
             api_version=MONITORING_API,
             kind="ServiceMonitor",
             metadata=metadata(ISTIOD_MONITOR_NAME, mesh.namespace),
-            spec=mesh.namespace.apply(lambda ns: rules.istiod_service_monitor_spec(alerts, ns)),
+            spec=mesh.namespace.apply(lambda ns: monitors.istiod_service_monitor_spec(alerts, ns)),
             opts=mesh.custom_resource_options(self),
         )
         for service in services:
@@ -106,8 +107,12 @@ class MeshAlerts(pulumi.ComponentResource):
                 metadata=metadata(
                     monitor_name, mesh.workload_namespace(service.namespace).metadata.name
                 ),
-                spec=rules.app_service_monitor_spec(
-                    alerts, service.name, service.namespace, service.metrics
+                spec=monitors.app_service_monitor_spec(
+                    alerts,
+                    service.name,
+                    service.namespace,
+                    service.metrics,
+                    service_apps=pod_services(service.name, service.delivery == "progressive"),
                 ),
                 opts=mesh.custom_resource_options(self),
             )
@@ -120,7 +125,7 @@ class MeshAlerts(pulumi.ComponentResource):
                     RATELIMIT_MONITOR_NAME,
                     mesh.workload_namespace(ratelimit_metrics.namespace).metadata.name,
                 ),
-                spec=rules.ratelimit_service_monitor_spec(alerts, ratelimit_metrics),
+                spec=monitors.ratelimit_service_monitor_spec(alerts, ratelimit_metrics),
                 opts=mesh.custom_resource_options(self),
             )
         k8s.apiextensions.CustomResource(

@@ -22,9 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from components.alerts.settings import EVALUATION_INTERVAL_SECONDS, AlertsSettings, AppMetrics
-from components.constants import PROMETHEUS_IGNORE_LABEL
-from components.kube import MetricsEndpoint
+from components.alerts.settings import EVALUATION_INTERVAL_SECONDS, AlertsSettings
 
 ALERT_NAMES: Final = (
     "CanaryErrorRateHigh",
@@ -44,17 +42,6 @@ EVALUATION_INTERVAL: Final = f"{EVALUATION_INTERVAL_SECONDS}s"
 """`interval` of the rule group, set explicitly because the settings' detection-time rules
 (`circuit_breaker_detection_error`) count in evaluations."""
 
-ENVOY_PROXY_CONTAINER: Final = "istio-proxy"
-"""Container name of every injected sidecar and gateway proxy."""
-
-ENVOY_PROMETHEUS_PORT: Final = "http-envoy-prom"
-"""Port name of Envoy's own Prometheus endpoint (15090) in the injected proxy container.
-Scraping it (not the merged 15020) keeps proxy and application metrics apart."""
-
-ENVOY_PROMETHEUS_PATH: Final = "/stats/prometheus"
-
-ISTIOD_MONITORING_PORT: Final = "http-monitoring"
-"""istiod Service port (15014) serving control-plane metrics."""
 
 ISTIOD_JOB_LABEL: Final = "istio"
 """Service label the istiod ServiceMonitor takes the `job` label from (`jobLabel`)."""
@@ -99,17 +86,6 @@ EJECTIONS: Final = "envoy_cluster_outlier_detection_ejections_enforced_total"
 PENDING_OVERFLOW: Final = "envoy_cluster_upstream_rq_pending_overflow"
 RATELIMIT_OVER_LIMIT: Final = "ratelimit_service_rate_limit_over_limit"
 
-RATELIMIT_SERIES: Final = "ratelimit_.*"
-"""Series kept from the ratelimit service's own endpoint: its counters only. Its Go runtime
-series would duplicate nothing useful, and Envoy's come from the sidecar PodMonitor."""
-
-MESH_CERTIFICATE_FILES: Final = {
-    "caFile": "root-cert.pem",
-    "certFile": "cert-chain.pem",
-    "keyFile": "key.pem",
-}
-"""Files Istio's proxy writes to `OUTPUT_CERTS` (Istio's "Prometheus" integration, TLS
-settings), by the `tlsConfig` field that reads each."""
 
 ENVOY_STATS: Final = {
     EJECTIONS: "cluster.{cluster}.outlier_detection.ejections_enforced_total",
@@ -473,121 +449,3 @@ def rule_groups(settings: AlertsSettings) -> list[dict[str, Any]]:
 def prometheus_rule_spec(settings: AlertsSettings) -> dict[str, Any]:
     """`spec` of the PrometheusRule."""
     return {"groups": rule_groups(settings)}
-
-
-def sidecar_pod_monitor_spec(settings: AlertsSettings) -> dict[str, Any]:
-    """PodMonitor `spec` scraping Envoy's own metrics from every proxy in the cluster.
-
-    A PodMonitor, not a ServiceMonitor: port 15090 is on every injected pod, and not every
-    pod has a Service exposing it. Pods labelled `PROMETHEUS_IGNORE_LABEL` opt out, as in
-    Istio's `samples/addons/extras/prometheus-operator.yaml`.
-    """
-    return {
-        "selector": {
-            # Every pod: only proxies have the `http-envoy-prom` port, and the relabeling
-            # keeps the `istio-proxy` container, so sidecars and gateways alike are scraped.
-            "matchExpressions": [{"key": PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"}]
-        },
-        "namespaceSelector": {"any": True},
-        "jobLabel": "envoy-stats",
-        "podMetricsEndpoints": [
-            {
-                "port": ENVOY_PROMETHEUS_PORT,
-                "path": ENVOY_PROMETHEUS_PATH,
-                "interval": settings.scrape_interval,
-                "relabelings": [
-                    {
-                        "action": "keep",
-                        "sourceLabels": ["__meta_kubernetes_pod_container_name"],
-                        "regex": ENVOY_PROXY_CONTAINER,
-                    },
-                ],
-            }
-        ],
-    }
-
-
-def istiod_service_monitor_spec(settings: AlertsSettings, istio_namespace: str) -> dict[str, Any]:
-    """ServiceMonitor `spec` for istiod's control-plane metrics."""
-    return {
-        "selector": {"matchLabels": dict(ISTIOD_SERVICE_SELECTOR)},
-        "namespaceSelector": {"matchNames": [istio_namespace]},
-        "jobLabel": "istio",
-        "targetLabels": ["app"],
-        "endpoints": [{"port": ISTIOD_MONITORING_PORT, "interval": settings.scrape_interval}],
-    }
-
-
-def mesh_tls_endpoint(settings: AlertsSettings) -> dict[str, Any]:
-    """`scheme` and `tlsConfig` of an endpoint scraped through a STRICT-mTLS sidecar.
-
-    Prometheus presents the workload certificate its own istio-proxy sidecar writes to
-    `meshCertificatesDir`. `insecureSkipVerify`: the server certificate carries a SPIFFE
-    identity, not the pod address Prometheus dials, so name verification cannot succeed
-    (Istio's documented setting); the client certificate still authenticates Prometheus.
-    """
-    directory = settings.mesh_certificates_dir
-    return {
-        "scheme": "https",
-        "tlsConfig": {
-            **{field: f"{directory}/{file}" for field, file in MESH_CERTIFICATE_FILES.items()},
-            "insecureSkipVerify": True,
-        },
-    }
-
-
-def app_service_monitor_spec(
-    settings: AlertsSettings, service_name: str, namespace: str, metrics: AppMetrics
-) -> dict[str, Any]:
-    """ServiceMonitor `spec` for one application's own metrics, over mesh mTLS."""
-    return {
-        "selector": {"matchLabels": {"app": service_name}},
-        "namespaceSelector": {"matchNames": [namespace]},
-        "endpoints": [
-            {
-                "port": metrics.port,
-                "path": metrics.path,
-                "interval": metrics.interval,
-                **mesh_tls_endpoint(settings),
-            }
-        ],
-    }
-
-
-def ratelimit_service_monitor_spec(
-    settings: AlertsSettings, endpoint: MetricsEndpoint
-) -> dict[str, Any]:
-    """ServiceMonitor `spec` for the ratelimit service's own counters (`RateLimitExceeded`).
-
-    The ratelimit Service carries no `app` label, so every Service of its namespace is
-    selected and the `keep` relabeling narrows it to the one `endpoint` names (Redis'
-    Service has no metrics port anyway). The pods are meshed under STRICT mTLS, hence the
-    mesh TLS settings. Only `ratelimit_*` series are kept: the sidecar PodMonitor already
-    scrapes the proxy, so nothing is counted twice.
-    """
-    return {
-        "selector": {},
-        "namespaceSelector": {"matchNames": [endpoint.namespace]},
-        "endpoints": [
-            {
-                # Path: Prometheus' default `/metrics`, ratelimit's PROMETHEUS_PATH.
-                "port": endpoint.port_name,
-                "interval": settings.scrape_interval,
-                **mesh_tls_endpoint(settings),
-                "relabelings": [
-                    {
-                        "action": "keep",
-                        "sourceLabels": ["__meta_kubernetes_service_name"],
-                        "regex": endpoint.service,
-                    }
-                ],
-                "metricRelabelings": [
-                    {
-                        "action": "keep",
-                        "sourceLabels": ["__name__"],
-                        "regex": RATELIMIT_SERIES,
-                    }
-                ],
-            }
-        ],
-    }

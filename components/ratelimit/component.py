@@ -21,7 +21,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.constants import ingress_gateway_principal, workload_apps
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
-from components.ratelimit import specs
+from components.ratelimit import gateway, specs
 
 if TYPE_CHECKING:
     from components.ratelimit.settings import QuotaSettings, RateLimitSettings
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 TOKEN: Final = "meshstack:ratelimit:RateLimiter"
 ENVOY_FILTER_API: Final = "networking.istio.io/v1alpha3"
-AUTHZ_API: Final = "security.istio.io/v1"
+SECURITY_API: Final = "security.istio.io/v1"
 
 
 class RateLimiter(pulumi.ComponentResource):
@@ -39,8 +39,9 @@ class RateLimiter(pulumi.ComponentResource):
     `rateLimit.local.enabled`); with `rateLimit.quota.enabled`: RandomPassword, Secret
     `ratelimit-redis`, ConfigMap `ratelimit-config`, ServiceAccounts, Deployments and
     Services `ratelimit` and `redis`, two AuthorizationPolicies opening only
-    gateway→ratelimit and ratelimit→Redis, and EnvoyFilters `ratelimit-filter` and
-    `ratelimit-actions` in the ingress gateway's namespace.
+    gateway→ratelimit and ratelimit→Redis, and in the ingress gateway's namespace
+    EnvoyFilters `ratelimit-filter` and `ratelimit-actions` and, with token issuers, the
+    RequestAuthentication `ratelimit-client-identity`.
     """
 
     metrics_endpoint: MetricsEndpoint | None
@@ -54,8 +55,11 @@ class RateLimiter(pulumi.ComponentResource):
         rate_limit: RateLimitSettings,
         *,
         services: Sequence[MeshService],
+        token_issuers: Sequence[gateway.TokenIssuer] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`token_issuers`: the JWT issuers whose verified `rateLimit.quota.clientClaim`
+        identifies a quota client at the gateway; without any, every request is anonymous."""
         super().__init__(TOKEN, name, None, opts)
         if rate_limit.local.enabled:
             for service in services:
@@ -69,7 +73,11 @@ class RateLimiter(pulumi.ComponentResource):
                         kind="EnvoyFilter",
                         metadata={"name": filter_name, "namespace": ns_name},
                         spec=specs.local_ratelimit_spec(
-                            app, service.port, rate_limit.local, service.rate_limit
+                            app,
+                            service.port,
+                            rate_limit.local,
+                            service.rate_limit,
+                            grpc=service.protocol == "grpc",
                         ),
                         opts=mesh.custom_resource_options(self),
                     )
@@ -80,12 +88,18 @@ class RateLimiter(pulumi.ComponentResource):
             self.metrics_endpoint = MetricsEndpoint(
                 quota.namespace, specs.RATELIMIT_NAME, specs.metrics_port_name()
             )
-            self._quota(name, mesh, quota)
+            self._quota(name, mesh, quota, tuple(token_issuers))
 
         # No Outputs: nothing reads the filter names or the quota service's address.
         self.register_outputs({})
 
-    def _quota(self, name: str, mesh: IstioMesh, quota: QuotaSettings) -> None:
+    def _quota(
+        self,
+        name: str,
+        mesh: IstioMesh,
+        quota: QuotaSettings,
+        issuers: tuple[gateway.TokenIssuer, ...],
+    ) -> None:
         ns = mesh.workload_namespace(quota.namespace).metadata.name
         child = pulumi.ResourceOptions(parent=self)
 
@@ -121,14 +135,21 @@ class RateLimiter(pulumi.ComponentResource):
                 automount_service_account_token=False,
                 opts=child,
             )
-        after_secret = pulumi.ResourceOptions(parent=self, depends_on=[secret])
+
+        # Pods are admitted once, so both Deployments wait for istiod as well: created
+        # before the sidecar injector's webhook exists, their pods would start without a
+        # sidecar and stay so until the next rollout (their AuthorizationPolicies void, the
+        # https ServiceMonitor failing against a plaintext port).
+        def after(*resources: pulumi.Resource) -> pulumi.ResourceOptions:
+            return pulumi.ResourceOptions(parent=self, depends_on=[mesh.control_plane, *resources])
+
         # Specs are plain dicts (schema-checked by the tests); the SDK types them as deep
         # TypedDicts, hence the casts.
         k8s.apps.v1.Deployment(
             f"{name}-redis",
             metadata=metadata(specs.REDIS_NAME),
             spec=cast(Any, specs.redis_deployment_spec()),
-            opts=after_secret,
+            opts=after(secret),
         )
         k8s.core.v1.Service(
             f"{name}-redis-service",
@@ -140,7 +161,7 @@ class RateLimiter(pulumi.ComponentResource):
             f"{name}-ratelimit",
             metadata=metadata(specs.RATELIMIT_NAME),
             spec=cast(Any, specs.ratelimit_deployment_spec(quota)),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[secret, config]),
+            opts=after(secret, config),
         )
         k8s.core.v1.Service(
             f"{name}-ratelimit-service",
@@ -153,7 +174,7 @@ class RateLimiter(pulumi.ComponentResource):
         ).items():
             self._custom(
                 f"{name}-{policy}",
-                AUTHZ_API,
+                SECURITY_API,
                 "AuthorizationPolicy",
                 name=policy,
                 namespace=ns,
@@ -168,16 +189,26 @@ class RateLimiter(pulumi.ComponentResource):
             "EnvoyFilter",
             name="ratelimit-filter",
             namespace=mesh.ingress_namespace,
-            spec=selector.apply(lambda s: specs.gateway_filter_spec(quota, s, quota.namespace)),
+            spec=selector.apply(lambda s: gateway.gateway_filter_spec(quota, s, quota.namespace)),
             mesh=mesh,
         )
+        if issuers:
+            self._custom(
+                f"{name}-client-identity",
+                SECURITY_API,
+                "RequestAuthentication",
+                name=gateway.CLIENT_IDENTITY_NAME,
+                namespace=mesh.ingress_namespace,
+                spec=selector.apply(lambda s: gateway.client_identity_spec(quota, s, issuers)),
+                mesh=mesh,
+            )
         self._custom(
             f"{name}-gateway-actions",
             ENVOY_FILTER_API,
             "EnvoyFilter",
             name="ratelimit-actions",
             namespace=mesh.ingress_namespace,
-            spec=selector.apply(lambda s: specs.gateway_actions_spec(quota, s)),
+            spec=selector.apply(lambda s: gateway.gateway_actions_spec(quota, s)),
             mesh=mesh,
         )
 

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Final, Literal
 
 from pydantic import Field, model_validator
@@ -27,7 +28,10 @@ class LocalRoute(SettingsModel):
     requests_per_second: int = Field(
         ge=1,
         le=1_000_000,
-        description="Requests per second per pod on this path prefix. Required.",
+        description=(
+            "Requests per second per pod on this path prefix (bucket semantics as "
+            "`requestsPerSecond`). Required."
+        ),
     )
 
 
@@ -39,8 +43,10 @@ class ServiceRateLimit(SettingsModel):
         ge=1,
         le=1_000_000,
         description=(
-            "Requests per second per pod. Default: `rateLimit.local.requestsPerSecond` of "
-            "the stack, so services only set it when they differ."
+            "Requests per second per pod on the service port (one token bucket; under "
+            "PERMISSIVE mTLS one for mTLS and one for plaintext callers). Default: "
+            "`rateLimit.local.requestsPerSecond` of the stack, so services only set it "
+            "when they differ."
         ),
     )
     routes: tuple[LocalRoute, ...] = Field(
@@ -81,8 +87,10 @@ class LocalRateLimitSettings(SettingsModel):
         ge=1,
         le=1_000_000,
         description=(
-            "Default requests per second per pod (token bucket size and refill per "
-            "second). Default 1000: above normal per-pod load, below what a pod survives."
+            "Default requests per second per pod on the service port (token bucket size "
+            "and refill per second; under PERMISSIVE mTLS the plaintext callers get a "
+            "second bucket). Default 1000: above normal per-pod load, below what a pod "
+            "survives."
         ),
     )
     enforced_percent: int = Field(
@@ -129,8 +137,8 @@ class QuotaClient(SettingsModel):
     id: str = Field(
         pattern=r"^[A-Za-z0-9._-]{1,128}$",
         description=(
-            "Value of the client header for this client, e.g. `acme`. An identity, not a "
-            "credential: it is written to a ConfigMap."
+            "Value of the verified `clientClaim` for this client, e.g. `acme`. An "
+            "identity, not a credential: it is written to a ConfigMap."
         ),
     )
     tier: DnsLabel = Field(description="Name of one of `tiers`.")
@@ -163,8 +171,18 @@ class QuotaSettings(SettingsModel):
     client_header: HeaderName = Field(
         default="x-client-id",
         description=(
-            "Request header that identifies the client. Default `x-client-id`: an "
-            "identity (set it from a verified JWT claim), never a secret API key, because "
+            "Header the ingress gateway writes from the verified `clientClaim` and keys "
+            "the quota on. A client-supplied value is removed first, so only a valid token "
+            "chooses a tier. Default `x-client-id`."
+        ),
+    )
+    client_claim: str = Field(
+        default="client_id",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$",
+        description=(
+            "JWT claim that names the client (`outputClaimToHeaders` of the gateway's "
+            "RequestAuthentication; `a.b` reads a nested claim). Default `client_id`, the "
+            "OAuth client of an RFC 9068 access token. An identity, not a credential: "
             "the known ids are written to a ConfigMap."
         ),
     )
@@ -178,15 +196,15 @@ class QuotaSettings(SettingsModel):
     unknown_client_tier: DnsLabel = Field(
         default="free",
         description=(
-            "Tier of a client whose header value is not in `clients`; each such client "
-            "gets its own bucket. Default `free`."
+            "Tier of a verified client whose claim value is not in `clients`; each such "
+            "client gets its own bucket. Default `free`."
         ),
     )
     anonymous_tier: DnsLabel = Field(
         default="free",
         description=(
-            "Tier of requests without the client header; they share ONE bucket. Default "
-            "`free`: anonymous traffic gets the least."
+            "Tier of requests without a valid token carrying `clientClaim`; they share ONE "
+            "bucket. Default `free`: anonymous traffic gets the least."
         ),
     )
     failure_mode_deny: bool = Field(
@@ -243,6 +261,18 @@ class QuotaSettings(SettingsModel):
     def tier(self, name: str) -> QuotaTier:
         """The tier called `name` (validated to exist)."""
         return next(t for t in self.tiers if t.name == name)
+
+
+def check_quota_clients_can_be_identified(quota: QuotaSettings, issuers: Sequence[str]) -> None:
+    """Known clients need a JWT issuer: the gateway names a client only from a verified
+    claim (`clientClaim`), so with no issuer their tiers could never apply."""
+    if quota.enabled and quota.clients and not issuers:
+        raise RuleViolationError(
+            ("rateLimit", "quota", "clients"),
+            [client.id for client in quota.clients],
+            "need a JWT issuer (services[].jwt) to identify clients at the gateway; "
+            "without one every request is anonymous",
+        )
 
 
 class RateLimitSettings(SettingsModel):

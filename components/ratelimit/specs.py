@@ -30,14 +30,11 @@ LOCAL_FILTER: Final = "envoy.filters.http.local_ratelimit"
 """Name the local filter is inserted with, and the `typed_per_filter_config` key: since
 Envoy 1.29 the per-route config is looked up by this name (envoyproxy/envoy#32074)."""
 
-GLOBAL_FILTER: Final = "envoy.filters.http.ratelimit"
 HCM: Final = "envoy.filters.network.http_connection_manager"
 ROUTER: Final = "envoy.filters.http.router"
 LOCAL_TYPE: Final = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
-GLOBAL_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
-
 LIMITED_HEADER: Final = "x-local-rate-limit"
 """Response header on requests the local limiter rejected, so clients and logs can tell a
 local 429 from an upstream one."""
@@ -95,9 +92,16 @@ def _token_bucket(requests_per_second: int) -> dict[str, Any]:
 
 
 def local_ratelimit_config(
-    local: LocalRateLimitSettings, service: ServiceRateLimit
+    local: LocalRateLimitSettings, service: ServiceRateLimit, *, grpc: bool = False
 ) -> dict[str, Any]:
-    """The `LocalRateLimit` typed config of one service, with its per-path descriptors."""
+    """The `LocalRateLimit` typed config of one service, with its per-path descriptors.
+
+    `grpc`: the service speaks gRPC. Envoy then answers a limited call with HTTP 200 and a
+    grpc-status mapped from 429, UNAVAILABLE by default, which every route's
+    `retryOn: unavailable` retries, multiplying the load on a pod that is already over
+    its limit. `rate_limited_as_resource_exhausted` makes it RESOURCE_EXHAUSTED, which
+    gRPC clients and Istio's retry policies treat as final.
+    """
     requests_per_second = service.requests_per_second or local.requests_per_second
     config: dict[str, Any] = {
         "@type": LOCAL_TYPE,
@@ -113,6 +117,8 @@ def local_ratelimit_config(
         ],
         "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
     }
+    if grpc:
+        config["rate_limited_as_resource_exhausted"] = True
     if service.routes:
         config["rate_limits"] = [
             {
@@ -144,15 +150,26 @@ def local_ratelimit_config(
 
 
 def local_ratelimit_spec(
-    app: str, port: int, local: LocalRateLimitSettings, service: ServiceRateLimit
+    app: str,
+    port: int,
+    local: LocalRateLimitSettings,
+    service: ServiceRateLimit,
+    *,
+    grpc: bool = False,
 ) -> dict[str, Any]:
     """EnvoyFilter spec: the local limiter in the inbound sidecar of pods `app: <app>`.
 
-    The HTTP_FILTER patch inserts the filter before the router with the service default;
-    per-path limits go in a VIRTUAL_HOST patch on the inbound vhost of the service port
-    (`inbound|http|<port>`), as `typed_per_filter_config` keyed by the filter's name.
+    The HTTP_FILTER patch inserts the filter before the router with the service default,
+    on the service port's inbound filter chains only (`listener.portNumber`). Envoy keeps
+    one token bucket per filter instance, and the inbound listener has one HTTP filter
+    chain per port: unscoped, the patch would give the metrics port, every other port and
+    the passthrough chains a bucket each, so a pod would accept a multiple of the limit.
+    Under PERMISSIVE mTLS the port has a plaintext twin of its mTLS chain, with its own
+    bucket (docs/security.md says what the limit is then). Per-path limits go in a
+    VIRTUAL_HOST patch on the inbound vhost of the service port (`inbound|http|<port>`),
+    as `typed_per_filter_config` keyed by the filter's name.
     """
-    config = local_ratelimit_config(local, service)
+    config = local_ratelimit_config(local, service, grpc=grpc)
     patches: list[dict[str, Any]] = [
         {
             "applyTo": "HTTP_FILTER",
@@ -160,7 +177,10 @@ def local_ratelimit_spec(
                 "context": "SIDECAR_INBOUND",
                 "proxy": proxy_version_match(),
                 "listener": {
-                    "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}
+                    # On the virtual inbound listener Istio matches `portNumber` against
+                    # each filter chain's destination port (envoyfilter/listener_patch.go).
+                    "portNumber": port,
+                    "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}},
                 },
             },
             "patch": {
@@ -168,7 +188,9 @@ def local_ratelimit_spec(
                 "value": {
                     "name": LOCAL_FILTER,
                     "typed_config": local_ratelimit_config(
-                        local, ServiceRateLimit(requests_per_second=service.requests_per_second)
+                        local,
+                        ServiceRateLimit(requests_per_second=service.requests_per_second),
+                        grpc=grpc,
                     ),
                 },
             },
@@ -223,115 +245,6 @@ def ratelimit_config(quota: QuotaSettings) -> dict[str, Any]:
         {"key": key, "value": value, "rate_limit": _rate_limit(quota.tier(quota.anonymous_tier))}
     )
     return {"domain": quota.domain, "descriptors": descriptors}
-
-
-def ratelimit_cluster(namespace: str) -> str:
-    """Envoy cluster of the ratelimit gRPC port, as Istio names outbound clusters."""
-    return f"outbound|{GRPC_PORT}||{service_fqdn(RATELIMIT_NAME, namespace)}"
-
-
-def _seconds(milliseconds: int) -> str:
-    return f"{milliseconds / 1000:.3f}s"
-
-
-def gateway_filter_spec(
-    quota: QuotaSettings, selector: dict[str, str], namespace: str
-) -> dict[str, Any]:
-    """EnvoyFilter spec: the global ratelimit filter in the ingress gateway."""
-    return {
-        "workloadSelector": {"labels": dict(selector)},
-        "configPatches": [
-            {
-                "applyTo": "HTTP_FILTER",
-                "match": {
-                    "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
-                    "listener": {
-                        "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}
-                    },
-                },
-                "patch": {
-                    "operation": "INSERT_BEFORE",
-                    "value": {
-                        "name": GLOBAL_FILTER,
-                        "typed_config": {
-                            "@type": GLOBAL_TYPE,
-                            "domain": quota.domain,
-                            "failure_mode_deny": quota.failure_mode_deny,
-                            "timeout": _seconds(quota.timeout_ms),
-                            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
-                            "rate_limit_service": {
-                                "grpc_service": {
-                                    "envoy_grpc": {
-                                        "cluster_name": ratelimit_cluster(namespace),
-                                        "authority": service_fqdn(RATELIMIT_NAME, namespace),
-                                    },
-                                    "timeout": _seconds(quota.timeout_ms),
-                                },
-                                "transport_api_version": "V3",
-                            },
-                        },
-                    },
-                },
-            }
-        ],
-    }
-
-
-def gateway_actions_spec(quota: QuotaSettings, selector: dict[str, str]) -> dict[str, Any]:
-    """EnvoyFilter spec: the rate-limit actions on every gateway virtual host.
-
-    The client header becomes the `client_id` descriptor; `request_headers` produces
-    nothing when the header is missing, so a second action marks those requests anonymous.
-    """
-    key, value = ANONYMOUS_DESCRIPTOR
-    return {
-        "workloadSelector": {"labels": dict(selector)},
-        "configPatches": [
-            {
-                "applyTo": "VIRTUAL_HOST",
-                "match": {
-                    "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
-                    "routeConfiguration": {"vhost": {"route": {"action": "ANY"}}},
-                },
-                "patch": {
-                    "operation": "MERGE",
-                    "value": {
-                        "rate_limits": [
-                            {
-                                "actions": [
-                                    {
-                                        "request_headers": {
-                                            "header_name": quota.client_header,
-                                            "descriptor_key": CLIENT_DESCRIPTOR,
-                                        }
-                                    }
-                                ]
-                            },
-                            {
-                                "actions": [
-                                    {
-                                        "header_value_match": {
-                                            "descriptor_key": key,
-                                            "descriptor_value": value,
-                                            "expect_match": False,
-                                            "headers": [
-                                                {
-                                                    "name": quota.client_header,
-                                                    "present_match": True,
-                                                }
-                                            ],
-                                        }
-                                    }
-                                ]
-                            },
-                        ]
-                    },
-                },
-            }
-        ],
-    }
 
 
 # --- Kubernetes objects of the quota service -------------------------------------------------

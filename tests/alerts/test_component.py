@@ -11,7 +11,7 @@ import pulumi
 import pytest
 import yaml
 
-from components.alerts import rules
+from components.alerts import monitors, rules
 from components.alerts.component import MeshAlerts
 from components.alerts.dashboard import dashboard_json
 from components.alerts.settings import AlertsSettings
@@ -287,7 +287,11 @@ def test_stacks_choose_app_metrics_and_dashboard(stack_renders: dict[str, Render
             "port": "http-prom",
             "path": "/prometheus",
             "interval": "15s",
-            **rules.mesh_tls_endpoint(AlertsSettings()),
+            **monitors.mesh_tls_endpoint(AlertsSettings()),
+            # market-data is progressive: primary and canary Services, one job.
+            "relabelings": [
+                {"action": "replace", "targetLabel": "job", "replacement": "market-data"}
+            ],
         }
     ]
     eu_ratelimit = _stack_objects(stack_renders, "eu-west-1")[
@@ -379,7 +383,7 @@ def test_quota_adds_a_monitor_that_really_scrapes_the_ratelimit_service() -> Non
     assert env["PROMETHEUS_ADDR"] == f":{port['targetPort']}"
     assert env["PROMETHEUS_PATH"] == endpoint.get("path", "/metrics")
     # Meshed under STRICT mTLS: scraped like the applications.
-    assert {k: endpoint[k] for k in ("scheme", "tlsConfig")} == rules.mesh_tls_endpoint(
+    assert {k: endpoint[k] for k in ("scheme", "tlsConfig")} == monitors.mesh_tls_endpoint(
         settings.alerts
     )
     # Only the service's own counters: the alert's metric passes, Go and Envoy series do not.
@@ -420,7 +424,7 @@ def test_kiali_pod_opts_out_of_the_sidecar_pod_monitor_and_keeps_its_network_pol
     deployment = values["deployment"]
     assert deployment["pod_labels"] == {PROMETHEUS_IGNORE_LABEL: "true"}
     assert "network_policy" not in deployment
-    excluded = rules.sidecar_pod_monitor_spec(AlertsSettings())["selector"]["matchExpressions"]
+    excluded = monitors.sidecar_pod_monitor_spec(AlertsSettings())["selector"]["matchExpressions"]
     assert {"key": PROMETHEUS_IGNORE_LABEL, "operator": "DoesNotExist"} in excluded
     chart = yaml.safe_load(
         (reference_dir() / "charts" / "kiali-server" / "values.yaml").read_text()

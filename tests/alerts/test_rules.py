@@ -20,7 +20,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.alerts import rules
+from components.alerts import monitors, rules
 from components.alerts.settings import AlertsSettings
 from tests.conftest import STACKS, make_settings
 from tools.render import PROJECT_DIR
@@ -161,7 +161,7 @@ def test_rules_read_the_standard_metrics_the_rate_limit_counter_and_istiod() -> 
 
 
 def test_istiod_alerts_read_the_job_the_istiod_service_monitor_gives_its_targets() -> None:
-    monitor = rules.istiod_service_monitor_spec(DEFAULTS, "istio-system")
+    monitor = monitors.istiod_service_monitor_spec(DEFAULTS, "istio-system")
     # The Prometheus Operator sets `job` to the value of the Service label `jobLabel` names.
     job = monitor["selector"]["matchLabels"][monitor["jobLabel"]]
     assert f'up{{job="{job}"}}' in _rules_by_signal(DEFAULTS)[("IstiodUnavailable", "")]["expr"]
@@ -261,8 +261,8 @@ def _proxy_target(workload: str, namespace: str, ip: str) -> dict[str, str]:
     return {
         "namespace": namespace,
         "pod": f"{workload}-6d5f8c7b9-x4k2p",
-        "container": rules.ENVOY_PROXY_CONTAINER,
-        "endpoint": rules.ENVOY_PROMETHEUS_PORT,
+        "container": monitors.ENVOY_PROXY_CONTAINER,
+        "endpoint": monitors.ENVOY_PROMETHEUS_PORT,
         "instance": f"{ip}:15090",
         "job": ENVOY_JOB,
     }
@@ -366,7 +366,7 @@ def _envoy(metric: str, values: str, *, caller: str = "revenue-engine-v1") -> di
 ISTIOD_TARGET = {
     "app": "istiod",
     "container": "discovery",
-    "endpoint": rules.ISTIOD_MONITORING_PORT,
+    "endpoint": monitors.ISTIOD_MONITORING_PORT,
     "instance": "10.4.0.12:15014",
     "job": rules.ISTIOD_JOB,
     "namespace": "istio-system",

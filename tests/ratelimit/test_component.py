@@ -24,11 +24,14 @@ QUOTA = {
     "clients": [{"id": "acme", "tier": "pro"}],
 }
 SETTINGS = make_settings(
+    identityProviders={"auth": {"issuer": "https://auth.x", "jwksUri": "https://auth.x/jwks"}},
     services=[
         {
             "name": "api",
             "namespace": "shop",
             "rateLimit": {"routes": [{"pathPrefix": "/status", "requestsPerSecond": 5000}]},
+            # Known quota clients are named by a verified claim of this provider's tokens.
+            "jwt": {"provider": "auth"},
         },
         {"name": "web", "namespace": "shop", "port": 9000},
     ],
@@ -113,6 +116,20 @@ def test_anonymous_tier_must_exist() -> None:
 def test_client_header_must_be_a_lowercase_header_name() -> None:
     assert settings_error(rateLimit={"quota": {"clientHeader": "X-Client"}}).startswith(
         'meshstack:rateLimit.quota.clientHeader = "X-Client": must be a lowercase HTTP header'
+    )
+
+
+def test_known_clients_need_a_jwt_issuer() -> None:
+    assert settings_error(rateLimit={"quota": QUOTA}) == (
+        'meshstack:rateLimit.quota.clients = ["acme"]: need a JWT issuer (services[].jwt) '
+        "to identify clients at the gateway; without one every request is anonymous"
+    )
+
+
+def test_client_claim_must_be_a_claim_name() -> None:
+    assert settings_error(rateLimit={"quota": {"clientClaim": "client id"}}) == (
+        'meshstack:rateLimit.quota.clientClaim = "client id": must match pattern '
+        "'^[A-Za-z_][A-Za-z0-9_.-]{0,127}$'"
     )
 
 
@@ -315,3 +332,28 @@ def test_a_flagger_primary_gets_its_own_local_filter() -> None:
         "a-local-ratelimit": {"app": "a"},
         "a-primary-local-ratelimit": {"app": "a-primary"},
     }
+
+
+def test_only_grpc_services_answer_resource_exhausted() -> None:
+    settings = make_settings(
+        services=[
+            {"name": "g", "namespace": "n", "protocol": "grpc", "port": 9090},
+            {"name": "h", "namespace": "n", "port": 8080},
+        ],
+    )
+
+    def build(opts: Any) -> None:
+        mesh = IstioMesh("m", settings.istio, opts=opts)
+        RateLimiter("rl", mesh, settings.rate_limit, services=settings.services, opts=opts)
+
+    filters = {
+        o["metadata"]["name"]: o["spec"]["configPatches"][0]
+        for o in run_with_provider(build).kubernetes_objects()
+        if o["kind"] == "EnvoyFilter"
+    }
+    config = {name: p["patch"]["value"]["typed_config"] for name, p in filters.items()}
+    assert config["g-local-ratelimit"]["rate_limited_as_resource_exhausted"] is True
+    assert "rate_limited_as_resource_exhausted" not in config["h-local-ratelimit"]
+    # Each filter applies only to its own service port's inbound chains.
+    ports = {name: p["match"]["listener"]["portNumber"] for name, p in filters.items()}
+    assert ports == {"g-local-ratelimit": 9090, "h-local-ratelimit": 8080}

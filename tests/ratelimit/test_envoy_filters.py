@@ -15,6 +15,7 @@ from typing import Any, Final
 import pytest
 from envoy.config.listener.v3 import listener_components_pb2  # noqa: F401 (registers types)
 from envoy.config.route.v3 import route_components_pb2
+from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
 from envoy.extensions.filters.http.ratelimit.v3 import rate_limit_pb2  # noqa: F401
 from envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -22,13 +23,14 @@ from envoy.extensions.filters.network.http_connection_manager.v3 import (
 )
 from google.protobuf import json_format, message, symbol_database
 
-from components.ratelimit import specs
+from components.ratelimit import gateway, specs
 from components.ratelimit.settings import (
     LocalRateLimitSettings,
     LocalRoute,
     QuotaSettings,
     ServiceRateLimit,
 )
+from components.traffic.settings import RetrySettings
 from components.versions import ISTIO_VERSION
 
 TYPE_URL_PREFIX: Final = "type.googleapis.com/"
@@ -225,9 +227,9 @@ def test_local_rate_limit_stats_are_exported_by_the_mesh(stack_renders: Any) -> 
 
 def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
     quota = QuotaSettings(enabled=True, namespace="rl", timeout_ms=250)
-    spec = specs.gateway_filter_spec(quota, {"istio": "ingressgateway"}, "rl")
+    spec = gateway.gateway_filter_spec(quota, {"istio": "ingressgateway"}, "rl")
     assert spec["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
-    (patch,) = spec["configPatches"]
+    _strip_client_header, patch = spec["configPatches"]
     assert patch["match"]["context"] == "GATEWAY"
     assert patch["patch"]["operation"] == "INSERT_BEFORE"
     value = patch["patch"]["value"]
@@ -249,7 +251,7 @@ def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
 
 def test_gateway_actions_turn_the_client_header_into_the_descriptor() -> None:
     quota = QuotaSettings(enabled=True, client_header="x-api-client")
-    spec = specs.gateway_actions_spec(quota, {"istio": "ingressgateway"})
+    spec = gateway.gateway_actions_spec(quota, {"istio": "ingressgateway"})
     (patch,) = spec["configPatches"]
     assert patch["applyTo"] == "VIRTUAL_HOST"
     assert patch["match"]["context"] == "GATEWAY"
@@ -262,3 +264,93 @@ def test_gateway_actions_turn_the_client_header_into_the_descriptor() -> None:
     assert match["headers"] == [{"name": "x-api-client", "present_match": True}]
     assert (match["descriptor_key"], match["descriptor_value"]) == specs.ANONYMOUS_DESCRIPTOR
     assert parse_patch(patch)
+
+
+# --- how many token buckets a pod really has --------------------------------------------------
+
+
+def _inbound_http_chains(
+    service_port: int, other_ports: tuple[int, ...], permissive: bool
+) -> list[dict[str, Any]]:
+    """The HTTP filter chains of a sidecar's virtual inbound listener (15006), reduced to
+    what an EnvoyFilter match reads: Istio builds one HCM chain per inbound port (keyed by
+    `destination_port`), a plaintext `raw_buffer` twin of each under PERMISSIVE, and the
+    passthrough chains for ports no Service declares (no `destination_port`)."""
+    transports = ("tls", "raw_buffer") if permissive else ("tls",)
+    chains = [
+        {"destination_port": port, "transport_protocol": transport, "filters": [specs.HCM]}
+        for port in (service_port, *other_ports)
+        for transport in transports
+    ]
+    chains.append(
+        {"destination_port": None, "transport_protocol": "raw_buffer", "filters": [specs.HCM]}
+    )
+    return chains
+
+
+def _patched_chains(patch: dict[str, Any], chains: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The chains an HTTP_FILTER patch applies to on the virtual inbound listener, with
+    Istio's rules (`pilot/pkg/networking/core/envoyfilter/listener_patch.go`
+    `filterChainMatch`): on a virtual listener `portNumber` is compared with the chain's
+    `destination_port`; `filterChain.filter.name` must name one of the chain's filters."""
+    listener = patch["match"]["listener"]
+    port = listener.get("portNumber", 0)
+    chain_match = listener.get("filterChain", {})
+    return [
+        chain
+        for chain in chains
+        if (port == 0 or chain["destination_port"] == port)
+        and chain_match.get("filter", {}).get("name") in chain["filters"]
+        and chain_match.get("transportProtocol", chain["transport_protocol"])
+        == chain["transport_protocol"]
+    ]
+
+
+def test_a_strict_pod_has_one_local_bucket_for_its_service_port() -> None:
+    # Envoy keeps one token bucket per local_ratelimit filter instance (shared by the
+    # workers), and each inbound filter chain has its own HCM and filter instance: the limit
+    # is per pod only if exactly one chain of the pod gets the filter.
+    (patch, *_) = specs.local_ratelimit_spec(
+        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit()
+    )["configPatches"]
+    chains = _inbound_http_chains(8080, other_ports=(9090, 15020), permissive=False)
+    assert [c["destination_port"] for c in _patched_chains(patch, chains)] == [8080]
+
+
+def test_a_permissive_pod_has_a_bucket_for_mtls_and_one_for_plaintext_callers() -> None:
+    # What docs/security.md states: under PERMISSIVE the limit holds separately for mesh
+    # (mTLS) and plaintext callers of the port, so a pod takes at most twice the limit.
+    (patch, *_) = specs.local_ratelimit_spec(
+        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit()
+    )["configPatches"]
+    chains = _inbound_http_chains(8080, other_ports=(9090,), permissive=True)
+    patched = _patched_chains(patch, chains)
+    assert {(c["destination_port"], c["transport_protocol"]) for c in patched} == {
+        (8080, "tls"),
+        (8080, "raw_buffer"),
+    }
+
+
+# --- gRPC -------------------------------------------------------------------------------------
+
+
+def test_a_grpc_service_is_limited_with_resource_exhausted_which_routes_do_not_retry() -> None:
+    spec = specs.local_ratelimit_spec("app", 9090, LocalRateLimitSettings(), ROUTES, grpc=True)
+    default, vhost = spec["configPatches"]
+    for config in (
+        default["patch"]["value"]["typed_config"],
+        vhost["patch"]["value"]["typed_per_filter_config"][specs.LOCAL_FILTER],
+    ):
+        # Without it Envoy maps the local 429 to grpc-status UNAVAILABLE (local_rate_limit.proto).
+        assert config["rate_limited_as_resource_exhausted"] is True
+    for parsed in parse_patch(default) + parse_patch(vhost):
+        assert parsed is not None
+    # The routes' default retry conditions retry UNAVAILABLE, not RESOURCE_EXHAUSTED.
+    retry_on = RetrySettings().retry_on.split(",")
+    assert "unavailable" in retry_on
+    assert "resource-exhausted" not in retry_on and "envoy-ratelimited" not in retry_on
+
+
+def test_an_http_service_keeps_the_plain_429() -> None:
+    config = specs.local_ratelimit_config(LocalRateLimitSettings(), ServiceRateLimit())
+    assert "rate_limited_as_resource_exhausted" not in config

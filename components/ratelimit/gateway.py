@@ -1,0 +1,208 @@
+"""The per-client quota at the ingress gateway: who the client is, and the two EnvoyFilters.
+
+Pure builders, unit-tested without the engine. The client is identified only from a
+verified JWT claim: `gateway_filter_spec` removes the client header from every request
+first, `client_identity_spec` (a RequestAuthentication) writes it from the token's claim,
+and `gateway_actions_spec` turns it into the descriptor the ratelimit service matches
+(`specs.ratelimit_config`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from components.naming import service_fqdn
+from components.ratelimit.settings import QuotaSettings
+from components.ratelimit.specs import (
+    ANONYMOUS_DESCRIPTOR,
+    CLIENT_DESCRIPTOR,
+    GRPC_PORT,
+    HCM,
+    RATELIMIT_NAME,
+    ROUTER,
+    proxy_version_match,
+)
+
+GLOBAL_FILTER: Final = "envoy.filters.http.ratelimit"
+HEADER_MUTATION_FILTER: Final = "envoy.filters.http.header_mutation"
+"""Removes the client-supplied client header at the gateway (built into istio/proxy 1.30)."""
+HEADER_MUTATION_TYPE: Final = (
+    "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+)
+CLIENT_IDENTITY_NAME: Final = "ratelimit-client-identity"
+"""RequestAuthentication on the ingress gateway that writes the client header."""
+GLOBAL_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    """A JWT issuer whose tokens identify quota clients at the ingress gateway."""
+
+    issuer: str
+    jwks_uri: str
+
+
+def client_identity_spec(
+    quota: QuotaSettings, selector: dict[str, str], issuers: Sequence[TokenIssuer]
+) -> dict[str, Any]:
+    """RequestAuthentication spec: the gateway verifies tokens and writes the client header.
+
+    `outputClaimToHeaders` (Envoy `claim_to_headers`) sets `clientHeader` from the
+    verified `clientClaim` only when a token of one of `issuers` is valid; the header is
+    removed from every request before (`gateway_filter_spec`), so its presence at the
+    ratelimit filter means a verified client. The token is forwarded
+    (`forwardOriginalToken`): the services' own RequestAuthentications verify it again
+    for their audiences and principals. Audiences are not checked here, for the same
+    reason. A request with an invalid token of these issuers gets 401 at the gateway.
+    """
+    return {
+        "selector": {"matchLabels": dict(selector)},
+        "jwtRules": [
+            {
+                "issuer": issuer.issuer,
+                "jwksUri": issuer.jwks_uri,
+                "forwardOriginalToken": True,
+                "outputClaimToHeaders": [
+                    {"header": quota.client_header, "claim": quota.client_claim}
+                ],
+            }
+            for issuer in issuers
+        ],
+    }
+
+
+def ratelimit_cluster(namespace: str) -> str:
+    """Envoy cluster of the ratelimit gRPC port, as Istio names outbound clusters."""
+    return f"outbound|{GRPC_PORT}||{service_fqdn(RATELIMIT_NAME, namespace)}"
+
+
+def _seconds(milliseconds: int) -> str:
+    return f"{milliseconds / 1000:.3f}s"
+
+
+def gateway_filter_spec(
+    quota: QuotaSettings, selector: dict[str, str], namespace: str
+) -> dict[str, Any]:
+    """EnvoyFilter spec: the global ratelimit filter in the ingress gateway.
+
+    First patch: a header_mutation filter at the head of the gateway's HTTP filters
+    (INSERT_FIRST, so before `envoy.filters.http.jwt_authn`, which Istio places ahead of
+    any filter inserted before the router) removes a client-supplied `clientHeader`.
+    jwt_authn then writes it only from a verified claim (`client_identity_spec`), and the
+    ratelimit filter, inserted before the router, reads it last.
+    """
+    return {
+        "workloadSelector": {"labels": dict(selector)},
+        "configPatches": [
+            {
+                "applyTo": "HTTP_FILTER",
+                "match": {
+                    "context": "GATEWAY",
+                    "proxy": proxy_version_match(),
+                    "listener": {"filterChain": {"filter": {"name": HCM}}},
+                },
+                "patch": {
+                    "operation": "INSERT_FIRST",
+                    "value": {
+                        "name": HEADER_MUTATION_FILTER,
+                        "typed_config": {
+                            "@type": HEADER_MUTATION_TYPE,
+                            "mutations": {"request_mutations": [{"remove": quota.client_header}]},
+                        },
+                    },
+                },
+            },
+            {
+                "applyTo": "HTTP_FILTER",
+                "match": {
+                    "context": "GATEWAY",
+                    "proxy": proxy_version_match(),
+                    "listener": {
+                        "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}
+                    },
+                },
+                "patch": {
+                    "operation": "INSERT_BEFORE",
+                    "value": {
+                        "name": GLOBAL_FILTER,
+                        "typed_config": {
+                            "@type": GLOBAL_TYPE,
+                            "domain": quota.domain,
+                            "failure_mode_deny": quota.failure_mode_deny,
+                            "timeout": _seconds(quota.timeout_ms),
+                            "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+                            "rate_limit_service": {
+                                "grpc_service": {
+                                    "envoy_grpc": {
+                                        "cluster_name": ratelimit_cluster(namespace),
+                                        "authority": service_fqdn(RATELIMIT_NAME, namespace),
+                                    },
+                                    "timeout": _seconds(quota.timeout_ms),
+                                },
+                                "transport_api_version": "V3",
+                            },
+                        },
+                    },
+                },
+            },
+        ],
+    }
+
+
+def gateway_actions_spec(quota: QuotaSettings, selector: dict[str, str]) -> dict[str, Any]:
+    """EnvoyFilter spec: the rate-limit actions on every gateway virtual host.
+
+    The client header (written only from a verified claim, see `gateway_filter_spec`)
+    becomes the `client_id` descriptor; `request_headers` produces nothing when the
+    header is missing, so a second action marks those requests anonymous.
+    """
+    key, value = ANONYMOUS_DESCRIPTOR
+    return {
+        "workloadSelector": {"labels": dict(selector)},
+        "configPatches": [
+            {
+                "applyTo": "VIRTUAL_HOST",
+                "match": {
+                    "context": "GATEWAY",
+                    "proxy": proxy_version_match(),
+                    "routeConfiguration": {"vhost": {"route": {"action": "ANY"}}},
+                },
+                "patch": {
+                    "operation": "MERGE",
+                    "value": {
+                        "rate_limits": [
+                            {
+                                "actions": [
+                                    {
+                                        "request_headers": {
+                                            "header_name": quota.client_header,
+                                            "descriptor_key": CLIENT_DESCRIPTOR,
+                                        }
+                                    }
+                                ]
+                            },
+                            {
+                                "actions": [
+                                    {
+                                        "header_value_match": {
+                                            "descriptor_key": key,
+                                            "descriptor_value": value,
+                                            "expect_match": False,
+                                            "headers": [
+                                                {
+                                                    "name": quota.client_header,
+                                                    "present_match": True,
+                                                }
+                                            ],
+                                        }
+                                    }
+                                ]
+                            },
+                        ]
+                    },
+                },
+            }
+        ],
+    }

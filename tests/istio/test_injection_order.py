@@ -1,0 +1,115 @@
+"""First `pulumi up`: every workload in an injected namespace starts after the sidecar injector.
+
+The injector is a mutating webhook installed by istiod's chart. Pods are mutated only when
+they are admitted, so a Deployment (or a chart's) created before istiod's chart has run
+starts pods without a sidecar, and they stay so until the next rollout. These tests walk
+the dependency graph the engine receives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+
+from components.istio.component import IstioMesh
+from components.ratelimit.component import RateLimiter
+from tests.conftest import STACKS, make_settings, run_with_provider
+from tools.render import Registration, Render
+
+WORKLOAD_TYPES = frozenset(
+    {
+        "kubernetes:apps/v1:Deployment",
+        "kubernetes:apps/v1:StatefulSet",
+        "kubernetes:apps/v1:DaemonSet",
+        "kubernetes:batch/v1:Job",
+        "kubernetes:batch/v1:CronJob",
+        # A chart installs its own Deployments when it runs.
+        "kubernetes:helm.sh/v4:Chart",
+    }
+)
+INJECTION_LABELS = ("istio-injection", "istio.io/rev")
+
+
+def _namespace_of(registration: Registration) -> str | None:
+    if registration.type == "kubernetes:helm.sh/v4:Chart":
+        namespace = registration.inputs.get("namespace")
+    else:
+        namespace = registration.inputs.get("metadata", {}).get("namespace")
+    return None if namespace is None else str(namespace)
+
+
+def _injected_namespaces(registrations: Iterable[Registration]) -> set[str]:
+    return {
+        r.inputs["metadata"]["name"]
+        for r in registrations
+        if r.type == "kubernetes:core/v1:Namespace"
+        and any(label in r.inputs["metadata"].get("labels", {}) for label in INJECTION_LABELS)
+    }
+
+
+def _waits_for(render: Render, registration: Registration, target: str) -> bool:
+    """Whether `target` (a URN) is among the resource's dependencies, transitively."""
+    edges = {r.urn: r.dependencies for r in render.registrations}
+    seen: set[str] = set()
+    todo = list(registration.dependencies)
+    while todo:
+        urn = todo.pop()
+        if urn == target:
+            return True
+        if urn not in seen:
+            seen.add(urn)
+            todo.extend(edges.get(urn, ()))
+    return False
+
+
+def _istiod(render: Render) -> Registration:
+    (istiod,) = (
+        r
+        for r in render.registrations
+        if r.type == "kubernetes:helm.sh/v4:Chart" and r.inputs.get("chart") == "istiod"
+    )
+    return istiod
+
+
+def _workloads_started_before_the_injector(render: Render) -> list[str]:
+    istiod = _istiod(render)
+    injected = _injected_namespaces(render.registrations)
+    return [
+        f"{r.name} ({_namespace_of(r)})"
+        for r in render.registrations
+        if r.type in WORKLOAD_TYPES
+        and _namespace_of(r) in injected
+        and not _waits_for(render, r, istiod.urn)
+    ]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_workload_in_an_injected_namespace_waits_for_istiod(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    render = stack_renders[stack]
+    workloads = [
+        r
+        for r in render.registrations
+        if r.type in WORKLOAD_TYPES
+        and _namespace_of(r) in _injected_namespaces(render.registrations)
+    ]
+    assert workloads, "the invariant must check something"
+    assert _workloads_started_before_the_injector(render) == []
+
+
+def test_quota_service_pods_are_admitted_after_the_injector_exists() -> None:
+    settings = make_settings(rateLimit={"quota": {"enabled": True}})
+
+    def build(opts: Any) -> None:
+        mesh = IstioMesh("m", settings.istio, opts=opts)
+        RateLimiter("rl", mesh, settings.rate_limit, services=settings.services, opts=opts)
+
+    render = run_with_provider(build)
+    deployments = {
+        r.name for r in render.registrations if r.type == "kubernetes:apps/v1:Deployment"
+    }
+    assert deployments == {"rl-ratelimit", "rl-redis"}
+    assert _workloads_started_before_the_injector(render) == []

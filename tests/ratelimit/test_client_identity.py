@@ -1,0 +1,211 @@
+"""Quota tiers are chosen by a verified JWT claim, never by a header the client sends.
+
+A request walks the ingress gateway's HTTP filters in order. The model below keeps what
+decides the quota descriptor: Istio's gateway chain has `envoy.filters.http.jwt_authn`
+(present when a RequestAuthentication selects the gateway) ahead of the router; the
+program's EnvoyFilters add filters with Istio's patch operations (INSERT_FIRST at the
+head, INSERT_BEFORE the named filter); jwt_authn writes each `outputClaimToHeaders`
+header (Envoy `claim_to_headers`; the model appends, the case in which a client's
+copy would survive) only for a token of a configured issuer that verifies; the
+ratelimit filter builds descriptors from the virtual host's `rate_limits`
+(`request_headers`: first value, nothing when absent; `header_value_match` with
+`present_match`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from components.istio.component import IstioMesh
+from components.ratelimit import gateway, specs
+from components.ratelimit.component import RateLimiter
+from components.settings import load_settings
+from tests.conftest import STACKS, make_settings, run_with_provider
+from tools.render import Render, load_stack_config
+
+ISSUER = "https://auth.example.com"
+QUOTA = {
+    "enabled": True,
+    "tiers": [
+        {"name": "free", "requestsPerUnit": 60},
+        {"name": "internal", "unlimited": True},
+    ],
+    "clients": [{"id": "billing-batch", "tier": "internal"}],
+}
+SETTINGS = make_settings(
+    identityProviders={"auth": {"issuer": ISSUER, "jwksUri": f"{ISSUER}/jwks.json"}},
+    services=[{"name": "api", "namespace": "shop", "jwt": {"provider": "auth"}}],
+    rateLimit={"quota": QUOTA},
+)
+
+
+@dataclass(frozen=True)
+class Token:
+    issuer: str
+    claims: dict[str, str]
+    valid: bool
+
+
+def _gateway_objects() -> list[dict[str, Any]]:
+    def build(opts: Any) -> None:
+        mesh = IstioMesh("m", SETTINGS.istio, opts=opts)
+        RateLimiter(
+            "rl",
+            mesh,
+            SETTINGS.rate_limit,
+            services=SETTINGS.services,
+            token_issuers=(gateway.TokenIssuer(ISSUER, f"{ISSUER}/jwks.json"),),
+            opts=opts,
+        )
+
+    return [
+        o
+        for o in run_with_provider(build).kubernetes_objects()
+        if o["metadata"].get("namespace") == "istio-ingress"
+    ]
+
+
+def _http_filters(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The gateway's HTTP filters after Istio applied the program's HTTP_FILTER patches."""
+    authenticated = any(o["kind"] == "RequestAuthentication" for o in objects)
+    chain: list[dict[str, Any]] = [{"name": "envoy.filters.http.jwt_authn"}] * authenticated
+    chain.append({"name": "envoy.filters.http.router"})
+    for envoy_filter in (o for o in objects if o["kind"] == "EnvoyFilter"):
+        for patch in envoy_filter["spec"]["configPatches"]:
+            if patch["applyTo"] != "HTTP_FILTER":
+                continue
+            value, operation = patch["patch"]["value"], patch["patch"]["operation"]
+            if operation == "INSERT_FIRST":
+                chain.insert(0, value)
+            elif operation == "INSERT_BEFORE":
+                before = patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"]
+                names = [f["name"] for f in chain]
+                if before in names:
+                    chain.insert(names.index(before), value)
+            else:
+                raise AssertionError(f"the model does not know {operation}")
+    return chain
+
+
+def _descriptors(
+    objects: list[dict[str, Any]], headers: dict[str, list[str]], token: Token | None
+) -> list[list[tuple[str, str]]]:
+    """The descriptors the gateway sends to the ratelimit service for this request."""
+    headers = {k: list(v) for k, v in headers.items()}
+    (actions,) = (o for o in objects if o["metadata"]["name"] == "ratelimit-actions")
+    rate_limits = actions["spec"]["configPatches"][0]["patch"]["value"]["rate_limits"]
+    rules = [
+        rule
+        for o in objects
+        if o["kind"] == "RequestAuthentication"
+        for rule in o["spec"]["jwtRules"]
+    ]
+    for http_filter in _http_filters(objects):
+        name = http_filter["name"]
+        if name == gateway.HEADER_MUTATION_FILTER:
+            for mutation in http_filter["typed_config"]["mutations"]["request_mutations"]:
+                headers.pop(mutation["remove"], None)
+        elif name == "envoy.filters.http.jwt_authn" and token and token.valid:
+            for rule in rules:
+                if rule["issuer"] == token.issuer:
+                    for output in rule.get("outputClaimToHeaders", []):
+                        if output["claim"] in token.claims:
+                            headers.setdefault(output["header"], []).append(
+                                token.claims[output["claim"]]
+                            )
+        elif name == gateway.GLOBAL_FILTER:
+            descriptors = []
+            for rate_limit in rate_limits:
+                entries = []
+                for action in rate_limit["actions"]:
+                    if "request_headers" in action:
+                        spec = action["request_headers"]
+                        if spec["header_name"] not in headers:
+                            break
+                        entries.append((spec["descriptor_key"], headers[spec["header_name"]][0]))
+                    else:
+                        match = action["header_value_match"]
+                        (header,) = match["headers"]
+                        present = header["name"] in headers
+                        if present != match.get("expect_match", True):
+                            break
+                        entries.append((match["descriptor_key"], match["descriptor_value"]))
+                else:
+                    descriptors.append(entries)
+            return descriptors
+    raise AssertionError("the ratelimit filter is not in the gateway's chain")
+
+
+SPOOFED = {"x-client-id": ["billing-batch"]}
+
+
+def test_a_spoofed_client_header_without_a_token_is_anonymous() -> None:
+    assert _descriptors(_gateway_objects(), SPOOFED, token=None) == [[specs.ANONYMOUS_DESCRIPTOR]]
+
+
+def test_a_spoofed_client_header_with_an_invalid_token_is_anonymous() -> None:
+    forged = Token(ISSUER, {"client_id": "billing-batch"}, valid=False)
+    assert _descriptors(_gateway_objects(), SPOOFED, forged) == [[specs.ANONYMOUS_DESCRIPTOR]]
+
+
+def test_a_verified_claim_chooses_the_tier_whatever_the_client_sends() -> None:
+    token = Token(ISSUER, {"client_id": "acme-mobile"}, valid=True)
+    assert _descriptors(_gateway_objects(), SPOOFED, token) == [
+        [(specs.CLIENT_DESCRIPTOR, "acme-mobile")]
+    ]
+    billing = Token(ISSUER, {"client_id": "billing-batch"}, valid=True)
+    assert _descriptors(_gateway_objects(), {}, billing) == [
+        [(specs.CLIENT_DESCRIPTOR, "billing-batch")]
+    ]
+
+
+def test_a_token_of_another_issuer_or_without_the_claim_is_anonymous() -> None:
+    objects = _gateway_objects()
+    elsewhere = Token("https://evil.example.com", {"client_id": "billing-batch"}, valid=True)
+    no_claim = Token(ISSUER, {"sub": "someone"}, valid=True)
+    for token in (elsewhere, no_claim):
+        assert _descriptors(objects, SPOOFED, token) == [[specs.ANONYMOUS_DESCRIPTOR]]
+
+
+def test_the_gateway_verifies_tokens_and_forwards_them_to_the_services() -> None:
+    (authn,) = (o for o in _gateway_objects() if o["kind"] == "RequestAuthentication")
+    (rule,) = authn["spec"]["jwtRules"]
+    assert rule["issuer"] == ISSUER
+    # The services' RequestAuthentications verify the same token again.
+    assert rule["forwardOriginalToken"] is True
+    assert rule["outputClaimToHeaders"] == [{"header": "x-client-id", "claim": "client_id"}]
+    assert authn["spec"]["selector"] == {"matchLabels": {"istio": "ingressgateway"}}
+
+
+def test_the_client_claim_is_a_setting() -> None:
+    quota = SETTINGS.rate_limit.quota.model_copy(update={"client_claim": "azp"})
+    spec = gateway.client_identity_spec(
+        quota,
+        {"istio": "ingressgateway"},
+        (gateway.TokenIssuer(ISSUER, f"{ISSUER}/jwks.json"),),
+    )
+    assert spec["jwtRules"][0]["outputClaimToHeaders"] == [
+        {"header": "x-client-id", "claim": "azp"}
+    ]
+
+
+def test_no_stack_lets_a_header_choose_a_quota_tier(stack_renders: dict[str, Render]) -> None:
+    with_quotas = 0
+    for stack in STACKS:
+        quota = load_settings(load_stack_config(stack)[0]).rate_limit.quota
+        if not quota.enabled:
+            continue
+        with_quotas += 1
+        objects = [
+            o
+            for o in stack_renders[stack].kubernetes_objects()
+            if o["metadata"].get("namespace") == "istio-ingress"
+        ]
+        for client in quota.clients:
+            spoofed = {quota.client_header: [client.id]}
+            assert _descriptors(objects, spoofed, token=None) == [[specs.ANONYMOUS_DESCRIPTOR]], (
+                stack,
+                client.id,
+            )
+    assert with_quotas, "some stack must sell quotas for this invariant to check anything"
