@@ -1,8 +1,8 @@
 """RegionMesh: everything one region runs, composed from the area components.
 
 The only place that knows how the parts fit together: which component receives which,
-in what order they are created. `__main__.py` builds the settings and the provider and
-hands both here.
+in what order they are created. `__main__.py` builds the settings, the provider and the
+`RunContext` (organization, project, runbook base URL) and hands them here.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from components.observability.jaeger import JaegerStack
 from components.observability.kiali import KialiRemoteAccess, KialiStack
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
+from components.run_context import RunContext
 from components.security.component import MeshSecurity
 from components.service_graph import ServiceGraph
 from components.settings import StackSettings
@@ -46,7 +47,12 @@ class RegionMesh(pulumi.ComponentResource):
     """Worst-case outlier ejection detection time per service (docs/traffic.md)."""
 
     def __init__(
-        self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: StackSettings,
+        *,
+        context: RunContext,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -57,7 +63,9 @@ class RegionMesh(pulumi.ComponentResource):
         tracing = (
             JaegerStack.tracing_target_for(obs_ns)
             if observability.is_hub
-            else HubReference(f"{name}-hub", observability, opts=child).tracing_target
+            else HubReference(
+                f"{name}-hub", observability, context=context, opts=child
+            ).tracing_target
         )
         self.mesh = IstioMesh(f"{name}-istio", settings.istio, tracing=tracing, opts=child)
         self.jaeger = (
@@ -124,6 +132,7 @@ class RegionMesh(pulumi.ComponentResource):
             services=settings.services,
             dashboard=settings.dashboard,
             ratelimit_metrics=self.rate_limiter.metrics_endpoint,
+            runbook_base_url=context.runbook_base_url,
             opts=child,
         )
         self.guardrails = NamespaceGuardrails(
