@@ -30,6 +30,7 @@ from components.region import RegionMesh
 from components.run_context import RunContext
 from components.settings import SettingsError
 from tests.conftest import (
+    FIXTURE_DIR,
     RUN_CONTEXT,
     STACKS,
     by_name,
@@ -740,6 +741,22 @@ def test_offline_outputs_of_a_spokes_hub_match_the_hub_render(
         f"{STACK_REFERENCES_FILE}: {hub}'s {HUB_OUTPUT} differs from its render"
     )
     assert set(offline[HUB_OUTPUT]) == set(HUB_KEYS)
+
+
+def test_fixture_spokes_read_the_fixture_hub_whose_offline_outputs_match_its_render(
+    fixture_renders: dict[str, Render],
+) -> None:
+    offline = load_stack_references(stack_dir=FIXTURE_DIR)
+    assert set(offline) == {"organization/meshstack/fixture-hub"}
+    hub = fixture_renders["fixture-hub"].outputs[HUB_OUTPUT]
+    assert offline["organization/meshstack/fixture-hub"][HUB_OUTPUT] == hub
+    for spoke in ("fixture-spoke", "fixture-small-spoke"):
+        istiod = next(c for c in fixture_renders[spoke].helm_charts() if c["chart"] == "istiod")
+        provider = istiod["values"]["meshConfig"]["extensionProviders"][0]
+        assert provider["opentelemetry"] == {
+            "service": "jaeger.observability.svc.cluster.local",
+            "port": 4317,
+        }
 
 
 def test_offline_outputs_are_keyed_by_stack_name(tmp_path: Path) -> None:
