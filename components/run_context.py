@@ -8,9 +8,9 @@ repository; `__main__.py` (the edge) resolves the rest here and hands it to Regi
   `observability.hubStack` is the hub's stack name (`us-east-1`), referenced as
   `<organization>/<project>/us-east-1` of the run itself;
 - the default of `alerts.runbookBaseUrl`: the runbooks (docs/alerts.md) of the deployed
-  commit, from the GitHub Actions run (`GITHUB_SERVER_URL`, `GITHUB_REPOSITORY`,
-  `GITHUB_SHA`), else from the checkout's git remote and HEAD. A value in the stack file
-  overrides both.
+  commit (the checkout's HEAD; `GITHUB_SHA` if git cannot tell), in the repository of the
+  GitHub Actions run (`GITHUB_SERVER_URL`, `GITHUB_REPOSITORY`), else of the checkout's
+  GitHub-like `origin` remote. A value in the stack file overrides both.
 
 Offline renders (tools/render.py) use `OFFLINE_ORGANIZATION` and `OFFLINE_RUNBOOK_BASE_URL`,
 so a render does not depend on the machine, the CI run or the checkout.
@@ -69,11 +69,18 @@ def runbook_url_for(repository_url: str, commit: str) -> str:
     return f"{repository_url.rstrip('/')}/blob/{commit}/{RUNBOOK_DOC}"
 
 
-def runbook_base_url_from_github_actions(env: Mapping[str, str]) -> str | None:
-    """The deployed commit's runbooks in a GitHub Actions run; None outside one."""
+def runbook_base_url_from_github_actions(
+    env: Mapping[str, str], head: str | None = None
+) -> str | None:
+    """The deployed commit's runbooks in a GitHub Actions run; None outside one.
+
+    The deployed commit is the checkout's HEAD when known: region.yml checks out a chosen
+    ref (a rollback deploys an earlier commit), while `GITHUB_SHA` is the commit the
+    workflow was started from.
+    """
     server = env.get("GITHUB_SERVER_URL", "")
     repository = env.get("GITHUB_REPOSITORY", "")
-    commit = env.get("GITHUB_SHA", "")
+    commit = head or env.get("GITHUB_SHA", "")
     if not (server.startswith("https://") and repository and _SHA.match(commit)):
         return None
     return runbook_url_for(f"{server}/{repository}", commit)
@@ -117,21 +124,22 @@ def _git(directory: Path, *args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def git_checkout(directory: Path) -> tuple[str, str] | None:
-    """(`origin`'s URL, HEAD's commit) of the git checkout at `directory`, or None."""
-    remote = _git(directory, "remote", "get-url", "origin")
-    commit = _git(directory, "rev-parse", "HEAD")
-    return (remote, commit) if remote and commit else None
+def git_checkout(directory: Path) -> tuple[str | None, str | None]:
+    """(`origin`'s URL, HEAD's commit) of the git checkout at `directory`; None for each
+    that git cannot tell (not a checkout, no `origin`, git missing)."""
+    return _git(directory, "remote", "get-url", "origin"), _git(directory, "rev-parse", "HEAD")
 
 
-def runbook_base_url(env: Mapping[str, str], checkout: tuple[str, str] | None) -> str:
-    """The default runbook base of a deploy: the CI run's commit, else the checkout's.
+def runbook_base_url(env: Mapping[str, str], checkout: tuple[str | None, str | None]) -> str:
+    """The default runbook base of a deploy: the deployed commit in the CI run's repository,
+    else in the repository of the checkout's `origin`.
 
     Raises RunContextError when neither is known: a deploy must not page people with
     links that lead nowhere, so the stack file has to say where its runbooks are.
     """
-    url = runbook_base_url_from_github_actions(env) or (
-        runbook_base_url_from_git(*checkout) if checkout else None
+    remote, head = checkout
+    url = runbook_base_url_from_github_actions(env, head) or (
+        runbook_base_url_from_git(remote, head) if remote and head else None
     )
     if url is None:
         raise RunContextError(

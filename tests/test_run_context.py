@@ -49,6 +49,11 @@ def test_stack_reference_names_are_of_the_runs_organization_and_project() -> Non
 
 def test_a_github_actions_run_links_the_runbooks_of_the_deployed_commit() -> None:
     assert runbook_base_url_from_github_actions(ACTIONS) == ACTIONS_RUNBOOKS
+    # region.yml rolling back: the checked-out commit, not the one the workflow ran from.
+    earlier = "a" * 40
+    assert runbook_base_url_from_github_actions(ACTIONS, earlier) == (
+        f"https://github.example.com/platform/meshstack/blob/{earlier}/docs/alerts.md"
+    )
 
 
 @pytest.mark.parametrize("missing", sorted(ACTIONS))
@@ -97,7 +102,7 @@ def _git(directory: Path, *args: str) -> str:
 
 
 def test_git_checkout_reads_origin_and_head(tmp_path: Path) -> None:
-    assert git_checkout(tmp_path) is None, "not a checkout"
+    assert git_checkout(tmp_path) == (None, None), "not a checkout"
     _git(tmp_path, "init", "-q")
     _git(
         tmp_path,
@@ -111,17 +116,18 @@ def test_git_checkout_reads_origin_and_head(tmp_path: Path) -> None:
         "-m",
         "x",
     )
-    assert git_checkout(tmp_path) is None, "a checkout without origin"
-    _git(tmp_path, "remote", "add", "origin", "git@github.com:acme/meshstack.git")
     head = _git(tmp_path, "rev-parse", "HEAD")
+    assert git_checkout(tmp_path) == (None, head), "a checkout without origin"
+    _git(tmp_path, "remote", "add", "origin", "git@github.com:acme/meshstack.git")
     assert git_checkout(tmp_path) == ("git@github.com:acme/meshstack.git", head)
 
 
-def test_the_ci_run_wins_over_the_checkout() -> None:
-    checkout = ("git@github.com:someone/fork.git", "f" * 40)
+def test_the_ci_run_names_the_repository_and_the_checkout_the_commit() -> None:
+    checkout = ("git@github.com:someone/fork.git", SHA)
     assert runbook_base_url(ACTIONS, checkout) == ACTIONS_RUNBOOKS
+    assert runbook_base_url(ACTIONS, (None, None)) == ACTIONS_RUNBOOKS
     assert runbook_base_url({}, checkout) == (
-        f"https://github.com/someone/fork/blob/{'f' * 40}/docs/alerts.md"
+        f"https://github.com/someone/fork/blob/{SHA}/docs/alerts.md"
     )
 
 
@@ -133,7 +139,7 @@ def test_a_deploy_with_no_source_for_runbooks_is_one_line_naming_the_setting() -
         "Actions run, no GitHub-like `origin` remote): set it in the stack file"
     )
     with pytest.raises(RunContextError):
-        runbook_base_url({}, None)
+        runbook_base_url({}, (None, None))
 
 
 # --- through __main__.py ------------------------------------------------------------------
@@ -167,7 +173,11 @@ def test_a_deploy_from_ci_links_the_deployed_commits_runbooks(
 ) -> None:
     for key, value in ACTIONS.items():
         monkeypatch.setenv(key, value)
-    assert _runbook_urls(_deploy_run("fixture-spoke", FIXTURE_DIR)) == {ACTIONS_RUNBOOKS}
+    # The deployed commit: this checkout's HEAD (GITHUB_SHA only where git cannot tell).
+    commit = git_checkout(PROJECT_DIR)[1] or SHA
+    assert _runbook_urls(_deploy_run("fixture-spoke", FIXTURE_DIR)) == {
+        f"https://github.example.com/platform/meshstack/blob/{commit}/docs/alerts.md"
+    }
 
 
 def test_the_stack_setting_overrides_ci_and_offline(monkeypatch: pytest.MonkeyPatch) -> None:

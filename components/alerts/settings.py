@@ -325,9 +325,9 @@ class AlertsSettings(SettingsModel):
         default="",
         description=(
             "Base of every alert's `runbook_url` (`<base>#<alertname in lowercase>`). "
-            "Default: docs/alerts.md of the deployed commit in this repository, from the "
-            "GitHub Actions run (`GITHUB_SERVER_URL`/`GITHUB_REPOSITORY`/`GITHUB_SHA`), else "
-            "from the checkout's `origin` remote and HEAD; offline renders use a fixed "
+            "Default: docs/alerts.md of the deployed commit (the checkout's HEAD) in the "
+            "repository of the GitHub Actions run (`GITHUB_SERVER_URL`/`GITHUB_REPOSITORY`), "
+            "else of the checkout's `origin` remote; offline renders use a fixed "
             "stand-in. Set it for a wiki, or to deploy from elsewhere. Must be https "
             "(operators open it from a notification) and have no `#fragment`."
         ),
