@@ -2,9 +2,14 @@
 
 Settings are read here and nowhere else. A bad value stops the program before any
 resource is registered, with one line naming the key, the value and what is allowed.
+What the stack file does not say but the run knows (organization, project, where the
+runbooks of the deployed commit are) is resolved here too: `run_context`.
 """
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -12,7 +17,18 @@ from pulumi.runtime import config as runtime_config
 
 from components import versions
 from components.region import RegionMesh
+from components.run_context import (
+    OFFLINE_RUNBOOK_BASE_URL,
+    RunContext,
+    RunContextError,
+    git_checkout,
+    runbook_base_url,
+)
 from components.settings import SettingsError, StackSettings, load_settings
+
+OFFLINE: bool = globals().get("OFFLINE_RENDER") is True
+"""tools/render.py runs this file with `OFFLINE_RENDER = True`: the run is a mock, so nothing
+is read from the environment or the checkout and renders stay deterministic."""
 
 
 def read_settings() -> StackSettings:
@@ -22,6 +38,28 @@ def read_settings() -> StackSettings:
         return load_settings(raw)
     except SettingsError as error:
         raise pulumi.RunError(f"invalid stack settings: {error}") from None
+
+
+def run_context(settings: StackSettings) -> RunContext:
+    """The organization and project of this run, and where the alerts' runbooks are.
+
+    The runbook base is `alerts.runbookBaseUrl` when the stack file sets it; else, offline,
+    the fixed stand-in; else the deployed commit's docs/alerts.md, from the GitHub Actions
+    run or the checkout's `origin` remote.
+    """
+    runbooks = settings.alerts.runbook_base_url
+    if not runbooks and OFFLINE:
+        runbooks = OFFLINE_RUNBOOK_BASE_URL
+    if not runbooks:
+        try:
+            runbooks = runbook_base_url(os.environ, git_checkout(Path(__file__).resolve().parent))
+        except RunContextError as error:
+            raise pulumi.RunError(f"invalid stack settings: {error}") from None
+    return RunContext(
+        organization=pulumi.get_organization(),
+        project=pulumi.get_project(),
+        runbook_base_url=runbooks,
+    )
 
 
 def kubernetes_provider(settings: StackSettings) -> k8s.Provider:
@@ -40,6 +78,7 @@ settings = read_settings()
 region = RegionMesh(
     settings.region,
     settings,
+    context=run_context(settings),
     opts=pulumi.ResourceOptions(providers=[kubernetes_provider(settings)]),
 )
 

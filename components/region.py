@@ -1,8 +1,8 @@
 """RegionMesh: everything one region runs, composed from the area components.
 
 The only place that knows how the parts fit together: which component receives which,
-in what order they are created. `__main__.py` builds the settings and the provider and
-hands both here.
+in what order they are created. `__main__.py` builds the settings, the provider and the
+`RunContext` (organization, project, runbook base URL) and hands them here.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from components.observability.prometheus import PrometheusAccess
 from components.observability.telemetry import MeshTelemetry
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.gateway import TokenIssuer
+from components.run_context import RunContext
 from components.security.component import FlaggerNamespace, MeshSecurity
 from components.service_graph import ServiceGraph
 from components.settings import StackSettings
@@ -48,7 +49,12 @@ class RegionMesh(pulumi.ComponentResource):
     """Time to eject a failing host per service (None: never; docs/traffic.md)."""
 
     def __init__(
-        self, name: str, settings: StackSettings, opts: pulumi.ResourceOptions | None = None
+        self,
+        name: str,
+        settings: StackSettings,
+        *,
+        context: RunContext,
+        opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
@@ -59,7 +65,9 @@ class RegionMesh(pulumi.ComponentResource):
         tracing = (
             JaegerStack.tracing_target_for(obs_ns)
             if observability.is_hub
-            else HubReference(f"{name}-hub", observability, opts=child).tracing_target
+            else HubReference(
+                f"{name}-hub", observability, context=context, opts=child
+            ).tracing_target
         )
         self.mesh = IstioMesh(f"{name}-istio", settings.istio, tracing=tracing, opts=child)
         self.jaeger = (
@@ -139,6 +147,7 @@ class RegionMesh(pulumi.ComponentResource):
             services=settings.services,
             dashboard=settings.dashboard,
             ratelimit_metrics=self.rate_limiter.metrics_endpoint,
+            runbook_base_url=context.runbook_base_url,
             opts=child,
         )
         self.guardrails = NamespaceGuardrails(

@@ -330,6 +330,14 @@ HttpsUrl = Annotated[str, AfterValidator(_https_url)]
 """An https:// URL without a fragment, to which a path or anchor may be appended."""
 
 
+def _optional_https_url(value: str) -> str:
+    return value and _https_url(value)
+
+
+OptionalHttpsUrl = Annotated[str, AfterValidator(_optional_https_url)]
+"""An `HttpsUrl`, or empty for "derived where the program runs"."""
+
+
 # --- error messages ----------------------------------------------------------------------
 
 Loc = tuple[int | str, ...]

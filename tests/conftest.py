@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 import pytest
 
+from components.run_context import OFFLINE_ORGANIZATION, OFFLINE_RUNBOOK_BASE_URL, RunContext
 from components.settings import SettingsError, StackSettings, load_settings
 from tools.fetch_reference import REFERENCE, DataDirError
 from tools.render import Render, render_stack, run_program
-from tools.stacks import StackFileError, deploy_order, stack_names
+from tools.stacks import StackFileError, deploy_order, read_stack_file, stack_file, stack_names
 
 _BROKEN_STACK_FILE: StackFileError | None = None
 try:
@@ -21,6 +23,14 @@ try:
     """Every Pulumi.<stack>.yaml, hub first: the tests cover whatever stacks exist."""
 except StackFileError as broken:
     STACKS, _BROKEN_STACK_FILE = stack_names(), broken
+
+
+FIXTURE_DIR = Path(__file__).parent / "fixtures"
+"""Fixture stacks: stack files of this project kept out of stack discovery. Tests pin their
+values literally (a production stack file is only held to invariants) and between them they
+exercise every settings option."""
+FIXTURES = deploy_order(FIXTURE_DIR)
+"""The fixture stacks, hub first: fixture-hub, fixture-small-spoke, fixture-spoke."""
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -52,6 +62,30 @@ def promtool() -> str:
 def stack_renders() -> dict[str, Render]:
     """Each region stack rendered once per test session."""
     return {stack: render_stack(stack) for stack in STACKS}
+
+
+RUN_CONTEXT = RunContext(
+    organization=OFFLINE_ORGANIZATION,
+    project="meshstack",
+    runbook_base_url=OFFLINE_RUNBOOK_BASE_URL,
+)
+"""The run context of an offline render, for components built directly in tests."""
+
+
+def stack_config(stack: str) -> dict[str, Any]:
+    """The `config:` of `Pulumi.<stack>.yaml`, as written (for invariants over every stack)."""
+    return read_stack_file(stack_file(stack))
+
+
+@pytest.fixture(scope="session")
+def fixture_renders() -> dict[str, Render]:
+    """Each fixture stack rendered once per test session, as `make render` would."""
+    return {stack: render_stack(stack, stack_dir=FIXTURE_DIR) for stack in FIXTURES}
+
+
+def fixture_config(stack: str) -> dict[str, Any]:
+    """The `config:` of fixture `tests/fixtures/Pulumi.<stack>.yaml`, as written."""
+    return read_stack_file(stack_file(stack, FIXTURE_DIR))
 
 
 def make_settings(**overrides: Any) -> StackSettings:

@@ -119,7 +119,7 @@ def test_a_written_value_in_the_same_rule_is_not_marked() -> None:
 
 def test_an_empty_default_reads_not_set() -> None:
     assert settings_error(observability={"role": "spoke"}).startswith(
-        "meshstack:observability.hubStack is not set: must name the hub stack"
+        "meshstack:observability.hubStack is not set: must name the hub's stack"
     )
 
 

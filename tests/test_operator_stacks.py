@@ -19,7 +19,7 @@ from tools.stacks import deploy_order, stack_names
 HUB: dict[str, object] = {"meshstack:region": "hub-1", "meshstack:observability": {"role": "hub"}}
 SPOKE: dict[str, object] = {
     "meshstack:region": "spoke-1",
-    "meshstack:observability": {"role": "spoke", "hubStack": "organization/meshstack/hub-1"},
+    "meshstack:observability": {"role": "spoke", "hubStack": "hub-1"},
 }
 
 

@@ -63,6 +63,7 @@ TYPE_NAMES: Final = {
     "host": "hostname",
     "cluster local host": "hostname or `*.<namespace>.svc.cluster.local`",
     "https url": "https URL",
+    "optional https url": "https URL or empty",
     "url": "URL",
     "http path": "HTTP path",
     "absolute dir": "absolute path",

@@ -24,10 +24,18 @@ Values only known after deploy are written as `UNKNOWN_PLACEHOLDER`, secrets as
 with its line and column), exits with status 2, prints the one-line message and writes
 nothing.
 
+The mock runtime is the run of a fixed organization, `OFFLINE_ORGANIZATION`
+("organization", as on a self-managed backend), and of the project named in Pulumi.yaml;
+`pulumi.get_organization()` in the program returns it. The program runs with
+`OFFLINE_RENDER = True`, so it reads nothing from the environment or the git checkout:
+alert runbook links use `OFFLINE_RUNBOOK_BASE_URL` unless the stack file sets
+`alerts.runbookBaseUrl` (components/run_context.py).
+
 `pulumi.StackReference`s (a spoke reading the observability hub) resolve from
-`offline/stack-references.yaml` (`STACK_REFERENCES_FILE`), which holds the referenced
-stacks' outputs as their own renders write them; a reference to a stack it does not list
-stops the render.
+`offline/stack-references.yaml` (`STACK_REFERENCES_FILE`), keyed by stack name, which holds
+the referenced stacks' outputs as their own renders write them: a spoke's
+`hubStack: us-east-1` references `organization/<project>/us-east-1`, found under
+`us-east-1:`. A reference to a stack it does not list stops the render.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.run_context import OFFLINE_ORGANIZATION
 from tools import charts
 from tools.manifests import (
     SECRET_PLACEHOLDER,
@@ -74,7 +83,8 @@ _OUTPUT_SIG: Final = "d0e6a833031e9bbcd3f4e8bde6ca49a4"
 _UNKNOWN: Final = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 
 STACK_REFERENCES_FILE: Final = Path("offline") / "stack-references.yaml"
-"""Outputs of other stacks for offline renders: `{<org/project/stack>: {<output>: value}}`."""
+"""Outputs of other stacks for offline renders: `{<stack>: {<output>: value}}`, the stacks
+of `OFFLINE_ORGANIZATION` and this project."""
 
 HELM_CHART_TYPE: Final = "kubernetes:helm.sh/v4:Chart"
 STACK_REFERENCE_TYPE: Final = "pulumi:pulumi:StackReference"
@@ -207,13 +217,19 @@ def _encode(value: Any) -> str:
 
 
 def load_stack_config(
-    stack: str, project_dir: Path = PROJECT_DIR
+    stack: str, project_dir: Path = PROJECT_DIR, *, stack_dir: Path | None = None
 ) -> tuple[dict[str, str], list[str]]:
-    """Config as the CLI hands it to the program: project defaults, then the stack file."""
+    """Config as the CLI hands it to the program: project defaults, then the stack file.
+
+    The stack file is `Pulumi.<stack>.yaml` in `stack_dir` (default: next to Pulumi.yaml);
+    the test fixtures (tests/fixtures/) are stack files of this project kept elsewhere, so
+    that stack discovery (tools/stacks.py) never sees them.
+    """
     project = read_yaml_file(project_dir / "Pulumi.yaml")
-    path = stack_file(stack, project_dir)
+    path = stack_file(stack, stack_dir or project_dir)
     if not path.is_file():
-        raise RenderError(f"no stack file {path.name} next to Pulumi.yaml")
+        where = "next to Pulumi.yaml" if stack_dir is None else f"in {stack_dir}"
+        raise RenderError(f"no stack file {path.name} {where}")
     namespace = project["name"]
     config: dict[str, str] = {}
     for key, declaration in (project.get("config") or {}).items():
@@ -330,11 +346,12 @@ def run_program(
     project_dir: Path = PROJECT_DIR,
     program: Callable[[], Any] | None = None,
     stack_references: Mapping[str, Mapping[str, Any]] | None = None,
+    organization: str = OFFLINE_ORGANIZATION,
 ) -> Render:
     """Run the program (or `program`) under mocks with `config`; return what it registered.
 
     Runs as a preview (`dry_run`), so outputs the mocks do not provide stay unknown, as
-    they are in a first `pulumi preview`.
+    they are in a first `pulumi preview`. The run's organization is `organization`.
     """
     project = yaml.safe_load((project_dir / "Pulumi.yaml").read_text())["name"]
     monitor = RecordingMonitor(RenderMocks(stack_references))
@@ -342,13 +359,22 @@ def run_program(
     runtime_settings.SETTINGS.outputs.clear()
     runtime_settings.ROOT.set(None)
     pulumi_mocks.set_mocks(
-        monitor.mocks, project=project, stack=stack, preview=True, monitor=monitor
+        monitor.mocks,
+        project=project,
+        stack=stack,
+        preview=True,
+        monitor=monitor,
+        organization=organization,
     )
     set_all_config(dict(config), secret_keys or [])
 
     def main() -> None:
         with _project_on_path(project_dir):
-            runpy.run_path(str(project_dir / "__main__.py"), run_name="__main__")
+            runpy.run_path(
+                str(project_dir / "__main__.py"),
+                init_globals={"OFFLINE_RENDER": True},
+                run_name="__main__",
+            )
 
     _sync_await(run_pulumi_func(program or main))
     root = runtime_settings.get_root_resource()
@@ -357,31 +383,47 @@ def run_program(
     return Render(stack=stack, registrations=monitor.registrations, outputs=_plain(outputs))
 
 
-def load_stack_references(project_dir: Path = PROJECT_DIR) -> dict[str, dict[str, Any]]:
-    """The offline outputs of referenced stacks, from `offline/stack-references.yaml`."""
-    path = project_dir / STACK_REFERENCES_FILE
+def load_stack_references(
+    project_dir: Path = PROJECT_DIR, *, stack_dir: Path | None = None
+) -> dict[str, dict[str, Any]]:
+    """The offline outputs of referenced stacks, from `offline/stack-references.yaml` next
+    to the stack files (`stack_dir`, default the project's).
+
+    Keyed as `pulumi.StackReference` names them in an offline run:
+    `<OFFLINE_ORGANIZATION>/<project>/<stack>`.
+    """
+    path = (stack_dir or project_dir) / STACK_REFERENCES_FILE
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise RenderError(f"{STACK_REFERENCES_FILE} must map stack names to their outputs")
-    return {str(name): dict(outputs) for name, outputs in data.items()}
+    if any("/" in str(name) for name in data):
+        raise RenderError(
+            f"{STACK_REFERENCES_FILE} must be keyed by stack name (us-east-1), "
+            "not organization/project/stack"
+        )
+    project = read_yaml_file(project_dir / "Pulumi.yaml")["name"]
+    return {
+        f"{OFFLINE_ORGANIZATION}/{project}/{name}": dict(outputs) for name, outputs in data.items()
+    }
 
 
 def render_stack(
     stack: str,
     project_dir: Path = PROJECT_DIR,
     *,
+    stack_dir: Path | None = None,
     chart_source: Mapping[str, str] | None = None,
     **kwargs: Any,
 ) -> Render:
-    """Render `Pulumi.<stack>.yaml` of `project_dir`.
+    """Render `Pulumi.<stack>.yaml` of `project_dir` (or of `stack_dir`, e.g. tests/fixtures).
 
-    Stack references resolve from `offline/stack-references.yaml` unless
-    `stack_references` is given. `chart_source` overrides `meshstack:chartSource`.
+    Stack references resolve from `offline/stack-references.yaml` next to the stack file
+    unless `stack_references` is given. `chart_source` overrides `meshstack:chartSource`.
     """
-    kwargs.setdefault("stack_references", load_stack_references(project_dir))
-    config, secret_keys = load_stack_config(stack, project_dir)
+    kwargs.setdefault("stack_references", load_stack_references(project_dir, stack_dir=stack_dir))
+    config, secret_keys = load_stack_config(stack, project_dir, stack_dir=stack_dir)
     if chart_source is not None:
         config["meshstack:chartSource"] = json.dumps(dict(chart_source))
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
@@ -418,11 +460,19 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the chart expansion (charts.yaml); the charts' own sources in helm.yaml",
     )
+    parser.add_argument(
+        "--stack-dir",
+        type=Path,
+        default=None,
+        help="directory of Pulumi.<stack>.yaml when not the project's (tests/fixtures)",
+    )
     args = parser.parse_args(argv)
     out_dir = args.out or args.project_dir / "build" / args.stack
     try:
         source = None if args.no_charts else charts.directory_source(args.project_dir)
-        render = render_stack(args.stack, args.project_dir, chart_source=source)
+        render = render_stack(
+            args.stack, args.project_dir, stack_dir=args.stack_dir, chart_source=source
+        )
         expanded = (
             None
             if args.no_charts

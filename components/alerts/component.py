@@ -61,10 +61,12 @@ class MeshAlerts(pulumi.ComponentResource):
         services: Sequence[MeshService],
         dashboard: DashboardSettings,
         ratelimit_metrics: MetricsEndpoint | None,
+        runbook_base_url: str,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`services` with `metrics` get a ServiceMonitor; `ratelimit_metrics` is the
-        RateLimiter's endpoint (None without quotas)."""
+        RateLimiter's endpoint (None without quotas); `runbook_base_url` is where the alerts'
+        runbooks are (`alerts.runbookBaseUrl` or the one `__main__.py` derives)."""
         super().__init__(
             TOKEN,
             name,
@@ -133,7 +135,7 @@ class MeshAlerts(pulumi.ComponentResource):
             api_version=MONITORING_API,
             kind="PrometheusRule",
             metadata=metadata(RULE_NAME, mesh.namespace),
-            spec=rules.prometheus_rule_spec(alerts),
+            spec=rules.prometheus_rule_spec(alerts, runbook_base_url=runbook_base_url),
             opts=mesh.custom_resource_options(self),
         )
         if dashboard.enabled:

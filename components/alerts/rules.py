@@ -228,12 +228,20 @@ def _percent(ratio: float) -> str:
     return f"{ratio * 100:g}%"
 
 
-def _runbook(settings: AlertsSettings, alert: str) -> str:
-    return f"{settings.runbook_base_url}#{alert.lower()}"
+def runbook_url(runbook_base_url: str, alert: str) -> str:
+    """Where `alert`'s runbook is: its section (lowercase name) under the runbook base."""
+    return f"{runbook_base_url}#{alert.lower()}"
+
+
+def _with_runbook(rule: dict[str, Any], runbook_base_url: str) -> dict[str, Any]:
+    annotations = {
+        **rule["annotations"],
+        "runbook_url": runbook_url(runbook_base_url, rule["alert"]),
+    }
+    return {**rule, "annotations": annotations}
 
 
 def _alert(
-    settings: AlertsSettings,
     alert: str,
     expr: str,
     *,
@@ -251,17 +259,22 @@ def _alert(
         "annotations": {
             "summary": summary,
             "description": description,
-            "runbook_url": _runbook(settings, alert),
         },
     }
 
 
-def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
+def alert_rules(settings: AlertsSettings, *, runbook_base_url: str) -> list[dict[str, Any]]:
     """The alerting rules, thresholds and durations from settings.
 
     `RateLimitExceeded` and `CircuitBreakerTriggered` have one rule per signal, told apart by
-    the `signal` label, so each fires with the labels that identify its cause.
+    the `signal` label, so each fires with the labels that identify its cause. Each rule's
+    `runbook_url` is its section under `runbook_base_url` (resolved by `__main__.py`:
+    `alerts.runbookBaseUrl`, else the deployed commit's docs/alerts.md).
     """
+    return [_with_runbook(rule, runbook_base_url) for rule in _rules(settings)]
+
+
+def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     window = settings.rate_window
     errors = settings.canary_error_rate
     latency = settings.canary_latency
@@ -271,7 +284,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     by = "destination_service, destination_version"
     return [
         _alert(
-            settings,
             "CanaryErrorRateHigh",
             f"(\n{canary_error_ratio_expr(window)}\n) > {errors.threshold:g}"
             f"\nand on ({by})\n{judged_for_errors_expr(window, settings.min_request_rate)}",
@@ -287,7 +299,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "CanaryLatencyHigh",
             f"(\n{canary_p95_latency_expr(window)}\n) > {latency.threshold_ms:g}"
             f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
@@ -300,7 +311,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "RateLimitExceeded",
             f"(\n{rejected_ratio_expr(window)}\n) > {limit.threshold:g}",
             for_=limit.for_,
@@ -315,7 +325,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "RateLimitExceeded",
             f"{over_limit_expr(window)} > {limit.over_limit_per_second:g}",
             for_=limit.for_,
@@ -329,7 +338,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "RateLimitExceeded",
             f"(\n{grpc_rate_limited_ratio_expr(window)}\n) > {limit.threshold:g}",
             for_=limit.for_,
@@ -345,7 +353,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "CircuitBreakerTriggered",
             f"{envoy_increase_expr(EJECTIONS, window)} > {breaker.threshold:g}",
             for_=breaker.for_,
@@ -359,7 +366,6 @@ def alert_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "CircuitBreakerTriggered",
             f"{envoy_increase_expr(PENDING_OVERFLOW, window)} > {breaker.threshold:g}",
             for_=breaker.for_,
@@ -385,7 +391,6 @@ def _control_plane_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     sent = f'{XDS_PUSHES}{{type=~"{XDS_SEND_ERRORS}"}}'
     return [
         _alert(
-            settings,
             "IstiodUnavailable",
             istiod_down_expr(),
             for_=plane.unavailable_for,
@@ -399,7 +404,6 @@ def _control_plane_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "IstiodXdsPushErrors",
             f"{istiod_increase_expr(sent, window)} > {plane.push_errors:g}",
             for_="0s",
@@ -412,7 +416,6 @@ def _control_plane_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "IstiodXdsPushErrors",
             f"{istiod_increase_expr(XDS_REJECTS, window)} > {plane.push_errors:g}",
             for_="0s",
@@ -426,7 +429,6 @@ def _control_plane_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
-            settings,
             "IstiodProxiesBehind",
             f"{proxy_convergence_p99_expr(window)} > {plane.convergence_seconds:g}",
             for_=plane.convergence_for,
@@ -441,11 +443,12 @@ def _control_plane_rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     ]
 
 
-def rule_groups(settings: AlertsSettings) -> list[dict[str, Any]]:
+def rule_groups(settings: AlertsSettings, *, runbook_base_url: str) -> list[dict[str, Any]]:
     """`spec.groups` of the PrometheusRule (and, as is, a Prometheus rules file's `groups`)."""
-    return [{"name": RULE_GROUP, "interval": EVALUATION_INTERVAL, "rules": alert_rules(settings)}]
+    alerts = alert_rules(settings, runbook_base_url=runbook_base_url)
+    return [{"name": RULE_GROUP, "interval": EVALUATION_INTERVAL, "rules": alerts}]
 
 
-def prometheus_rule_spec(settings: AlertsSettings) -> dict[str, Any]:
+def prometheus_rule_spec(settings: AlertsSettings, *, runbook_base_url: str) -> dict[str, Any]:
     """`spec` of the PrometheusRule."""
-    return {"groups": rule_groups(settings)}
+    return {"groups": rule_groups(settings, runbook_base_url=runbook_base_url)}

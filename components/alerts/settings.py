@@ -16,8 +16,8 @@ from pydantic import AfterValidator, Field, model_validator
 
 from components.settings_types import (
     DnsLabel,
-    HttpsUrl,
     LabelValue,
+    OptionalHttpsUrl,
     PromDuration,
     RuleViolationError,
     SettingsModel,
@@ -321,13 +321,15 @@ class ControlPlaneAlert(SettingsModel):
 class AlertsSettings(SettingsModel):
     """Thresholds of the PrometheusRule and how Prometheus finds the monitors and the rule."""
 
-    runbook_base_url: HttpsUrl = Field(
-        default="https://github.com/meshstack/meshstack/blob/main/docs/alerts.md",
+    runbook_base_url: OptionalHttpsUrl = Field(
+        default="",
         description=(
             "Base of every alert's `runbook_url` (`<base>#<alertname in lowercase>`). "
-            "Default: the runbook section of this project's docs/alerts.md; point it at "
-            "your fork or wiki. Must be https (operators open it from a notification) and "
-            "have no `#fragment`."
+            "Default: docs/alerts.md of the deployed commit (the checkout's HEAD) in the "
+            "repository of the GitHub Actions run (`GITHUB_SERVER_URL`/`GITHUB_REPOSITORY`), "
+            "else of the checkout's `origin` remote; offline renders use a fixed "
+            "stand-in. Set it for a wiki, or to deploy from elsewhere. Must be https "
+            "(operators open it from a notification) and have no `#fragment`."
         ),
     )
     prometheus_selector_labels: dict[str, LabelValue] = Field(

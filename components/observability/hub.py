@@ -3,7 +3,8 @@
 One region is the observability hub (`observability.role: hub`): it runs JaegerStack and
 KialiStack and exports their endpoints as the stack output `observabilityHub`. The other
 regions are spokes: `HubReference` reads that output through a `pulumi.StackReference`
-to the hub stack (named in settings), so a spoke's proxies send spans to the hub's
+to the hub stack (named by its stack name in settings, of the run's own organization and
+project: `RunContext.stack_reference_name`), so a spoke's proxies send spans to the hub's
 collector without anyone pasting a URL. Spokes run no Jaeger of their own: a request that
 crosses regions then lands as one trace in one store, instead of halves in two.
 """
@@ -17,6 +18,7 @@ import pulumi
 from components.istio.tracing import TracingTarget
 from components.observability.jaeger import JaegerStack
 from components.observability.settings import ObservabilitySettings
+from components.run_context import RunContext
 
 HUB_REFERENCE_TOKEN: Final = "meshstack:observability:HubReference"
 
@@ -55,7 +57,8 @@ def hub_outputs(jaeger: JaegerStack) -> pulumi.Output[dict[str, Any]]:
 class HubReference(pulumi.ComponentResource):
     """A spoke's view of the observability hub, read from the hub stack's outputs.
 
-    Child: the `pulumi.StackReference` to `settings.hub_stack`. Run `pulumi up` on the hub first:
+    Child: the `pulumi.StackReference` to `settings.hub_stack` in the organization and project
+    of `context` (the running stack's). Run `pulumi up` on the hub first:
     until the hub has exported `observabilityHub`, a spoke's update fails with the
     missing output named.
 
@@ -73,11 +76,14 @@ class HubReference(pulumi.ComponentResource):
         name: str,
         settings: ObservabilitySettings,
         *,
+        context: RunContext,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(HUB_REFERENCE_TOKEN, name, None, opts)
         reference = pulumi.StackReference(
-            f"{name}-stack", stack_name=settings.hub_stack, opts=pulumi.ResourceOptions(parent=self)
+            f"{name}-stack",
+            stack_name=context.stack_reference_name(settings.hub_stack),
+            opts=pulumi.ResourceOptions(parent=self),
         )
         hub = reference.require_output(HUB_OUTPUT)
         self.otlp_grpc_host = hub.apply(lambda h: str(h["otlpGrpcHost"]))

@@ -25,7 +25,8 @@ from components.settings_types import (
     Url,
 )
 
-_STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+_STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
+"""A Pulumi stack name without organization and project (which are the running stack's)."""
 
 
 def _host(value: str) -> str:
@@ -490,8 +491,9 @@ class ObservabilitySettings(SettingsModel):
     )
     hub_stack: str = Field(
         default="",
-        description="Fully qualified hub stack (`organization/meshstack/us-east-1`) a spoke "
-        "reads the hub's endpoints from. Required for spokes, empty for the hub.",
+        description="Stack name of the hub (`us-east-1`) a spoke reads the hub's endpoints "
+        "from, in the organization and project of the spoke's own run (offline: "
+        "`organization/meshstack/<hubStack>`). Required for spokes, empty for the hub.",
     )
     telemetry: TelemetrySettings = Field(
         default_factory=TelemetrySettings, description="Mesh-wide and per-namespace Telemetry."
@@ -506,11 +508,21 @@ class ObservabilitySettings(SettingsModel):
 
     @model_validator(mode="after")
     def _hub_reference(self) -> ObservabilitySettings:
+        # One form only: a fully qualified name would pin the organization the issue asks
+        # to follow, and two forms would let spokes of one org read another org's hub.
+        if self.role == "spoke" and "/" in self.hub_stack:
+            stack = self.hub_stack.rsplit("/", 1)[-1]
+            raise RuleViolationError(
+                ("hubStack",),
+                self.hub_stack,
+                f"must be the hub's stack name ({stack!r}), not organization/project/stack: "
+                "the organization and project are those of this run",
+            )
         if self.role == "spoke" and not _STACK_NAME.match(self.hub_stack):
             raise RuleViolationError(
                 ("hubStack",),
                 self.hub_stack,
-                "must name the hub stack as organization/project/stack when role is 'spoke'",
+                "must name the hub's stack (e.g. us-east-1) when role is 'spoke'",
             )
         for key in ("jaeger", "kiali"):
             if self.role == "spoke" and key in self.model_fields_set:

@@ -85,6 +85,7 @@ def _app_monitor(delivery: str) -> dict[str, Any]:
             services=settings.services,
             dashboard=settings.dashboard,
             ratelimit_metrics=None,
+            runbook_base_url="https://runbooks.test/alerts.md",
             opts=opts,
         )
 

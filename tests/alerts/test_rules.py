@@ -27,10 +27,14 @@ from tools.render import PROJECT_DIR
 from tools.verify import validate_manifest
 
 DEFAULTS = AlertsSettings()
+RUNBOOKS = "https://git.example.org/team/mesh/blob/abc1234/docs/alerts.md"
 
 
 def _rules_by_signal(settings: AlertsSettings) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(r["alert"], r["labels"].get("signal", "")): r for r in rules.alert_rules(settings)}
+    return {
+        (r["alert"], r["labels"].get("signal", "")): r
+        for r in rules.alert_rules(settings, runbook_base_url=RUNBOOKS)
+    }
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -48,16 +52,18 @@ def _metric_names(expr: str) -> set[str]:
 
 
 def test_every_required_alert_is_defined() -> None:
-    assert {r["alert"] for r in rules.alert_rules(DEFAULTS)} == set(rules.ALERT_NAMES)
+    assert {r["alert"] for r in rules.alert_rules(DEFAULTS, runbook_base_url=RUNBOOKS)} == set(
+        rules.ALERT_NAMES
+    )
 
 
-@pytest.mark.parametrize("rule", rules.alert_rules(DEFAULTS), ids=lambda r: r["alert"])
+@pytest.mark.parametrize(
+    "rule", rules.alert_rules(DEFAULTS, runbook_base_url=RUNBOOKS), ids=lambda r: r["alert"]
+)
 def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str, Any]) -> None:
     assert rule["labels"]["severity"] in {"critical", "warning", "info"}
     assert set(rule["annotations"]) == {"summary", "description", "runbook_url"}
-    assert rule["annotations"]["runbook_url"] == (
-        "https://github.com/meshstack/meshstack/blob/main/docs/alerts.md#" + rule["alert"].lower()
-    )
+    assert rule["annotations"]["runbook_url"] == f"{RUNBOOKS}#{rule['alert'].lower()}"
     assert all(rule["annotations"][key].strip() for key in ("summary", "description"))
 
 
@@ -67,7 +73,9 @@ def test_every_alert_has_a_runbook_section_where_its_url_points(alert: str) -> N
     assert f"\n### {alert}\n" in docs.split("\n## Runbooks\n", 1)[1]
 
 
-@pytest.mark.parametrize("rule", rules.alert_rules(DEFAULTS), ids=lambda r: r["alert"])
+@pytest.mark.parametrize(
+    "rule", rules.alert_rules(DEFAULTS, runbook_base_url=RUNBOOKS), ids=lambda r: r["alert"]
+)
 def test_every_expression_parses(rule: dict[str, Any]) -> None:
     promql_parser.parse(rule["expr"])
 
@@ -101,7 +109,6 @@ def test_defaults_are_the_documented_thresholds() -> None:
 def test_thresholds_durations_and_severities_come_from_settings() -> None:
     settings = AlertsSettings.model_validate(
         {
-            "runbookBaseUrl": "https://wiki.example.org/rb",
             "rateWindow": "2m",
             "minRequestRate": 2,
             "canaryErrorRate": {"threshold": 0.02, "for": "1m", "severity": "warning"},
@@ -134,9 +141,7 @@ def test_thresholds_durations_and_severities_come_from_settings() -> None:
     breaker = by_signal[("CircuitBreakerTriggered", "pending_overflow")]
     assert breaker["expr"].endswith(") > 5")
     assert (breaker["for"], breaker["labels"]["severity"]) == ("30s", "info")
-    assert breaker["annotations"]["runbook_url"] == (
-        "https://wiki.example.org/rb#circuitbreakertriggered"
-    )
+    assert breaker["annotations"]["runbook_url"] == f"{RUNBOOKS}#circuitbreakertriggered"
     down = by_signal[("IstiodUnavailable", "")]
     assert (down["for"], down["labels"]["severity"]) == ("5m", "warning")
     rejected = by_signal[("IstiodXdsPushErrors", "rejected")]
@@ -147,7 +152,9 @@ def test_thresholds_durations_and_severities_come_from_settings() -> None:
 
 
 def test_rules_read_the_standard_metrics_the_rate_limit_counter_and_istiod() -> None:
-    used = set().union(*(_metric_names(r["expr"]) for r in rules.alert_rules(DEFAULTS)))
+    used = set().union(
+        *(_metric_names(r["expr"]) for r in rules.alert_rules(DEFAULTS, runbook_base_url=RUNBOOKS))
+    )
     assert used == {
         "istio_requests_total",
         "istio_request_duration_milliseconds_bucket",
@@ -185,7 +192,12 @@ def test_every_envoy_stat_an_alert_reads_is_exported_by_the_mesh(stack: str) -> 
     config, _ = load_stack_config(stack)
     settings = load_settings(config)
     regexps = settings.proxy_stats_inclusion_regexps
-    used = set().union(*(_metric_names(r["expr"]) for r in rules.alert_rules(settings.alerts)))
+    used = set().union(
+        *(
+            _metric_names(r["expr"])
+            for r in rules.alert_rules(settings.alerts, runbook_base_url=RUNBOOKS)
+        )
+    )
     envoy_metrics = {name for name in used if name.startswith("envoy_")}
     assert envoy_metrics, "the circuit-breaker alert reads Envoy stats"
     for metric in envoy_metrics:
@@ -212,7 +224,11 @@ def test_a_mesh_without_the_circuit_breaker_stats_fails_the_export_check() -> No
 
 def _write_rules(directory: Path, settings: AlertsSettings) -> Path:
     path = directory / "mesh-alerts.rules.yaml"
-    path.write_text(yaml.safe_dump({"groups": rules.rule_groups(settings)}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {"groups": rules.rule_groups(settings, runbook_base_url=RUNBOOKS)}, sort_keys=False
+        )
+    )
     return path
 
 
@@ -223,13 +239,16 @@ def test_promtool_check_rules_accepts_the_rules(promtool: str, tmp_path: Path) -
             [promtool, "check", "rules", str(path)], capture_output=True, text=True, check=False
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert f"SUCCESS: {len(rules.alert_rules(variant))} rules found" in result.stdout
-        assert len(rules.alert_rules(variant)) == 11
+        assert (
+            f"SUCCESS: {len(rules.alert_rules(variant, runbook_base_url=RUNBOOKS))} rules found"
+            in result.stdout
+        )
+        assert len(rules.alert_rules(variant, runbook_base_url=RUNBOOKS)) == 11
 
 
 def test_promtool_check_rules_rejects_a_broken_rule(promtool: str, tmp_path: Path) -> None:
     # Proves the check above can fail: the same file with one unparsable expression.
-    groups = rules.rule_groups(DEFAULTS)
+    groups = rules.rule_groups(DEFAULTS, runbook_base_url=RUNBOOKS)
     groups[0]["rules"][0]["expr"] = "sum by (destination_service (rate(x[1m]))"
     path = tmp_path / "broken.rules.yaml"
     path.write_text(yaml.safe_dump({"groups": groups}))
@@ -941,7 +960,7 @@ alert_settings = st.fixed_dictionaries(
 @given(raw=alert_settings)
 def test_any_valid_settings_give_rules_that_parse_and_validate(raw: dict[str, Any]) -> None:
     alerts = AlertsSettings.model_validate(raw)
-    for rule in rules.alert_rules(alerts):
+    for rule in rules.alert_rules(alerts, runbook_base_url=RUNBOOKS):
         promql_parser.parse(rule["expr"])
         if rule["alert"] == "IstiodUnavailable":
             continue
@@ -951,9 +970,9 @@ def test_any_valid_settings_give_rules_that_parse_and_validate(raw: dict[str, An
         "apiVersion": "monitoring.coreos.com/v1",
         "kind": "PrometheusRule",
         "metadata": {"name": "meshstack-mesh-alerts", "namespace": "istio-system"},
-        "spec": rules.prometheus_rule_spec(alerts),
+        "spec": rules.prometheus_rule_spec(alerts, runbook_base_url=RUNBOOKS),
     }
     assert validate_manifest(resource) == []
-    errors = rules.alert_rules(alerts)[0]
+    errors = rules.alert_rules(alerts, runbook_base_url=RUNBOOKS)[0]
     assert f") > {alerts.canary_error_rate.threshold:g}\nand on (" in errors["expr"]
     assert errors["for"] == alerts.canary_error_rate.for_

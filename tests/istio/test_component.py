@@ -8,7 +8,7 @@ import pytest
 from components import helm
 from components.istio.component import IstioMesh
 from components.region import RegionMesh
-from tests.conftest import by_name, make_settings, run_with_provider
+from tests.conftest import RUN_CONTEXT, by_name, make_settings, run_with_provider
 from tools.render import Render
 
 SETTINGS = make_settings(
@@ -150,7 +150,7 @@ def test_region_mesh_composes_istio_and_exports_outputs() -> None:
     outputs: dict[str, object] = {}
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        region = RegionMesh("r", SETTINGS, opts=opts)
+        region = RegionMesh("r", SETTINGS, context=RUN_CONTEXT, opts=opts)
         outputs["namespaces"] = region.workload_namespaces
         pulumi.export("namespaces", region.workload_namespaces)
         pulumi.export("version", region.istio_version)

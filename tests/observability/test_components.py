@@ -10,7 +10,6 @@ from typing import Any
 
 import pulumi
 import pytest
-import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,24 +27,30 @@ from components.observability.settings import (
 )
 from components.observability.telemetry import MeshTelemetry
 from components.region import RegionMesh
+from components.run_context import RunContext
 from components.settings import SettingsError
-from tests.conftest import by_name, make_settings, run_with_provider
+from tests.conftest import (
+    FIXTURE_DIR,
+    RUN_CONTEXT,
+    STACKS,
+    by_name,
+    make_settings,
+    run_with_provider,
+    stack_config,
+)
 from tools.manifests import SECRET_PLACEHOLDER, dump_yaml_documents
 from tools.render import (
-    PROJECT_DIR,
     STACK_REFERENCES_FILE,
     Render,
     RenderError,
     load_stack_references,
-    render_stack,
 )
+from tools.stacks import observability_role
 from tools.verify import validate_helm_values, validate_manifest
 
-HUB = "us-east-1"
 CREDENTIAL_LINE = re.compile(
     r"^\s*(- )?(password|signing_key|client_secret|token|api_token)\s*:\s*(?P<value>\S.*)$"
 )
-SPOKES = ("eu-west-1", "ap-southeast-1")
 JAEGER_INGRESS: dict[str, Any] = {
     "ingressHost": "jaeger.example.com",
     "ingressTlsSecret": "jaeger-tls",
@@ -57,6 +62,15 @@ KIALI_INGRESS: dict[str, Any] = {
     "ingressTlsSecret": "kiali-tls",
 }
 """A Kiali Ingress with the TLS it requires."""
+
+# Whatever stacks exist: each spoke against the hub its stack file names.
+HUBS = tuple(s for s in STACKS if observability_role(stack_config(s)) == "hub")
+SPOKES = tuple(s for s in STACKS if s not in HUBS)
+
+
+def hub_of(stack: str) -> str:
+    """The hub stack a spoke's stack file names (`observability.hubStack`)."""
+    return str(stack_config(stack)["meshstack:observability"]["hubStack"])
 
 
 def jaeger_settings(**values: Any) -> JaegerSettings:
@@ -489,7 +503,9 @@ def hub_render() -> Render:
             "telemetry": {"namespaces": [{"namespace": "shop", "accessLogging": False}]}
         },
     )
-    return run_with_provider(lambda opts: RegionMesh("hub", settings, opts))
+    return run_with_provider(
+        lambda opts: RegionMesh("hub", settings, context=RUN_CONTEXT, opts=opts)
+    )
 
 
 def test_jaeger_installs_after_istiod_so_its_pods_are_injected(hub_render: Render) -> None:
@@ -529,7 +545,7 @@ def test_planned_tracing_target_is_the_jaeger_stacks_own_endpoint() -> None:
     seen: dict[str, object] = {}
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        region = RegionMesh("hub", settings, opts)
+        region = RegionMesh("hub", settings, context=RUN_CONTEXT, opts=opts)
         assert region.jaeger is not None
         planned = JaegerStack.tracing_target_for(settings.observability_namespace)
         pulumi.export("planned", pulumi.Output.all(planned.service, planned.port))
@@ -608,7 +624,9 @@ def test_anonymous_kiali_logs_a_warning(caplog: pytest.LogCaptureFixture) -> Non
         observability={"kiali": {"authStrategy": "anonymous", "allowAnonymous": True}}
     )
     with caplog.at_level(logging.WARNING):
-        render = run_with_provider(lambda opts: RegionMesh("dev", settings, opts))
+        render = run_with_provider(
+            lambda opts: RegionMesh("dev", settings, context=RUN_CONTEXT, opts=opts)
+        )
     assert k.anonymous_warning() in caplog.messages
     chart = next(c for c in render.helm_charts() if c["chart"] == "kiali-server")
     assert chart["values"]["auth"] == {"strategy": "anonymous"}
@@ -616,7 +634,9 @@ def test_anonymous_kiali_logs_a_warning(caplog: pytest.LogCaptureFixture) -> Non
 
 def test_token_kiali_logs_no_warning(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
-        run_with_provider(lambda opts: RegionMesh("prod", make_settings(), opts))
+        run_with_provider(
+            lambda opts: RegionMesh("prod", make_settings(), context=RUN_CONTEXT, opts=opts)
+        )
     assert k.anonymous_warning() not in caplog.messages
 
 
@@ -629,26 +649,29 @@ def test_external_store_has_no_claim() -> None:
             }
         }
     )
-    render = run_with_provider(lambda opts: RegionMesh("es", settings, opts))
+    render = run_with_provider(
+        lambda opts: RegionMesh("es", settings, context=RUN_CONTEXT, opts=opts)
+    )
     assert not [r for r in render.registrations if r.type.endswith("PersistentVolumeClaim")]
     chart = next(c for c in render.helm_charts() if c["chart"] == "jaeger")
     assert chart["values"]["jaeger"]["replicas"] == 2
 
 
-def test_spoke_reads_the_hub_and_runs_no_jaeger_or_kiali() -> None:
-    hub_stack = "organization/meshstack/hub"
+def test_spoke_reads_the_hub_of_its_own_organization_and_runs_no_jaeger_or_kiali() -> None:
+    context = RunContext(organization="acme", project="mesh", runbook_base_url="https://x/rb")
+    hub_stack = "acme/mesh/hub"
     hub = {
         "otlpGrpcHost": "jaeger.obs.svc.cluster.local",
         "otlpGrpcPort": 4317,
         "queryGrpcUrl": "http://jaeger.obs.svc.cluster.local:16685",
     }
-    settings = make_settings(observability={"role": "spoke", "hubStack": hub_stack})
+    settings = make_settings(observability={"role": "spoke", "hubStack": "hub"})
 
     def program() -> None:
         import pulumi_kubernetes as k8s
 
         opts = pulumi.ResourceOptions(providers=[k8s.Provider("test-kubernetes")])
-        RegionMesh("spoke", settings, opts)
+        RegionMesh("spoke", settings, context=context, opts=opts)
 
     from tools.render import run_program
 
@@ -687,9 +710,13 @@ def test_spoke_reads_the_hub_and_runs_no_jaeger_or_kiali() -> None:
 # The aborted program leaves the SDK's pending Output coroutines unawaited.
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 def test_spoke_without_offline_outputs_names_the_missing_stack() -> None:
-    settings = make_settings(observability={"role": "spoke", "hubStack": "org/meshstack/nowhere"})
-    with pytest.raises(RenderError, match="'org/meshstack/nowhere' has no offline outputs"):
-        run_with_provider(lambda opts: HubReference("h", settings.observability, opts=opts))
+    settings = make_settings(observability={"role": "spoke", "hubStack": "nowhere"})
+    with pytest.raises(
+        RenderError, match="'organization/meshstack/nowhere' has no offline outputs"
+    ):
+        run_with_provider(
+            lambda opts: HubReference("h", settings.observability, context=RUN_CONTEXT, opts=opts)
+        )
 
 
 def test_mesh_without_tracing_gets_no_tracing_telemetry() -> None:
@@ -715,10 +742,11 @@ def test_mesh_without_tracing_gets_no_tracing_telemetry() -> None:
 # --- the three stacks ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("hub", HUBS)
 def test_kiali_traces_come_from_the_jaeger_of_the_same_render(
-    stack_renders: dict[str, Render],
+    stack_renders: dict[str, Render], hub: str
 ) -> None:
-    render = stack_renders[HUB]
+    render = stack_renders[hub]
     kiali = next(c for c in render.helm_charts() if c["chart"] == "kiali-server")
     jaeger_query = render.outputs[HUB_OUTPUT]["queryGrpcUrl"]
     assert kiali["values"]["external_services"]["tracing"]["internal_url"] == jaeger_query
@@ -728,9 +756,12 @@ def test_kiali_traces_come_from_the_jaeger_of_the_same_render(
     assert host == f"{j.jaeger_fullname(jaeger['name'])}.{jaeger['namespace']}.svc.cluster.local"
 
 
-def test_every_hub_output_key_names_its_own_endpoint(stack_renders: dict[str, Render]) -> None:
-    hub = stack_renders[HUB].outputs[HUB_OUTPUT]
-    jaeger = next(c for c in stack_renders[HUB].helm_charts() if c["chart"] == "jaeger")
+@pytest.mark.parametrize("stack", HUBS)
+def test_every_hub_output_key_names_its_own_endpoint(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    hub = stack_renders[stack].outputs[HUB_OUTPUT]
+    jaeger = next(c for c in stack_renders[stack].helm_charts() if c["chart"] == "jaeger")
     host = hub["otlpGrpcHost"]
     assert hub == {
         "otlpGrpcHost": host,
@@ -747,7 +778,7 @@ def test_every_hub_output_key_names_its_own_endpoint(stack_renders: dict[str, Re
 def test_spokes_send_spans_to_the_hub_collector(
     stack_renders: dict[str, Render], stack: str
 ) -> None:
-    hub = stack_renders[HUB].outputs[HUB_OUTPUT]
+    hub = stack_renders[hub_of(stack)].outputs[HUB_OUTPUT]
     istiod = next(c for c in stack_renders[stack].helm_charts() if c["chart"] == "istiod")
     provider = istiod["values"]["meshConfig"]["extensionProviders"][0]
     assert provider["opentelemetry"] == {
@@ -759,7 +790,9 @@ def test_spokes_send_spans_to_the_hub_collector(
     assert "jaeger" not in charts
     kiali = charts["kiali-server"]["values"]
     assert kiali["deployment"] == {"remote_cluster_resources_only": True}
-    hub_kiali = next(c for c in stack_renders[HUB].helm_charts() if c["chart"] == "kiali-server")
+    hub_kiali = next(
+        c for c in stack_renders[hub_of(stack)].helm_charts() if c["chart"] == "kiali-server"
+    )
     # Kiali expects the same namespace and instance (release) name in every cluster.
     assert (charts["kiali-server"]["namespace"], charts["kiali-server"]["name"]) == (
         hub_kiali["namespace"],
@@ -767,14 +800,50 @@ def test_spokes_send_spans_to_the_hub_collector(
     )
 
 
-def test_offline_hub_outputs_match_the_hub_render(stack_renders: dict[str, Render]) -> None:
-    references = load_stack_references()
-    hub_stack = "organization/meshstack/us-east-1"
-    for stack in SPOKES:
-        config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
-        assert config["meshstack:observability"]["hubStack"] == hub_stack
-    assert references[hub_stack][HUB_OUTPUT] == stack_renders[HUB].outputs[HUB_OUTPUT]
-    assert set(references[hub_stack][HUB_OUTPUT]) == set(HUB_KEYS)
+@pytest.mark.parametrize("stack", SPOKES)
+def test_offline_outputs_of_a_spokes_hub_match_the_hub_render(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    hub = hub_of(stack)
+    assert hub in HUBS, f"{stack}: meshstack:observability.hubStack {hub!r} is not a hub stack"
+    reference = next(
+        r for r in stack_renders[stack].registrations if r.type == "pulumi:pulumi:StackReference"
+    )
+    # The offline organization and this project, whatever the stack file's hub is.
+    assert reference.inputs["name"] == f"organization/meshstack/{hub}"
+    offline = load_stack_references()[reference.inputs["name"]]
+    assert offline[HUB_OUTPUT] == stack_renders[hub].outputs[HUB_OUTPUT], (
+        f"{STACK_REFERENCES_FILE}: {hub}'s {HUB_OUTPUT} differs from its render"
+    )
+    assert set(offline[HUB_OUTPUT]) == set(HUB_KEYS)
+
+
+def test_fixture_spokes_read_the_fixture_hub_whose_offline_outputs_match_its_render(
+    fixture_renders: dict[str, Render],
+) -> None:
+    offline = load_stack_references(stack_dir=FIXTURE_DIR)
+    assert set(offline) == {"organization/meshstack/fixture-hub"}
+    hub = fixture_renders["fixture-hub"].outputs[HUB_OUTPUT]
+    assert offline["organization/meshstack/fixture-hub"][HUB_OUTPUT] == hub
+    for spoke in ("fixture-spoke", "fixture-small-spoke"):
+        istiod = next(c for c in fixture_renders[spoke].helm_charts() if c["chart"] == "istiod")
+        provider = istiod["values"]["meshConfig"]["extensionProviders"][0]
+        assert provider["opentelemetry"] == {
+            "service": "jaeger.observability.svc.cluster.local",
+            "port": 4317,
+        }
+
+
+def test_offline_outputs_are_keyed_by_stack_name(tmp_path: Path) -> None:
+    (tmp_path / STACK_REFERENCES_FILE).parent.mkdir()
+    (tmp_path / "Pulumi.yaml").write_text("name: proj\n")
+    (tmp_path / STACK_REFERENCES_FILE).write_text("hub-1: {observabilityHub: {a: 1}}\n")
+    assert load_stack_references(tmp_path) == {
+        "organization/proj/hub-1": {"observabilityHub": {"a": 1}}
+    }
+    (tmp_path / STACK_REFERENCES_FILE).write_text("org/proj/hub-1: {observabilityHub: {}}\n")
+    with pytest.raises(RenderError, match="must be keyed by stack name"):
+        load_stack_references(tmp_path)
 
 
 def test_stack_references_file_must_map_stacks_to_outputs(tmp_path: Path) -> None:
@@ -805,12 +874,6 @@ def test_no_secret_in_plain_text_in_any_render(stack_renders: dict[str, Render])
                     or "${env:" in value
                     or value == k.SIGNING_KEY_REFERENCE
                 ), (stack, line)
-
-
-def test_stack_render_helper_loads_the_offline_file() -> None:
-    render = render_stack("eu-west-1")
-    reference = next(r for r in render.registrations if r.type == "pulumi:pulumi:StackReference")
-    assert reference.inputs["name"] == "organization/meshstack/us-east-1"
 
 
 @settings(max_examples=30, deadline=None)
@@ -850,7 +913,9 @@ def test_ui_ingresses_get_a_plaintext_exception_for_their_port_only() -> None:
             "kiali": KIALI_INGRESS,
         }
     )
-    render = run_with_provider(lambda opts: RegionMesh("hub", settings, opts))
+    render = run_with_provider(
+        lambda opts: RegionMesh("hub", settings, context=RUN_CONTEXT, opts=opts)
+    )
     regs = by_name(render)
     exceptions = {
         o["metadata"]["name"]: o

@@ -14,7 +14,14 @@ from components.observability.prometheus import RULE_NAME, plaintext_destination
 from components.observability.settings import prometheus_service_host
 from components.region import RegionMesh
 from components.settings import load_settings
-from tests.conftest import STACKS, by_name, make_settings, run_with_provider, settings_error
+from tests.conftest import (
+    RUN_CONTEXT,
+    STACKS,
+    by_name,
+    make_settings,
+    run_with_provider,
+    settings_error,
+)
 from tools.render import Render, load_stack_config
 from tools.verify import validate_manifest
 
@@ -71,7 +78,9 @@ def _rules(render: Render) -> list[dict[str, object]]:
 
 def test_every_region_creates_the_rule_after_istiod() -> None:
     settings = make_settings(prometheusUrl="http://prom.metrics.svc:9090")
-    render = run_with_provider(lambda opts: RegionMesh("r", settings, opts))
+    render = run_with_provider(
+        lambda opts: RegionMesh("r", settings, context=RUN_CONTEXT, opts=opts)
+    )
     (rule,) = _rules(render)
     assert rule["spec"] == {
         "host": "prom.metrics.svc.cluster.local",
@@ -84,7 +93,14 @@ def test_every_region_creates_the_rule_after_istiod() -> None:
 
 def test_no_rule_for_a_prometheus_outside_the_cluster() -> None:
     settings = make_settings(prometheusUrl="https://prometheus.example.com")
-    assert _rules(run_with_provider(lambda opts: RegionMesh("r", settings, opts))) == []
+    assert (
+        _rules(
+            run_with_provider(
+                lambda opts: RegionMesh("r", settings, context=RUN_CONTEXT, opts=opts)
+            )
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize("stack", STACKS)

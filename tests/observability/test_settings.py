@@ -5,16 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
 from components.observability.settings import ObservabilitySettings
 from components.settings import SettingsError
-from tests.conftest import STACKS, make_settings, settings_error
-from tools.render import PROJECT_DIR
+from tests.conftest import FIXTURES, fixture_config, make_settings, settings_error
 
-SPOKE: dict[str, Any] = {"role": "spoke", "hubStack": "organization/meshstack/us-east-1"}
+SPOKE: dict[str, Any] = {"role": "spoke", "hubStack": "hub-1"}
 
 
 def test_defaults_are_a_secure_single_region_hub() -> None:
@@ -47,7 +45,22 @@ def test_external_store_may_scale() -> None:
 def test_spoke_names_its_hub() -> None:
     obs = make_settings(observability=SPOKE).observability
     assert not obs.is_hub
-    assert obs.hub_stack == "organization/meshstack/us-east-1"
+    assert obs.hub_stack == "hub-1"
+
+
+def test_a_fully_qualified_hub_stack_is_refused_with_the_stack_name_to_use() -> None:
+    assert settings_error(observability={**SPOKE, "hubStack": "acme/meshstack/hub-1"}) == (
+        'meshstack:observability.hubStack = "acme/meshstack/hub-1": must be the hub\'s stack '
+        "name ('hub-1'), not organization/project/stack: the organization and project are "
+        "those of this run"
+    )
+
+
+def test_a_hub_stack_name_has_only_stack_name_characters() -> None:
+    assert settings_error(observability={**SPOKE, "hubStack": "us east"}) == (
+        'meshstack:observability.hubStack = "us east": must name the hub\'s stack '
+        "(e.g. us-east-1) when role is 'spoke'"
+    )
 
 
 def test_badger_with_two_replicas_is_an_error() -> None:
@@ -159,15 +172,14 @@ def test_grafana_urls_come_in_pairs() -> None:
 
 def test_spoke_needs_a_hub_stack() -> None:
     assert settings_error(observability={"role": "spoke"}) == (
-        "meshstack:observability.hubStack is not set: must name the hub stack as "
-        "organization/project/stack when role is 'spoke'"
+        "meshstack:observability.hubStack is not set: must name the hub's stack "
+        "(e.g. us-east-1) when role is 'spoke'"
     )
 
 
 def test_hub_has_no_hub_stack() -> None:
-    assert settings_error(observability={"hubStack": "organization/meshstack/us-east-1"}) == (
-        'meshstack:observability.hubStack = "organization/meshstack/us-east-1": must be empty '
-        "when role is 'hub'"
+    assert settings_error(observability={"hubStack": "hub-1"}) == (
+        "meshstack:observability.hubStack = \"hub-1\": must be empty when role is 'hub'"
     )
 
 
@@ -247,7 +259,7 @@ def test_observability_namespace_is_not_a_workload_namespace() -> None:
     )
 
 
-# --- the stack files exercise every option ------------------------------------------------
+# --- the fixture stacks exercise every option ------------------------------------------------
 
 HUB_ALTERNATIVES = {
     # One hub per mesh, so its mutually exclusive alternatives are exercised by the tests
@@ -287,10 +299,10 @@ def _set_paths(value: Any, prefix: str) -> set[str]:
     return paths
 
 
-def test_the_stack_files_exercise_every_observability_option() -> None:
+def test_the_fixture_stacks_exercise_every_observability_option() -> None:
     used: set[str] = set()
-    for stack in STACKS:
-        config = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text())["config"]
+    for stack in FIXTURES:
+        config = fixture_config(stack)
         used |= _set_paths(config.get("meshstack:observability", {}), "observability")
     expected = _option_paths(ObservabilitySettings, "observability.")
     assert expected - used - HUB_ALTERNATIVES == set()

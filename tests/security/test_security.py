@@ -198,12 +198,12 @@ def test_ip_blocks_become_the_source_ip_blocks() -> None:
     ]
 
 
-def test_ap_southeast_1_admits_its_legacy_plaintext_clients_by_address(
-    stack_renders: Any,
+def test_small_spoke_fixture_admits_its_legacy_plaintext_clients_by_address(
+    fixture_renders: Any,
 ) -> None:
     rules = [
         rule
-        for o in stack_renders["ap-southeast-1"].kubernetes_objects()
+        for o in fixture_renders["fixture-small-spoke"].kubernetes_objects()
         if o["kind"] == "AuthorizationPolicy" and o["metadata"]["name"] == "market-data-allow"
         for rule in o["spec"]["rules"]
     ]
@@ -565,8 +565,8 @@ def test_no_stack_has_an_allow_all_policy(stack_renders: Any) -> None:
                     assert rule.get("from") or rule.get("to"), obj["metadata"]
 
 
-def test_exceptions_and_jwt_rules_are_exercised_by_the_stacks(stack_renders: Any) -> None:
-    objects = [o for r in stack_renders.values() for o in r.kubernetes_objects()]
+def test_exceptions_and_jwt_rules_are_exercised_by_the_fixture_stacks(fixture_renders: Any) -> None:
+    objects = [o for r in fixture_renders.values() for o in r.kubernetes_objects()]
     peer = [o["spec"] for o in objects if o["kind"] == "PeerAuthentication"]
     assert any("portLevelMtls" in s for s in peer), "a port-level exception"
     assert any("selector" not in s and s["mtls"]["mode"] == "PERMISSIVE" for s in peer)
@@ -672,12 +672,12 @@ def test_exposed_service_without_rules_accepts_the_ingress_gateway() -> None:
     assert specs.service_policies("web", rules=(), exposed=False, **common) == []
 
 
-def test_stacks_open_exposed_services_and_route_backends_to_the_gateway(
-    stack_renders: Any,
+def test_fixture_stacks_open_exposed_services_and_route_backends_to_the_gateway(
+    fixture_renders: Any,
 ) -> None:
     names = {
         (o["metadata"]["namespace"], o["metadata"]["name"])
-        for o in stack_renders["us-east-1"].kubernetes_objects()
+        for o in fixture_renders["fixture-hub"].kubernetes_objects()
         if o["kind"] == "AuthorizationPolicy"
     }
     assert ("identity", "fingerprint-api-allow-ingress-gateway") in names
@@ -867,20 +867,24 @@ def _policy(stack: Any, namespace: str, name: str) -> dict[str, Any]:
     )
 
 
-def test_stacks_service_accounts_and_callers_get_past_the_jwt_deny(stack_renders: Any) -> None:
-    us = _policy(stack_renders["us-east-1"], "revenue", "revenue-engine-require-jwt")
+def test_fixture_stacks_service_accounts_and_callers_get_past_the_jwt_deny(
+    fixture_renders: Any,
+) -> None:
+    us = _policy(fixture_renders["fixture-hub"], "revenue", "revenue-engine-require-jwt")
     source = us["spec"]["rules"][0]["from"][0]["source"]
     assert "cluster.local/ns/revenue/sa/admin-service" in source["notPrincipals"]
     assert source["notRequestPrincipals"] == ["*"]
     for app in ("admin-service", "admin-service-primary"):
-        eu = _policy(stack_renders["eu-west-1"], "revenue", f"{app}-require-jwt")
+        eu = _policy(fixture_renders["fixture-spoke"], "revenue", f"{app}-require-jwt")
         source = eu["spec"]["rules"][0]["from"][0]["source"]
         assert "cluster.local/ns/revenue/sa/revenue-engine" in source["notPrincipals"]
         assert GATEWAY not in source["notPrincipals"]
 
 
-def test_stacks_route_backends_admit_the_routing_service_callers(stack_renders: Any) -> None:
-    routed = _policy(stack_renders["us-east-1"], "revenue", "admin-service-allow-routed")
+def test_fixture_stacks_route_backends_admit_the_routing_service_callers(
+    fixture_renders: Any,
+) -> None:
+    routed = _policy(fixture_renders["fixture-hub"], "revenue", "admin-service-allow-routed")
     assert routed["spec"]["rules"] == [
         {
             "from": [{"source": {"principals": ["cluster.local/ns/identity/sa/fingerprint-api"]}}],
@@ -888,7 +892,7 @@ def test_stacks_route_backends_admit_the_routing_service_callers(stack_renders: 
         }
     ]
     deny = _policy(
-        stack_renders["us-east-1"],
+        fixture_renders["fixture-hub"],
         "revenue",
         "admin-service-require-jwt-via-revenue-revenue-engine",
     )
@@ -1022,8 +1026,8 @@ def req(
     return {"principal": principal, "path": path, "method": method, "token": token, **extra}
 
 
-def test_stacks_evaluate_as_intended(stack_renders: Any) -> None:
-    us, eu = stack_renders["us-east-1"], stack_renders["eu-west-1"]
+def test_fixture_stacks_evaluate_as_intended(fixture_renders: Any) -> None:
+    us, eu = fixture_renders["fixture-hub"], fixture_renders["fixture-spoke"]
     admin_sa = "cluster.local/ns/revenue/sa/admin-service"
     engine_sa = "cluster.local/ns/revenue/sa/revenue-engine"
     fingerprint = "cluster.local/ns/identity/sa/fingerprint-api"

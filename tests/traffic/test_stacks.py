@@ -1,11 +1,16 @@
-"""The three region stacks between them exercise every traffic option the issue names."""
+"""Traffic in whole stacks: literal expectations on the fixture stacks, which between them
+exercise every traffic option the issue names, and invariants over every production stack
+(whatever its services, weights and hosts)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from components.settings import StackSettings, load_settings
-from tests.conftest import STACKS
+from components.settings_types import duration_ms
+from tests.conftest import FIXTURES, STACKS
 from tools.render import Render, load_stack_config
 
 
@@ -22,27 +27,30 @@ def objects(render: Render, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
+# --- the fixture stacks -----------------------------------------------------------------------
+
+
 def test_fingerprint_api_header_canary_with_hashing_on_the_user(
-    stack_renders: dict[str, Render],
+    fixture_renders: dict[str, Render],
 ) -> None:
-    for stack in STACKS:
-        vs = objects(stack_renders[stack], "VirtualService")["identity", "fingerprint-api"]
+    for stack in FIXTURES:
+        vs = objects(fixture_renders[stack], "VirtualService")["identity", "fingerprint-api"]
         canary = next(r for r in vs["spec"]["http"] if r["name"] == "default-canary")
         assert canary["match"][-1]["headers"]["x-user-id"] == {"regex": "^canary-.*"}
         assert {d["destination"]["subset"]: d["weight"] for d in canary["route"]} == {
             "canary": 5,
             "stable": 95,
         }
-        dr = objects(stack_renders[stack], "DestinationRule")["identity", "fingerprint-api"]
+        dr = objects(fixture_renders[stack], "DestinationRule")["identity", "fingerprint-api"]
         assert dr["spec"]["trafficPolicy"]["loadBalancer"] == {
             "consistentHash": {"httpHeaderName": "x-user-id"}
         }
 
 
 def test_revenue_engine_split_mirror_circuit_breaking_and_admin_route(
-    stack_renders: dict[str, Render],
+    fixture_renders: dict[str, Render],
 ) -> None:
-    render = stack_renders["us-east-1"]
+    render = fixture_renders["fixture-hub"]
     vs = objects(render, "VirtualService")["revenue", "revenue-engine"]["spec"]
     default = next(r for r in vs["http"] if r["name"] == "default")
     assert {d["destination"]["subset"]: d["weight"] for d in default["route"]} == {
@@ -60,38 +68,19 @@ def test_revenue_engine_split_mirror_circuit_breaking_and_admin_route(
     assert policy["trafficPolicy"]["outlierDetection"]["consecutiveLocalOriginFailures"] == 3
 
 
-def test_a_progressive_service_and_flagger_in_some_stacks(
-    stack_renders: dict[str, Render],
+def test_a_progressive_service_and_flagger_in_a_fixture(
+    fixture_renders: dict[str, Render],
 ) -> None:
-    with_canaries = [s for s in STACKS if objects(stack_renders[s], "Canary")]
-    assert with_canaries
-    for stack in with_canaries:
-        charts = {c["chart"] for c in stack_renders[stack].helm_charts()}
-        assert {"flagger", "loadtester"} <= charts
-        for key in objects(stack_renders[stack], "Canary"):
-            assert key not in objects(stack_renders[stack], "VirtualService")
-            assert key not in objects(stack_renders[stack], "DestinationRule")
     # market-data's app metrics port must reach Flagger's generated Services.
-    canary = objects(stack_renders["us-east-1"], "Canary")["markets", "market-data"]
+    canary = objects(fixture_renders["fixture-hub"], "Canary")["markets", "market-data"]
     assert canary["spec"]["service"]["portDiscovery"] is True
 
 
-def test_chaos_drills_only_hit_requests_with_the_drill_header(
-    stack_renders: dict[str, Render],
-) -> None:
-    for stack in STACKS:
-        for vs in objects(stack_renders[stack], "VirtualService").values():
-            for route in vs["spec"]["http"]:
-                if "fault" in route:
-                    assert route["match"], f"{stack}: {route['name']} injects faults into all"
-                    assert all(m.get("headers") for m in route["match"]), (stack, route["name"])
-
-
-def test_a_public_host_on_the_gateway(stack_renders: dict[str, Render]) -> None:
-    for stack in ("us-east-1", "eu-west-1"):
-        gateways = objects(stack_renders[stack], "Gateway")
+def test_a_public_host_on_the_gateway(fixture_renders: dict[str, Render]) -> None:
+    for stack in ("fixture-hub", "fixture-spoke"):
+        gateways = objects(fixture_renders[stack], "Gateway")
         assert ("istio-ingress", "public") in gateways
-        vs = objects(stack_renders[stack], "VirtualService")["identity", "fingerprint-api"]
+        vs = objects(fixture_renders[stack], "VirtualService")["identity", "fingerprint-api"]
         assert vs["spec"]["gateways"] == ["istio-ingress/public", "mesh"]
 
 
@@ -131,3 +120,94 @@ def test_progressive_hosts_that_routes_target_fail_over(stack_renders: dict[str,
                     assert "outlierDetection" in spec["trafficPolicy"], (stack, route.backend)
                     checked += 1
     assert checked, "some stack routes an endpoint to a progressive service"
+
+
+def test_ejection_detection_times_of_the_hub_fixture(fixture_renders: dict[str, Render]) -> None:
+    # Envoy ejects inline on the N-th consecutive error: N x outlierRequestGap (500ms here),
+    # never waiting for the interval sweep.
+    assert fixture_renders["fixture-hub"].outputs["ejectionDetectionSeconds"] == {
+        "identity/fingerprint-api": 2.5,  # 5 consecutive 5xx
+        "markets/market-data": 2.5,
+        # Outlier detection off: it never ejects.
+        "revenue/admin-service": None,
+        # max(5 x 5xx, 3 local-origin) = 5 errors; the v2 subset's own policy (3 errors,
+        # 1.5s) is faster, so the service's counts.
+        "revenue/revenue-engine": 2.5,
+    }
+
+
+# --- invariants over every stack, production and fixture -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def every_render(
+    stack_renders: dict[str, Render], fixture_renders: dict[str, Render]
+) -> dict[str, Render]:
+    return {**stack_renders, **fixture_renders}
+
+
+@pytest.mark.parametrize("stack", STACKS + FIXTURES)
+def test_every_weighted_route_splits_all_traffic_between_declared_subsets(
+    every_render: dict[str, Render], stack: str
+) -> None:
+    render = every_render[stack]
+    rules = objects(render, "DestinationRule")
+    for key, vs in objects(render, "VirtualService").items():
+        subsets = {s["name"] for s in rules.get(key, {}).get("spec", {}).get("subsets", [])}
+        for route in vs["spec"]["http"]:
+            weighted = [d for d in route["route"] if "weight" in d]
+            if not weighted:
+                continue
+            where = f"{stack}: VirtualService {key[0]}/{key[1]} route {route.get('name')}"
+            assert sum(d["weight"] for d in weighted) == 100, f"{where}: weights must sum to 100"
+            for destination in weighted:
+                subset = destination["destination"].get("subset")
+                if subset is not None and destination["destination"]["host"].startswith(
+                    f"{key[1]}.{key[0]}."
+                ):
+                    assert subset in subsets, f"{where}: subset {subset} is not declared"
+
+
+@pytest.mark.parametrize("stack", STACKS + FIXTURES)
+def test_progressive_services_get_flagger_and_no_static_routing(
+    every_render: dict[str, Render], stack: str
+) -> None:
+    render = every_render[stack]
+    if not objects(render, "Canary"):
+        return
+    charts = {c["chart"] for c in render.helm_charts()}
+    assert {"flagger", "loadtester"} <= charts, f"{stack}: progressive delivery needs Flagger"
+    for key in objects(render, "Canary"):
+        assert key not in objects(render, "VirtualService"), (stack, key)
+        assert key not in objects(render, "DestinationRule"), (stack, key)
+
+
+def test_some_fixture_delivers_progressively(fixture_renders: dict[str, Render]) -> None:
+    assert [s for s in FIXTURES if objects(fixture_renders[s], "Canary")]
+
+
+@pytest.mark.parametrize("stack", STACKS + FIXTURES)
+def test_chaos_drills_only_hit_requests_with_the_drill_header(
+    every_render: dict[str, Render], stack: str
+) -> None:
+    for vs in objects(every_render[stack], "VirtualService").values():
+        for route in vs["spec"]["http"]:
+            if "fault" in route:
+                assert route["match"], f"{stack}: {route['name']} injects faults into all"
+                assert all(m.get("headers") for m in route["match"]), (stack, route["name"])
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_every_stack_exports_an_ejection_detection_time_per_service(
+    stack_renders: dict[str, Render], stack: str
+) -> None:
+    settings = load_settings(load_stack_config(stack)[0])
+    services = {f"{s.namespace}/{s.name}" for s in settings.services}
+    times = stack_renders[stack].outputs["ejectionDetectionSeconds"]
+    assert set(times) == services, f"{stack}: ejectionDetectionSeconds must name every service"
+    bound = duration_ms(settings.traffic.ejection_detection_bound) / 1000
+    for service, seconds in times.items():
+        assert seconds is None or 0 < seconds <= bound, (
+            f"{stack}: {service} detects an ejection in {seconds}s, above "
+            f"traffic.ejectionDetectionBound"
+        )
