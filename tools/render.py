@@ -196,11 +196,12 @@ def _encode(value: Any) -> str:
 
 
 def load_stack_config(
-    stack: str, project_dir: Path = PROJECT_DIR
+    stack: str, project_dir: Path = PROJECT_DIR, stack_path: Path | None = None
 ) -> tuple[dict[str, str], list[str]]:
-    """Config as the CLI hands it to the program: project defaults, then the stack file."""
+    """Config as the CLI hands it to the program: project defaults, then the stack file
+    (`Pulumi.<stack>.yaml` next to Pulumi.yaml, or `stack_path`, e.g. a test fixture)."""
     project = read_yaml_file(project_dir / "Pulumi.yaml")
-    path = stack_file(stack, project_dir)
+    path = stack_path or stack_file(stack, project_dir)
     if not path.is_file():
         raise RenderError(f"no stack file {path.name} next to Pulumi.yaml")
     namespace = project["name"]
@@ -376,14 +377,16 @@ def load_stack_references(project_dir: Path = PROJECT_DIR) -> dict[str, dict[str
     return {str(name): dict(outputs) for name, outputs in data.items()}
 
 
-def render_stack(stack: str, project_dir: Path = PROJECT_DIR, **kwargs: Any) -> Render:
-    """Render `Pulumi.<stack>.yaml` of `project_dir`.
+def render_stack(
+    stack: str, project_dir: Path = PROJECT_DIR, stack_path: Path | None = None, **kwargs: Any
+) -> Render:
+    """Render `Pulumi.<stack>.yaml` of `project_dir` (or the stack file `stack_path`).
 
     Stack references resolve from `offline/stack-references.yaml` unless
     `stack_references` is given.
     """
     kwargs.setdefault("stack_references", load_stack_references(project_dir))
-    config, secret_keys = load_stack_config(stack, project_dir)
+    config, secret_keys = load_stack_config(stack, project_dir, stack_path)
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 
 
@@ -424,12 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stack", help="stack name: renders Pulumi.<stack>.yaml")
     parser.add_argument("--out", type=Path, default=None, help="output directory")
     parser.add_argument(
+        "--stack-file",
+        type=Path,
+        default=None,
+        help="stack file to render instead of Pulumi.<stack>.yaml (e.g. a test fixture)",
+    )
+    parser.add_argument(
         "--project-dir", type=Path, default=PROJECT_DIR, help="directory of Pulumi.yaml"
     )
     args = parser.parse_args(argv)
     out_dir = args.out or args.project_dir / "build" / args.stack
     try:
-        render = render_stack(args.stack, args.project_dir)
+        render = render_stack(args.stack, args.project_dir, args.stack_file)
     except (pulumi.RunError, RenderError, StackFileError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
