@@ -23,6 +23,7 @@ from components.guardrails.settings import GuardrailSettings
 from components.istio.rules import check_istio_revisions, check_namespace_revisions
 from components.istio.settings import (
     UNREVISIONED,
+    UNREVISIONED_NAME,
     IstioRevision,
     IstioRevisionSettings,
     IstioSettings,
@@ -421,7 +422,10 @@ class StackSettings(SettingsModel):
             mesh_id=self.mesh_id,
             cluster_name=self.effective_cluster_name,
             network=self.effective_network,
-            revisions=tuple(IstioRevision(r.name, r.version, r.tags) for r in self.istio_revisions)
+            revisions=tuple(
+                IstioRevision("" if r.name == UNREVISIONED_NAME else r.name, r.version, r.tags)
+                for r in self.istio_revisions
+            )
             or (UNREVISIONED,),
             namespace_revisions=dict(self.namespace_revisions),
             workload_namespaces=self.namespaces,

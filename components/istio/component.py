@@ -148,6 +148,8 @@ class IstioMesh(pulumi.ComponentResource):
         tags: dict[str, pulumi.Resource] = {}
         for revision in settings.revisions:
             for tag in revision.tags:
+                if tag == DEFAULT_TAG and not revision.name:
+                    continue  # the unrevisioned istiod's own webhooks are the default tag's
                 webhook = values.revision_tag_webhook(tag, revision)
                 tags[tag] = k8s.admissionregistration.v1.MutatingWebhookConfiguration(
                     f"{name}-tag-{tag}",

@@ -40,8 +40,10 @@ def check_istio_revisions(revisions: Sequence[IstioRevisionSettings]) -> None:
     for index, revision in enumerate(revisions):
         for tag_index, tag in enumerate(revision.tags):
             path = ("istioRevisions", index, "tags", tag_index)
-            if tag in names:
-                # `istio.io/rev=<tag>` would then select two webhooks and inject twice.
+            if tag in names and tag != DEFAULT_TAG:
+                # `istio.io/rev=<tag>` would then select two webhooks and inject twice. The
+                # revision `default` (unrevisioned istiod) is the exception: its own webhooks
+                # are the `default` tag's while it holds it, and are dropped when it does not.
                 raise RuleViolationError(path, tag, "must not be the name of a revision")
             if tag in owners:
                 raise RuleViolationError(

@@ -31,7 +31,9 @@ class IstioRevisionSettings(SettingsModel):
         max_length=30,
         description=(
             "Revision name: the Helm release `istiod-<name>` and the `istio.io/rev` label of "
-            "its proxies. Convention: the version with dashes, e.g. `1-30-3`. Required."
+            "its proxies. Convention: the version with dashes, e.g. `1-30-3`. `default` is the "
+            "unrevisioned istiod (release `istiod`) of a stack without `istioRevisions`, "
+            "which a stack declares first to upgrade from it. Required."
         ),
     )
     version: str = Field(
@@ -54,14 +56,19 @@ class IstioRevision:
     """An istiod revision as the mesh installs it."""
 
     name: str
-    """`revision` of the istiod chart; empty for the unrevisioned install (`istiod`)."""
+    """`revision` of the istiod chart; empty for the unrevisioned install (`istiod`),
+    which `istioRevisions` calls `default`."""
     version: str
     """Pinned Istio release (`components.versions.ISTIO_VERSIONS`)."""
     tags: tuple[str, ...] = ()
     """Revision tags pointing at it; each becomes a `istio-revision-tag-<tag>` webhook."""
 
 
-UNREVISIONED: Final = IstioRevision("", ISTIO_VERSION)
+UNREVISIONED_NAME: Final = "default"
+"""What `istioRevisions` calls the unrevisioned istiod (Istio labels it `istio.io/rev:
+default` too)."""
+
+UNREVISIONED: Final = IstioRevision("", ISTIO_VERSION, (DEFAULT_TAG,))
 """What a stack without `istioRevisions` runs: one istiod, release `istiod`, no tags,
 namespaces labelled `istio-injection: enabled`."""
 
@@ -99,15 +106,8 @@ class IstioSettings:
 
     @property
     def default_revision(self) -> IstioRevision:
-        """Where untagged namespaces and the gateways go: the revision tagged `default`,
-        or the only, unrevisioned, one."""
-        tagged = [r for r in self.revisions if DEFAULT_TAG in r.tags]
-        return tagged[0] if tagged else self.revisions[0]
-
-    @property
-    def revisioned(self) -> bool:
-        """Whether revisions are declared (tags, `istiod-<revision>` releases)."""
-        return any(r.name for r in self.revisions)
+        """Where untagged namespaces and the gateways go: the revision tagged `default`."""
+        return next(r for r in self.revisions if DEFAULT_TAG in r.tags)
 
     @property
     def crd_version(self) -> str:

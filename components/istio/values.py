@@ -333,6 +333,10 @@ def istiod_values(
     }
     if revision.name:
         values["revision"] = revision.name
+    elif settings.default_revision != revision:
+        # The unrevisioned istiod's injector webhooks also inject untagged namespaces: once
+        # the `default` tag points elsewhere, they must go, or two istiods would claim them.
+        values["global"]["operatorManageWebhooks"] = True
     return values
 
 

@@ -8,8 +8,9 @@ Which istiod injects a pod is decided by the API server: it calls every mutating
 whose namespace and object selectors match. `injectors()` evaluates those selectors over
 the webhooks the stack installs: the tag webhooks the program renders, and each revision's
 own `istio-sidecar-injector-<revision>` from the istiod chart, whose webhooks are the
-`rev.namespace`/`rev.object` pair of a tag named like the revision (checked against
-`helm template` of both pinned istiod charts when this was written).
+`rev.namespace`/`rev.object` pair of a tag named like the revision, or for the unrevisioned
+istiod all four webhooks of the `default` tag unless `global.operatorManageWebhooks` drops
+them (checked against `helm template` of both pinned istiod charts when this was written).
 """
 
 from __future__ import annotations
@@ -70,10 +71,14 @@ def installed_webhooks(render: Render) -> list[dict[str, Any]]:
         for webhook in obj["webhooks"]
     ]
     for chart in render.helm_charts():
-        if chart["chart"] == "istiod":
-            revision = IstioRevision(chart["values"].get("revision", ""), chart["version"])
-            own = v.revision_tag_webhook(revision.name, revision)["webhooks"][:2]
-            webhooks += own
+        if chart["chart"] != "istiod":
+            continue
+        revision = IstioRevision(chart["values"].get("revision", ""), chart["version"])
+        if revision.name:
+            webhooks += v.revision_tag_webhook(revision.name, revision)["webhooks"][:2]
+        elif not chart["values"]["global"].get("operatorManageWebhooks"):
+            # Unrevisioned: `istio.io/rev: default` and the default-injection webhooks.
+            webhooks += v.revision_tag_webhook("default", revision)["webhooks"]
     return webhooks
 
 
@@ -321,3 +326,57 @@ def test_removing_1_30_2_while_it_holds_the_default_tag_is_refused() -> None:
     assert _revision_error(step).startswith(
         'meshstack:istioRevisions = ["1-30-3"]: one revision must carry the tag `default`'
     )
+
+
+# --- from the unrevisioned install (every stack without istioRevisions) -------------------
+
+NO_REVISIONS: Final[dict[str, Any]] = {"istioRevisions": [], "namespaceRevisions": {}}
+DECLARED: Final = {
+    "istioRevisions": [{"name": "default", "version": "1.30.3", "tags": ["default"]}],
+    "namespaceRevisions": {},
+}
+FROM_DEFAULT: Final = (
+    {
+        "istioRevisions": [{"name": "default", "version": "1.30.2", "tags": ["default"]}],
+        "namespaceRevisions": {},
+    },
+    {
+        "istioRevisions": [
+            {"name": "default", "version": "1.30.2", "tags": ["default"]},
+            {"name": "1-30-3", "version": "1.30.3", "tags": ["canary"]},
+        ],
+        "namespaceRevisions": {"shop": "canary"},
+    },
+    {
+        "istioRevisions": [
+            {"name": "default", "version": "1.30.2", "tags": []},
+            {"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]},
+        ],
+        "namespaceRevisions": {"shop": "canary"},
+    },
+    {
+        "istioRevisions": [{"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]}],
+        "namespaceRevisions": {"shop": "canary"},
+    },
+)
+
+
+def test_declaring_the_running_unrevisioned_istiod_as_revision_default_changes_nothing() -> None:
+    before, after = render_step(NO_REVISIONS), render_step(DECLARED)
+    assert after.kubernetes_objects() == before.kubernetes_objects()
+    assert after.helm_charts() == before.helm_charts()
+    assert after.resources() == before.resources()
+
+
+def test_upgrading_from_the_unrevisioned_istiod_hands_untagged_namespaces_over_once() -> None:
+    start, added, moved, removed = (render_step(step) for step in FROM_DEFAULT)
+    assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-30-3", f"{MESH}-tag-canary"}
+    assert injectors(added, "batch") == ["1.30.2"]
+    assert injectors(added, "shop") == ["1.30.3"]
+    # Moving `default` drops the unrevisioned istiod's own webhooks as the tag's appears:
+    # untagged namespaces then have one injector, the new one.
+    assert _urns(moved) - _urns(added) == {f"{MESH}-tag-default"}
+    assert injectors(moved, "batch") == ["1.30.3"]
+    (old,) = [c for c in moved.helm_charts() if c["name"] == "istiod"]
+    assert old["values"]["global"]["operatorManageWebhooks"] is True
+    assert _urns(moved) - _urns(removed) == {f"{MESH}-istiod"}
