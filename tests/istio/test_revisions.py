@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -255,6 +256,8 @@ def test_adding_the_new_revision_only_adds_its_istiod_and_tag(step_renders: list
     start, added = step_renders[0], step_renders[1]
     assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-30-3", f"{MESH}-tag-canary"}
     assert _urns(start) - _urns(added) == set(), "nothing is deleted"
+    bases = [c["version"] for r in (start, added) for c in r.helm_charts() if c["chart"] == "base"]
+    assert bases == ["1.30.2", "1.30.3"], "CRDs move to the newest release first"
     assert [injectors(added, ns) for ns in ("shop", "payments")] == [["1.30.2"], ["1.30.2"]]
 
 
@@ -380,3 +383,29 @@ def test_upgrading_from_the_unrevisioned_istiod_hands_untagged_namespaces_over_o
     (old,) = [c for c in moved.helm_charts() if c["name"] == "istiod"]
     assert old["values"]["global"]["operatorManageWebhooks"] is True
     assert _urns(moved) - _urns(removed) == {f"{MESH}-istiod"}
+
+
+def test_the_refusals_quoted_in_the_upgrade_doc_are_what_the_settings_say() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "upgrades.md").read_text()
+    quoted = re.findall(r"^\| [^|]+ \| `+ ?(meshstack:.*?) ?`+ \|$", doc, re.M)
+    assert len(quoted) == 5
+    new_only = [{"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]}]
+    said = {
+        _revision_error({**REMOVE_OLD, "namespaceRevisions": {"shop": "1-30-2"}}),
+        _revision_error({"istioRevisions": new_only, "namespaceRevisions": {"payments": "stable"}}),
+        _revision_error({"istioRevisions": [{**new_only[0], "tags": ["canary"]}]}),
+        _revision_error(
+            {
+                "istioRevisions": [
+                    {"name": "1-30-2", "version": "1.30.2", "tags": ["default"]},
+                    {"name": "1-30-3", "version": "1.30.3", "tags": ["default"]},
+                ]
+            }
+        ),
+        _revision_error(
+            {"istioRevisions": [{"name": "1-30-2", "version": "1.29.0", "tags": ["default"]}]}
+        ),
+    }
+    for message in quoted:
+        prefix = message.split("…")[0]
+        assert any(s == message or ("…" in message and s.startswith(prefix)) for s in said), message
