@@ -81,6 +81,8 @@ class IstioMesh(pulumi.ComponentResource):
     """`global.meshID`, shared by every region."""
     version: pulumi.Output[str]
     """Istio version of the default revision (untagged namespaces, gateways)."""
+    revisions: pulumi.Output[dict[str, dict[str, Any]]]
+    """Each istiod revision (`default`: the unrevisioned one) → its version and tags."""
     workload_namespaces: pulumi.Output[list[str]]
     """Workload namespaces created with sidecar injection enabled."""
     ingress_namespace: pulumi.Output[str]
@@ -208,6 +210,7 @@ class IstioMesh(pulumi.ComponentResource):
         self.namespace = istio_ns.metadata.name.apply(str)
         self.mesh_id = pulumi.Output.from_input(settings.mesh_id)
         self.version = pulumi.Output.from_input(default_revision.version)
+        self.revisions = pulumi.Output.from_input(values.revisions_summary(settings))
         self.workload_namespaces = pulumi.Output.all(
             *[ns.metadata.name for ns in self._workload_ns.values()]
         ).apply(lambda names: [str(n) for n in names])
@@ -219,6 +222,7 @@ class IstioMesh(pulumi.ComponentResource):
                 "namespace": self.namespace,
                 "mesh_id": self.mesh_id,
                 "version": self.version,
+                "revisions": self.revisions,
                 "workload_namespaces": self.workload_namespaces,
                 "ingress_namespace": self.ingress_namespace,
                 "ingress_selector": self.ingress_selector,

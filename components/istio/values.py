@@ -145,6 +145,15 @@ def istiod_service(revision: IstioRevision) -> str:
     return f"istiod-{revision.name}" if revision.name else "istiod"
 
 
+def revisions_summary(settings: IstioSettings) -> dict[str, dict[str, Any]]:
+    """What control planes run: revision (`default` for the unrevisioned one) → version and
+    tags, for the `istioRevisions` stack output."""
+    return {
+        revision.name or "default": {"version": revision.version, "tags": list(revision.tags)}
+        for revision in settings.revisions
+    }
+
+
 REVISION_TAG_WEBHOOK_PREFIX: Final = "istio-revision-tag-"
 
 

@@ -132,6 +132,14 @@ def test_the_fixture_passes_the_schemas_and_chart_defaults(fixture_render: Rende
         assert validate_helm_values(reference, chart["values"]) == [], chart["name"]
 
 
+def test_the_stack_says_which_control_planes_run(fixture_render: Render) -> None:
+    assert fixture_render.outputs["istioRevisions"] == {
+        "1-30-2": {"version": "1.30.2", "tags": ["default", "stable"]},
+        "1-30-3": {"version": "1.30.3", "tags": ["canary"]},
+    }
+    assert fixture_render.outputs["istioVersion"] == "1.30.2", "the default tag's"
+
+
 def test_each_tag_is_one_webhook_calling_its_revision(fixture_render: Render) -> None:
     webhooks = {
         o["metadata"]["name"]: o
