@@ -26,6 +26,7 @@ import pytest
 
 from components.istio import values as v
 from components.istio.settings import IstioRevision
+from policy.offline import evaluate
 from tests.conftest import by_name, settings_error
 from tools.render import Render, load_stack_config, render_stack, run_program
 from tools.verify import validate_helm_values, validate_manifest
@@ -130,6 +131,14 @@ def test_the_fixture_passes_the_schemas_and_chart_defaults(fixture_render: Rende
     for chart in fixture_render.helm_charts():
         reference = REFERENCE_CHART_DIRS[(chart["repository"], chart["chart"])]
         assert validate_helm_values(reference, chart["values"]) == [], chart["name"]
+
+
+def test_the_fixture_passes_the_policy_pack(fixture_render: Render) -> None:
+    config = json.loads(
+        (Path(__file__).resolve().parents[2] / "policy" / "config.json").read_text()
+    )
+    report = evaluate(fixture_render, config)
+    assert (report.violations, report.unknown) == ([], [])
 
 
 def test_the_stack_says_which_control_planes_run(fixture_render: Render) -> None:
