@@ -399,6 +399,8 @@ def test_upgrading_from_the_unrevisioned_istiod_hands_untagged_namespaces_over_o
     assert injectors(moved, "batch") == ["1.30.3"]
     (old,) = [c for c in moved.helm_charts() if c["name"] == "istiod"]
     assert old["values"]["global"]["operatorManageWebhooks"] is True
+    reference = REFERENCE_CHART_DIRS[(old["repository"], old["chart"])]
+    assert validate_helm_values(reference, old["values"]) == []
     assert _urns(moved) - _urns(removed) == {f"{MESH}-istiod"}
 
 
