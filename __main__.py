@@ -85,6 +85,9 @@ region = RegionMesh(
 pulumi.export("region", settings.region)
 pulumi.export("meshId", region.mesh_id)
 pulumi.export("istioVersion", region.istio_version)
+if settings.istio_revisions:
+    # `versions` lists the newest pinned charts; during an upgrade older istiods run too.
+    pulumi.export("istioRevisions", region.istio_revisions)
 pulumi.export("versions", versions.pinned())
 pulumi.export("istioNamespace", region.istio_namespace)
 pulumi.export("workloadNamespaces", region.workload_namespaces)

@@ -38,7 +38,9 @@ class RegionMesh(pulumi.ComponentResource):
     workload_namespaces: pulumi.Output[list[str]]
     """Workload namespaces with injection enabled."""
     istio_version: pulumi.Output[str]
-    """Installed Istio version."""
+    """Istio version of the default revision."""
+    istio_revisions: pulumi.Output[dict[str, dict[str, Any]]]
+    """istiod revisions → version and tags (docs/upgrades.md)."""
     mesh_id: pulumi.Output[str]
     """Mesh id shared by all regions."""
     ingress_address: pulumi.Output[str]
@@ -161,6 +163,7 @@ class RegionMesh(pulumi.ComponentResource):
         self.istio_namespace = self.mesh.namespace
         self.workload_namespaces = self.mesh.workload_namespaces
         self.istio_version = self.mesh.version
+        self.istio_revisions = self.mesh.revisions
         self.mesh_id = self.mesh.mesh_id
         self.ingress_address = self.mesh.ingress_address
         self.ejection_detection_seconds = self.traffic.ejection_detection_seconds
@@ -169,6 +172,7 @@ class RegionMesh(pulumi.ComponentResource):
                 "istio_namespace": self.istio_namespace,
                 "workload_namespaces": self.workload_namespaces,
                 "istio_version": self.istio_version,
+                "istio_revisions": self.istio_revisions,
                 "mesh_id": self.mesh_id,
                 "ingress_address": self.ingress_address,
                 "observability_hub": self.observability_hub,

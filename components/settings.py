@@ -20,7 +20,14 @@ from pydantic import AfterValidator, Field, ValidationError, model_validator
 
 from components.alerts.settings import AlertsSettings, AppMetrics, DashboardSettings
 from components.guardrails.settings import GuardrailSettings
-from components.istio.settings import IstioSettings
+from components.istio.rules import check_istio_revisions, check_namespace_revisions
+from components.istio.settings import (
+    UNREVISIONED,
+    UNREVISIONED_NAME,
+    IstioRevision,
+    IstioRevisionSettings,
+    IstioSettings,
+)
 from components.observability.settings import ObservabilitySettings, check_prometheus_url
 from components.ratelimit.settings import (
     RateLimitSettings,
@@ -53,6 +60,7 @@ from components.settings_types import (
 )
 from components.traffic.rules import check_service_traffic, check_stack_traffic
 from components.traffic.settings import ServiceRef, ServiceTraffic, TrafficSettings
+from components.versions import ISTIO_VERSION
 
 __all__ = [
     "CONFIG_NAMESPACE",
@@ -224,11 +232,27 @@ class StackSettings(SettingsModel):
     )
     istio_revision: str = Field(
         default="",
-        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?)?$",
-        max_length=30,
         description=(
-            "Control-plane revision for canary upgrades (`istiod-<revision>`, namespaces "
-            "labelled `istio.io/rev`). Default: empty, the default revision."
+            "Replaced by `istioRevisions` (docs/upgrades.md): one revision could not be "
+            "upgraded without deleting the control plane its sidecars use. Setting it is an "
+            "error that says what to write instead."
+        ),
+    )
+    istio_revisions: tuple[IstioRevisionSettings, ...] = Field(
+        default=(),
+        description=(
+            "istiod revisions side by side, each `{name, version, tags}`, for canary upgrades "
+            "of the control plane (docs/upgrades.md). Default: none, one unrevisioned istiod "
+            "(release `istiod`) at the newest pinned Istio, namespaces labelled "
+            "`istio-injection: enabled`."
+        ),
+    )
+    namespace_revisions: dict[DnsLabel, DnsLabel] = Field(
+        default_factory=dict,
+        description=(
+            "Workload namespace → the revision tag (or revision) that injects it, labelled "
+            "`istio.io/rev`; needs `istioRevisions`. Default: none, every namespace is "
+            "untagged (`istio-injection: enabled`) and follows the `default` tag."
         ),
     )
     access_logging: bool = Field(
@@ -395,6 +419,16 @@ class StackSettings(SettingsModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> StackSettings:
+        if self.istio_revision:
+            raise RuleViolationError(
+                ("istioRevision",),
+                self.istio_revision,
+                f"is replaced by istioRevisions: write istioRevisions: [{{name: "
+                f"{self.istio_revision}, version: {ISTIO_VERSION}, tags: [default]}}] "
+                f"(docs/upgrades.md)",
+            )
+        check_istio_revisions(self.istio_revisions)
+        check_namespace_revisions(self.namespace_revisions, self.istio_revisions, self.namespaces)
         if self.istiod_max_replicas < self.istiod_replicas:
             raise RuleViolationError(
                 ("istiodMaxReplicas",),
@@ -447,7 +481,12 @@ class StackSettings(SettingsModel):
             mesh_id=self.mesh_id,
             cluster_name=self.effective_cluster_name,
             network=self.effective_network,
-            revision=self.istio_revision,
+            revisions=tuple(
+                IstioRevision("" if r.name == UNREVISIONED_NAME else r.name, r.version, r.tags)
+                for r in self.istio_revisions
+            )
+            or (UNREVISIONED,),
+            namespace_revisions=dict(self.namespace_revisions),
             workload_namespaces=self.namespaces,
             proxy_stats_inclusion_regexps=self.proxy_stats_inclusion_regexps,
             cluster_local_hosts=self.cluster_local_service_hosts,

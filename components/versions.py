@@ -29,8 +29,14 @@ class HelmChart:
         return f"{self.directory or self.chart}-{self.version}"
 
 
-ISTIO_VERSION: Final = "1.30.3"
-"""Istio release installed by every region; charts and proxies share this version."""
+ISTIO_VERSIONS: Final = ("1.30.3", "1.30.2")
+"""Istio releases a control-plane revision may run (`meshstack:istioRevisions`), newest
+first. Two are pinned so a region can run the new release as a canary revision next to the
+old one (docs/upgrades.md); drop the old one once no stack uses it."""
+
+ISTIO_VERSION: Final = ISTIO_VERSIONS[0]
+"""Istio release installed by every region without `istioRevisions`; charts and proxies
+share this version."""
 
 ISTIO_MINOR: Final = ".".join(ISTIO_VERSION.split(".")[:2])
 """`1.30`: EnvoyFilters are scoped to this proxy minor so an upgrade cannot silently
@@ -38,12 +44,33 @@ apply version-coupled patches to a newer Envoy."""
 
 _ISTIO_REPOSITORY: Final = "https://istio-release.storage.googleapis.com/charts"
 
+
+@dataclass(frozen=True)
+class IstioCharts:
+    """The three charts of one Istio release: they are only ever installed at one version."""
+
+    base: HelmChart
+    istiod: HelmChart
+    gateway: HelmChart
+
+
+def istio_charts(version: str) -> IstioCharts:
+    """The `base`, `istiod` and `gateway` charts of a pinned Istio release."""
+    if version not in ISTIO_VERSIONS:
+        raise ValueError(f"Istio {version} is not pinned; pinned: {', '.join(ISTIO_VERSIONS)}")
+    return IstioCharts(
+        HelmChart("base", version, _ISTIO_REPOSITORY, "istio-base"),
+        HelmChart("istiod", version, _ISTIO_REPOSITORY),
+        HelmChart("gateway", version, _ISTIO_REPOSITORY, "istio-gateway"),
+    )
+
+
 # renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
-ISTIO_BASE: Final = HelmChart("base", ISTIO_VERSION, _ISTIO_REPOSITORY, "istio-base")
+ISTIO_BASE: Final = istio_charts(ISTIO_VERSION).base
 # renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
-ISTIOD: Final = HelmChart("istiod", ISTIO_VERSION, _ISTIO_REPOSITORY)
+ISTIOD: Final = istio_charts(ISTIO_VERSION).istiod
 # renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
-ISTIO_GATEWAY: Final = HelmChart("gateway", ISTIO_VERSION, _ISTIO_REPOSITORY, "istio-gateway")
+ISTIO_GATEWAY: Final = istio_charts(ISTIO_VERSION).gateway
 
 # renovate: datasource=helm registryUrl=https://flagger.app
 FLAGGER: Final = HelmChart("flagger", "1.44.0", "https://flagger.app")

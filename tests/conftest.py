@@ -30,7 +30,8 @@ FIXTURE_DIR = Path(__file__).parent / "fixtures"
 values literally (a production stack file is only held to invariants) and between them they
 exercise every settings option."""
 FIXTURES = deploy_order(FIXTURE_DIR)
-"""The fixture stacks, hub first: fixture-hub, fixture-small-spoke, fixture-spoke."""
+"""The fixture stacks, hubs first: fixture-hub, two-revisions (a control-plane upgrade
+halfway), then the spokes fixture-small-spoke and fixture-spoke."""
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

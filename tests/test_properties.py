@@ -44,12 +44,14 @@ def config_for(service_list: list[dict[str, Any]], **extra: Any) -> dict[str, st
 
 
 @FAST
-@given(services, st.booleans(), st.sampled_from(["", "canary", "1-30"]))
+@given(services, st.booleans(), st.sampled_from(["", "1-30-3"]))
 def test_valid_settings_always_render_and_validate(
     service_list: list[dict[str, Any]], egress: bool, revision: str
 ) -> None:
     config = config_for(service_list, egressGateway=egress)
-    config["meshstack:istioRevision"] = revision
+    if revision:
+        revisions = [{"name": revision, "version": "1.30.3", "tags": ["default"]}]
+        config["meshstack:istioRevisions"] = json.dumps(revisions)
     render = run_program("prop-1", config)
     objects = render.kubernetes_objects()
     assert [e for obj in objects for e in validate_manifest(obj)] == []

@@ -19,7 +19,8 @@ def test_defaults_are_production_ready() -> None:
     assert settings.egress_gateway is True
     assert settings.east_west_gateway is True, "regions are separate networks"
     assert settings.east_west_gateway_service_annotations == {}
-    assert settings.istio_revision == ""
+    assert settings.istio_revisions == ()
+    assert settings.namespace_revisions == {}
     assert settings.services == ()
 
 
@@ -150,9 +151,10 @@ def test_duplicate_version() -> None:
     )
 
 
-def test_invalid_revision() -> None:
-    assert settings_error(istioRevision="Canary_1").startswith(
-        'meshstack:istioRevision = "Canary_1": must match pattern'
+def test_former_istio_revision_key_says_what_to_write_instead() -> None:
+    assert settings_error(istioRevision="canary") == (
+        'meshstack:istioRevision = "canary": is replaced by istioRevisions: write '
+        "istioRevisions: [{name: canary, version: 1.30.3, tags: [default]}] (docs/upgrades.md)"
     )
 
 

@@ -6,6 +6,10 @@ from istiod's injection webhook, so each gateway waits for istiod (istio/istio#3
 no gateway needs another one, and chaining them would only lengthen every first deploy.
 Charts are installed with Chart v4; `components.helm` says why.
 
+With `istioRevisions`, one istiod chart per revision (`istiod-<revision>`, each at its own
+pinned version) shares the one `base` chart of the newest version, and each revision tag
+is a MutatingWebhookConfiguration waiting for the istiod it points at (docs/upgrades.md).
+
 Other components receive the `IstioMesh` object: `custom_resource_options()` gives the
 dependency every Istio custom resource needs, so nobody writes a hand-made `depends_on`.
 """
@@ -13,7 +17,7 @@ dependency every Istio custom resource needs, so nobody writes a hand-made `depe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -22,10 +26,11 @@ from pulumi_kubernetes.apiextensions import CustomResource
 from components.constants import ISTIO_NAMESPACE
 from components.helm import install_chart
 from components.istio import values
-from components.istio.settings import IstioSettings
+from components.istio.settings import DEFAULT_TAG, IstioRevision, IstioSettings
 from components.istio.tracing import TracingTarget
 from components.kube import namespace
-from components.versions import ISTIO_BASE, ISTIO_GATEWAY, ISTIO_VERSION, ISTIOD
+from components.naming import MANAGED_BY
+from components.versions import istio_charts
 
 TOKEN: Final = "meshstack:istio:IstioMesh"
 
@@ -48,13 +53,15 @@ def _service_address(resources: Sequence[Any] | None) -> pulumi.Output[str] | st
 
 
 def _istiod_values(
-    settings: IstioSettings, tracing: TracingTarget | None
+    settings: IstioSettings, revision: IstioRevision, tracing: TracingTarget | None
 ) -> pulumi.Input[dict[str, Any]]:
     """istiod values; with a tracing target they wait for its (Output) address."""
     if tracing is None:
-        return values.istiod_values(settings)
+        return values.istiod_values(settings, revision=revision)
     return pulumi.Output.all(tracing.service, tracing.port).apply(
-        lambda target: values.istiod_values(settings, str(target[0]), int(target[1]))
+        lambda target: values.istiod_values(
+            settings, str(target[0]), int(target[1]), revision=revision
+        )
     )
 
 
@@ -74,7 +81,9 @@ class IstioMesh(pulumi.ComponentResource):
     mesh_id: pulumi.Output[str]
     """`global.meshID`, shared by every region."""
     version: pulumi.Output[str]
-    """Installed Istio version."""
+    """Istio version of the default revision (untagged namespaces, gateways)."""
+    revisions: pulumi.Output[dict[str, dict[str, Any]]]
+    """Each istiod revision (`default`: the unrevisioned one) → its version and tags."""
     workload_namespaces: pulumi.Output[list[str]]
     """Workload namespaces created with sidecar injection enabled."""
     ingress_namespace: pulumi.Output[str]
@@ -97,10 +106,11 @@ class IstioMesh(pulumi.ComponentResource):
         self.chart_source = settings.chart_source
         """Where every chart of the region comes from; areas install theirs from here too."""
         """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
-        revision = settings.revision
-        injection = values.injection_labels(revision)
+        default_revision = settings.default_revision
+        injection = values.injection_labels("")
         self.injection_labels: Mapping[str, str] = injection
-        """Labels that turn sidecar injection on in a namespace, for this control plane."""
+        """Labels that turn sidecar injection on in an untagged namespace (the default
+        revision injects it)."""
 
         istio_ns = namespace(
             f"{name}-istio-system",
@@ -109,30 +119,63 @@ class IstioMesh(pulumi.ComponentResource):
             parent=self,
         )
         self._workload_ns = {
-            ns: namespace(f"{name}-ns-{ns}", ns, injection, parent=self)
+            ns: namespace(
+                f"{name}-ns-{ns}",
+                ns,
+                values.namespace_injection_labels(settings, ns),
+                parent=self,
+            )
             for ns in settings.workload_namespaces
         }
 
         base = install_chart(
             f"{name}-base",
-            ISTIO_BASE,
+            istio_charts(settings.crd_version).base,
             release="istio-base",
             namespace=istio_ns.metadata.name,
             values=values.base_values(settings),
             parent=self,
             source=settings.chart_source,
         )
-        self.control_plane: pulumi.Resource = install_chart(
-            f"{name}-istiod",
-            ISTIOD,
-            release=f"istiod-{revision}" if revision else "istiod",
-            namespace=istio_ns.metadata.name,
-            values=_istiod_values(settings, tracing),
-            parent=self,
-            source=settings.chart_source,
-            depends_on=[base],
-        )
-        """istiod's chart: exists only once the CRDs and the validation webhook do."""
+        istiods: dict[str, pulumi.Resource] = {}
+        for revision in settings.revisions:
+            release = values.istiod_service(revision)
+            istiods[revision.name] = install_chart(
+                f"{name}-{release}",
+                istio_charts(revision.version).istiod,
+                release=release,
+                namespace=istio_ns.metadata.name,
+                values=_istiod_values(settings, revision, tracing),
+                parent=self,
+                source=settings.chart_source,
+                depends_on=[base],
+            )
+        # A tag's webhook calls its revision's istiod: it must not exist before that istiod
+        # does, or pods of the tagged namespaces could not be created (failurePolicy Fail).
+        tags: dict[str, pulumi.Resource] = {}
+        for revision in settings.revisions:
+            for tag in revision.tags:
+                if tag == DEFAULT_TAG and not revision.name:
+                    continue  # the unrevisioned istiod's own webhooks are the default tag's
+                webhook = values.revision_tag_webhook(tag, revision)
+                tags[tag] = k8s.admissionregistration.v1.MutatingWebhookConfiguration(
+                    f"{name}-tag-{tag}",
+                    # Plain dicts (schema-checked by the tests); the SDK types them as
+                    # deep TypedDicts, hence the casts.
+                    metadata=cast(
+                        Any,
+                        {
+                            **webhook["metadata"],
+                            "labels": {**MANAGED_BY, **webhook["metadata"]["labels"]},
+                        },
+                    ),
+                    webhooks=cast(Any, webhook["webhooks"]),
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[istiods[revision.name]]),
+                )
+        self.control_plane: pulumi.Resource = tags.get(DEFAULT_TAG, istiods[default_revision.name])
+        """What mesh objects and injected workloads wait for: the default revision's istiod
+        (CRDs, validation) and, with revisions, the `default` tag's webhook (injection of
+        untagged namespaces) that waits for it."""
 
         gateway_namespaces = {ISTIO_NAMESPACE: istio_ns}
         # Each gateway waits for istiod only (module docstring): they install in parallel.
@@ -144,7 +187,7 @@ class IstioMesh(pulumi.ComponentResource):
                 )
             chart = install_chart(
                 f"{name}-{gateway.key}-gateway",
-                ISTIO_GATEWAY,
+                istio_charts(default_revision.version).gateway,
                 release=gateway.release,
                 namespace=gateway_namespaces[gateway.namespace].metadata.name,
                 values=values.gateway_values(settings, gateway),
@@ -170,7 +213,8 @@ class IstioMesh(pulumi.ComponentResource):
 
         self.namespace = istio_ns.metadata.name.apply(str)
         self.mesh_id = pulumi.Output.from_input(settings.mesh_id)
-        self.version = pulumi.Output.from_input(ISTIO_VERSION)
+        self.version = pulumi.Output.from_input(default_revision.version)
+        self.revisions = pulumi.Output.from_input(values.revisions_summary(settings))
         self.workload_namespaces = pulumi.Output.all(
             *[ns.metadata.name for ns in self._workload_ns.values()]
         ).apply(lambda names: [str(n) for n in names])
@@ -182,6 +226,7 @@ class IstioMesh(pulumi.ComponentResource):
                 "namespace": self.namespace,
                 "mesh_id": self.mesh_id,
                 "version": self.version,
+                "revisions": self.revisions,
                 "workload_namespaces": self.workload_namespaces,
                 "ingress_namespace": self.ingress_namespace,
                 "ingress_selector": self.ingress_selector,

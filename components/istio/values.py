@@ -23,7 +23,7 @@ from components.constants import (
     ISTIO_NAMESPACE,
     PROXY_RESOURCES,
 )
-from components.istio.settings import IstioSettings
+from components.istio.settings import DEFAULT_TAG, IstioRevision, IstioSettings
 from components.istio.tracing import OTLP_GRPC_PORT, extension_providers
 
 ISTIOD_RESOURCES: Final = {
@@ -123,13 +123,141 @@ def gateway_selector(gateway: GatewaySpec) -> dict[str, str]:
     return {"istio": gateway.selector_label}
 
 
-def injection_labels(revision: str) -> dict[str, str]:
-    """Namespace labels that turn sidecar injection on for the installed control plane.
+def injection_labels(selection: str) -> dict[str, str]:
+    """Namespace labels that turn sidecar injection on: by the revision or tag `selection`,
+    or, for an untagged namespace (`""`), by the default revision.
 
-    A revisioned control plane only injects namespaces labelled with its revision, and
-    `istio-injection` would override that label, so exactly one of the two is set.
+    `istio-injection` would override `istio.io/rev` (every webhook's `istio.io/rev`
+    selector also requires `istio-injection` to be absent), so exactly one is set. Untagged
+    namespaces keep `istio-injection: enabled`: the unrevisioned istiod and the `default`
+    tag both inject it, so a stack moves to revisions without relabelling them.
     """
-    return {"istio.io/rev": revision} if revision else {"istio-injection": "enabled"}
+    return {"istio.io/rev": selection} if selection else {"istio-injection": "enabled"}
+
+
+def namespace_injection_labels(settings: IstioSettings, namespace: str) -> dict[str, str]:
+    """Injection labels of a workload namespace: its `namespaceRevisions` entry, if any."""
+    return injection_labels(settings.namespace_revisions.get(namespace, ""))
+
+
+def istiod_service(revision: IstioRevision) -> str:
+    """Service (and Helm release) of a revision's istiod: `istiod` or `istiod-<revision>`."""
+    return f"istiod-{revision.name}" if revision.name else "istiod"
+
+
+def revisions_summary(settings: IstioSettings) -> dict[str, dict[str, Any]]:
+    """What control planes run: revision (`default` for the unrevisioned one) → version and
+    tags, for the `istioRevisions` stack output."""
+    return {
+        revision.name or "default": {"version": revision.version, "tags": list(revision.tags)}
+        for revision in settings.revisions
+    }
+
+
+REVISION_TAG_WEBHOOK_PREFIX: Final = "istio-revision-tag-"
+
+
+def _injection_webhook(prefix: str, revision: IstioRevision) -> dict[str, Any]:
+    """One webhook of the istiod chart's `core` template: calls the revision's `/inject`."""
+    return {
+        "name": f"{prefix}sidecar-injector.istio.io",
+        "clientConfig": {
+            "service": {
+                "name": istiod_service(revision),
+                "namespace": ISTIO_NAMESPACE,
+                "path": "/inject",
+                "port": 443,
+            }
+        },
+        "sideEffects": "None",
+        "rules": [
+            {
+                "operations": ["CREATE"],
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "resources": ["pods"],
+            }
+        ],
+        "failurePolicy": "Fail",
+        "reinvocationPolicy": "Never",
+        "admissionReviewVersions": ["v1"],
+    }
+
+
+def _expressions(*expressions: tuple[str, str, list[str] | None]) -> dict[str, Any]:
+    return {
+        "matchExpressions": [
+            {"key": key, "operator": op, **({"values": values} if values is not None else {})}
+            for key, op, values in expressions
+        ]
+    }
+
+
+_NOT_OPTED_OUT: Final = ("sidecar.istio.io/inject", "NotIn", ["false"])
+
+
+def revision_tag_webhook(tag: str, revision: IstioRevision) -> dict[str, Any]:
+    """The MutatingWebhookConfiguration `istio-revision-tag-<tag>`: namespaces labelled
+    `istio.io/rev: <tag>` (and pods labelled so) are injected by `revision`'s istiod.
+
+    The same object as the istiod chart's `templates/revision-tags-mwc.yaml` renders for
+    `revisionTags: [<tag>]` (and `istioctl tag set`), including the extra webhooks of the
+    `default` tag for `istio-injection: enabled` namespaces and `sidecar.istio.io/inject:
+    "true"` pods. The program owns it rather than the chart: moving a tag is then an
+    in-place update of one object, where the chart would move it between two Helm releases
+    (create in one, delete in the other) and lose it or fail (docs/upgrades.md). Labelled
+    `istio.io/rev: <revision>`, so that revision's istiod patches in its CA bundle.
+    """
+    webhooks = [
+        {
+            **_injection_webhook("rev.namespace.", revision),
+            "namespaceSelector": _expressions(
+                ("istio.io/rev", "In", [tag]), ("istio-injection", "DoesNotExist", None)
+            ),
+            "objectSelector": _expressions(_NOT_OPTED_OUT),
+        },
+        {
+            **_injection_webhook("rev.object.", revision),
+            "namespaceSelector": _expressions(
+                ("istio.io/rev", "DoesNotExist", None), ("istio-injection", "DoesNotExist", None)
+            ),
+            "objectSelector": _expressions(_NOT_OPTED_OUT, ("istio.io/rev", "In", [tag])),
+        },
+    ]
+    if tag == DEFAULT_TAG:
+        webhooks += [
+            {
+                **_injection_webhook("namespace.", revision),
+                "namespaceSelector": _expressions(("istio-injection", "In", ["enabled"])),
+                "objectSelector": _expressions(_NOT_OPTED_OUT),
+            },
+            {
+                **_injection_webhook("object.", revision),
+                "namespaceSelector": _expressions(
+                    ("istio-injection", "DoesNotExist", None),
+                    ("istio.io/rev", "DoesNotExist", None),
+                ),
+                "objectSelector": _expressions(
+                    ("sidecar.istio.io/inject", "In", ["true"]),
+                    ("istio.io/rev", "DoesNotExist", None),
+                ),
+            },
+        ]
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {
+            "name": f"{REVISION_TAG_WEBHOOK_PREFIX}{tag}",
+            "labels": {
+                "istio.io/tag": tag,
+                "istio.io/rev": revision.name or "default",
+                "app": "sidecar-injector",
+                "app.kubernetes.io/name": "istiod",
+                "operator.istio.io/component": "Pilot",
+            },
+        },
+        "webhooks": webhooks,
+    }
 
 
 def istio_namespace_labels(settings: IstioSettings) -> dict[str, str]:
@@ -144,7 +272,8 @@ def base_values(settings: IstioSettings) -> dict[str, Any]:
         # Keep EnvoyFilter usable: the stable-channel admission policy rejects it, and
         # the rate limiter is built on EnvoyFilters.
         "experimental": {"stableValidationPolicy": False},
-        "defaultRevision": settings.revision or "default",
+        # The default validating webhook calls the revision the `default` tag points at.
+        "defaultRevision": settings.default_revision.name or "default",
         # The base chart renders the default-revision `istiod-default-validator` webhook
         # with `failurePolicy: Ignore` on every fresh render (Chart v4 never upgrades):
         # invalid Istio config would be admitted whenever istiod is unreachable. Its
@@ -181,12 +310,19 @@ def mesh_config(
 
 
 def istiod_values(
-    settings: IstioSettings, tracing_service: str | None = None, tracing_port: int = OTLP_GRPC_PORT
+    settings: IstioSettings,
+    tracing_service: str | None = None,
+    tracing_port: int = OTLP_GRPC_PORT,
+    *,
+    revision: IstioRevision | None = None,
 ) -> dict[str, Any]:
     """Values of the `istiod` chart: multi-cluster identity, production sizing, meshConfig.
 
     `tracing_service`/`tracing_port`: the OTLP/gRPC collector spans go to, if any.
+    `revision`: which revision's istiod (default: the default revision). Its tags are not
+    chart values but program-owned webhooks (`revision_tag_webhook` says why).
     """
+    revision = revision or settings.default_revision
     values: dict[str, Any] = {
         "autoscaleEnabled": True,
         "autoscaleMin": settings.istiod_replicas,
@@ -210,8 +346,12 @@ def istiod_values(
         },
         "meshConfig": mesh_config(settings, tracing_service, tracing_port),
     }
-    if settings.revision:
-        values["revision"] = settings.revision
+    if revision.name:
+        values["revision"] = revision.name
+    elif settings.default_revision != revision:
+        # The unrevisioned istiod's injector webhooks also inject untagged namespaces: once
+        # the `default` tag points elsewhere, they must go, or two istiods would claim them.
+        values["global"]["operatorManageWebhooks"] = True
     return values
 
 
@@ -238,6 +378,9 @@ def gateway_values(settings: IstioSettings, gateway: GatewaySpec) -> dict[str, A
         values["networkGateway"] = settings.network
         if settings.east_west_gateway_service_annotations:
             values["service"]["annotations"] = dict(settings.east_west_gateway_service_annotations)
-    if settings.revision:
-        values["revision"] = settings.revision
+    if settings.default_revision.name:
+        # Gateways follow the `default` tag (their namespaces are untagged). Naming its
+        # revision in the pod template, rather than the tag, makes moving the tag roll
+        # the gateways onto the new proxy in the same update.
+        values["revision"] = settings.default_revision.name
     return values

@@ -114,12 +114,17 @@ def test_egress_and_east_west_gateways_are_optional() -> None:
 
 
 def test_revision_labels_namespaces_and_names_istiod() -> None:
-    settings = make_settings(istioRevision="canary", services=[{"name": "a", "namespace": "s"}])
+    settings = make_settings(
+        istioRevisions=[{"name": "canary", "version": "1.30.3", "tags": ["default", "prod"]}],
+        namespaceRevisions={"s": "prod"},
+        services=[{"name": "a", "namespace": "s"}],
+    )
     render = run_with_provider(lambda opts: IstioMesh("m", settings.istio, opts=opts))
     names = by_name(render)
-    assert names["m-ns-s"].inputs["metadata"]["labels"]["istio.io/rev"] == "canary"
+    assert names["m-ns-s"].inputs["metadata"]["labels"]["istio.io/rev"] == "prod"
     assert "istio-injection" not in names["m-ns-s"].inputs["metadata"]["labels"]
     assert {c["name"] for c in render.helm_charts()} >= {"istiod-canary"}
+    assert "m-istiod" not in names
 
 
 def test_custom_resources_wait_for_the_control_plane() -> None:

@@ -228,13 +228,19 @@ def test_sidecar_scoping_can_be_turned_off() -> None:
     assert "t-sidecars" not in names
 
 
-def test_region_labels_the_flagger_namespace_for_the_mesh_revision() -> None:
+def test_region_labels_the_flagger_namespace_to_follow_the_default_tag() -> None:
     # The Flagger namespace's injection labels come from region.py, not from the traffic
-    # settings: under a revisioned control plane they must be the workload namespaces'.
+    # settings: under revisions it is untagged, injected wherever the `default` tag points,
+    # even when the service's own namespace has moved to another tag.
     services = [{"name": "pay", "namespace": "bank", "delivery": "progressive"}]
+    revisions = [
+        {"name": "1-30-2", "version": "1.30.2", "tags": ["default"]},
+        {"name": "1-30-3", "version": "1.30.3", "tags": ["canary"]},
+    ]
     config = {
         "meshstack:region": "rev-1",
-        "meshstack:istioRevision": "canary",
+        "meshstack:istioRevisions": json.dumps(revisions),
+        "meshstack:namespaceRevisions": json.dumps({"bank": "canary"}),
         "meshstack:services": json.dumps(services),
     }
     labels = {
@@ -242,6 +248,6 @@ def test_region_labels_the_flagger_namespace_for_the_mesh_revision() -> None:
         for o in run_program("rev-1", config).kubernetes_objects()
         if o["kind"] == "Namespace"
     }
-    assert labels["flagger-system"]["istio.io/rev"] == "canary"
-    assert "istio-injection" not in labels["flagger-system"]
-    assert labels["flagger-system"]["istio.io/rev"] == labels["bank"]["istio.io/rev"]
+    assert labels["flagger-system"]["istio-injection"] == "enabled"
+    assert "istio.io/rev" not in labels["flagger-system"]
+    assert labels["bank"]["istio.io/rev"] == "canary"
