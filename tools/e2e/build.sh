@@ -2,7 +2,8 @@
 # Builds the pinned e2e tools (tools/e2e/VERSIONS.md) into a cache folder keyed by the versions:
 #   ${MESHSTACK_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshstack-e2e}/<key>/
 #     bin/          kube-apiserver kube-controller-manager kube-scheduler etcd kwok istioctl
-#                   pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-kubernetes
+#                   pulumi pulumi-language-python pulumi-language-python-exec
+#                   pulumi-resource-kubernetes pulumi-resource-random (+ pulumi-tfgen-random)
 #     pulumi-home/  PULUMI_HOME with the provider plugins installed from bin/
 #     logs/         one build log per tool, times.txt
 #     env.sh        exports PATH, PULUMI_HOME and the no-download settings for the harness
@@ -24,6 +25,8 @@ KUBE_BUILD_DATE=2026-04-15T18:01:22Z
 PULUMI_VERSION=v3.274.1
 K8S_PROVIDER_VERSION=4.25.0         # what the binary reports (the served provider/v4 commit)
 K8S_PROVIDER_INSTALL_AS=4.34.2      # the plugin version the Python SDK requests (uv.lock)
+RANDOM_VERSION=4.21.4+tfrandom.f8d869dc98d9   # what the binary reports (semver build metadata)
+RANDOM_INSTALL_AS=4.21.4            # the plugin version the Python SDK requests (uv.lock)
 ISTIO_VERSION=1.30-dev+9739e10eb9d7
 ISTIO_COMMIT=9739e10eb9d7
 
@@ -109,6 +112,18 @@ generate_k8s_provider
 build pulumi-resource-kubernetes kubernetes \
 	"-s -w -X github.com/pulumi/pulumi-kubernetes/provider/v4/pkg/version.Version=$K8S_PROVIDER_VERSION" \
 	./cmd/pulumi-resource-kubernetes
+# random provider: build the bridge's schema generator, write the schema, embed it in the provider.
+rv="-s -w -X meshstack.local/e2e/random/info.Version=$RANDOM_VERSION"
+if [[ ! -x "$BIN/pulumi-resource-random" ]]; then
+	rcmd="$HERE/random/cmd/pulumi-resource-random"
+	[[ -f "$rcmd/schema.json" ]] || echo '{}' >"$rcmd/schema.json"
+	build pulumi-tfgen-random random "$rv" ./cmd/pulumi-tfgen-random
+	if ! (cd "$rcmd" && "$BIN/pulumi-tfgen-random" schema --out .) >"$LOGS/random-schema.log" 2>&1; then
+		echo "e2e-tools: pulumi-resource-random failed to generate its schema, see $LOGS/random-schema.log" >&2
+		exit 1
+	fi
+	build pulumi-resource-random random "$rv" ./cmd/pulumi-resource-random
+fi
 build istioctl istioctl "-s -w -X $iv.buildVersion=$ISTIO_VERSION -X $iv.buildGitRevision=$ISTIO_COMMIT -X $iv.buildStatus=Clean" \
 	istio.io/istio/istioctl/cmd/istioctl
 build etcd etcd "-s -w" .
@@ -130,6 +145,12 @@ source "$CACHE/env.sh"
 if ! pulumi plugin install resource kubernetes "$K8S_PROVIDER_INSTALL_AS" \
 	--file "$BIN/pulumi-resource-kubernetes" >"$LOGS/plugin-install.log" 2>&1; then
 	echo "e2e-tools: installing the kubernetes plugin failed, see $LOGS/plugin-install.log" >&2
+	exit 1
+fi
+
+if ! pulumi plugin install resource random "$RANDOM_INSTALL_AS" \
+	--file "$BIN/pulumi-resource-random" >>"$LOGS/plugin-install.log" 2>&1; then
+	echo "e2e-tools: installing the random plugin failed, see $LOGS/plugin-install.log" >&2
 	exit 1
 fi
 
