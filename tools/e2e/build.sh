@@ -6,6 +6,7 @@
 #                   pulumi-resource-kubernetes pulumi-resource-random (+ pulumi-tfgen-random)
 #     pulumi-home/  PULUMI_HOME with the provider plugins installed from bin/
 #     logs/         one build log per tool, times.txt
+#     kwok-stages.yaml  kwok's stage configuration (from the kwok module)
 #     env.sh        exports PATH, PULUMI_HOME and the no-download settings for the harness
 # The key is a hash of the Go version and every file under tools/e2e that decides a binary
 # (go.mod, go.sum, wrapper sources, this script), so a version bump builds a new folder and an
@@ -128,6 +129,14 @@ build istioctl istioctl "-s -w -X $iv.buildVersion=$ISTIO_VERSION -X $iv.buildGi
 	istio.io/istio/istioctl/cmd/istioctl
 build etcd etcd "-s -w" .
 build kwok kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
+
+# kwok's stages (node ready + heartbeat, pod ready/complete/delete), as kwokctl configures them.
+kwokdir=$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready \
+	pod/fast/pod-complete pod/fast/pod-delete; do
+	echo "---"
+	cat "$kwokdir/kustomize/stage/$f.yaml"
+done >"$CACHE/kwok-stages.yaml"
 
 # The language host runs the SDK's exec script from beside itself.
 sdkdir=$(cd "$HERE/pulumi" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)

@@ -180,11 +180,13 @@ class ControlPlane:
             [
                 "kwok",
                 f"--kubeconfig={self.kubeconfig}",
+                f"--config={self.bin.parent / 'kwok-stages.yaml'}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--cidr=10.244.0.0/16",
                 "--node-ip=127.0.0.1",
-                "--server-address=",
+                # kwok's kubelet-like server would bind 0.0.0.0:<node port> by default.
+                f"--server-address=127.0.0.1:{free_port()}",
             ],
         )
         self._bootstrap()
