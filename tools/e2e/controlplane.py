@@ -114,6 +114,12 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> None:
+        tools = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        missing = [t for t in tools if not (self.bin / t).exists()]
+        if missing:
+            raise ControlPlaneError(
+                f"{', '.join(missing)} missing in {self.bin}: run make e2e-tools"
+            )
         self.dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(exist_ok=True)
         self._keys()
@@ -447,14 +453,16 @@ def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def control_plane(name: str = "e2e", workdir: Path | None = None) -> Iterator[ControlPlane]:
+def control_plane(
+    name: str = "e2e", workdir: Path | None = None, bin_dir: Path | None = None
+) -> Iterator[ControlPlane]:
     """Start a control plane in a temporary folder (or `workdir`) and stop it afterwards."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_on_signal)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshstack-cp-")))
-        with ControlPlane(workdir, name) as cp:
+        with ControlPlane(workdir, name, bin_dir) as cp:
             yield cp
 
 
@@ -473,10 +481,10 @@ def _poll(fn: Any, timeout: float = 60) -> bool:
     return False
 
 
-def smoke(keep: Path | None = None) -> None:
+def smoke(keep: Path | None = None, bin_dir: Path | None = None) -> None:
     """Start a control plane, check each part through the API, stop it."""
     started = time.monotonic()
-    with control_plane("smoke", keep) as cp:
+    with control_plane("smoke", keep, bin_dir) as cp:
         print(f"control plane up in {time.monotonic() - started:.1f}s at {cp.server}")
         status, version = cp.request("GET", "/version")
         _check(status == 200 and version.get("gitVersion", "").startswith("v1.35."), "version")
@@ -574,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_smoke = sub.add_parser("smoke", help="start, check and stop a control plane")
     p_smoke.add_argument("--workdir", type=Path, help="keep state and logs here")
+    p_smoke.add_argument("--bin", type=Path, help="tool folder (default: the cache of build.sh)")
     p_run = sub.add_parser("run", help="run a command against a fresh control plane")
     p_run.add_argument("--workdir", type=Path, help="keep state and logs here")
     p_run.add_argument("--name", default="e2e")
@@ -581,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "smoke":
-            smoke(args.workdir)
+            smoke(args.workdir, args.bin)
             return 0
         command = args.command[1:] if args.command[:1] == ["--"] else args.command
         if not command:

@@ -10,6 +10,7 @@ to a temporary folder (a RandomString and a ConfigMap holding it), and with the 
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -22,16 +23,20 @@ from tools.e2e.controlplane import REPO, ControlPlaneError, control_plane, tools
 PROGRAM = """\
 import pulumi
 import pulumi_kubernetes as k8s
-import pulumi_random as random
-
-suffix = random.RandomString("suffix", length=8, special=False, upper=False)
+{random_import}
+suffix = {suffix}
 cm = k8s.core.v1.ConfigMap(
     "smoke",
-    metadata={"name": "toolchain-smoke", "namespace": "default"},
-    data={"suffix": suffix.result},
+    metadata={{"name": "toolchain-smoke", "namespace": "default"}},
+    data={{"suffix": suffix}},
 )
-pulumi.export("suffix", suffix.result)
+pulumi.export("suffix", suffix)
 """
+WITH_RANDOM = {
+    "random_import": "import pulumi_random as random\n",
+    "suffix": 'random.RandomString("suffix", length=8, special=False, upper=False).result',
+}
+WITHOUT_RANDOM = {"random_import": "", "suffix": '"abcdefgh"'}
 
 
 def _step(name: str, cmd: list[str], env: dict[str, str], cwd: Path, logs: Path) -> float:
@@ -49,9 +54,13 @@ def _step(name: str, cmd: list[str], env: dict[str, str], cwd: Path, logs: Path)
 
 
 def main() -> int:
-    bin_dir = tools_bin()
+    parser = argparse.ArgumentParser(prog="python -m tools.e2e.toolchain_smoke")
+    parser.add_argument("--bin", type=Path, help="tool folder (default: the cache of build.sh)")
+    parser.add_argument("--no-random", action="store_true", help="leave pulumi_random out")
+    args = parser.parse_args()
+    bin_dir = args.bin or tools_bin()
     cache = bin_dir.parent
-    if not (cache / ".complete").exists():
+    if args.bin is None and not (cache / ".complete").exists():
         print(f"toolchain_smoke: tool cache {cache} is incomplete, run `make e2e-tools`")
         return 1
     with tempfile.TemporaryDirectory(prefix="meshstack-smoke-") as tmp:
@@ -64,9 +73,10 @@ def main() -> int:
             "runtime:\n  name: python\n"
             f"  options:\n    virtualenv: {REPO / '.venv'}\n"
         )
-        (program / "__main__.py").write_text(PROGRAM)
+        parts = WITHOUT_RANDOM if args.no_random else WITH_RANDOM
+        (program / "__main__.py").write_text(PROGRAM.format(**parts))
         try:
-            with control_plane("smoke", root / "cp") as cp:
+            with control_plane("smoke", root / "cp", bin_dir) as cp:
                 env = os.environ | {
                     "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
                     "PULUMI_HOME": str(cache / "pulumi-home"),
