@@ -177,7 +177,7 @@ class ControlPlane:
                 f"--service-account-private-key-file={self.dir / 'sa.key'}",
                 f"--root-ca-file={self.dir / 'pki' / 'apiserver.crt'}",
                 "--use-service-account-credentials=false",
-                "--controllers=*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-service-lb-controller",
+                "--controllers=*,-nodeipam,-service-lb-controller",
             ],
         )
         self._spawn("kube-scheduler", ["kube-scheduler", *common])
