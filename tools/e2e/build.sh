@@ -103,10 +103,12 @@ done
 pv=github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=$PULUMI_VERSION
 iv=istio.io/istio/pkg/version
 
-# Biggest first, so a cold build's long poles start early.
+# Control plane and CLI first (what the smoke tests need), providers next, istioctl last.
 build kube-apiserver kube "$kube_ld" k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager kube "$kube_ld" k8s.io/kubernetes/cmd/kube-controller-manager
 build kube-scheduler kube "$kube_ld" k8s.io/kubernetes/cmd/kube-scheduler
+build etcd etcd "-s -w" .
+build kwok kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
 build pulumi pulumi "-s -w -X $pv" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi
 build pulumi-language-python pulumi "-s -w -X $pv" ./cmd/pulumi-language-python
 generate_k8s_provider
@@ -127,8 +129,6 @@ if [[ ! -x "$BIN/pulumi-resource-random" ]]; then
 fi
 build istioctl istioctl "-s -w -X $iv.buildVersion=$ISTIO_VERSION -X $iv.buildGitRevision=$ISTIO_COMMIT -X $iv.buildStatus=Clean" \
 	istio.io/istio/istioctl/cmd/istioctl
-build etcd etcd "-s -w" .
-build kwok kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
 
 # kwok's stages (node ready + heartbeat, pod ready/complete/delete), as kwokctl configures them.
 kwokdir=$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
