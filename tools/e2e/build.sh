@@ -9,7 +9,7 @@
 #     kwok-stages.yaml  kwok's stage configuration (from the kwok module)
 #     env.sh        exports PATH, PULUMI_HOME and the no-download settings for the harness
 # The key is a hash of the Go version and every file under tools/e2e that decides a binary
-# (go.mod, go.sum, wrapper sources, this script), so a version bump builds a new folder and an
+# (go.mod, go.sum, wrapper sources, versions.env), so a version bump builds a new folder and an
 # unchanged tree skips every tool that is already there.
 #
 #   tools/e2e/build.sh            build what is missing (make e2e-tools)
@@ -19,17 +19,8 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 
-# Versions that go into version strings (the modules themselves are pinned by the go.mod files).
-KUBE_VERSION=v1.35.4
-KUBE_COMMIT=7b8c6cf0edd376b3d7c2f255142977c7f93db258
-KUBE_BUILD_DATE=2026-04-15T18:01:22Z
-PULUMI_VERSION=v3.274.1
-K8S_PROVIDER_VERSION=4.25.0         # what the binary reports (the served provider/v4 commit)
-K8S_PROVIDER_INSTALL_AS=4.34.2      # the plugin version the Python SDK requests (uv.lock)
-RANDOM_VERSION=4.21.4+tfrandom.f8d869dc98d9   # what the binary reports (semver build metadata)
-RANDOM_INSTALL_AS=4.21.4            # the plugin version the Python SDK requests (uv.lock)
-ISTIO_VERSION=1.30-dev+9739e10eb9d7
-ISTIO_COMMIT=9739e10eb9d7
+# shellcheck source=versions.env
+source "$HERE/versions.env"
 
 export CGO_ENABLED=0
 export GOFLAGS="${E2E_GOFLAGS:--mod=readonly -buildvcs=false}"
@@ -38,8 +29,8 @@ NICE=(nice -n "${E2E_NICE:-19}")
 key() {
 	{
 		go env GOVERSION
-		cd "$HERE" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' -o -name build.sh \) \
-			-not -name '*-embed.json' | LC_ALL=C sort | xargs sha256sum
+		cd "$HERE" && find . -type f \( -name go.mod -o -name go.sum -o -name '*.go' -o -name versions.env \) |
+			LC_ALL=C sort | xargs sha256sum
 	} | sha256sum | cut -c1-16
 }
 
@@ -127,8 +118,6 @@ if [[ ! -x "$BIN/pulumi-resource-random" ]]; then
 	fi
 	build pulumi-resource-random random "$rv" ./cmd/pulumi-resource-random
 fi
-build istioctl istioctl "-s -w -X $iv.buildVersion=$ISTIO_VERSION -X $iv.buildGitRevision=$ISTIO_COMMIT -X $iv.buildStatus=Clean" \
-	istio.io/istio/istioctl/cmd/istioctl
 
 # kwok's stages (node ready + heartbeat, pod ready/complete/delete), as kwokctl configures them.
 kwokdir=$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
@@ -162,6 +151,12 @@ if ! pulumi plugin install resource random "$RANDOM_INSTALL_AS" \
 	echo "e2e-tools: installing the random plugin failed, see $LOGS/plugin-install.log" >&2
 	exit 1
 fi
+
+touch "$CACHE/.pulumi-ready"
+
+# istioctl last: the Pulumi toolchain above is usable while it builds.
+build istioctl istioctl "-s -w -X $iv.buildVersion=$ISTIO_VERSION -X $iv.buildGitRevision=$ISTIO_COMMIT -X $iv.buildStatus=Clean" \
+	istio.io/istio/istioctl/cmd/istioctl
 
 touch "$CACHE/.complete"
 echo "e2e-tools: cache complete: $CACHE"

@@ -60,8 +60,8 @@ def main() -> int:
     args = parser.parse_args()
     bin_dir = args.bin or tools_bin()
     cache = bin_dir.parent
-    if args.bin is None and not (cache / ".complete").exists():
-        print(f"toolchain_smoke: tool cache {cache} is incomplete, run `make e2e-tools`")
+    if args.bin is None and not (cache / ".pulumi-ready").exists():
+        print(f"toolchain_smoke: no Pulumi toolchain in {cache} yet, run `make e2e-tools`")
         return 1
     with tempfile.TemporaryDirectory(prefix="meshstack-smoke-") as tmp:
         root = Path(tmp)
