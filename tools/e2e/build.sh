@@ -110,7 +110,6 @@ build pulumi-resource-kubernetes kubernetes \
 rv="-s -w -X meshstack.local/e2e/random/info.Version=$RANDOM_VERSION"
 if [[ ! -x "$BIN/pulumi-resource-random" ]]; then
 	rcmd="$HERE/random/cmd/pulumi-resource-random"
-	[[ -f "$rcmd/schema.json" ]] || echo '{}' >"$rcmd/schema.json"
 	build pulumi-tfgen-random random "$rv" ./cmd/pulumi-tfgen-random
 	if ! (cd "$rcmd" && "$BIN/pulumi-tfgen-random" schema --out .) >"$LOGS/random-schema.log" 2>&1; then
 		echo "e2e-tools: pulumi-resource-random failed to generate its schema, see $LOGS/random-schema.log" >&2

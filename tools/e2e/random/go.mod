@@ -2,7 +2,10 @@
 // the Terraform random provider (served pseudo-version; the one pulumi-random v4.21.1 pins)
 // through pulumi-terraform-bridge v3.120.0 (the newest served). The bridge's go.mod replaces
 // terraform-plugin-sdk/v2 with Pulumi's fork; that replace is re-declared here, and the ./shim
-// module that pulumi-random's go.mod replaces is re-created in ./shim.
+// module that pulumi-random's go.mod replaces is re-created in ./shim. The fork (2025-09) does
+// not implement terraform-plugin-go v0.31's ProviderServer (GenerateResourceConfig), which the
+// random commit's terraform-plugin-framework v1.19 pulls in, so plugin-go and the framework are
+// held at the versions the bridge was released with (v0.29.0, v1.16.1); random compiles with them.
 module meshstack.local/e2e/random
 
 go 1.25.8
@@ -198,6 +201,8 @@ require (
 )
 
 replace (
+	github.com/hashicorp/terraform-plugin-framework => github.com/hashicorp/terraform-plugin-framework v1.16.1
+	github.com/hashicorp/terraform-plugin-go => github.com/hashicorp/terraform-plugin-go v0.29.0
 	github.com/hashicorp/terraform-plugin-sdk/v2 => github.com/pulumi/terraform-plugin-sdk/v2 v2.0.0-20250923233607-7f1981c8674a
 	github.com/terraform-providers/terraform-provider-random/shim => ./shim
 )

@@ -18,14 +18,16 @@ import (
 // Version is set by the build (-ldflags -X).
 var Version = "0.0.0"
 
-// Provider returns the bridge's provider info.
-func Provider() tfbridge.ProviderInfo {
+// Provider returns the bridge's provider info. metadata is bridge-metadata.json as written by
+// `pulumi-tfgen-random schema` (the generator itself starts from "{}").
+func Provider(metadata []byte) tfbridge.ProviderInfo {
 	prov := tfbridge.ProviderInfo{
-		P:           pf.ShimProvider(shim.NewProvider()),
-		Name:        "random",
-		Description: "Randomness for Pulumi programs (Terraform random provider, bridged for meshstack e2e).",
-		License:     "Apache-2.0",
-		Version:     Version,
+		P:            pf.ShimProvider(shim.NewProvider()),
+		Name:         "random",
+		Description:  "Randomness for Pulumi programs (Terraform random provider, bridged for meshstack e2e).",
+		License:      "Apache-2.0",
+		Version:      Version,
+		MetadataInfo: tfbridge.NewProviderMetadata(metadata),
 		Resources: map[string]*tfbridge.ResourceInfo{
 			"random_bytes": {ComputeID: randomBytesID},
 		},

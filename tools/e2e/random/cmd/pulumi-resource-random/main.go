@@ -1,5 +1,5 @@
-// Command pulumi-resource-random serves the bridged random provider with the schema that
-// pulumi-tfgen-random generated beside this file at build time (ignored by git).
+// Command pulumi-resource-random serves the bridged random provider with the schema and bridge
+// metadata that pulumi-tfgen-random generated beside this file at build time (ignored by git).
 package main
 
 import (
@@ -14,6 +14,9 @@ import (
 //go:embed schema.json
 var schema []byte
 
+//go:embed bridge-metadata.json
+var metadata []byte
+
 func main() {
-	pf.Main(context.Background(), "random", info.Provider(), pf.ProviderMetadata{PackageSchema: schema})
+	pf.Main(context.Background(), "random", info.Provider(metadata), pf.ProviderMetadata{PackageSchema: schema})
 }

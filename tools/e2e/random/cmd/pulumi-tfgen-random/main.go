@@ -1,5 +1,6 @@
-// Command pulumi-tfgen-random writes the package schema of the bridged random provider
-// (`pulumi-tfgen-random schema --out DIR`); make e2e-tools embeds it in pulumi-resource-random.
+// Command pulumi-tfgen-random writes the package schema and bridge metadata of the bridged random
+// provider (`pulumi-tfgen-random schema --out DIR`); make e2e-tools embeds both in
+// pulumi-resource-random.
 package main
 
 import (
@@ -9,5 +10,5 @@ import (
 )
 
 func main() {
-	pftfgen.Main("random", info.Provider())
+	pftfgen.Main("random", info.Provider([]byte("{}")))
 }
