@@ -49,6 +49,11 @@ if [[ -f "$CACHE/.complete" ]]; then
 	exit 0
 fi
 
+# moddir WRAPPER MODULE: the module's folder in the module cache (downloaded if needed).
+moddir() {
+	(cd "$HERE/$1" && go mod download "$2" && go list -m -f '{{.Dir}}' "$2")
+}
+
 # build NAME MODULE_DIR LDFLAGS PACKAGE: go build one binary into bin/ unless it is there.
 build() {
 	local name=$1 dir=$2 ldflags=$3 pkg=$4 log="$LOGS/$1.log" start
@@ -71,8 +76,8 @@ build() {
 generate_k8s_provider() {
 	local cmd="$HERE/kubernetes/cmd/pulumi-resource-kubernetes" log="$LOGS/pulumi-resource-kubernetes-generate.log" mdir
 	[[ -x "$BIN/pulumi-resource-kubernetes" ]] && return 0
-	mdir=$(cd "$HERE/kubernetes" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi-kubernetes/provider/v4) || {
-		echo "e2e-tools: pulumi-resource-kubernetes module not found, run 'go mod download' in tools/e2e/kubernetes" >&2
+	mdir=$(moddir kubernetes github.com/pulumi/pulumi-kubernetes/provider/v4) || {
+		echo "e2e-tools: pulumi-resource-kubernetes: could not download its module" >&2
 		exit 1
 	}
 	install -m 0644 "$mdir/cmd/pulumi-resource-kubernetes/schema.json" \
@@ -119,7 +124,7 @@ if [[ ! -x "$BIN/pulumi-resource-random" ]]; then
 fi
 
 # kwok's stages (node ready + heartbeat, pod ready/complete/delete), as kwokctl configures them.
-kwokdir=$(cd "$HERE/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+kwokdir=$(moddir kwok sigs.k8s.io/kwok)
 for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-ready \
 	pod/fast/pod-complete pod/fast/pod-delete; do
 	echo "---"
@@ -127,7 +132,7 @@ for f in node/fast/node-initialize node/heartbeat/node-heartbeat pod/fast/pod-re
 done >"$CACHE/kwok-stages.yaml"
 
 # The language host runs the SDK's exec script from beside itself.
-sdkdir=$(cd "$HERE/pulumi" && go list -m -f '{{.Dir}}' github.com/pulumi/pulumi/sdk/v3)
+sdkdir=$(moddir pulumi github.com/pulumi/pulumi/sdk/v3)
 install -m 0755 "$sdkdir/python/cmd/pulumi-language-python-exec" "$BIN/pulumi-language-python-exec"
 
 cat >"$CACHE/env.sh" <<EOF
