@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean e2e-tools
 
 .venv/.synced: uv.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
@@ -71,6 +71,9 @@ bench: install helm ## Render wall time and peak memory per stack and for 50..40
 
 policy: install ## Real preview of STACK with the policy pack (needs the Pulumi CLI and the stack).
 	pulumi preview --stack $(STACK) --policy-pack policy --policy-pack-config policy/config.json
+
+e2e-tools: ## Build the pinned e2e tools (Go) into a cache keyed by their versions: tools/e2e/README.md
+	@bash tools/e2e/build.sh
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

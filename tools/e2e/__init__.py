@@ -1,0 +1,1 @@
+"""End-to-end harness: pinned tool builds (build.sh) and a local control plane."""
