@@ -16,6 +16,9 @@ from tools import workflows
 from tools.render import PROJECT_DIR, render_stack
 from tools.stacks import deploy_order, stack_names
 
+NEW_STACK = next(f"new-region-{n}" for n in range(1, 100) if f"new-region-{n}" not in STACKS)
+"""A region no stack file has yet, as an operator adding one would name it."""
+
 HUB: dict[str, object] = {"meshstack:region": "hub-1", "meshstack:observability": {"role": "hub"}}
 SPOKE: dict[str, object] = {
     "meshstack:region": "spoke-1",
@@ -75,7 +78,7 @@ def test_makefile_stacks_are_the_stack_files(fixture_project: Path) -> None:
 
 @pytest.fixture(scope="module")
 def repo_with_new_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the project with `Pulumi.us-west-2.yaml` copied from a spoke, as an operator
+    """A copy of the project with `Pulumi.<NEW_STACK>.yaml` copied from a spoke, as an operator
     adding a region starts."""
     copy = tmp_path_factory.mktemp("repo") / "meshstack"
     shutil.copytree(
@@ -91,15 +94,15 @@ def repo_with_new_region(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if s != deploy_order()[0] and "spoke" in (copy / f"Pulumi.{s}.yaml").read_text()
     )
     text = (copy / f"Pulumi.{spoke}.yaml").read_text()
-    (copy / "Pulumi.us-west-2.yaml").write_text(text.replace(spoke, "us-west-2"))
+    (copy / f"Pulumi.{NEW_STACK}.yaml").write_text(text.replace(spoke, NEW_STACK))
     return copy
 
 
 def test_a_new_stack_file_is_discovered_as_a_spoke(repo_with_new_region: Path) -> None:
     order = deploy_order(repo_with_new_region)
-    assert "us-west-2" in order
+    assert NEW_STACK in order
     assert order[0] == deploy_order()[0], "the hub still deploys first"
-    assert set(order) == {*STACKS, "us-west-2"}
+    assert set(order) == {*STACKS, NEW_STACK}
 
 
 def test_a_new_stack_file_makes_the_workflows_stale_until_regenerated(
@@ -116,8 +119,8 @@ def test_a_new_stack_file_makes_the_workflows_stale_until_regenerated(
     generated = repo_with_new_region / ".github" / "workflows"
     deploy = yaml.safe_load((generated / "deploy.yml").read_text())
     order = deploy_order(repo_with_new_region)
-    assert deploy["jobs"]["us-west-2"]["environment"] == "us-west-2"
-    assert deploy["jobs"]["us-west-2"]["needs"] == order[order.index("us-west-2") - 1]
+    assert deploy["jobs"][NEW_STACK]["environment"] == NEW_STACK
+    assert deploy["jobs"][NEW_STACK]["needs"] == order[order.index(NEW_STACK) - 1]
     preview = yaml.safe_load((generated / "pull-request.yml").read_text())
     assert preview["jobs"]["preview"]["strategy"]["matrix"]["stack"] == list(order)
     region = yaml.safe_load((generated / "region.yml").read_text())
@@ -125,6 +128,6 @@ def test_a_new_stack_file_makes_the_workflows_stale_until_regenerated(
 
 
 def test_a_new_stack_file_renders(repo_with_new_region: Path) -> None:
-    render = render_stack("us-west-2", repo_with_new_region)
-    assert render.outputs["region"] == "us-west-2"
+    render = render_stack(NEW_STACK, repo_with_new_region)
+    assert render.outputs["region"] == NEW_STACK
     assert render.kubernetes_objects()
