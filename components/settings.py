@@ -56,6 +56,7 @@ from components.settings_types import (
     RuleViolationError,
     SettingsError,
     SettingsModel,
+    check_unique,
     format_validation_error,
 )
 from components.traffic.rules import check_service_traffic, check_stack_traffic
@@ -174,13 +175,7 @@ class MeshService(SettingsModel):
 
     @model_validator(mode="after")
     def _unique_versions(self) -> MeshService:
-        seen: set[str] = set()
-        for index, version in enumerate(self.versions):
-            if version.name in seen:
-                raise RuleViolationError(
-                    ("versions", index, "name"), version.name, "must be unique; it is repeated"
-                )
-            seen.add(version.name)
+        check_unique(("versions",), "name", [v.name for v in self.versions])
         check_service_traffic(
             self.traffic, delivery=self.delivery, versions={v.name for v in self.versions}
         )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from types import NoneType, UnionType
 from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
@@ -48,6 +48,18 @@ class RuleViolationError(ValueError):
         self.path = path
         self.value = value
         self.message = message
+
+
+def check_unique(where: tuple[str | int, ...], field: str, values: Sequence[Any]) -> None:
+    """Raise at the first repeat of a list item's `field` (names, ids, prefixes): the key is
+    `<where>[<index>].<field>`, the message the same everywhere."""
+    seen: set[Any] = set()
+    for index, value in enumerate(values):
+        if value in seen:
+            raise RuleViolationError(
+                (*where, index, field), value, "must be unique; it is repeated"
+            )
+        seen.add(value)
 
 
 def _dns_label(value: str) -> str:

@@ -23,6 +23,7 @@ from components.settings_types import (
     RuleViolationError,
     SettingsModel,
     Url,
+    check_unique,
 )
 
 _STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -374,15 +375,7 @@ class TelemetrySettings(SettingsModel):
 
     @model_validator(mode="after")
     def _one_override_per_namespace(self) -> TelemetrySettings:
-        seen: set[str] = set()
-        for index, override in enumerate(self.namespaces):
-            if override.namespace in seen:
-                raise RuleViolationError(
-                    ("namespaces", index, "namespace"),
-                    override.namespace,
-                    "must be unique; it is repeated",
-                )
-            seen.add(override.namespace)
+        check_unique(("namespaces",), "namespace", [o.namespace for o in self.namespaces])
         return self
 
 

@@ -11,7 +11,13 @@ from typing import Final, Literal
 
 from pydantic import Field, model_validator
 
-from components.settings_types import DnsLabel, HeaderName, RuleViolationError, SettingsModel
+from components.settings_types import (
+    DnsLabel,
+    HeaderName,
+    RuleViolationError,
+    SettingsModel,
+    check_unique,
+)
 
 Unit = Literal["second", "minute", "hour", "day"]
 """Units of envoyproxy/ratelimit's `rate_limit.unit` (Envoy's RateLimitUnit enum)."""
@@ -60,15 +66,7 @@ class ServiceRateLimit(SettingsModel):
 
     @model_validator(mode="after")
     def _unique_prefixes(self) -> ServiceRateLimit:
-        seen: set[str] = set()
-        for index, route in enumerate(self.routes):
-            if route.path_prefix in seen:
-                raise RuleViolationError(
-                    ("routes", index, "pathPrefix"),
-                    route.path_prefix,
-                    "must be unique; it is repeated",
-                )
-            seen.add(route.path_prefix)
+        check_unique(("routes",), "pathPrefix", [r.path_prefix for r in self.routes])
         return self
 
 
@@ -233,21 +231,11 @@ class QuotaSettings(SettingsModel):
 
     @model_validator(mode="after")
     def _tiers_unique_and_referenced_tiers_exist(self) -> QuotaSettings:
-        names: set[str] = set()
-        for index, tier in enumerate(self.tiers):
-            if tier.name in names:
-                raise RuleViolationError(
-                    ("tiers", index, "name"), tier.name, "must be unique; it is repeated"
-                )
-            names.add(tier.name)
+        check_unique(("tiers",), "name", [t.name for t in self.tiers])
+        names = {t.name for t in self.tiers}
         allowed = f"must be one of the tiers {sorted(names)}"
-        ids: set[str] = set()
+        check_unique(("clients",), "id", [c.id for c in self.clients])
         for index, client in enumerate(self.clients):
-            if client.id in ids:
-                raise RuleViolationError(
-                    ("clients", index, "id"), client.id, "must be unique; it is repeated"
-                )
-            ids.add(client.id)
             if client.tier not in names:
                 raise RuleViolationError(("clients", index, "tier"), client.tier, allowed)
         for key, value in (

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Final
 
 from pydantic import ValidationError
 
-from components.settings_types import RuleViolationError, duration_ms, format_duration
+from components.settings_types import RuleViolationError, check_unique, duration_ms, format_duration
 from components.traffic.policy import (
     TrafficPolicySettings,
     can_eject,
@@ -174,12 +174,7 @@ def check_retries_fit_timeouts(traffic: ServiceTraffic) -> None:
 
 def check_route_names_unique(routes: Sequence[EndpointRoute]) -> None:
     """Endpoint route names are unique within a service (Envoy stats key on them)."""
-    names = [r.name for r in routes]
-    for index, name in enumerate(names):
-        if name in names[:index]:
-            raise RuleViolationError(
-                ("traffic", "routes", index, "name"), name, "must be unique; it is repeated"
-            )
+    check_unique(("traffic", "routes"), "name", [r.name for r in routes])
 
 
 # --- the stack ------------------------------------------------------------------------------
@@ -203,15 +198,7 @@ def check_stack_traffic(traffic: TrafficSettings, services: Sequence[MeshService
 
 def check_gateway_names_unique(gateways: Sequence[GatewaySettings]) -> None:
     """`traffic.gateways` names are unique (each names one Gateway object)."""
-    seen: set[str] = set()
-    for index, gateway in enumerate(gateways):
-        if gateway.name in seen:
-            raise RuleViolationError(
-                ("traffic", "gateways", index, "name"),
-                gateway.name,
-                "must be unique; it is repeated",
-            )
-        seen.add(gateway.name)
+    check_unique(("traffic", "gateways"), "name", [g.name for g in gateways])
 
 
 def check_references_name_services(

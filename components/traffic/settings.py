@@ -27,6 +27,7 @@ from components.settings_types import (
     Re2Regex,
     RuleViolationError,
     SettingsModel,
+    check_unique,
     duration_ms,
 )
 from components.traffic.policy import TrafficPolicySettings
@@ -276,13 +277,7 @@ class CanarySettings(SettingsModel):
 
     @model_validator(mode="after")
     def _weights_sum_to_100(self) -> CanarySettings:
-        seen: set[str] = set()
-        for index, item in enumerate(self.weights):
-            if item.subset in seen:
-                raise RuleViolationError(
-                    ("weights", index, "subset"), item.subset, "must be unique; it is repeated"
-                )
-            seen.add(item.subset)
+        check_unique(("weights",), "subset", [w.subset for w in self.weights])
         total = sum(w.weight for w in self.weights)
         if total != 100:
             raise RuleViolationError(
