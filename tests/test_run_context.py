@@ -76,7 +76,7 @@ def test_outside_github_actions_there_is_no_ci_runbook_url(missing: str) -> None
             "ssh://git@git.acme.io:2222/platform/meshstack.git",
             "https://git.acme.io/platform/meshstack",
         ),
-        ("/work/main", None),
+        ("/srv/checkouts/meshstack", None),
         ("../meshstack", None),
         ("http://github.com/acme/meshstack.git", None),
         ("https://github.com/", None),
