@@ -14,7 +14,7 @@ import pytest
 from components.run_context import OFFLINE_ORGANIZATION, OFFLINE_RUNBOOK_BASE_URL, RunContext
 from components.settings import SettingsError, StackSettings, load_settings
 from tools.fetch_reference import REFERENCE, DataDirError
-from tools.render import Render, render_stack, run_program
+from tools.render import Render, load_stack_config, render_stack, run_program
 from tools.stacks import StackFileError, deploy_order, read_stack_file, stack_file, stack_names
 
 _BROKEN_STACK_FILE: StackFileError | None = None
@@ -82,6 +82,21 @@ def stack_config(stack: str) -> dict[str, Any]:
 def fixture_renders() -> dict[str, Render]:
     """Each fixture stack rendered once per test session, as `make render` would."""
     return {stack: render_stack(stack, stack_dir=FIXTURE_DIR) for stack in FIXTURES}
+
+
+@pytest.fixture(scope="session")
+def every_render(
+    stack_renders: dict[str, Render], fixture_renders: dict[str, Render]
+) -> dict[str, Render]:
+    """Production and fixture renders: invariants hold on both, and the fixtures make sure
+    an invariant checks something whatever the production stack files hold."""
+    return {**stack_renders, **fixture_renders}
+
+
+def stack_settings(stack: str) -> StackSettings:
+    """The settings of a production or fixture stack, as its render was built from."""
+    config, _ = load_stack_config(stack, stack_dir=FIXTURE_DIR if stack in FIXTURES else None)
+    return load_settings(config)
 
 
 def fixture_config(stack: str) -> dict[str, Any]:

@@ -11,11 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import pytest
-
 from components.istio.component import IstioMesh
 from components.ratelimit.component import RateLimiter
-from tests.conftest import STACKS, make_settings, run_with_provider
+from tests.conftest import make_settings, run_with_provider
 from tools.render import Registration, Render
 
 WORKLOAD_TYPES = frozenset(
@@ -64,12 +62,16 @@ def _waits_for(render: Render, registration: Registration, target: str) -> bool:
     return False
 
 
-def _istiod(render: Render) -> Registration:
-    (istiod,) = (
+def _istiods(render: Render) -> list[Registration]:
+    return [
         r
         for r in render.registrations
         if r.type == "kubernetes:helm.sh/v4:Chart" and r.inputs.get("chart") == "istiod"
-    )
+    ]
+
+
+def _istiod(render: Render) -> Registration:
+    (istiod,) = _istiods(render)
     return istiod
 
 
@@ -85,19 +87,21 @@ def _workloads_started_before_the_injector(render: Render) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("stack", STACKS)
 def test_every_workload_in_an_injected_namespace_waits_for_istiod(
-    stack_renders: dict[str, Render], stack: str
+    every_render: dict[str, Render],
 ) -> None:
-    render = stack_renders[stack]
-    workloads = [
-        r
-        for r in render.registrations
-        if r.type in WORKLOAD_TYPES
-        and _namespace_of(r) in _injected_namespaces(render.registrations)
-    ]
-    assert workloads, "the invariant must check something"
-    assert _workloads_started_before_the_injector(render) == []
+    checked = 0
+    for stack, render in every_render.items():
+        if len(_istiods(render)) > 1:
+            # A mesh halfway through a control-plane upgrade injects each namespace from its
+            # tag's istiod; which one a workload must wait for is tests/istio/test_revisions.py's.
+            continue
+        injected = _injected_namespaces(render.registrations)
+        checked += sum(
+            r.type in WORKLOAD_TYPES and _namespace_of(r) in injected for r in render.registrations
+        )
+        assert _workloads_started_before_the_injector(render) == [], stack
+    assert checked, "a fixture runs workloads in injected namespaces"
 
 
 def test_quota_service_pods_are_admitted_after_the_injector_exists() -> None:

@@ -20,9 +20,8 @@ from typing import Any
 from components.istio.component import IstioMesh
 from components.ratelimit import gateway, specs
 from components.ratelimit.component import RateLimiter
-from components.settings import load_settings
-from tests.conftest import STACKS, make_settings, run_with_provider
-from tools.render import Render, load_stack_config
+from tests.conftest import make_settings, run_with_provider, stack_settings
+from tools.render import Render
 
 ISSUER = "https://auth.example.com"
 QUOTA = {
@@ -190,16 +189,16 @@ def test_the_client_claim_is_a_setting() -> None:
     ]
 
 
-def test_no_stack_lets_a_header_choose_a_quota_tier(stack_renders: dict[str, Render]) -> None:
+def test_no_stack_lets_a_header_choose_a_quota_tier(every_render: dict[str, Render]) -> None:
     with_quotas = 0
-    for stack in STACKS:
-        quota = load_settings(load_stack_config(stack)[0]).rate_limit.quota
+    for stack, render in every_render.items():
+        quota = stack_settings(stack).rate_limit.quota
         if not quota.enabled:
             continue
         with_quotas += 1
         objects = [
             o
-            for o in stack_renders[stack].kubernetes_objects()
+            for o in render.kubernetes_objects()
             if o["metadata"].get("namespace") == "istio-ingress"
         ]
         for client in quota.clients:
@@ -208,4 +207,4 @@ def test_no_stack_lets_a_header_choose_a_quota_tier(stack_renders: dict[str, Ren
                 stack,
                 client.id,
             )
-    assert with_quotas, "some stack must sell quotas for this invariant to check anything"
+    assert with_quotas, "a fixture sells quotas, so this invariant checks something"

@@ -1213,9 +1213,9 @@ def test_stacks_trust_identities_of_the_region_never_namespaces(stack_renders: A
                 assert principal.split("/")[2] in known, (stack, obj["metadata"]["name"])
 
 
-def test_stacks_loadtester_admits_only_the_flagger_controller(stack_renders: Any) -> None:
+def test_stacks_loadtester_admits_only_the_flagger_controller(every_render: Any) -> None:
     seen = 0
-    for stack, render in stack_renders.items():
+    for stack, render in every_render.items():
         flagger_ns = _flagger_namespace(render)
         if flagger_ns is None:
             continue
@@ -1231,7 +1231,7 @@ def test_stacks_loadtester_admits_only_the_flagger_controller(stack_renders: Any
                 stack,
                 caller,
             )
-    assert seen, "a stack runs Flagger"
+    assert seen, "a fixture runs Flagger"
 
 
 # --- item 23: one issuer per identity provider, mesh-wide --------------------------------------
@@ -1298,12 +1298,12 @@ def test_a_token_of_a_mesh_provider_is_accepted_in_every_region() -> None:
         assert not _allowed(objects, "shop", "api", req(None, "/api/x", token=other))
 
 
-def test_stacks_accept_every_issuer_of_a_provider_in_every_region(stack_renders: Any) -> None:
+def test_stacks_accept_every_issuer_of_a_provider_in_every_region(every_render: Any) -> None:
     # Envoy's jwt_authn compares `iss` byte for byte: a provider (its JWKS) spelled with
     # two issuers would make its tokens valid in some regions and 401 in the others.
     issuers: dict[str, set[str]] = {}
     workloads: list[tuple[list[dict[str, Any]], str, str, str]] = []
-    for render in stack_renders.values():
+    for render in every_render.values():
         objects = render.kubernetes_objects()
         for obj in objects:
             if obj["kind"] != "RequestAuthentication":
@@ -1314,7 +1314,7 @@ def test_stacks_accept_every_issuer_of_a_provider_in_every_region(stack_renders:
             for rule in obj["spec"]["jwtRules"]:
                 issuers.setdefault(rule["jwksUri"], set()).add(rule["issuer"])
                 workloads.append((objects, obj["metadata"]["namespace"], app, rule["jwksUri"]))
-    assert workloads, "a stack authenticates JWTs"
+    assert workloads, "a fixture authenticates JWTs"
     for objects, namespace, app, jwks in workloads:
         for issuer in issuers[jwks]:
             token = {"iss": issuer, "sub": "someone"}
@@ -1333,9 +1333,9 @@ def test_stack_files_declare_the_same_identity_providers() -> None:
         assert providers == first, f"{name}: identityProviders differ from the other stacks"
 
 
-def test_stacks_admit_the_loadtester_on_canary_pods_only(stack_renders: Any) -> None:
+def test_stacks_admit_the_loadtester_on_canary_pods_only(every_render: Any) -> None:
     seen = 0
-    for stack, render in stack_renders.items():
+    for stack, render in every_render.items():
         flagger_ns = _flagger_namespace(render)
         if flagger_ns is None:
             continue
@@ -1357,4 +1357,4 @@ def test_stacks_admit_the_loadtester_on_canary_pods_only(stack_renders: Any) -> 
             admitted = _allowed(objects, namespace, app, req(loadtester, "/", "POST", port=8081))
             assert admitted == ((namespace, app) in canaries), (stack, namespace, app)
             seen += admitted
-    assert seen, "a stack's canary admits the loadtester"
+    assert seen, "a fixture's canary admits the loadtester"

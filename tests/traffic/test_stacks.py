@@ -8,15 +8,10 @@ from typing import Any
 
 import pytest
 
-from components.settings import StackSettings, load_settings
+from components.settings import load_settings
 from components.settings_types import duration_ms
-from tests.conftest import FIXTURES, STACKS
+from tests.conftest import FIXTURES, STACKS, stack_settings
 from tools.render import Render, load_stack_config
-
-
-def load_stack_settings(stack: str) -> StackSettings:
-    config, _ = load_stack_config(stack)
-    return load_settings(config)
 
 
 def objects(render: Render, kind: str) -> dict[tuple[str, str], dict[str, Any]]:
@@ -94,7 +89,7 @@ def test_every_stack_exports_ejection_detection_times(stack_renders: dict[str, R
         # Every service of the stack is reported; "never" (None) only where outlier
         # detection is off, since the settings reject caps that can never eject.
         times = stack_renders[stack].outputs["ejectionDetectionSeconds"]
-        settings = load_stack_settings(stack)
+        settings = stack_settings(stack)
         off = {
             f"{s.namespace}/{s.name}"
             for s in settings.services
@@ -103,14 +98,14 @@ def test_every_stack_exports_ejection_detection_times(stack_renders: dict[str, R
         assert {k for k, v in times.items() if v is None} == off, stack
 
 
-def test_progressive_hosts_that_routes_target_fail_over(stack_renders: dict[str, Render]) -> None:
+def test_progressive_hosts_that_routes_target_fail_over(every_render: dict[str, Render]) -> None:
     # Istio applies locality failover only to a cluster with outlier detection, and the
     # route reaches the apex host directly, not through Flagger's -primary/-canary rules.
     checked = 0
-    for stack in STACKS:
-        services = load_stack_settings(stack).services
+    for stack, render in every_render.items():
+        services = stack_settings(stack).services
         progressive = {f"{s.namespace}/{s.name}" for s in services if s.delivery == "progressive"}
-        rules = objects(stack_renders[stack], "DestinationRule")
+        rules = objects(render, "DestinationRule")
         for service in services:
             for route in service.traffic.routes:
                 if route.backend in progressive:
@@ -119,7 +114,7 @@ def test_progressive_hosts_that_routes_target_fail_over(stack_renders: dict[str,
                     assert spec["host"] == f"{name}.{namespace}.svc.cluster.local"
                     assert "outlierDetection" in spec["trafficPolicy"], (stack, route.backend)
                     checked += 1
-    assert checked, "some stack routes an endpoint to a progressive service"
+    assert checked, "a fixture routes an endpoint to a progressive service"
 
 
 def test_ejection_detection_times_of_the_hub_fixture(fixture_renders: dict[str, Render]) -> None:
@@ -137,13 +132,6 @@ def test_ejection_detection_times_of_the_hub_fixture(fixture_renders: dict[str, 
 
 
 # --- invariants over every stack, production and fixture -------------------------------------
-
-
-@pytest.fixture(scope="module")
-def every_render(
-    stack_renders: dict[str, Render], fixture_renders: dict[str, Render]
-) -> dict[str, Render]:
-    return {**stack_renders, **fixture_renders}
 
 
 @pytest.mark.parametrize("stack", STACKS + FIXTURES)
