@@ -63,7 +63,17 @@ def run_context(settings: StackSettings) -> RunContext:
 
 
 def kubernetes_provider(settings: StackSettings) -> k8s.Provider:
-    """The one Kubernetes provider of this stack; every resource uses it explicitly."""
+    """The one Kubernetes provider of this stack; every resource uses it explicitly.
+
+    `meshstack:kubeconfig` is optional, so Pulumi.yaml cannot declare it `secret: true` (a
+    declared secret is required in every stack); a plaintext value is refused here instead.
+    """
+    key = "meshstack:kubeconfig"
+    if runtime_config.get_config(key) is not None and not runtime_config.is_config_secret(key):
+        raise pulumi.RunError(
+            f"invalid stack settings: {key} is plaintext in the stack file; set it with "
+            "`pulumi config set --secret meshstack:kubeconfig ...`"
+        )
     kubeconfig = pulumi.Config().get_secret("kubeconfig")
     return k8s.Provider(
         f"{settings.region}-kubernetes",

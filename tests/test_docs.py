@@ -139,7 +139,8 @@ def test_pulumi_yaml_declares_every_top_level_key_or_names_it_structured() -> No
     aliases = {info.alias or name for name, info in StackSettings.model_fields.items()}
     assert declared | commented == aliases | SECRET_KEYS
     assert not declared & commented
-    assert all(_project_config()[f"meshstack:{key}"]["secret"] is True for key in SECRET_KEYS)
+    # A declared secret is required in every stack (see the next test), so none is declared.
+    assert not declared & SECRET_KEYS
 
 
 def test_pulumi_yaml_defaults_load_as_the_model_defaults() -> None:
@@ -152,3 +153,18 @@ def test_pulumi_yaml_defaults_load_as_the_model_defaults() -> None:
     }
     assert "meshstack:region" not in raw
     assert load_settings({**raw, "meshstack:region": "lab-1"}) == StackSettings(region="lab-1")
+
+
+def test_every_declared_key_without_a_default_is_set_in_every_stack_file() -> None:
+    """The CLI treats a declared project key with neither `default` nor `value` as required:
+    `preview`, `up` and `destroy` of a stack without it stop with "Stack '<stack>' is missing
+    configuration value" (pkg/workspace/config.go). So such a key is set in every stack file.
+    (A declared `secret: true` key cannot be optional: with a `default` the CLI fails its
+    "must be encrypted as it's secret" check, so optional secrets are not declared.)"""
+    required = {
+        key for key, declaration in _project_config().items() if "default" not in declaration
+    }
+    assert required == {"meshstack:region"}
+    for stack_file in sorted(PROJECT_DIR.glob("Pulumi.*.yaml")):
+        config = (yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}
+        assert required <= set(config), f"{stack_file.name} lacks {required - set(config)}"

@@ -168,3 +168,39 @@ def test_type_errors_say_what_the_stack_file_must_hold(
     assert message == expected
     for jargon in ("valid", "tuple", "dictionary", "instance", "Input should"):
         assert jargon not in message
+
+
+# --- secrets ------------------------------------------------------------------------------
+
+
+def test_plaintext_kubeconfig_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Pulumi.yaml cannot declare the optional kubeconfig `secret: true` (a declared secret is
+    required in every stack), so the program refuses a plaintext one itself."""
+    stacks = _project(
+        tmp_path,
+        "config:\n  meshstack:region: lab-1\n  meshstack:kubeconfig: /home/ops/.kube/config\n",
+    )
+    out = tmp_path / "out"
+    assert (
+        render.main(["broken", "--stack-dir", str(stacks), "--out", str(out), "--no-charts"]) == 2
+    )
+    err = capsys.readouterr().err
+    assert err == (
+        "render broken: invalid stack settings: meshstack:kubeconfig is plaintext in the stack "
+        "file; set it with `pulumi config set --secret meshstack:kubeconfig ...`\n"
+    )
+    assert not out.exists(), "nothing is written"
+
+
+def test_secret_kubeconfig_is_accepted(tmp_path: Path) -> None:
+    stacks = _project(
+        tmp_path,
+        "config:\n  meshstack:region: lab-1\n"
+        "  meshstack:kubeconfig:\n    secure: v1:c2VjcmV0:c2VjcmV0\n",
+    )
+    out = tmp_path / "out"
+    assert (
+        render.main(["broken", "--stack-dir", str(stacks), "--out", str(out), "--no-charts"]) == 0
+    )

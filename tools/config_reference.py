@@ -351,12 +351,6 @@ def pulumi_block(schema: dict[str, Any] | None = None) -> str:
             structured.append((key, " ".join(node.get("description", "").split())))
         else:
             config[f"{CONFIG_NAMESPACE}:{key}"] = declaration
-    for key in sorted(SECRET_KEYS):
-        config[f"{CONFIG_NAMESPACE}:{key}"] = {
-            "type": "string",
-            "secret": True,
-            "description": SECRET_KEY_DESCRIPTIONS[key],
-        }
     lines = [
         YAML_BEGIN,
         "# Pulumi can declare only string, integer, boolean and array-of-scalar keys; the",
@@ -368,6 +362,15 @@ def pulumi_block(schema: dict[str, Any] | None = None) -> str:
     for key, description in structured:
         lines.append(f"#   {CONFIG_NAMESPACE}:{key}")
         lines += [f"#       {line}" for line in textwrap.wrap(description, width=84)]
+    # A declared `secret: true` key is required in every stack: the CLI stops with "missing
+    # configuration value" without one, and a `default` fails its "must be encrypted" check
+    # (pkg/workspace/config.go). Optional secrets are therefore named here, not declared.
+    lines += ["#", "# Optional secret keys (set with `pulumi config set --secret`):"]
+    for key in sorted(SECRET_KEYS):
+        lines.append(f"#   {CONFIG_NAMESPACE}:{key}")
+        lines += [
+            f"#       {line}" for line in textwrap.wrap(SECRET_KEY_DESCRIPTIONS[key], width=84)
+        ]
     text = yaml.dump(
         {"config": config}, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=88
     )
