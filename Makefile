@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean e2e-tools
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean e2e-tools e2e e2e-bench
 
 .venv/.synced: uv.lock pyproject.toml
 	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
@@ -74,6 +74,14 @@ policy: install ## Real preview of STACK with the policy pack (needs the Pulumi 
 
 e2e-tools: ## Build the pinned e2e tools (Go) into a cache keyed by their versions: tools/e2e/README.md
 	@bash tools/e2e/build.sh
+
+# The real-engine tier (not part of `make test`): every stack through the built Pulumi CLI and
+# providers against local API servers, hub first; ends with one summary line. Logs: build/e2e/.
+e2e: install helm ## preview (policy pack), up, idempotency, live checks, istioctl, destroy per stack.
+	$(PY) -m tools.e2e.run
+
+e2e-bench: install helm ## pulumi up of the hub vs helm install --wait + kubectl apply --server-side.
+	$(PY) -m tools.e2e.bench
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -18,6 +18,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
+import yaml
 from pulumi_policy import (
     EnforcementLevel,
     Policy,
@@ -342,15 +343,40 @@ def _is_kiali_chart(chart: Any) -> bool:
     return isinstance(chart, str) and chart.rsplit("/", 1)[-1].startswith("kiali-server")
 
 
+def _is_kiali_server_config(args: ResourceValidationArgs) -> bool:
+    if args.resource_type != "kubernetes:core/v1:ConfigMap":
+        return False
+    labels = _get(args.props, "metadata", "labels")
+    return isinstance(labels, Mapping) and labels.get("app.kubernetes.io/name") == "kiali"
+
+
+def _kiali_config_strategy(text: Any) -> Any:
+    """`auth.strategy` of Kiali's config.yaml; None when absent or unreadable."""
+    if not isinstance(text, str):
+        return None
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return _get(config, "auth", "strategy") if isinstance(config, Mapping) else None
+
+
 def kiali_not_anonymous(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
     """Kiali requires login (auth.strategy not anonymous) outside the allowed stacks.
 
-    Covers the kiali-server chart's values and a Kiali custom resource (operator installs).
+    Covers the kiali-server chart's values, the server configuration the chart renders (the
+    ConfigMap labelled `app.kubernetes.io/name: kiali` whose `config.yaml` the server reads:
+    all a real preview shows of a Chart v4, see `engine_hides_chart_inputs`) and a Kiali
+    custom resource (operator installs).
     """
     if args.resource_type in HELM_CHART_TYPES and _is_kiali_chart(args.props.get("chart")):
         where, strategy = "values.auth.strategy", _get(args.props, "values", "auth", "strategy")
     elif group_kind(args.resource_type) == ("kiali.io", "Kiali"):
         where, strategy = "spec.auth.strategy", _get(args.props, "spec", "auth", "strategy")
+    elif _is_kiali_server_config(args):
+        meta = args.props.get("metadata") or {}
+        where = f"ConfigMap {meta.get('namespace')}/{meta.get('name')} config.yaml auth.strategy"
+        strategy = _kiali_config_strategy(_get(args.props, "data", "config.yaml"))
     else:
         return
     if strategy != "anonymous":
@@ -374,11 +400,29 @@ def _chart_is_a_file(chart: str) -> bool:
     return chart.endswith(".tgz") or chart.startswith(("./", "../", "/", "file://"))
 
 
+def engine_hides_chart_inputs(args: ResourceValidationArgs) -> bool:
+    """Whether this is a Chart v4 as the real engine shows it to analyzers: with no properties.
+
+    Chart v4 is a remote component. The engine hands its inputs (`chart`, `version`,
+    `values`) to the provider's Construct only ("Remote components don't go through the
+    step generator", pkg/resource/deploy/source_eval.go); analyzers see the component the
+    provider registers, which has none. Its rendered objects are analyzed one by one as
+    ordinary resources. (Release v3 is a custom resource: its inputs are always there.)
+    """
+    return args.resource_type == "kubernetes:helm.sh/v4:Chart" and not args.props
+
+
 def helm_chart_version_pinned(
     args: ResourceValidationArgs, report_violation: ReportViolation
 ) -> None:
-    """Every chart from a repository is installed at one exact version."""
-    if args.resource_type not in HELM_CHART_TYPES:
+    """Every chart from a repository is installed at one exact version.
+
+    Checked wherever the engine passes a chart's inputs: the offline render (the program's
+    own registration) and Release v3. A real `pulumi preview` shows no Chart v4 inputs
+    (`engine_hides_chart_inputs`), so there the pins in components/versions.py and their
+    tests are what hold the version.
+    """
+    if args.resource_type not in HELM_CHART_TYPES or engine_hides_chart_inputs(args):
         return
     chart = args.props.get("chart")
     if isinstance(chart, str) and _chart_is_a_file(chart):

@@ -77,6 +77,15 @@ CROSS_NETWORK_GATEWAY: Final = "cross-network-gateway"
 """Name of the Gateway that exposes this cluster's services to the other networks."""
 
 
+JWKS_BLOCKED_CIDRS: Final = ("127.0.0.0/8", "::1/128")
+"""Ranges istiod never fetches a RequestAuthentication's `jwksUri` from, beyond the
+link-local and cloud-metadata addresses it always refuses (pilot/pkg/model/jwks_resolver.go).
+Loopback is istiod's own pod: its debug and monitoring ports (8080, 15014) answer on
+127.0.0.1, and no identity provider lives there. Private ranges stay open because an
+in-cluster identity provider (a Keycloak Service) is a legitimate JWKS host. Unset, `istioctl
+analyze` reports IST0175 for every stack with JWT services (found by make e2e)."""
+
+
 def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> dict[str, Any]:
     """PeerAuthentication spec: STRICT, except plaintext on `port` of the selected pods.
 
@@ -345,6 +354,7 @@ def istiod_values(
             "defaultPodDisruptionBudget": {"enabled": True},
         },
         "meshConfig": mesh_config(settings, tracing_service, tracing_port),
+        "env": {"BLOCKED_CIDRS_IN_JWKS_URIS": ",".join(JWKS_BLOCKED_CIDRS)},
     }
     if revision.name:
         values["revision"] = revision.name

@@ -18,6 +18,7 @@ from components.ratelimit.settings import QuotaSettings
 from components.ratelimit.specs import (
     ANONYMOUS_DESCRIPTOR,
     CLIENT_DESCRIPTOR,
+    ENVOY_FILTER_PRIORITY,
     GRPC_PORT,
     HCM,
     RATELIMIT_NAME,
@@ -95,6 +96,7 @@ def gateway_filter_spec(
     """
     return {
         "workloadSelector": {"labels": dict(selector)},
+        "priority": ENVOY_FILTER_PRIORITY,
         "configPatches": [
             {
                 "applyTo": "HTTP_FILTER",

@@ -35,6 +35,15 @@ ROUTER: Final = "envoy.filters.http.router"
 LOCAL_TYPE: Final = (
     "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 )
+ENVOY_FILTER_PRIORITY: Final = 10
+"""`priority` of the EnvoyFilters with relative patches (INSERT_BEFORE the router, ...).
+
+Istio applies EnvoyFilters by ascending priority, then by creation time. With the default
+0, where these filters land among other priority-0 filters that patch the same chain
+depends on which object was created first, which changes when one is recreated (`istioctl
+analyze` IST0151, and IST0155 with `proxyVersion`, found by make e2e). 10 puts them after
+every default-priority filter, in the same place whatever the creation order.
+"""
 LIMITED_HEADER: Final = "x-local-rate-limit"
 """Response header on requests the local limiter rejected, so clients and logs can tell a
 local 429 from an upstream one."""
@@ -211,7 +220,11 @@ def local_ratelimit_spec(
                 },
             }
         )
-    return {"workloadSelector": {"labels": {"app": app}}, "configPatches": patches}
+    return {
+        "workloadSelector": {"labels": {"app": app}},
+        "priority": ENVOY_FILTER_PRIORITY,
+        "configPatches": patches,
+    }
 
 
 # --- per-client quota ----------------------------------------------------------------------

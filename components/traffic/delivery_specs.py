@@ -275,10 +275,12 @@ def loadtester_values() -> dict[str, Any]:
     # The chart's own hardened contexts (read-only root, non-root user), off by default.
     # `rbac.create` (with no rules) gives the loadtester its own service account,
     # `flagger-loadtester`, instead of the namespace's `default`: the identity that
-    # MeshSecurity admits on canary pods only (docs/security.md).
+    # MeshSecurity admits on canary pods only (docs/security.md). `rules: None` renders the
+    # Role's rules as null: the chart's default `[]` is stored by the API server as absent,
+    # which left a perpetual `+ rules: []` diff on every preview after the first up.
     return {
         "securityContext": {"enabled": True},
         "podSecurityContext": {"enabled": True},
-        "rbac": {"create": True},
+        "rbac": {"create": True, "rules": None},
         "resources": LOADTESTER_RESOURCES,
     }

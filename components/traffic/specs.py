@@ -58,7 +58,14 @@ def string_match(match: StringMatchSetting) -> dict[str, str]:
 
 
 def retries_spec(retries: RetrySettings) -> dict[str, Any]:
-    """`HTTPRetry`."""
+    """`HTTPRetry`; with `attempts: 0` (retries off) nothing else.
+
+    Istio's validation (`validateHTTPRetry`, pkg/config/validation) rejects a policy that
+    sets `perTryTimeout` or `retryOn` when attempts is 0, so its validating webhook would
+    refuse the whole VirtualService.
+    """
+    if retries.attempts == 0:
+        return {"attempts": 0}
     return {
         "attempts": retries.attempts,
         "perTryTimeout": retries.per_try_timeout,
@@ -374,7 +381,26 @@ def sidecar_spec(
             observability_namespace,
         }:
             hosts.add(f"{target.namespace}/{service_host(target)}")
-    return {"egress": [{"hosts": sorted(hosts)}]}
+    return {"egress": [{"hosts": distinct_egress_hosts(namespace, hosts)}]}
+
+
+def distinct_egress_hosts(namespace: str, hosts: Iterable[str]) -> list[str]:
+    """`hosts` without the entries Istio counts twice, sorted.
+
+    Istio's Sidecar validation reads `./<host>` as `<namespace>/<host>` and warns
+    "duplicated egress host" for any other entry of a namespace that also has `<ns>/*`
+    (pkg/config/validation, `istioctl validate` in make e2e found `./*` beside
+    `observability/*` in the observability namespace). `<ns>/*` already covers them.
+    """
+    by_namespace: dict[str, set[str]] = {}
+    for entry in hosts:
+        ns, host = entry.split("/", 1)
+        by_namespace.setdefault(namespace if ns == "." else ns, set()).add(host)
+    distinct: list[str] = []
+    for ns, names in by_namespace.items():
+        written = "." if ns == namespace else ns
+        distinct += [f"{written}/*"] if "*" in names else [f"{written}/{n}" for n in names]
+    return sorted(distinct)
 
 
 def canary_host(service: MeshService) -> str:

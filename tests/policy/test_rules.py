@@ -512,6 +512,21 @@ def test_missing_chart_version_fails() -> None:
         ]
 
 
+def test_a_chart_v4_without_inputs_is_the_real_engines_remote_component_not_a_missing_version() -> (
+    None
+):
+    """A real `pulumi preview` gives analyzers Chart v4 as the provider registers it, with no
+    properties at all: reporting "no version" there failed every real preview."""
+    chart_v4 = resource_args(CHART, {})
+    assert rules.engine_hides_chart_inputs(chart_v4)
+    assert violations(rules.helm_chart_version_pinned, chart_v4) == []
+    release = resource_args("kubernetes:helm.sh/v3:Release", {})
+    assert not rules.engine_hides_chart_inputs(release)
+    assert violations(rules.helm_chart_version_pinned, release) == [
+        "Helm chart None has no version, so the newest is installed"
+    ]
+
+
 def test_charts_from_files_need_no_version() -> None:
     for chart in ("./charts/app", "https://example.com/charts/app-1.0.0.tgz"):
         assert (
@@ -624,3 +639,33 @@ def test_pack_config_file_matches_the_policies_config_schemas() -> None:
             values,
             {"type": "object", "properties": schema.properties, "additionalProperties": False},
         )
+
+
+def kiali_server_config(strategy: str) -> dict[str, Any]:
+    """The ConfigMap the kiali-server chart renders: what a real preview shows of Kiali."""
+    return {
+        "metadata": {
+            "name": "kiali",
+            "namespace": "observability",
+            "labels": {"app.kubernetes.io/name": "kiali", "helm.sh/chart": "kiali-server-2.29.0"},
+        },
+        "data": {"config.yaml": f"auth:\n  strategy: {strategy}\nserver:\n  port: 20001\n"},
+    }
+
+
+def test_anonymous_kiali_is_caught_in_the_rendered_server_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(rules.STACK_ENV, "us-east-1")
+    config_map = "kubernetes:core/v1:ConfigMap"
+    args = resource_args(config_map, kiali_server_config("anonymous"))
+    assert violations(rules.kiali_not_anonymous, args) == [
+        "ConfigMap observability/kiali config.yaml auth.strategy is anonymous on stack "
+        "us-east-1, which is not in allowedStacks"
+    ]
+    openid = resource_args(config_map, kiali_server_config("openid"))
+    assert violations(rules.kiali_not_anonymous, openid) == []
+    other = kiali_server_config("anonymous") | {"metadata": {"name": "x", "labels": {}}}
+    assert violations(rules.kiali_not_anonymous, resource_args(config_map, other)) == []
+    broken = kiali_server_config("anonymous") | {"data": {"config.yaml": "auth: [unclosed"}}
+    assert violations(rules.kiali_not_anonymous, resource_args(config_map, broken)) == []

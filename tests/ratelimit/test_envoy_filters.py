@@ -355,3 +355,22 @@ def test_a_grpc_service_is_limited_with_resource_exhausted_which_routes_do_not_r
 def test_an_http_service_keeps_the_plain_429() -> None:
     config = specs.local_ratelimit_config(LocalRateLimitSettings(), ServiceRateLimit())
     assert "rate_limited_as_resource_exhausted" not in config
+
+
+RELATIVE_OPERATIONS: Final = frozenset({"INSERT_BEFORE", "INSERT_AFTER", "REPLACE", "REMOVE"})
+"""Patch operations whose result depends on what other EnvoyFilters did first (istioctl's
+EnvoyPatchAnalyzer; MERGE, ADD and INSERT_FIRST are not among them)."""
+
+
+def test_envoy_filters_with_relative_patches_have_a_priority(every_render: Any) -> None:
+    """Istio orders EnvoyFilters of equal priority by creation time, so a relative patch at
+    the default priority 0 lands in a different place when an object is recreated
+    (`istioctl analyze` IST0151/IST0155, found by make e2e): each has a nonzero one."""
+    for stack, render in every_render.items():
+        for obj in render.kubernetes_objects():
+            if obj["kind"] != "EnvoyFilter":
+                continue
+            operations = {p["patch"]["operation"] for p in obj["spec"]["configPatches"]}
+            if operations & RELATIVE_OPERATIONS:
+                name = f"{stack} {obj['metadata']['namespace']}/{obj['metadata']['name']}"
+                assert obj["spec"].get("priority", 0) != 0, name

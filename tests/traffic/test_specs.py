@@ -380,6 +380,45 @@ def test_sidecar_allows_own_namespace_control_plane_observability_and_calls() ->
     valid("Sidecar", spec)
 
 
+def istio_duplicated_egress_hosts(namespace: str, hosts: list[str]) -> list[str]:
+    """The entries Istio's Sidecar validation warns about ("duplicated egress host"),
+    as pkg/config/validation/validation.go walks them: `.` is the Sidecar's namespace, and
+    a namespace's `*` and its other entries are duplicates of each other in either order."""
+    seen: dict[str, set[str]] = {}
+    duplicated = []
+    for entry in hosts:
+        ns, svc = entry.split("/", 1)
+        ns = namespace if ns == "." else ns
+        names = seen.setdefault(ns, set())
+        if (svc != "*" and (svc in names or "*" in names)) or (svc == "*" and names):
+            duplicated.append(entry)
+        names.add(svc)
+    return duplicated
+
+
+def test_sidecars_of_the_observability_and_control_plane_namespaces_list_no_host_twice() -> None:
+    """In the observability namespace `./*` is `observability/*`: listing both made
+    `istioctl validate` warn "duplicated egress host" (make e2e)."""
+    for ns in ("observability", "istio-system"):
+        spec = specs.sidecar_spec(
+            ns,
+            [],
+            istio_namespace="istio-system",
+            observability_namespace="observability",
+            extra_hosts=[
+                "flagger-system/flagger.flagger-system.svc.cluster.local",
+                "flagger-system/*",
+            ],
+        )
+        hosts = spec["egress"][0]["hosts"]
+        assert istio_duplicated_egress_hosts(ns, hosts) == []
+        other = "istio-system" if ns == "observability" else "observability"
+        assert hosts == sorted(["./*", f"{other}/*", "flagger-system/*"])
+    assert istio_duplicated_egress_hosts("observability", ["./*", "observability/*"]) == [
+        "observability/*"
+    ]
+
+
 # --- Flagger --------------------------------------------------------------------------------
 
 
@@ -493,3 +532,25 @@ def test_canary_discovers_ports_when_app_metrics_are_scraped() -> None:
     spec = delivery_specs.canary_spec(service, [], "fd")
     assert spec["service"]["portDiscovery"] is True
     valid("Canary", spec, api="flagger.app/v1beta1")
+
+
+def test_a_route_with_retries_off_sends_only_attempts_0_which_istio_accepts() -> None:
+    """Istio's validateHTTPRetry rejects `perTryTimeout`/`retryOn` beside `attempts: 0`
+    ("http retry policy configured when attempts are set to 0"), so the validating webhook
+    would refuse the whole VirtualService; `istioctl validate` in `make e2e` found it."""
+    settings = stack(
+        svc(
+            traffic={
+                "routes": [
+                    {
+                        "name": "health",
+                        "exact": "/health",
+                        "timeout": "1s",
+                        "retries": {"attempts": 0, "perTryTimeout": "1s"},
+                    }
+                ]
+            }
+        )
+    )
+    routes = specs.http_routes(settings.services[0], ServiceGraph(settings.services).by_ref())
+    assert routes[0]["retries"] == {"attempts": 0}

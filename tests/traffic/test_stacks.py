@@ -11,6 +11,7 @@ import pytest
 from components.settings import load_settings
 from components.settings_types import duration_ms
 from tests.conftest import FIXTURES, STACKS, stack_settings
+from tests.traffic.test_specs import istio_duplicated_egress_hosts
 from tools.render import Render, load_stack_config
 
 
@@ -199,3 +200,15 @@ def test_every_stack_exports_an_ejection_detection_time_per_service(
             f"{stack}: {service} detects an ejection in {seconds}s, above "
             f"traffic.ejectionDetectionBound"
         )
+
+
+def test_no_sidecar_lists_an_egress_host_istio_counts_twice(
+    every_render: dict[str, Render],
+) -> None:
+    """Istio's Sidecar validation warns on overlapping egress hosts (make e2e's `istioctl
+    validate` found one); every Sidecar of every stack lists each host once."""
+    for stack, render in every_render.items():
+        for (ns, name), sidecar in objects(render, "Sidecar").items():
+            for listener in sidecar["spec"]["egress"]:
+                duplicated = istio_duplicated_egress_hosts(ns, listener["hosts"])
+                assert duplicated == [], f"{stack} Sidecar {ns}/{name}: {duplicated}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the pinned e2e tools (tools/e2e/VERSIONS.md) into a cache folder keyed by the versions:
 #   ${MESHSTACK_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/meshstack-e2e}/<key>/
-#     bin/          kube-apiserver kube-controller-manager kube-scheduler etcd kwok istioctl
+#     bin/          kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok istioctl
 #                   pulumi pulumi-language-python pulumi-language-python-exec
 #                   pulumi-resource-kubernetes pulumi-resource-random (+ pulumi-tfgen-random)
 #     pulumi-home/  PULUMI_HOME with the provider plugins installed from bin/
@@ -14,6 +14,7 @@
 #
 #   tools/e2e/build.sh            build what is missing (make e2e-tools)
 #   tools/e2e/build.sh --print    print the cache folder and exit
+#   tools/e2e/build.sh --check    exit 0 if the cache is complete (every tool built), else 1
 # A failing build stops with one line naming the tool and its log file.
 set -euo pipefail
 
@@ -42,12 +43,25 @@ if [[ "${1:-}" == "--print" ]]; then
 fi
 BIN="$CACHE/bin"
 LOGS="$CACHE/logs"
-mkdir -p "$BIN" "$LOGS"
 
-if [[ -f "$CACHE/.complete" ]]; then
+# Every binary a complete cache has; a tool added here is built into an existing cache.
+TOOLS=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok pulumi
+	pulumi-language-python pulumi-language-python-exec pulumi-resource-kubernetes
+	pulumi-resource-random istioctl)
+complete() {
+	[[ -f "$CACHE/.complete" ]] || return 1
+	local t
+	for t in "${TOOLS[@]}"; do [[ -x "$BIN/$t" ]] || return 1; done
+}
+if [[ "${1:-}" == "--check" ]]; then
+	complete
+	exit $?
+fi
+if complete; then
 	echo "e2e-tools: cache complete: $CACHE"
 	exit 0
 fi
+mkdir -p "$BIN" "$LOGS"
 
 # moddir WRAPPER MODULE: the module's folder in the module cache (downloaded if needed).
 moddir() {
@@ -103,6 +117,8 @@ iv=istio.io/istio/pkg/version
 build kube-apiserver kube "$kube_ld" k8s.io/kubernetes/cmd/kube-apiserver
 build kube-controller-manager kube "$kube_ld" k8s.io/kubernetes/cmd/kube-controller-manager
 build kube-scheduler kube "$kube_ld" k8s.io/kubernetes/cmd/kube-scheduler
+# kubectl: what a user would run instead of Pulumi (make e2e-bench: kubectl apply --server-side).
+build kubectl kube "$kube_ld" k8s.io/kubernetes/cmd/kubectl
 build etcd etcd "-s -w" .
 build kwok kwok "-s -w" sigs.k8s.io/kwok/cmd/kwok
 build pulumi pulumi "-s -w -X $pv" github.com/pulumi/pulumi/pkg/v3/cmd/pulumi

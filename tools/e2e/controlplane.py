@@ -56,6 +56,8 @@ SHARED = Path(os.environ.get("MESHSTACK_SHARED", REPO.parent / "shared"))
 PROMETHEUS_OPERATOR_CRDS = SHARED / "reference" / "crds" / "prometheus-operator.yaml"
 NODE_NAME = "kwok-node-0"
 FIELD_MANAGER = "meshstack-e2e"
+DEFAULT_STORAGE_CLASS = "standard"
+"""The cluster's default StorageClass when the stack names none."""
 # Webhook admission is off (see the module docstring); everything else built in stays on.
 DISABLED_ADMISSION = "MutatingAdmissionWebhook,ValidatingAdmissionWebhook"
 
@@ -85,8 +87,15 @@ def free_port() -> int:
 class ControlPlane:
     """etcd + kube-apiserver + controller manager + scheduler + kwok, on 127.0.0.1."""
 
-    def __init__(self, workdir: Path, name: str = "e2e", bin_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        name: str = "e2e",
+        bin_dir: Path | None = None,
+        storage_class: str = "",
+    ) -> None:
         self.name = name
+        self.storage_class = storage_class or DEFAULT_STORAGE_CLASS
         self.dir = workdir
         self.bin = bin_dir or tools_bin()
         self.logs = self.dir / "logs"
@@ -323,15 +332,33 @@ class ControlPlane:
                     },
                 }
             )
+            # The storage class the stack's claims name (Jaeger's), binding like the clouds'
+            # block-storage classes (EBS gp3, PD): WaitForFirstConsumer, so a claim stays
+            # Pending until its pod is scheduled. Without a name it is the cluster default.
+            default = "true" if self.storage_class == DEFAULT_STORAGE_CLASS else "false"
+            self.apply(
+                {
+                    "apiVersion": "storage.k8s.io/v1",
+                    "kind": "StorageClass",
+                    "metadata": {
+                        "name": self.storage_class,
+                        "annotations": {"storageclass.kubernetes.io/is-default-class": default},
+                    },
+                    "provisioner": "kubernetes.io/no-provisioner",
+                    "volumeBindingMode": "WaitForFirstConsumer",
+                    "reclaimPolicy": "Retain",
+                }
+            )
             self.apply(
                 {
                     "apiVersion": "v1",
                     "kind": "PersistentVolume",
                     "metadata": {"name": "e2e-pv-0"},
                     "spec": {
-                        "capacity": {"storage": "50Gi"},
+                        "capacity": {"storage": "1Ti"},
                         "accessModes": ["ReadWriteOnce"],
                         "persistentVolumeReclaimPolicy": "Retain",
+                        "storageClassName": self.storage_class,
                         "hostPath": {"path": str(self.dir / "pv-0")},
                     },
                 }
@@ -376,9 +403,30 @@ class ControlPlane:
                     )
                     if status >= 300:
                         self.lb_errors.append(f"{key}: {status} {body}")
+                self._ingress_addresses(assigned)
             except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
                 if not self._stop_lb.is_set():
                     self.lb_errors.append(f"{type(exc).__name__}: {exc}")
+
+    def _ingress_addresses(self, assigned: dict[str, str]) -> None:
+        """Give every Ingress an address, as the ingress controller its class names would
+        (the stacks expect one, e.g. ingress-nginx, as a cluster prerequisite)."""
+        _, ingresses = self.request("GET", "/apis/networking.k8s.io/v1/ingresses")
+        for ing in ingresses.get("items", []):
+            if ing.get("status", {}).get("loadBalancer", {}).get("ingress"):
+                continue
+            meta = ing["metadata"]
+            key = f"ingress {meta['namespace']}/{meta['name']}"
+            ip = assigned.setdefault(key, f"127.0.1.{len(assigned) + 1}")
+            status, body = self.request(
+                "PATCH",
+                f"/apis/networking.k8s.io/v1/namespaces/{meta['namespace']}/ingresses/"
+                f"{meta['name']}/status",
+                {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+                content_type="application/merge-patch+json",
+            )
+            if status >= 300:
+                self.lb_errors.append(f"{key}: {status} {body}")
 
     # -- API client ------------------------------------------------------------------------------
 
@@ -454,7 +502,10 @@ def _raise_on_signal(signum: int, _frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def control_plane(
-    name: str = "e2e", workdir: Path | None = None, bin_dir: Path | None = None
+    name: str = "e2e",
+    workdir: Path | None = None,
+    bin_dir: Path | None = None,
+    storage_class: str = "",
 ) -> Iterator[ControlPlane]:
     """Start a control plane in a temporary folder (or `workdir`) and stop it afterwards."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -462,7 +513,7 @@ def control_plane(
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshstack-cp-")))
-        with ControlPlane(workdir, name, bin_dir) as cp:
+        with ControlPlane(workdir, name, bin_dir, storage_class) as cp:
             yield cp
 
 
@@ -553,16 +604,36 @@ def smoke(keep: Path | None = None, bin_dir: Path | None = None) -> None:
                 "spec": {
                     "accessModes": ["ReadWriteOnce"],
                     "resources": {"requests": {"storage": "1Gi"}},
-                    "storageClassName": "",
                 },
             }
         )
 
-        def pvc_bound() -> bool:
+        def pvc_phase() -> str:
             _, c = cp.request("GET", "/api/v1/namespaces/default/persistentvolumeclaims/smoke")
-            return bool(c.get("status", {}).get("phase") == "Bound")
+            return str(c.get("status", {}).get("phase", ""))
 
-        _check(_poll(pvc_bound, 60), "claim bound to the static PV")
+        time.sleep(2)
+        _check(pvc_phase() == "Pending", "claim of the default class waits for its first consumer")
+        cp.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "smoke-consumer", "namespace": "default"},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "c",
+                            "image": "registry.invalid/none",
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "smoke"}}],
+                },
+            }
+        )
+        _check(
+            _poll(lambda: pvc_phase() == "Bound", 60), "claim bound to the static PV by scheduling"
+        )
         pids = cp.pids
     alive = [pid for pid in pids if _alive(pid)]
     _check(not alive, f"everything stopped (left: {alive})")

@@ -1,0 +1,132 @@
+"""The e2e harness's own logic, without the engine: what it counts as a violation, an istioctl
+error or warning, a retained object, and how it reports (tools/e2e/run.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools.e2e import run
+from tools.stacks import deploy_order
+
+VALIDATE_OUTPUT = """\
+"/tmp/x/istio.yaml" has warnings: \n\
+\t* EnvoyFilter/shop/api-local-ratelimit: EnvoyFilter exposes internal implementation details \
+that may change at any time.
+\t* Sidecar/observability/default: duplicated egress host: observability/*
+
+Error: 2 errors occurred:
+\t* VirtualService/shop/api: http retry policy configured when attempts are set to 0 (disabled)
+\t* VirtualService/shop/web: http retry policy configured when attempts are set to 0 (disabled)
+"""
+
+
+def test_validate_output_splits_into_errors_and_warnings() -> None:
+    errors, warnings = run.parse_validate(VALIDATE_OUTPUT)
+    assert errors == [
+        "validate VirtualService/shop/api: http retry policy configured when attempts are set "
+        "to 0 (disabled)",
+        "validate VirtualService/shop/web: http retry policy configured when attempts are set "
+        "to 0 (disabled)",
+    ]
+    assert len(warnings) == 2
+    assert run.unjustified(warnings) == [
+        "validate Sidecar/observability/default: duplicated egress host: observability/*"
+    ]
+    assert run.parse_validate('"/tmp/x/istio.yaml" is valid\n') == ([], [])
+
+
+def test_analyze_json_is_read_between_other_lines() -> None:
+    messages = [{"code": "IST0106", "level": "Error", "origin": "VirtualService a/b"}]
+    out = f"Info: something\n{json.dumps(messages, indent=2)}\n\n"
+    assert run.parse_analyze(out) == messages
+    assert run.parse_analyze("✔ No validation issues found\n") == []
+    with pytest.raises(json.JSONDecodeError):
+        run.parse_analyze("[ not json")
+
+
+def test_every_justified_warning_has_its_section_in_the_e2e_readme() -> None:
+    readme = (run.REPO / "tools" / "e2e" / "README.md").read_text()
+    for anchor in run.JUSTIFIED_WARNINGS.values():
+        assert f'<a id="{anchor}"></a>' in readme, anchor
+
+
+def test_policy_violations_are_counted_from_the_preview_output() -> None:
+    out = """Policies:
+    ❌ meshstack@v0.1.0 (local: policy)
+        - [mandatory]  helm-chart-version-pinned  (kubernetes:helm.sh/v4:Chart: a)
+          Every Helm chart is installed at one exact version.
+        - [advisory]  kiali-not-anonymous  (kubernetes:core/v1:ConfigMap: b)
+"""
+    assert run._VIOLATION.findall(out) == [
+        ("mandatory", "helm-chart-version-pinned"),
+        ("advisory", "kiali-not-anonymous"),
+    ]
+    assert run._VIOLATION.findall("Policies:\n    ✅ meshstack@v0.1.0 (local: policy)\n") == []
+
+
+def test_crds_and_namespaces_are_read_from_the_export_with_their_retain_flag() -> None:
+    export = {
+        "deployment": {
+            "resources": [
+                {
+                    "urn": "urn:a",
+                    "type": "kubernetes:core/v1:Namespace",
+                    "retainOnDelete": True,
+                    "outputs": {"metadata": {"name": "shop"}},
+                },
+                {
+                    "urn": "urn:b",
+                    "type": "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+                    "outputs": {"metadata": {"name": "canaries.flagger.app"}},
+                },
+                {"urn": "urn:c", "type": "kubernetes:core/v1:ConfigMap", "outputs": {}},
+            ]
+        }
+    }
+    assert run.retained_in_state(export) == (
+        [("Namespace", "shop")],
+        ["CustomResourceDefinition canaries.flagger.app"],
+    )
+
+
+def test_the_summary_line_has_the_shape_the_issue_asks_for() -> None:
+    good = run.StackResult("a", up=True, idempotent=True, kept_after_destroy=True)
+    diff = run.StackResult("b", up=True, idempotent=False, kept_after_destroy=True)
+    assert run.summary([good, good, good]) == (
+        "e2e: 3/3 stacks up, 3/3 idempotent, 0 policy violations, istioctl analyze 0 errors, "
+        "destroy kept CRDs+namespaces: yes"
+    )
+    assert run.passed([good, good])
+    assert run.summary([good, diff]).startswith("e2e: 2/2 stacks up, 1/2 idempotent,")
+    assert not run.passed([good, diff])
+    warned = run.StackResult(
+        "c", up=True, idempotent=True, kept_after_destroy=True, unjustified_warnings=["x"]
+    )
+    assert not run.passed([warned])
+
+
+@pytest.mark.parametrize("stack", deploy_order())
+def test_e2e_settings_take_charts_from_the_local_folder_and_keep_the_stack_file(
+    stack: str,
+) -> None:
+    """Every stack file can be run: its settings load, the charts come from the pinned
+    folders (no repository is reachable), and nothing the stack file says is overridden."""
+    plan = run.plan(stack)
+    pairs = dict(run.e2e_settings(plan))
+    assert pairs["meshstack:chartSource.kind"] == "directory"
+    assert pairs["meshstack:chartSource.location"].startswith("/")
+    assert ("meshstack:alerts.runbookBaseUrl" in pairs) is not plan.sets_runbook_base_url
+    assert plan.kube_context
+
+
+def test_prerequisite_namespaces_are_the_ones_used_but_not_created() -> None:
+    objects = [
+        {"kind": "Namespace", "metadata": {"name": "shop"}},
+        {"kind": "Deployment", "metadata": {"name": "api", "namespace": "shop"}},
+        {"kind": "ConfigMap", "metadata": {"name": "dash", "namespace": "grafana"}},
+        {"kind": "PrometheusRule", "metadata": {"name": "r", "namespace": "monitoring"}},
+        {"kind": "ClusterRole", "metadata": {"name": "c"}},
+    ]
+    assert run.prerequisite_namespaces(objects) == ["grafana", "monitoring"]
