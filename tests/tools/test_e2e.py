@@ -4,10 +4,12 @@ error or warning, a retained object, and how it reports (tools/e2e/run.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from tools.e2e import run
+from tools.e2e.controlplane import REPO, ControlPlane, ControlPlaneError
 from tools.stacks import deploy_order
 
 VALIDATE_OUTPUT = """\
@@ -47,7 +49,7 @@ def test_analyze_json_is_read_between_other_lines() -> None:
 
 
 def test_every_justified_warning_has_its_section_in_the_e2e_readme() -> None:
-    readme = (run.REPO / "tools" / "e2e" / "README.md").read_text()
+    readme = (REPO / "tools" / "e2e" / "README.md").read_text()
     for anchor in run.JUSTIFIED_WARNINGS.values():
         assert f'<a id="{anchor}"></a>' in readme, anchor
 
@@ -130,3 +132,33 @@ def test_prerequisite_namespaces_are_the_ones_used_but_not_created() -> None:
         {"kind": "ClusterRole", "metadata": {"name": "c"}},
     ]
     assert run.prerequisite_namespaces(objects) == ["grafana", "monitoring"]
+
+
+def test_without_a_complete_tool_cache_the_run_stops_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MESHSTACK_E2E_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(run, "LOGS", tmp_path / "logs")
+    assert run.main(["--stacks", deploy_order()[0]]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("e2e: tools: no complete tool cache at ")
+    assert err.rstrip().endswith("run `make e2e-tools`")
+
+
+def test_an_unknown_stack_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run.main(["--stacks", "mars-north-1"]) == 2
+    assert capsys.readouterr().err == "e2e: no stack file for mars-north-1\n"
+
+
+def test_a_control_plane_without_its_binaries_stops_in_one_line(tmp_path: Path) -> None:
+    plane = ControlPlane(tmp_path / "cp", bin_dir=tmp_path / "bin")
+    with pytest.raises(ControlPlaneError) as caught:
+        plane.start()
+    assert str(caught.value) == (
+        f"etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok missing in "
+        f"{tmp_path / 'bin'}: run make e2e-tools"
+    )
+    assert plane.pids == []

@@ -422,10 +422,9 @@ def istioctl_checks(
 # --- the scenario ---------------------------------------------------------------------------
 
 
-def run_stack(
-    cli: Cli, stack: StackPlan, cp: ControlPlane, work: Path, result: StackResult
-) -> None:
-    """Steps 2-5 for one stack; raises StepFailedError on the first step that cannot go on."""
+def prepare_stack(cli: Cli, stack: StackPlan, cp: ControlPlane, work: Path) -> list[dict[str, Any]]:
+    """The stack's offline render, its prerequisite namespaces created in the cluster, the
+    stack initialised in the copy with the e2e settings; returns the rendered objects."""
     kc = cp.kubeconfig
     name = stack.name
     started = time.monotonic()
@@ -442,6 +441,16 @@ def run_stack(
     cli.run(name, "stack-init", ["pulumi", "stack", "init", name], kubeconfig=kc)
     for key, value in e2e_settings(stack):
         cli.pulumi(name, "config-set", "config", "set", "--path", key, value, kubeconfig=kc)
+    return expected
+
+
+def run_stack(
+    cli: Cli, stack: StackPlan, cp: ControlPlane, work: Path, result: StackResult
+) -> None:
+    """Steps 2-5 for one stack; raises StepFailedError on the first step that cannot go on."""
+    kc = cp.kubeconfig
+    name = stack.name
+    expected = prepare_stack(cli, stack, cp, work)
 
     rc, out, took = cli.pulumi(
         name,
@@ -589,7 +598,7 @@ def scenario(stacks: Sequence[str], keep: Path | None = None) -> list[StackResul
     with _workdir(keep) as work, contextlib.ExitStack() as running:
         (work / "project").mkdir()
         copy_project(work / "project")
-        cli = Cli(cache, work)
+        cli = Cli(cache, work, LOGS)
         planes: dict[str, ControlPlane] = {}
         for stack, result in zip(plans, results, strict=True):
             started = time.monotonic()
