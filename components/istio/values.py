@@ -77,13 +77,23 @@ CROSS_NETWORK_GATEWAY: Final = "cross-network-gateway"
 """Name of the Gateway that exposes this cluster's services to the other networks."""
 
 
-JWKS_BLOCKED_CIDRS: Final = ("127.0.0.0/8", "::1/128")
-"""Ranges istiod never fetches a RequestAuthentication's `jwksUri` from, beyond the
-link-local and cloud-metadata addresses it always refuses (pilot/pkg/model/jwks_resolver.go).
-Loopback is istiod's own pod: its debug and monitoring ports (8080, 15014) answer on
-127.0.0.1, and no identity provider lives there. Private ranges stay open because an
-in-cluster identity provider (a Keycloak Service) is a legitimate JWKS host. Unset, `istioctl
-analyze` reports IST0175 for every stack with JWT services (found by make e2e)."""
+JWKS_BLOCKED_CIDRS: Final = (
+    "127.0.0.0/8",
+    "::1/128",
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+)
+"""Ranges istiod never fetches a RequestAuthentication's `jwksUri` from.
+
+istiod downloads every JWKS itself, so a `jwksUri` is a request made on the author's behalf.
+The Istio releases pinned here (1.30.3, 1.30.2) refuse nothing by default: the built-in
+link-local / cloud-metadata block arrived in later patch releases. So: loopback (istiod's
+own pod, whose debug and monitoring ports answer on 127.0.0.1), link-local (the cloud
+instance-metadata endpoint 169.254.169.254 and its IPv6 forms) and AWS's IPv6 metadata
+address. Private ranges stay open: an in-cluster identity provider (a Keycloak Service) is a
+legitimate JWKS host. Unset, `istioctl analyze` reports IST0175 on every stack with JWT
+services (found by make e2e)."""
 
 
 def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> dict[str, Any]:

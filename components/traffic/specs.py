@@ -381,24 +381,33 @@ def sidecar_spec(
             observability_namespace,
         }:
             hosts.add(f"{target.namespace}/{service_host(target)}")
-    return {"egress": [{"hosts": distinct_egress_hosts(namespace, hosts)}]}
+    return {
+        "egress": [
+            {"hosts": distinct_egress_hosts(namespace, hosts, root_namespace=istio_namespace)}
+        ]
+    }
 
 
-def distinct_egress_hosts(namespace: str, hosts: Iterable[str]) -> list[str]:
+def distinct_egress_hosts(
+    namespace: str, hosts: Iterable[str], *, root_namespace: str
+) -> list[str]:
     """`hosts` without the entries Istio counts twice, sorted.
 
     Istio's Sidecar validation reads `./<host>` as `<namespace>/<host>` and warns
     "duplicated egress host" for any other entry of a namespace that also has `<ns>/*`
     (pkg/config/validation, `istioctl validate` in make e2e found `./*` beside
     `observability/*` in the observability namespace). `<ns>/*` already covers them.
+    Not in the root namespace: a Sidecar there is the mesh-wide default, where `./*` means
+    each workload's own namespace, not the root's, so nothing is merged.
     """
     by_namespace: dict[str, set[str]] = {}
     for entry in hosts:
         ns, host = entry.split("/", 1)
-        by_namespace.setdefault(namespace if ns == "." else ns, set()).add(host)
+        resolved = namespace if ns == "." and namespace != root_namespace else ns
+        by_namespace.setdefault(resolved, set()).add(host)
     distinct: list[str] = []
     for ns, names in by_namespace.items():
-        written = "." if ns == namespace else ns
+        written = "." if ns == "." or (ns == namespace != root_namespace) else ns
         distinct += [f"{written}/*"] if "*" in names else [f"{written}/{n}" for n in names]
     return sorted(distinct)
 

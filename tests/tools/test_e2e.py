@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,17 @@ def test_validate_output_splits_into_errors_and_warnings() -> None:
     assert run.unjustified(warnings) == [
         "validate Sidecar/observability/default: duplicated egress host: observability/*"
     ]
+    deny_tcp = (
+        ": configured AuthorizationPolicy will deny all traffic to TCP ports under its scope "
+        "due to the use of only HTTP attributes in a DENY rule"
+    )
+    assert run.unjustified(
+        [
+            f"validate AuthorizationPolicy/shop/api-require-jwt{deny_tcp}",
+            f"IST0133 AuthorizationPolicy shop/api-require-jwt-via-front-web{deny_tcp}",
+            f"IST0133 AuthorizationPolicy shop/deny-legacy{deny_tcp}",
+        ]
+    ) == [f"IST0133 AuthorizationPolicy shop/deny-legacy{deny_tcp}"]
     assert run.parse_validate('"/tmp/x/istio.yaml" is valid\n') == ([], [])
 
 
@@ -50,7 +62,7 @@ def test_analyze_json_is_read_between_other_lines() -> None:
 
 def test_every_justified_warning_has_its_section_in_the_e2e_readme() -> None:
     readme = (REPO / "tools" / "e2e" / "README.md").read_text()
-    for anchor in run.JUSTIFIED_WARNINGS.values():
+    for anchor in run.JUSTIFIED_WARNINGS:
         assert f'<a id="{anchor}"></a>' in readme, anchor
 
 
@@ -162,3 +174,40 @@ def test_a_control_plane_without_its_binaries_stops_in_one_line(tmp_path: Path) 
         f"{tmp_path / 'bin'}: run make e2e-tools"
     )
     assert plane.pids == []
+
+
+def test_only_documented_prerequisite_namespaces_are_created_for_the_stack() -> None:
+    """A namespace the program should create but stopped creating fails the run."""
+    objects = [
+        {"kind": "ConfigMap", "metadata": {"name": "dash", "namespace": "grafana"}},
+        {"kind": "Deployment", "metadata": {"name": "api", "namespace": "shop"}},
+    ]
+    documented = frozenset({"monitoring", "grafana"})
+    with pytest.raises(run.StepFailedError) as caught:
+        run.checked_prerequisites("lab-1", objects, documented)
+    assert str(caught.value) == (
+        "lab-1: objects in namespaces the stack neither creates nor documents as "
+        "prerequisites: shop"
+    )
+    assert run.checked_prerequisites("lab-1", objects[:1], documented) == ["grafana"]
+
+
+def test_every_stack_needs_only_documented_prerequisites(stack_renders: dict[str, Any]) -> None:
+    for stack, render in stack_renders.items():
+        objects = render.kubernetes_objects()
+        run.checked_prerequisites(stack, objects, run.plan(stack).documented_prerequisites)
+
+
+def test_keep_refuses_a_folder_the_harness_did_not_make(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with (
+        pytest.raises(run.StepFailedError, match="not empty and not an e2e folder"),
+        run._workdir(tmp_path),
+    ):
+        pass
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    keep = tmp_path / "e2e"
+    with run._workdir(keep) as work:
+        (work / "state").mkdir()
+    with run._workdir(keep) as work:  # its own folder: replaced
+        assert not (work / "state").exists()

@@ -396,27 +396,34 @@ def istio_duplicated_egress_hosts(namespace: str, hosts: list[str]) -> list[str]
     return duplicated
 
 
-def test_sidecars_of_the_observability_and_control_plane_namespaces_list_no_host_twice() -> None:
+def test_the_observability_namespace_sidecar_lists_no_host_twice() -> None:
     """In the observability namespace `./*` is `observability/*`: listing both made
     `istioctl validate` warn "duplicated egress host" (make e2e)."""
-    for ns in ("observability", "istio-system"):
-        spec = specs.sidecar_spec(
-            ns,
-            [],
-            istio_namespace="istio-system",
-            observability_namespace="observability",
-            extra_hosts=[
-                "flagger-system/flagger.flagger-system.svc.cluster.local",
-                "flagger-system/*",
-            ],
-        )
-        hosts = spec["egress"][0]["hosts"]
-        assert istio_duplicated_egress_hosts(ns, hosts) == []
-        other = "istio-system" if ns == "observability" else "observability"
-        assert hosts == sorted(["./*", f"{other}/*", "flagger-system/*"])
+    spec = specs.sidecar_spec(
+        "observability",
+        [],
+        istio_namespace="istio-system",
+        observability_namespace="observability",
+        extra_hosts=[
+            "flagger-system/flagger.flagger-system.svc.cluster.local",
+            "flagger-system/*",
+        ],
+    )
+    hosts = spec["egress"][0]["hosts"]
+    assert istio_duplicated_egress_hosts("observability", hosts) == []
+    assert hosts == ["./*", "flagger-system/*", "istio-system/*"]
     assert istio_duplicated_egress_hosts("observability", ["./*", "observability/*"]) == [
         "observability/*"
     ]
+
+
+def test_in_the_root_namespace_own_namespace_and_root_stay_two_entries() -> None:
+    """A Sidecar in the root namespace is the mesh-wide default: its `./*` is each
+    workload's own namespace, so `istio-system/*` is a different entry and must stay."""
+    spec = specs.sidecar_spec(
+        "istio-system", [], istio_namespace="istio-system", observability_namespace="observability"
+    )
+    assert spec["egress"][0]["hosts"] == ["./*", "istio-system/*", "observability/*"]
 
 
 # --- Flagger --------------------------------------------------------------------------------

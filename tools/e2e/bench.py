@@ -1,7 +1,8 @@
 """`make e2e-bench`: what `pulumi up` of the hub costs next to doing the same by hand.
 
 A measurement, not a test (nothing here asserts a time). In one run, each on a fresh local
-control plane (`controlplane.py`) and with the tools `make e2e-tools` built:
+control plane (`controlplane.py`, one running at a time) and with the tools `make e2e-tools`
+built:
 
 - `pulumi up` of every stack, hub first (the e2e settings of `tools.e2e.run`), then `pulumi
   preview` with no changes per stack: the wall time a pull request's preview costs;
@@ -21,7 +22,6 @@ Prints a table and the ratio (pulumi up ÷ helm+kubectl), and writes it to
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import subprocess
 import sys
@@ -73,7 +73,9 @@ def _is_built_in(obj: dict[str, Any]) -> bool:
 def by_hand(stack: str, cp: ControlPlane, work: Path, cache: Path) -> dict[str, float]:
     """helm install --wait + kubectl apply --server-side of the stack's render; seconds."""
     render = work / "render" / stack
-    run.rendered_objects(stack, render, OUT)  # writes manifests.yaml, helm.yaml, charts.yaml
+    objects = run.rendered_objects(stack, render, OUT)  # manifests.yaml, helm.yaml, charts.yaml
+    for ns in run.prerequisite_namespaces(objects):  # the cluster's, as for `pulumi up`
+        cp.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(cp.kubeconfig), "HOME": str(work)}
     kubectl, helm = str(cache / "bin" / "kubectl"), str(install_helm.binary_path())
     log = OUT / f"{stack}-by-hand.log"
@@ -158,40 +160,35 @@ def bench(stacks: list[str]) -> str:
     plans = [run.plan(s) for s in stacks]
     up: dict[str, float] = {}
     no_change: dict[str, float] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="meshstack-bench-") as tmp,
-        contextlib.ExitStack() as on,
-    ):
+    with tempfile.TemporaryDirectory(prefix="meshstack-bench-") as tmp:
         work = Path(tmp)
         (work / "project").mkdir()
         run.copy_project(work / "project")
         cli = run.Cli(cache, work, OUT)
         for stack in plans:
-            cp = on.enter_context(
-                control_plane(
-                    stack.kube_context, work / "cp" / stack.name, cache / "bin", stack.storage_class
+            # One control plane at a time: each is stopped before the next measurement (the
+            # spokes need only the hub's state, which the file backend keeps).
+            with control_plane(
+                stack.kube_context, work / "cp" / stack.name, cache / "bin", stack.storage_class
+            ) as cp:
+                kc = cp.kubeconfig
+                run.prepare_stack(cli, stack, cp, work)
+                _, _, up[stack.name] = cli.pulumi(
+                    stack.name, "up", "up", "--yes", "--skip-preview", kubeconfig=kc
                 )
-            )
-            kc = cp.kubeconfig
-            run.prepare_stack(cli, stack, cp, work)
-            _, _, up[stack.name] = cli.pulumi(
-                stack.name, "up", "up", "--yes", "--skip-preview", kubeconfig=kc
-            )
-            _, _, no_change[stack.name] = cli.pulumi(
-                stack.name, "preview", "preview", "--expect-no-changes", kubeconfig=kc
-            )
+                _, _, no_change[stack.name] = cli.pulumi(
+                    stack.name, "preview", "preview", "--expect-no-changes", kubeconfig=kc
+                )
             print(
                 f"e2e-bench: {stack.name}: pulumi up {up[stack.name]:.1f}s, "
                 f"preview (no changes) {no_change[stack.name]:.1f}s",
                 flush=True,
             )
         hub = plans[0]
-        fresh = on.enter_context(
-            control_plane(
-                hub.kube_context, work / "cp" / "by-hand", cache / "bin", hub.storage_class
-            )
-        )
-        manual = by_hand(hub.name, fresh, work, cache)
+        with control_plane(
+            hub.kube_context, work / "cp" / "by-hand", cache / "bin", hub.storage_class
+        ) as fresh:
+            manual = by_hand(hub.name, fresh, work, cache)
     total = sum(manual.values())
     lines = [
         f"| measurement ({hub.name}, fresh control plane each) | seconds |",
@@ -211,10 +208,15 @@ def bench(stacks: list[str]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.e2e.bench", description=__doc__)
     parser.add_argument(
-        "--stacks", nargs="+", help="these stacks only (the first is timed by hand)"
+        "--stacks", nargs="+", help="these stacks only (the first in deploy order is done by hand)"
     )
     args = parser.parse_args(argv)
-    stacks = [s for s in deploy_order() if not args.stacks or s in args.stacks]
+    known = deploy_order()
+    unknown = sorted(set(args.stacks or ()) - set(known))
+    if unknown:
+        print(f"e2e-bench: no stack file for {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    stacks = [s for s in known if not args.stacks or s in args.stacks]
     if OUT.exists():
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)

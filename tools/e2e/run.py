@@ -41,6 +41,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -74,7 +75,21 @@ ISTIO_GROUPS: Final = (
     "telemetry.istio.io",
     "extensions.istio.io",
 )
+POLICY_PACK_LOADED: Final = "meshstack@v"
+"""What the preview prints under `Policies:` once the pack ran (`meshstack@v0.1.0 (local: …)`)."""
 _VIOLATION: Final = re.compile(r"^\s+- \[(mandatory|advisory|remediate)\]\s+(\S+)", re.M)
+
+
+WORKDIR_MARKER: Final = ".meshstack-e2e"
+"""Marks a `--keep` folder as the harness's, so a later run may replace it."""
+STEP_TIMEOUT: Final = 900
+"""Seconds one CLI step may take. The provider's own awaits give up after 10 minutes."""
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 class StepFailedError(RuntimeError):
@@ -139,6 +154,8 @@ class Cli:
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_SKIP_UPDATE_CHECK": "true",
             "PULUMI_SKIP_CONFIRMATIONS": "true",
+            # Only the plugins installed in the cache's PULUMI_HOME, never one on PATH.
+            "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
         }
         (work / "state").mkdir()
 
@@ -151,22 +168,34 @@ class Cli:
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         with log.open("wb") as out:  # streamed, so a step that hangs shows where
-            proc = subprocess.run(
+            # Its own process group: on a timeout, an exception or a signal the command's
+            # children (language host, providers, the program) go with it.
+            proc = subprocess.Popen(
                 list(argv),
                 cwd=self.project,
                 env=self.env | {"KUBECONFIG": str(kubeconfig)},
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                check=False,
+                start_new_session=True,
             )
+            try:
+                returncode = proc.wait(timeout=STEP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                raise StepFailedError(
+                    f"{stack}: {step} timed out after {STEP_TIMEOUT}s, see {log}"
+                ) from None
+            except BaseException:
+                _kill_group(proc)
+                raise
         took = time.monotonic() - started
         output = log.read_text(errors="replace")
         with log.open("a") as out:
-            out.write(f"\n$ {' '.join(argv)}\n[exit {proc.returncode}, {took:.1f}s]\n")
-        if check and proc.returncode:
-            raise StepFailedError(f"{stack}: {step} failed (exit {proc.returncode}), see {log}")
-        return proc.returncode, output, took
+            out.write(f"\n$ {' '.join(argv)}\n[exit {returncode}, {took:.1f}s]\n")
+        if check and returncode:
+            raise StepFailedError(f"{stack}: {step} failed (exit {returncode}), see {log}")
+        return returncode, output, took
 
     def pulumi(
         self, stack: str, step: str, *args: str, kubeconfig: Path, check: bool = True
@@ -191,6 +220,8 @@ class StackPlan:
     kube_context: str
     storage_class: str
     sets_runbook_base_url: bool
+    documented_prerequisites: frozenset[str]
+    """Namespaces the stack uses but documents as the cluster's (the monitoring stack's)."""
 
 
 def plan(stack: str) -> StackPlan:
@@ -201,6 +232,12 @@ def plan(stack: str) -> StackPlan:
         kube_context=settings.kube_context or f"e2e-{stack}",
         storage_class=settings.observability.jaeger.storage.storage_class,
         sets_runbook_base_url=bool(settings.alerts.runbook_base_url),
+        # README: prometheus-operator and the `monitoring` namespace are the cluster's; the
+        # dashboard's namespace "belongs to the monitoring stack" (dashboard.namespace).
+        documented_prerequisites=frozenset(
+            {"monitoring"}
+            | ({settings.dashboard.namespace} if settings.dashboard.enabled else set())
+        ),
     )
 
 
@@ -278,6 +315,22 @@ def prerequisite_namespaces(objects: list[dict[str, Any]]) -> list[str]:
     return sorted(used - created)
 
 
+def checked_prerequisites(
+    stack: str, objects: list[dict[str, Any]], documented: frozenset[str]
+) -> list[str]:
+    """`prerequisite_namespaces`, if the stack documents every one as the cluster's; else
+    StepFailedError: a namespace the program should create but does not would be hidden if
+    the harness created it."""
+    prerequisites = prerequisite_namespaces(objects)
+    undocumented = sorted(set(prerequisites) - documented)
+    if undocumented:
+        raise StepFailedError(
+            f"{stack}: objects in namespaces the stack neither creates nor documents as "
+            f"prerequisites: {', '.join(undocumented)}"
+        )
+    return prerequisites
+
+
 def _clean(obj: dict[str, Any]) -> dict[str, Any]:
     """An object as a user would export it: no status, managed fields or server bookkeeping."""
     meta = {
@@ -328,13 +381,18 @@ def retained_in_state(export: dict[str, Any]) -> tuple[list[tuple[str, str]], li
 
 
 JUSTIFIED_WARNINGS: Final = {
-    "EnvoyFilter exposes internal implementation details": "envoyfilter-internals",
-    "will deny all traffic to TCP ports under its scope due to the use of only HTTP": (
-        "deny-tcp-with-http-attributes"
+    "envoyfilter-internals": re.compile(
+        r"EnvoyFilter[ /][^:]+: .*EnvoyFilter exposes internal implementation details"
+    ),
+    "deny-tcp-with-http-attributes": re.compile(
+        r"AuthorizationPolicy[ /][^:]*-require-jwt[^:]*: .*will deny all traffic to TCP ports "
+        r"under its scope due to the use of only HTTP attributes"
     ),
 }
-"""istioctl warnings the program keeps on purpose (message part → the section of
-tools/e2e/README.md that says why). Any other warning fails the run: fix it or justify it."""
+"""istioctl warnings the program keeps on purpose: the section of tools/e2e/README.md that
+says why → the warnings it covers (`<tool or code> <kind>[ /]<namespace>/<name>: <message>`,
+object kind and name included, so a justification covers only the objects it is about).
+Any other warning fails the run: fix it or justify it."""
 
 
 def parse_validate(out: str) -> tuple[list[str], list[str]]:
@@ -366,7 +424,7 @@ def parse_analyze(out: str) -> list[dict[str, Any]]:
 
 
 def unjustified(warnings: list[str]) -> list[str]:
-    return [w for w in warnings if not any(part in w for part in JUSTIFIED_WARNINGS)]
+    return [w for w in warnings if not any(p.search(w) for p in JUSTIFIED_WARNINGS.values())]
 
 
 def istioctl_checks(
@@ -380,7 +438,7 @@ def istioctl_checks(
     analyzable = [o for o in objects if o["kind"] != "CustomResourceDefinition"]
     (folder / "istio.yaml").write_text(yaml.safe_dump_all(istio, sort_keys=False))
     (folder / "applied.yaml").write_text(yaml.safe_dump_all(analyzable, sort_keys=False))
-    _, out, _ = cli.run(
+    rc, out, _ = cli.run(
         stack,
         "istioctl-validate",
         ["istioctl", "validate", "-f", str(folder / "istio.yaml")],
@@ -388,6 +446,9 @@ def istioctl_checks(
         check=False,
     )
     errors, warnings = parse_validate(out)
+    if rc and not errors:
+        log = cli.logs / stack / "istioctl-validate.log"
+        raise StepFailedError(f"{stack}: istioctl validate failed (exit {rc}), see {log}")
     rc, out, _ = cli.run(
         stack,
         "istioctl-analyze",
@@ -400,6 +461,8 @@ def istioctl_checks(
             "json",
             "--failure-threshold",
             "Error",
+            "--output-threshold",
+            "Warning",
             str(folder / "applied.yaml"),
         ],
         kubeconfig=kubeconfig,
@@ -429,7 +492,7 @@ def prepare_stack(cli: Cli, stack: StackPlan, cp: ControlPlane, work: Path) -> l
     name = stack.name
     started = time.monotonic()
     expected = rendered_objects(name, work / "render" / name, cli.logs)
-    prerequisites = prerequisite_namespaces(expected)
+    prerequisites = checked_prerequisites(name, expected, stack.documented_prerequisites)
     for ns in prerequisites:
         cp.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     _report(
@@ -465,6 +528,9 @@ def run_stack(
     )
     result.seconds["preview"] = took
     result.violations = [f"{m[0]} {m[1]}" for m in _VIOLATION.findall(out)]
+    if not rc and POLICY_PACK_LOADED not in out:
+        log = cli.logs / name / "preview-policy.log"
+        raise StepFailedError(f"{name}: the policy pack did not run, see {log}")
     if rc and not result.violations:
         log = cli.logs / name / "preview-policy.log"
         raise StepFailedError(f"{name}: preview-policy failed, see {log}")
@@ -496,9 +562,11 @@ def run_stack(
         )
     _report(name, "live objects", time.monotonic() - started, f"{len(applied)} found")
 
-    _, out, _ = cli.pulumi(name, "stack-export", "stack", "export", kubeconfig=kc)
-    export = json.loads(out[out.find("{") :])
-    result.retained, not_retained = retained_in_state(export)
+    exported = work / f"{name}-state.json"
+    cli.pulumi(name, "stack-export", "stack", "export", "--file", str(exported), kubeconfig=kc)
+    result.retained, not_retained = retained_in_state(json.loads(exported.read_text()))
+    if not result.retained:
+        raise StepFailedError(f"{name}: no CRD or namespace in the exported state")
     if not_retained:
         log = cli.logs / name / "not-retained.log"
         log.write_text("\n".join(not_retained) + "\n")
@@ -526,18 +594,18 @@ def destroy_stack(cli: Cli, name: str, cp: ControlPlane, result: StackResult) ->
         name, "destroy", "destroy", "--yes", "--skip-preview", kubeconfig=cp.kubeconfig
     )
     live = Live(cp)
-    gone = [
-        f"{kind} {obj}"
-        for kind, obj in result.retained
-        if live.get(
+    gone = []
+    for kind, obj in result.retained:
+        body = live.get(
             {
                 "apiVersion": "v1" if kind == "Namespace" else "apiextensions.k8s.io/v1",
                 "kind": kind,
                 "metadata": {"name": obj},
             }
         )
-        is None
-    ]
+        # A namespace being deleted is still readable for a while: Terminating is not kept.
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            gone.append(f"{kind} {obj}")
     result.kept_after_destroy = not gone
     if gone:
         log = cli.logs / name / "destroy-deleted.log"
@@ -579,9 +647,14 @@ def passed(results: list[StackResult]) -> bool:
 @contextlib.contextmanager
 def _workdir(keep: Path | None) -> Iterator[Path]:
     if keep is not None:
+        keep = keep.resolve()
+        marker = keep / WORKDIR_MARKER
+        if keep.exists() and any(keep.iterdir()) and not marker.exists():
+            raise StepFailedError(f"--keep {keep}: not empty and not an e2e folder, left alone")
         if keep.exists():
             shutil.rmtree(keep)
         keep.mkdir(parents=True)
+        marker.write_text("made by python -m tools.e2e.run; replaced on the next run\n")
         yield keep
         return
     with tempfile.TemporaryDirectory(prefix="meshstack-e2e-") as tmp:
@@ -642,6 +715,10 @@ def main(argv: list[str] | None = None) -> int:
         results = scenario(stacks, args.keep)
     except (StepFailedError, ControlPlaneError) as exc:
         print(f"e2e: {exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError, subprocess.CalledProcessError) as exc:
+        # Everything started is stopped by then (context managers); say what broke in a line.
+        print(f"e2e: {type(exc).__name__}: {exc}".splitlines()[0], file=sys.stderr)
         return 1
     line = summary(results)
     (LOGS / "summary.txt").write_text(line + "\n")
