@@ -56,6 +56,11 @@ SHARED = Path(os.environ.get("MESHSTACK_SHARED", REPO.parent / "shared"))
 PROMETHEUS_OPERATOR_CRDS = SHARED / "reference" / "crds" / "prometheus-operator.yaml"
 NODE_NAME = "kwok-node-0"
 FIELD_MANAGER = "meshstack-e2e"
+ADDRESSED_KINDS: tuple[tuple[str, str, Any], ...] = (
+    ("/api/v1/services", "/api/v1", lambda svc: svc["spec"].get("type") == "LoadBalancer"),
+    ("/apis/networking.k8s.io/v1/ingresses", "/apis/networking.k8s.io/v1", lambda _: True),
+)
+"""(collection, its group-version prefix, which objects get an address) of the LB loop."""
 DEFAULT_STORAGE_CLASS = "standard"
 """The cluster's default StorageClass when the stack names none."""
 # Webhook admission is off (see the module docstring); everything else built in stays on.
@@ -107,6 +112,7 @@ class ControlPlane:
         self._lb_thread: threading.Thread | None = None
         self._ssl: ssl.SSLContext | None = None
         self.lb_errors: list[str] = []
+        self._discovery: dict[str, list[dict[str, Any]]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -382,51 +388,34 @@ class ControlPlane:
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     def _lb_loop(self) -> None:
-        """Give LoadBalancer Services an ingress address, as a cloud controller would."""
+        """Give LoadBalancer Services an ingress address, as a cloud controller would, and
+        every Ingress one, as the ingress controller its class names would (the stacks expect
+        one, e.g. ingress-nginx, as a cluster prerequisite)."""
         assigned: dict[str, str] = {}
         while not self._stop_lb.wait(1.0):
             try:
-                _, services = self.request("GET", "/api/v1/services")
-                for svc in services.get("items", []):
-                    if svc["spec"].get("type") != "LoadBalancer":
-                        continue
-                    if svc.get("status", {}).get("loadBalancer", {}).get("ingress"):
-                        continue
-                    meta = svc["metadata"]
-                    key = f"{meta['namespace']}/{meta['name']}"
-                    ip = assigned.setdefault(key, f"127.0.1.{len(assigned) + 1}")
-                    status, body = self.request(
-                        "PATCH",
-                        f"/api/v1/namespaces/{meta['namespace']}/services/{meta['name']}/status",
-                        {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
-                        content_type="application/merge-patch+json",
-                    )
-                    if status >= 300:
-                        self.lb_errors.append(f"{key}: {status} {body}")
-                self._ingress_addresses(assigned)
+                for collection, prefix, needs_address in ADDRESSED_KINDS:
+                    _, listed = self.request("GET", collection)
+                    for obj in listed.get("items", []):
+                        if not needs_address(obj):
+                            continue
+                        if obj.get("status", {}).get("loadBalancer", {}).get("ingress"):
+                            continue
+                        meta = obj["metadata"]
+                        key = f"{collection} {meta['namespace']}/{meta['name']}"
+                        ip = assigned.setdefault(key, f"127.0.1.{len(assigned) + 1}")
+                        status, body = self.request(
+                            "PATCH",
+                            f"{prefix}/namespaces/{meta['namespace']}/"
+                            f"{collection.rsplit('/', 1)[1]}/{meta['name']}/status",
+                            {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+                            content_type="application/merge-patch+json",
+                        )
+                        if status >= 300:
+                            self.lb_errors.append(f"{key}: {status} {body}")
             except (OSError, urllib.error.URLError, ValueError, KeyError) as exc:
                 if not self._stop_lb.is_set():
                     self.lb_errors.append(f"{type(exc).__name__}: {exc}")
-
-    def _ingress_addresses(self, assigned: dict[str, str]) -> None:
-        """Give every Ingress an address, as the ingress controller its class names would
-        (the stacks expect one, e.g. ingress-nginx, as a cluster prerequisite)."""
-        _, ingresses = self.request("GET", "/apis/networking.k8s.io/v1/ingresses")
-        for ing in ingresses.get("items", []):
-            if ing.get("status", {}).get("loadBalancer", {}).get("ingress"):
-                continue
-            meta = ing["metadata"]
-            key = f"ingress {meta['namespace']}/{meta['name']}"
-            ip = assigned.setdefault(key, f"127.0.1.{len(assigned) + 1}")
-            status, body = self.request(
-                "PATCH",
-                f"/apis/networking.k8s.io/v1/namespaces/{meta['namespace']}/ingresses/"
-                f"{meta['name']}/status",
-                {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
-                content_type="application/merge-patch+json",
-            )
-            if status >= 300:
-                self.lb_errors.append(f"{key}: {status} {body}")
 
     # -- API client ------------------------------------------------------------------------------
 
@@ -462,17 +451,37 @@ class ControlPlane:
             decoded = {"raw": raw.decode(errors="replace")}
         return status, decoded if isinstance(decoded, dict) else {"items": decoded}
 
+    def _discover(self, base: str) -> list[dict[str, Any]]:
+        """The resources of one group version; cached once the group version is served
+        (a CRD applied later makes an unserved one appear, so misses are not cached)."""
+        if base not in self._discovery:
+            _, body = self.request("GET", base)
+            resources: list[dict[str, Any]] = body.get("resources", [])
+            if not resources:
+                return []
+            self._discovery[base] = resources
+        return self._discovery[base]
+
     def path_of(self, obj: dict[str, Any]) -> str:
         """The REST path of one object, from API discovery."""
         group_version: str = obj["apiVersion"]
         base = f"/api/{group_version}" if "/" not in group_version else f"/apis/{group_version}"
-        _, resources = self.request("GET", base)
-        for res in resources.get("resources", []):
+        for res in self._discover(base):
             if res["kind"] == obj["kind"] and "/" not in res["name"]:
                 ns = obj["metadata"].get("namespace") or "default"
                 scope = f"/namespaces/{ns}" if res["namespaced"] else ""
                 return f"{base}{scope}/{res['name']}/{obj['metadata']['name']}"
         raise ValueError(f"no API resource for {group_version} {obj['kind']}")
+
+    def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The live object named like `obj` (apiVersion, kind, namespace, name), or None when
+        it does not exist or its kind is not served."""
+        try:
+            path = self.path_of(obj)
+        except ValueError:
+            return None
+        status, body = self.request("GET", path)
+        return body if status == 200 else None
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply one object (status included for nodes, via the status subresource)."""

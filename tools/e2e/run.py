@@ -255,37 +255,6 @@ def e2e_settings(stack: StackPlan) -> list[tuple[str, str]]:
 # --- live checks ----------------------------------------------------------------------------
 
 
-class Live:
-    """Reads objects back from one control plane, with API discovery cached."""
-
-    def __init__(self, cp: ControlPlane) -> None:
-        self.cp = cp
-        self._resources: dict[str, list[dict[str, Any]]] = {}
-
-    def _discover(self, group_version: str) -> list[dict[str, Any]]:
-        if group_version not in self._resources:
-            base = "/api/" if "/" not in group_version else "/apis/"
-            _, body = self.cp.request("GET", base + group_version)
-            self._resources[group_version] = body.get("resources", [])
-        return self._resources[group_version]
-
-    def path(self, api_version: str, kind: str, name: str, namespace: str | None) -> str | None:
-        base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
-        for res in self._discover(api_version):
-            if res["kind"] == kind and "/" not in res["name"]:
-                scope = f"/namespaces/{namespace or 'default'}" if res["namespaced"] else ""
-                return f"{base}{scope}/{res['name']}/{name}"
-        return None
-
-    def get(self, obj: dict[str, Any]) -> dict[str, Any] | None:
-        meta = obj.get("metadata", {})
-        path = self.path(obj["apiVersion"], obj["kind"], meta["name"], meta.get("namespace"))
-        if path is None:
-            return None
-        status, body = self.cp.request("GET", path)
-        return body if status == 200 else None
-
-
 def rendered_objects(stack: str, out: Path, logs: Path = LOGS) -> list[dict[str, Any]]:
     """Every object of the stack's offline render (program objects and chart objects)."""
     log = logs / stack / "render.log"
@@ -351,12 +320,12 @@ def _clean(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_live(
-    stack: str, live: Live, expected: list[dict[str, Any]]
+    cp: ControlPlane, expected: list[dict[str, Any]]
 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The live copy of every expected object, and the ones missing."""
     found, missing = [], []
     for obj in expected:
-        body = live.get(obj)
+        body = cp.get(obj)
         meta = obj["metadata"]
         if body is None:
             missing.append(f"{obj['kind']} {meta.get('namespace', '')}/{meta['name']}".strip())
@@ -553,7 +522,7 @@ def run_stack(
     _report(name, "preview --expect-no-changes", took, "no changes" if rc == 0 else "CHANGES")
 
     started = time.monotonic()
-    applied, missing = check_live(name, Live(cp), expected)
+    applied, missing = check_live(cp, expected)
     if missing:
         log = cli.logs / name / "live-missing.log"
         log.write_text("\n".join(missing) + "\n")
@@ -593,10 +562,9 @@ def destroy_stack(cli: Cli, name: str, cp: ControlPlane, result: StackResult) ->
     _, _, took = cli.pulumi(
         name, "destroy", "destroy", "--yes", "--skip-preview", kubeconfig=cp.kubeconfig
     )
-    live = Live(cp)
     gone = []
     for kind, obj in result.retained:
-        body = live.get(
+        body = cp.get(
             {
                 "apiVersion": "v1" if kind == "Namespace" else "apiextensions.k8s.io/v1",
                 "kind": kind,
