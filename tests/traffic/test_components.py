@@ -51,8 +51,13 @@ SETTINGS = make_settings(
 )
 
 
-def traffic_management(settings: StackSettings, opts: pulumi.ResourceOptions) -> TrafficManagement:
-    """TrafficManagement `t` on IstioMesh `m`, wired as region.py wires it."""
+def traffic_management(
+    settings: StackSettings,
+    opts: pulumi.ResourceOptions,
+    injected_observability_namespace: pulumi.Output[str] | None = None,
+) -> TrafficManagement:
+    """TrafficManagement `t` on IstioMesh `m`, wired as region.py wires it (with an injected
+    observability namespace as on a hub, if given)."""
     mesh = IstioMesh("m", settings.istio, opts=opts)
     return TrafficManagement(
         "t",
@@ -64,6 +69,7 @@ def traffic_management(settings: StackSettings, opts: pulumi.ResourceOptions) ->
         injection_labels=mesh.injection_labels,
         prometheus_url=settings.prometheus_url,
         cluster_name=settings.effective_cluster_name,
+        injected_observability_namespace=injected_observability_namespace,
         opts=opts,
     )
 

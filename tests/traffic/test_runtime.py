@@ -14,14 +14,12 @@ import pulumi
 import pytest
 import yaml
 
-from components.istio.component import IstioMesh
-from components.service_graph import ServiceGraph
 from components.settings import MeshService, StackSettings
 from components.traffic import delivery_specs, specs
-from components.traffic.component import TrafficManagement
 from components.traffic.policy import can_eject, ejection_seconds
 from components.traffic.settings import CanarySettings
 from tests.conftest import STACKS, make_settings, run_with_provider, settings_error
+from tests.traffic.test_components import traffic_management
 from tools.render import Render
 
 # --- Flagger: gRPC canaries, metric windows, load test, deletion ------------------------------
@@ -323,22 +321,8 @@ def _render(*services: dict[str, Any], observability: bool = False) -> Render:
     settings = make_settings(services=list(services))
 
     def build(opts: pulumi.ResourceOptions) -> None:
-        mesh = IstioMesh("m", settings.istio, opts=opts)
-        TrafficManagement(
-            "t",
-            mesh,
-            settings.traffic,
-            graph=ServiceGraph(settings.services),
-            namespaces=settings.namespaces,
-            observability_namespace=settings.observability_namespace,
-            injection_labels=mesh.injection_labels,
-            prometheus_url=settings.prometheus_url,
-            cluster_name=settings.effective_cluster_name,
-            injected_observability_namespace=(
-                pulumi.Output.from_input("observability") if observability else None
-            ),
-            opts=opts,
-        )
+        observability_ns = pulumi.Output.from_input("observability") if observability else None
+        traffic_management(settings, opts, observability_ns)
 
     return run_with_provider(build)
 
