@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any, Final
 
 import pulumi
 import pulumi_kubernetes as k8s
 from pulumi.runtime import config as runtime_config
 
 from components import versions
+from components.istio import history
 from components.region import RegionMesh
 from components.run_context import (
     OFFLINE_RUNBOOK_BASE_URL,
@@ -25,6 +27,9 @@ from components.run_context import (
     runbook_base_url,
 )
 from components.settings import SettingsError, StackSettings, load_settings
+
+LAST_OUTPUTS_FUNCTION: Final = "pulumi:pulumi:readStackOutputs"
+"""The engine's builtin behind `pulumi.StackReference`: a stack's last outputs, by name."""
 
 OFFLINE: bool = globals().get("OFFLINE_RENDER") is True
 """tools/render.py runs this file with `OFFLINE_RENDER = True`: the run is a mock, so nothing
@@ -84,20 +89,40 @@ def kubernetes_provider(settings: StackSettings) -> k8s.Provider:
     )
 
 
+def last_deployment(context: RunContext) -> dict[str, Any]:
+    """This stack's outputs from its last deployment (empty before the first), read through
+    the engine's stack-reference builtin synchronously, before any resource is registered."""
+    name = context.stack_reference_name(pulumi.get_stack())
+    result = pulumi.runtime.invoke(LAST_OUTPUTS_FUNCTION, {"name": name})
+    return dict((result.value or {}).get("outputs") or {})
+
+
+def refuse_control_plane_replacement(settings: StackSettings, context: RunContext) -> None:
+    """Stop, with one line, an update that would remove the istiod revision the last
+    deployment runs before its tags moved elsewhere (`components.istio.history`)."""
+    deployed = history.deployed_revisions(last_deployment(context))
+    error = history.replacement_error(deployed, settings.istio)
+    if error:
+        raise pulumi.RunError(f"invalid stack settings: {error}")
+
+
 settings = read_settings()
+context = run_context(settings)
+refuse_control_plane_replacement(settings, context)
 region = RegionMesh(
     settings.region,
     settings,
-    context=run_context(settings),
+    context=context,
     opts=pulumi.ResourceOptions(providers=[kubernetes_provider(settings)]),
 )
 
 pulumi.export("region", settings.region)
 pulumi.export("meshId", region.mesh_id)
 pulumi.export("istioVersion", region.istio_version)
-if settings.istio_revisions:
-    # `versions` lists the newest pinned charts; during an upgrade older istiods run too.
-    pulumi.export("istioRevisions", region.istio_revisions)
+# Every istiod the region runs (`default`: the unrevisioned one), with its version and tags:
+# `versions` lists the installed release's charts, and during an upgrade other istiods run
+# too. The next run reads it back to refuse replacing a control plane by accident.
+pulumi.export("istioRevisions", region.istio_revisions)
 pulumi.export("versions", versions.pinned())
 pulumi.export("istioNamespace", region.istio_namespace)
 pulumi.export("workloadNamespaces", region.workload_namespaces)

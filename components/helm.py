@@ -51,11 +51,14 @@ def retain_crds_and_namespaces(
 def chart_reference(chart: HelmChart, source: ChartSource) -> tuple[str, str]:
     """Chart v4's `chart` and repository for `chart` from `source`.
 
-    `upstream`: the chart name in its own repository. `oci`: `<prefix>/<chart>` (Chart v4
-    pulls `oci://` references at `version`, no repository). `directory`: the local path
-    `<location>/<chart folder>` (e.g. `charts/istio-base-1.30.3`); Chart v4 loads a local
-    chart as it is, so the folder name carries the version.
+    `upstream`: the chart name in its own repository. `upstream-oci`: the publisher's OCI
+    registry `<registry>/<chart>` where it has one, else as `upstream`. `oci`:
+    `<prefix>/<chart>` (Chart v4 pulls `oci://` references at `version`, no repository).
+    `directory`: the local path `<location>/<chart folder>` (e.g. `charts/istio-base-1.30.4`);
+    Chart v4 loads a local chart as it is, so the folder name carries the version.
     """
+    if source.kind == "upstream-oci" and chart.oci_repository:
+        return f"{chart.oci_repository}/{chart.chart}", ""
     if source.kind == "oci":
         return f"{source.location}/{chart.chart}", ""
     if source.kind == "directory":

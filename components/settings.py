@@ -481,6 +481,7 @@ class StackSettings(SettingsModel):
                 for r in self.istio_revisions
             )
             or (UNREVISIONED,),
+            revisioned=bool(self.istio_revisions),
             namespace_revisions=dict(self.namespace_revisions),
             workload_namespaces=self.namespaces,
             proxy_stats_inclusion_regexps=self.proxy_stats_inclusion_regexps,

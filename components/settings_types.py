@@ -536,15 +536,18 @@ _OCI_PREFIX: Final = re.compile(
 class ChartSource(SettingsModel):
     """Where Chart v4 takes every Helm chart from (`meshstack:chartSource`)."""
 
-    kind: Literal["upstream", "oci", "directory"] = Field(
+    kind: Literal["upstream", "upstream-oci", "oci", "directory"] = Field(
         default="upstream",
         description=(
-            "`upstream`: each chart's own repository at its pinned version "
-            "(`components/versions.py`). `oci`: `<location>/<chart>` at the pinned version "
+            "`upstream`: each chart's own Helm repository at its pinned version "
+            "(`components/versions.py`; Istio's is `https://blob.istio.io/istio-release/charts`). "
+            "`upstream-oci`: the publisher's OCI registry where it has one (Istio's charts "
+            "from `oci://ghcr.io/istio/release/charts`), else its Helm repository. "
+            "`oci`: `<location>/<chart>` at the pinned version "
             "from an OCI registry (a mirror in a regulated or air-gapped network; push the "
             "charts under their names `base`, `istiod`, `gateway`, `flagger`, `loadtester`, "
             "`kiali-server`, `jaeger`). `directory`: unpacked charts in "
-            "`<location>/<chart>-<version>/` (e.g. `istiod-1.30.3`), the layout of "
+            "`<location>/<chart>-<version>/` (e.g. `istiod-1.30.4`), the layout of "
             "`../shared/charts` and of the chart cache (`tools/charts.py`). Default "
             "`upstream`: no mirror to keep in step with the pins."
         ),
@@ -554,15 +557,15 @@ class ChartSource(SettingsModel):
         description=(
             "For `oci`, the registry prefix (`oci://registry.example.com/helm-mirror`); for "
             "`directory`, the charts' directory (relative to the project directory or "
-            "absolute). Empty for `upstream`."
+            "absolute). Empty for `upstream` and `upstream-oci`."
         ),
     )
 
     @model_validator(mode="after")
     def _location_fits_kind(self) -> ChartSource:
-        if self.kind == "upstream" and self.location:
+        if self.kind in ("upstream", "upstream-oci") and self.location:
             raise RuleViolationError(
-                ("location",), self.location, "must be empty when kind is 'upstream'"
+                ("location",), self.location, f"must be empty when kind is '{self.kind}'"
             )
         if self.kind == "oci" and not _OCI_PREFIX.match(self.location):
             raise RuleViolationError(

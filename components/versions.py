@@ -22,6 +22,9 @@ class HelmChart:
     """Name of the unpacked chart in a chart directory, before `-<version>`. Default: the
     chart name; the generic names `base`, `gateway` and `loadtester` are unpacked as
     `istio-base`, `istio-gateway` and `flagger-loadtester` (`meshstack:chartSource`)."""
+    oci_repository: str = ""
+    """The publisher's own OCI registry, if it has one (`oci://<host>/<path>`; the chart is
+    `<oci_repository>/<chart>`), used by `meshstack:chartSource.kind: upstream-oci`."""
 
     @property
     def folder(self) -> str:
@@ -29,20 +32,35 @@ class HelmChart:
         return f"{self.directory or self.chart}-{self.version}"
 
 
-ISTIO_VERSIONS: Final = ("1.30.3", "1.30.2")
-"""Istio releases a control-plane revision may run (`meshstack:istioRevisions`), newest
-first. Two are pinned so a region can run the new release as a canary revision next to the
-old one (docs/upgrades.md); drop the old one once no stack uses it."""
-
-ISTIO_VERSION: Final = ISTIO_VERSIONS[0]
+ISTIO_VERSION: Final = "1.30.4"
 """Istio release installed by every region without `istioRevisions`; charts and proxies
-share this version."""
+share this version. 1.30.4 is the security release ISTIO-SECURITY-2026-006 (Envoy CVEs on
+RBAC path matching and normalisation, which the AuthorizationPolicies rely on)."""
+
+ISTIO_VERSIONS: Final = ("1.31.0", "1.30.4")
+"""Istio releases a control-plane revision may run (`meshstack:istioRevisions`), newest
+first: the installed release and the next one, so a region can run the new release as a
+canary revision next to the old one (docs/upgrades.md); drop the old one once no stack
+uses it."""
 
 ISTIO_MINOR: Final = ".".join(ISTIO_VERSION.split(".")[:2])
-"""`1.30`: EnvoyFilters are scoped to this proxy minor so an upgrade cannot silently
-apply version-coupled patches to a newer Envoy."""
+"""`1.30`: the minor of the installed release."""
 
-_ISTIO_REPOSITORY: Final = "https://istio-release.storage.googleapis.com/charts"
+
+def istio_minor(version: str) -> str:
+    """`1.31.0` → `1.31`: EnvoyFilters are scoped to the proxy minors whose patches were
+    checked, so an upgrade cannot silently apply version-coupled patches to another Envoy."""
+    return ".".join(version.split(".")[:2])
+
+
+ISTIO_REPOSITORY: Final = "https://blob.istio.io/istio-release/charts"
+"""Istio's Helm repository. From 1.31 Istio publishes nowhere else: the former
+`istio-release.storage.googleapis.com` is retired after the scream tests ending 2026-12-09
+(Istio 1.31 upgrade notes, "Deprecation of GCP infrastructure and hosting",
+https://istio.io/latest/news/releases/1.31.x/announcing-1.31/upgrade-notes/)."""
+
+ISTIO_OCI_REPOSITORY: Final = "oci://ghcr.io/istio/release/charts"
+"""Istio's OCI registry (same notes): `<registry>/<chart>` at the chart version."""
 
 
 @dataclass(frozen=True)
@@ -59,17 +77,17 @@ def istio_charts(version: str) -> IstioCharts:
     if version not in ISTIO_VERSIONS:
         raise ValueError(f"Istio {version} is not pinned; pinned: {', '.join(ISTIO_VERSIONS)}")
     return IstioCharts(
-        HelmChart("base", version, _ISTIO_REPOSITORY, "istio-base"),
-        HelmChart("istiod", version, _ISTIO_REPOSITORY),
-        HelmChart("gateway", version, _ISTIO_REPOSITORY, "istio-gateway"),
+        HelmChart("base", version, ISTIO_REPOSITORY, "istio-base", ISTIO_OCI_REPOSITORY),
+        HelmChart("istiod", version, ISTIO_REPOSITORY, oci_repository=ISTIO_OCI_REPOSITORY),
+        HelmChart("gateway", version, ISTIO_REPOSITORY, "istio-gateway", ISTIO_OCI_REPOSITORY),
     )
 
 
-# renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
+# renovate: datasource=helm registryUrl=https://blob.istio.io/istio-release/charts
 ISTIO_BASE: Final = istio_charts(ISTIO_VERSION).base
-# renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
+# renovate: datasource=helm registryUrl=https://blob.istio.io/istio-release/charts
 ISTIOD: Final = istio_charts(ISTIO_VERSION).istiod
-# renovate: datasource=helm registryUrl=https://istio-release.storage.googleapis.com/charts
+# renovate: datasource=helm registryUrl=https://blob.istio.io/istio-release/charts
 ISTIO_GATEWAY: Final = istio_charts(ISTIO_VERSION).gateway
 
 # renovate: datasource=helm registryUrl=https://flagger.app

@@ -179,7 +179,7 @@ def test_chart_source_oci_and_directory_references() -> None:
     oci = ChartSource(kind="oci", location="oci://registry.example.com/helm-mirror")
     assert chart_reference(ISTIO_BASE, oci) == ("oci://registry.example.com/helm-mirror/base", "")
     directory = ChartSource(kind="directory", location="vendor/charts")
-    assert chart_reference(ISTIO_BASE, directory) == ("vendor/charts/istio-base-1.30.3", "")
+    assert chart_reference(ISTIO_BASE, directory) == ("vendor/charts/istio-base-1.30.4", "")
     assert chart_reference(FLAGGER_LOADTESTER, directory)[0].endswith("flagger-loadtester-0.38.0")
 
 
@@ -572,7 +572,7 @@ def test_stand_ins_have_the_shape_and_are_stable_and_distinct() -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_istiod_never_fetches_a_jwks_from_its_own_loopback(expanded: Expanded, stack: str) -> None:
-    """istiod fetches every RequestAuthentication's `jwksUri` itself, and the pinned 1.30.3
+    """istiod fetches every RequestAuthentication's `jwksUri` itself, and the pinned 1.30.4
     refuses no address unless BLOCKED_CIDRS_IN_JWKS_URIS names it. Every rendered istiod
     blocks loopback (its own debug ports) and the cloud metadata endpoints, keeps private
     ranges open (in-cluster identity providers), and so satisfies `istioctl analyze`'s IST0175
@@ -592,7 +592,7 @@ def test_istiod_never_fetches_a_jwks_from_its_own_loopback(expanded: Expanded, s
         }
         ranges = [ipaddress.ip_network(c) for c in env["BLOCKED_CIDRS_IN_JWKS_URIS"].split(",")]
         assert _blocked("127.0.0.1", ranges) and _blocked("::1", ranges)
-        # The pinned Istio (1.30.3) has no built-in metadata block: the value must hold it.
+        # The pinned Istio (1.30.4) has no built-in metadata block: the value must hold it.
         assert _blocked("169.254.169.254", ranges) and _blocked("fd00:ec2::254", ranges)
         assert _blocked("fe80::a9fe:a9fe", ranges)
         assert not _blocked("10.96.0.10", ranges) and not _blocked("172.20.1.5", ranges)

@@ -44,13 +44,13 @@ def config_for(service_list: list[dict[str, Any]], **extra: Any) -> dict[str, st
 
 
 @FAST
-@given(services, st.booleans(), st.sampled_from(["", "1-30-3"]))
+@given(services, st.booleans(), st.sampled_from(["", "1-30-4"]))
 def test_valid_settings_always_render_and_validate(
     service_list: list[dict[str, Any]], egress: bool, revision: str
 ) -> None:
     config = config_for(service_list, egressGateway=egress)
     if revision:
-        revisions = [{"name": revision, "version": "1.30.3", "tags": ["default"]}]
+        revisions = [{"name": revision, "version": "1.30.4", "tags": ["default"]}]
         config["meshstack:istioRevisions"] = json.dumps(revisions)
     render = run_program("prop-1", config)
     objects = render.kubernetes_objects()

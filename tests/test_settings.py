@@ -154,7 +154,7 @@ def test_duplicate_version() -> None:
 def test_former_istio_revision_key_says_what_to_write_instead() -> None:
     assert settings_error(istioRevision="canary") == (
         'meshstack:istioRevision = "canary": is replaced by istioRevisions: write '
-        "istioRevisions: [{name: canary, version: 1.30.3, tags: [default]}] (docs/upgrades.md)"
+        "istioRevisions: [{name: canary, version: 1.30.4, tags: [default]}] (docs/upgrades.md)"
     )
 
 

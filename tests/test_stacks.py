@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.versions import ISTIO_VERSION
 from tests.conftest import STACKS
 from tools.manifests import SECRET_PLACEHOLDER
 from tools.render import PROJECT_DIR, Render, render_stack, write_render
@@ -136,8 +137,10 @@ def test_stack_outputs_name_what_an_operator_needs(
 ) -> None:
     outputs = stack_renders[stack].outputs
     assert outputs["region"] == stack
-    assert outputs["istioVersion"] == "1.30.3"
-    assert outputs["versions"]["chart/istiod"] == "1.30.3"
+    revisions = outputs["istioRevisions"]
+    (default,) = [r for r in revisions.values() if "default" in r["tags"]]
+    assert outputs["istioVersion"] == default["version"], "the default tag's release"
+    assert outputs["versions"]["chart/istiod"] == ISTIO_VERSION
     assert outputs["versions"]["chart/flagger"] == "1.44.0"
     assert all(":" in v for k, v in outputs["versions"].items() if k.startswith("image/"))
     assert outputs["istioNamespace"] == "istio-system"

@@ -42,6 +42,7 @@ from typing import Any, Final
 import kubernetes_validate.utils as kv_utils
 import yaml
 
+from components.versions import ISTIO_REPOSITORY
 from tools import install_helm
 from tools.manifests import (
     SECRET_PLACEHOLDER,
@@ -90,57 +91,54 @@ class PinnedChart:
     entry is trusted only with it."""
 
 
-_ISTIO: Final = "https://istio-release.storage.googleapis.com/charts"
 _FLAGGER: Final = "https://flagger.app"
 
+
+def _istio_pins(version: str, digests: tuple[tuple[int, str], ...]) -> tuple[PinnedChart, ...]:
+    """The `base`, `istiod` and `gateway` folders of one Istio release, in that order, each
+    with its (file count, tree digest), published in Istio's chart repository."""
+    names = (("istio-base", "base"), ("istiod", "istiod"), ("istio-gateway", "gateway"))
+    return tuple(
+        PinnedChart(f"{folder}-{version}", chart, version, ISTIO_REPOSITORY, files, digest)
+        for (folder, chart), (files, digest) in zip(names, digests, strict=True)
+    )
+
+
 PINS: Final = (
-    PinnedChart(
-        "istio-base-1.30.3",
-        "base",
+    # 1.31.0 and 1.30.4: the Go module zips of istio.io/istio at the release commits,
+    # stamped as Istio's release builder does (shared/charts/SOURCES.md); digests of the
+    # folders as found, their file counts and stamps checked against SOURCES.md.
+    *_istio_pins(
+        "1.31.0",
+        (
+            (27, "ebbcd1d7853a0705c166333409741d51bdd79f605347a0cf2019bc73997d360e"),
+            (56, "08088f00cf453c09eff1e767b718d73caca95551238f5990fb7cea46d9e620c6"),
+            (31, "136ebeb81f2f113c4e52dc58376a584928766e1b8c1a7ad2059e4c62d97ff004"),
+        ),
+    ),
+    *_istio_pins(
+        "1.30.4",
+        (
+            (26, "43bd6dbe33400c45e3665c2c667a12b193c52da7e58d54d9066886a637aae581"),
+            (54, "ccce85c8f56efc7290b6cc0cd57aac4d7a0bdd2cad0d1a9c20d21b370cd567c5"),
+            (30, "28fde29419bcd19b1c97667c5bb4945146f8c564f9233c5441e249697dc59885"),
+        ),
+    ),
+    *_istio_pins(
         "1.30.3",
-        _ISTIO,
-        26,
-        "30aead703e6c99b9b163761b975dd733bf5677d7870cb224075c17633d31502e",
+        (
+            (26, "30aead703e6c99b9b163761b975dd733bf5677d7870cb224075c17633d31502e"),
+            (54, "d3ab18f66fcc12aa83dd75c1c0c1c30a345d5e2f5c484abe6f18fe9a1d27af22"),
+            (30, "43f674555410b53636f2f80450ebb9f3e6cf55105cf4f90147ee72e8f6a8caa2"),
+        ),
     ),
-    PinnedChart(
-        "istiod-1.30.3",
-        "istiod",
-        "1.30.3",
-        _ISTIO,
-        54,
-        "d3ab18f66fcc12aa83dd75c1c0c1c30a345d5e2f5c484abe6f18fe9a1d27af22",
-    ),
-    PinnedChart(
-        "istio-gateway-1.30.3",
-        "gateway",
-        "1.30.3",
-        _ISTIO,
-        30,
-        "43f674555410b53636f2f80450ebb9f3e6cf55105cf4f90147ee72e8f6a8caa2",
-    ),
-    PinnedChart(
-        "istio-base-1.30.2",
-        "base",
+    *_istio_pins(
         "1.30.2",
-        _ISTIO,
-        26,
-        "ab7e482880ef67f7d404c670ce4d42a49ad6a2a7af4d7122fd46bfd861504133",
-    ),
-    PinnedChart(
-        "istiod-1.30.2",
-        "istiod",
-        "1.30.2",
-        _ISTIO,
-        54,
-        "5dd4e1c63d09a9427e2242900726f0801175089963943be32e967fd96bd41c6a",
-    ),
-    PinnedChart(
-        "istio-gateway-1.30.2",
-        "gateway",
-        "1.30.2",
-        _ISTIO,
-        30,
-        "98f194cad77b11f3b779fb75892763b810733cb91bf5367b8441b53316e7dcd1",
+        (
+            (26, "ab7e482880ef67f7d404c670ce4d42a49ad6a2a7af4d7122fd46bfd861504133"),
+            (54, "5dd4e1c63d09a9427e2242900726f0801175089963943be32e967fd96bd41c6a"),
+            (30, "98f194cad77b11f3b779fb75892763b810733cb91bf5367b8441b53316e7dcd1"),
+        ),
     ),
     PinnedChart(
         "flagger-1.44.0",

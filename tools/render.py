@@ -61,6 +61,7 @@ from pulumi.runtime.config import set_all_config
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.istio import history
 from components.run_context import OFFLINE_ORGANIZATION
 from tools import charts
 from tools.manifests import (
@@ -88,6 +89,8 @@ of `OFFLINE_ORGANIZATION` and this project."""
 
 HELM_CHART_TYPE: Final = "kubernetes:helm.sh/v4:Chart"
 STACK_REFERENCE_TYPE: Final = "pulumi:pulumi:StackReference"
+READ_STACK_OUTPUTS: Final = "pulumi:pulumi:readStackOutputs"
+"""The builtin function a program calls for a stack's last outputs (its own, in `__main__`)."""
 
 
 class RenderError(Exception):
@@ -205,8 +208,14 @@ class RenderMocks(pulumi_mocks.Mocks):
         resource_id = f"{args.name}-id" if args.custom else None
         return resource_id, dict(args.inputs)
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], None]:
-        return {}, None
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        if args.token == READ_STACK_OUTPUTS:
+            # The program reads its own last outputs (`__main__.py`): from the offline
+            # outputs file when it has the stack, else none, as before a first deployment.
+            name = str(args.args.get("name", ""))
+            outputs = dict(self.stack_references.get(name, {}))
+            return {"name": name, "outputs": outputs, "secretOutputNames": []}, []
+        return {}, []
 
 
 # --- stack config ------------------------------------------------------------------------
@@ -448,6 +457,28 @@ def write_render(render: Render, out_dir: Path, charts: str | None = None) -> No
     )
 
 
+def control_plane_summary(
+    outputs: Mapping[str, Any], previous: Mapping[str, Any] | None = None
+) -> str:
+    """One line: the istiod revisions the render runs and, when the offline outputs file
+    has this stack's last outputs, which revisions the update adds and removes (the real run
+    reads them from the backend and refuses a replacement, `components.istio.history`)."""
+    revisions = outputs.get(history.REVISIONS_OUTPUT) or {}
+    running = ", ".join(
+        f"{name} {entry['version']} [{', '.join(entry['tags'])}]"
+        for name, entry in sorted(revisions.items())
+    )
+    deployed = history.deployed_revisions(previous or {})
+    if deployed is None:
+        return f"istiod revisions: {running} (no last deployment offline)"
+    added = sorted(set(revisions) - set(deployed))
+    removed = sorted(set(deployed) - set(revisions))
+    return (
+        f"istiod revisions: {running}; against the last deployment: "
+        f"adds {', '.join(added) or 'none'}, removes {', '.join(removed) or 'none'}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stack", help="stack name: renders Pulumi.<stack>.yaml")
@@ -482,6 +513,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
     write_render(render, out_dir, None if expanded is None else charts.dump_charts(expanded))
+    previous = load_stack_references(args.project_dir, stack_dir=args.stack_dir).get(
+        f"{OFFLINE_ORGANIZATION}/{read_yaml_file(args.project_dir / 'Pulumi.yaml')['name']}/"
+        f"{args.stack}"
+    )
+    print(control_plane_summary(render.outputs, previous))
     chart_objects = sum(len(c.objects) for c in expanded or [])
     print(
         f"rendered {args.stack}: {len(render.kubernetes_objects())} objects, "

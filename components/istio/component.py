@@ -30,7 +30,7 @@ from components.istio.settings import DEFAULT_TAG, IstioRevision, IstioSettings
 from components.istio.tracing import TracingTarget
 from components.kube import namespace
 from components.naming import MANAGED_BY
-from components.versions import istio_charts
+from components.versions import istio_charts, istio_minor
 
 TOKEN: Final = "meshstack:istio:IstioMesh"
 
@@ -103,12 +103,17 @@ class IstioMesh(pulumi.ComponentResource):
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
         self.tracing_target = tracing
+        """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
         self.chart_source = settings.chart_source
         """Where every chart of the region comes from; areas install theirs from here too."""
-        """Where proxies send spans (None: no tracing provider); Telemetry selects it."""
         default_revision = settings.default_revision
         injection = values.injection_labels("")
         self.injection_labels: Mapping[str, str] = injection
+        self.proxy_minors: tuple[str, ...] = tuple(
+            sorted({istio_minor(r.version) for r in settings.revisions})
+        )
+        """Istio minors the region's proxies run (two during a minor upgrade): EnvoyFilters
+        match exactly these (`match.proxy.proxyVersion`)."""
         """Labels that turn sidecar injection on in an untagged namespace (the default
         revision injects it)."""
 
@@ -152,11 +157,11 @@ class IstioMesh(pulumi.ComponentResource):
             )
         # A tag's webhook calls its revision's istiod: it must not exist before that istiod
         # does, or pods of the tagged namespaces could not be created (failurePolicy Fail).
+        # Without `istioRevisions` the one unrevisioned istiod injects through its own
+        # webhooks; with them every tag, `default` included, is a webhook of the program's.
         tags: dict[str, pulumi.Resource] = {}
-        for revision in settings.revisions:
+        for revision in settings.revisions if settings.revisioned else ():
             for tag in revision.tags:
-                if tag == DEFAULT_TAG and not revision.name:
-                    continue  # the unrevisioned istiod's own webhooks are the default tag's
                 webhook = values.revision_tag_webhook(tag, revision)
                 tags[tag] = k8s.admissionregistration.v1.MutatingWebhookConfiguration(
                     f"{name}-tag-{tag}",

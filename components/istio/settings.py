@@ -31,7 +31,7 @@ class IstioRevisionSettings(SettingsModel):
         max_length=30,
         description=(
             "Revision name: the Helm release `istiod-<name>` and the `istio.io/rev` label of "
-            "its proxies. Convention: the version with dashes, e.g. `1-30-3`. `default` is the "
+            "its proxies. Convention: the version with dashes, e.g. `1-30-4`. `default` is the "
             "unrevisioned istiod (release `istiod`) of a stack without `istioRevisions`, "
             "which a stack declares first to upgrade from it. Required."
         ),
@@ -85,6 +85,10 @@ class IstioSettings:
     """`global.network` of this cluster (the setting, else `network-<region>`)."""
     revisions: tuple[IstioRevision, ...]
     """istiod revisions side by side; `(UNREVISIONED,)` without `istioRevisions`."""
+    revisioned: bool
+    """`istioRevisions` is declared: every tag, `default` included, is a webhook the program
+    owns, and an unrevisioned istiod among the revisions injects only through it. Moving the
+    `default` tag is then always an in-place update of that one webhook (docs/upgrades.md)."""
     namespace_revisions: Mapping[str, str]
     """Workload namespace → the tag (or revision) injecting it; others are untagged."""
     workload_namespaces: tuple[str, ...]

@@ -368,9 +368,14 @@ def istiod_values(
     }
     if revision.name:
         values["revision"] = revision.name
-    elif settings.default_revision != revision:
-        # The unrevisioned istiod's injector webhooks also inject untagged namespaces: once
-        # the `default` tag points elsewhere, they must go, or two istiods would claim them.
+    elif settings.revisioned:
+        # With `istioRevisions` the `default` tag is the program's webhook, also while it
+        # points at this unrevisioned istiod, so the chart's own `istio-sidecar-injector` goes
+        # as soon as revisions are declared: that hand-over changes no istiod a pod gets
+        # (both call this one). Kept until the tag moves, it would be deleted only at the end
+        # of that update, after the gateways rolled, and as the API server calls mutating
+        # webhooks in name order it would run after `istio-revision-tag-default` and re-inject
+        # them from the old istiod (docs/upgrades.md, "Why the default tag is a webhook").
         values["global"]["operatorManageWebhooks"] = True
     return values
 

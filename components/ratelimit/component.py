@@ -77,6 +77,7 @@ class RateLimiter(pulumi.ComponentResource):
                             service.port,
                             rate_limit.local,
                             service.rate_limit,
+                            proxy_minors=mesh.proxy_minors,
                             grpc=service.protocol == "grpc",
                         ),
                         opts=mesh.custom_resource_options(self),
@@ -189,7 +190,11 @@ class RateLimiter(pulumi.ComponentResource):
             "EnvoyFilter",
             name="ratelimit-filter",
             namespace=mesh.ingress_namespace,
-            spec=selector.apply(lambda s: gateway.gateway_filter_spec(quota, s, quota.namespace)),
+            spec=selector.apply(
+                lambda s: gateway.gateway_filter_spec(
+                    quota, s, quota.namespace, proxy_minors=mesh.proxy_minors
+                )
+            ),
             mesh=mesh,
         )
         if issuers:
@@ -208,7 +213,9 @@ class RateLimiter(pulumi.ComponentResource):
             "EnvoyFilter",
             name="ratelimit-actions",
             namespace=mesh.ingress_namespace,
-            spec=selector.apply(lambda s: gateway.gateway_actions_spec(quota, s)),
+            spec=selector.apply(
+                lambda s: gateway.gateway_actions_spec(quota, s, proxy_minors=mesh.proxy_minors)
+            ),
             mesh=mesh,
         )
 

@@ -84,7 +84,11 @@ def _seconds(milliseconds: int) -> str:
 
 
 def gateway_filter_spec(
-    quota: QuotaSettings, selector: dict[str, str], namespace: str
+    quota: QuotaSettings,
+    selector: dict[str, str],
+    namespace: str,
+    *,
+    proxy_minors: Sequence[str],
 ) -> dict[str, Any]:
     """EnvoyFilter spec: the global ratelimit filter in the ingress gateway.
 
@@ -102,7 +106,7 @@ def gateway_filter_spec(
                 "applyTo": "HTTP_FILTER",
                 "match": {
                     "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
+                    "proxy": proxy_version_match(proxy_minors),
                     "listener": {"filterChain": {"filter": {"name": HCM}}},
                 },
                 "patch": {
@@ -120,7 +124,7 @@ def gateway_filter_spec(
                 "applyTo": "HTTP_FILTER",
                 "match": {
                     "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
+                    "proxy": proxy_version_match(proxy_minors),
                     "listener": {
                         "filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}
                     },
@@ -153,7 +157,9 @@ def gateway_filter_spec(
     }
 
 
-def gateway_actions_spec(quota: QuotaSettings, selector: dict[str, str]) -> dict[str, Any]:
+def gateway_actions_spec(
+    quota: QuotaSettings, selector: dict[str, str], *, proxy_minors: Sequence[str]
+) -> dict[str, Any]:
     """EnvoyFilter spec: the rate-limit actions on every gateway virtual host.
 
     The client header (written only from a verified claim, see `gateway_filter_spec`)
@@ -168,7 +174,7 @@ def gateway_actions_spec(quota: QuotaSettings, selector: dict[str, str]) -> dict
                 "applyTo": "VIRTUAL_HOST",
                 "match": {
                     "context": "GATEWAY",
-                    "proxy": proxy_version_match(),
+                    "proxy": proxy_version_match(proxy_minors),
                     "routeConfiguration": {"vhost": {"route": {"action": "ANY"}}},
                 },
                 "patch": {

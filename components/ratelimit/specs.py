@@ -6,7 +6,7 @@ Plain functions from settings to dicts, unit-tested without the Pulumi engine; t
 EnvoyFilter patches use Envoy's xDS JSON (snake_case field names) with the direct typed
 config (`@type: type.googleapis.com/...`), never `TypedStruct`: the tests parse every
 typed config with Envoy's own protobuf definitions, so a field Envoy does not know fails
-them. Every patch is scoped to the installed proxy minor (`match.proxy.proxyVersion`):
+them. Every patch is scoped to the proxy minors the region runs (`match.proxy.proxyVersion`):
 EnvoyFilters patch Envoy internals, so an Istio upgrade must re-test them before they apply
 to a newer Envoy.
 """
@@ -14,6 +14,7 @@ to a newer Envoy.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 from components.constants import workload_principal
@@ -24,7 +25,7 @@ from components.ratelimit.settings import (
     QuotaTier,
     ServiceRateLimit,
 )
-from components.versions import ISTIO_MINOR, RATELIMIT_IMAGE, REDIS_IMAGE
+from components.versions import RATELIMIT_IMAGE, REDIS_IMAGE
 
 LOCAL_FILTER: Final = "envoy.filters.http.local_ratelimit"
 """Name the local filter is inserted with, and the `typed_per_filter_config` key: since
@@ -79,9 +80,21 @@ REDIS_MAX_MEMORY: Final = "400mb"
 """Below the container's 512Mi limit, so Redis evicts keys instead of being OOM-killed."""
 
 
-def proxy_version_match() -> dict[str, str]:
-    """`match.proxy` of every patch: the installed Istio minor only (`^1\\.30.*`)."""
-    return {"proxyVersion": f"^{re.escape(ISTIO_MINOR)}.*"}
+def proxy_version_match(proxy_minors: Sequence[str]) -> dict[str, str]:
+    """`match.proxy` of every patch: the Istio minors the region's proxies run (`^1\\.30\\.`,
+    or `^(1\\.30|1\\.31)\\.` while two revisions of an upgrade run side by side).
+
+    istiod applies a patch to a proxy only if this regular expression matches the proxy's
+    `ISTIO_VERSION` metadata (`1.30.4`); a proxy of a minor not listed gets no patch, so a
+    patch checked for one Envoy never reaches another by accident, and during a minor
+    upgrade both revisions' proxies keep their limits. Istio 1.30.4 refuses expressions over
+    1024 characters; this one is a few per minor.
+    """
+    minors = sorted(set(proxy_minors))
+    if not minors:
+        raise ValueError("proxy_version_match needs at least one Istio minor")
+    escaped = "|".join(re.escape(minor) for minor in minors)
+    return {"proxyVersion": f"^({escaped})\\." if len(minors) > 1 else f"^{escaped}\\."}
 
 
 def _fractional_percent(runtime_key: str, percent: int) -> dict[str, Any]:
@@ -164,6 +177,7 @@ def local_ratelimit_spec(
     local: LocalRateLimitSettings,
     service: ServiceRateLimit,
     *,
+    proxy_minors: Sequence[str],
     grpc: bool = False,
 ) -> dict[str, Any]:
     """EnvoyFilter spec: the local limiter in the inbound sidecar of pods `app: <app>`.
@@ -184,7 +198,7 @@ def local_ratelimit_spec(
             "applyTo": "HTTP_FILTER",
             "match": {
                 "context": "SIDECAR_INBOUND",
-                "proxy": proxy_version_match(),
+                "proxy": proxy_version_match(proxy_minors),
                 "listener": {
                     # On the virtual inbound listener Istio matches `portNumber` against
                     # each filter chain's destination port (envoyfilter/listener_patch.go).
@@ -211,7 +225,7 @@ def local_ratelimit_spec(
                 "applyTo": "VIRTUAL_HOST",
                 "match": {
                     "context": "SIDECAR_INBOUND",
-                    "proxy": proxy_version_match(),
+                    "proxy": proxy_version_match(proxy_minors),
                     "routeConfiguration": {"vhost": {"name": f"inbound|http|{port}"}},
                 },
                 "patch": {

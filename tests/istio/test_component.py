@@ -93,8 +93,8 @@ def test_charts_are_pinned_and_get_their_values(mesh_render: Render) -> None:
         "istio-eastwestgateway",
     }
     for chart in charts.values():
-        assert chart["version"] == "1.30.3"
-        assert chart["repository"] == "https://istio-release.storage.googleapis.com/charts"
+        assert chart["version"] == "1.30.4"
+        assert chart["repository"] == "https://blob.istio.io/istio-release/charts"
     assert charts["istiod"]["namespace"] == "istio-system"
     assert charts["istio-ingressgateway"]["namespace"] == "istio-ingress"
     assert charts["istiod"]["values"]["global"]["meshID"] == "meshstack"
@@ -115,7 +115,7 @@ def test_egress_and_east_west_gateways_are_optional() -> None:
 
 def test_revision_labels_namespaces_and_names_istiod() -> None:
     settings = make_settings(
-        istioRevisions=[{"name": "canary", "version": "1.30.3", "tags": ["default", "prod"]}],
+        istioRevisions=[{"name": "canary", "version": "1.30.4", "tags": ["default", "prod"]}],
         namespaceRevisions={"s": "prod"},
         services=[{"name": "a", "namespace": "s"}],
     )
@@ -165,7 +165,7 @@ def test_region_mesh_composes_istio_and_exports_outputs() -> None:
     names = by_name(render)
     assert names["r-istio"].parent == names["r"].urn
     assert render.outputs["namespaces"] == ["bank", "shop"]
-    assert render.outputs["version"] == "1.30.3"
+    assert render.outputs["version"] == "1.30.4"
     assert render.outputs["address"] == "[unknown: known after deploy]"
 
 

@@ -1,7 +1,7 @@
 """Canary upgrade of the control plane, on the two-revision fixture stack (docs/upgrades.md).
 
-`tests/fixtures/Pulumi.two-revisions.yaml` is the middle of a 1.30.2 → 1.30.3 upgrade:
-istiod 1.30.2 (`1-30-2`, tags `default`, `stable`) and istiod 1.30.3 (`1-30-3`, tag
+`tests/fixtures/Pulumi.two-revisions.yaml` is the middle of a 1.30.4 → 1.31.0 upgrade:
+istiod 1.30.4 (`1-30-4`, tags `default`, `stable`) and istiod 1.31.0 (`1-31-0`, tag
 `canary`) side by side, `shop` on `canary`, `payments` on `stable`, `batch` untagged.
 
 Which istiod injects a pod is decided by the API server: it calls every mutating webhook
@@ -114,15 +114,15 @@ def test_two_istiod_releases_run_side_by_side_at_their_pinned_versions(
         for c in fixture_render.helm_charts()
         if c["chart"] == "istiod"
     }
-    assert istiods == {"istiod-1-30-2": ("1.30.2", "1-30-2"), "istiod-1-30-3": ("1.30.3", "1-30-3")}
+    assert istiods == {"istiod-1-30-4": ("1.30.4", "1-30-4"), "istiod-1-31-0": ("1.31.0", "1-31-0")}
 
 
 def test_one_base_chart_from_the_newest_release_validating_through_the_default_revision(
     fixture_render: Render,
 ) -> None:
     (base,) = [c for c in fixture_render.helm_charts() if c["chart"] == "base"]
-    assert base["version"] == "1.30.3", "CRDs come from the newest release"
-    assert base["values"]["defaultRevision"] == "1-30-2", "the `default` tag's revision"
+    assert base["version"] == "1.31.0", "CRDs come from the newest release"
+    assert base["values"]["defaultRevision"] == "1-30-4", "the `default` tag's revision"
 
 
 def test_the_fixture_passes_the_schemas_and_chart_defaults(fixture_render: Render) -> None:
@@ -143,10 +143,10 @@ def test_the_fixture_passes_the_policy_pack(fixture_render: Render) -> None:
 
 def test_the_stack_says_which_control_planes_run(fixture_render: Render) -> None:
     assert fixture_render.outputs["istioRevisions"] == {
-        "1-30-2": {"version": "1.30.2", "tags": ["default", "stable"]},
-        "1-30-3": {"version": "1.30.3", "tags": ["canary"]},
+        "1-30-4": {"version": "1.30.4", "tags": ["default", "stable"]},
+        "1-31-0": {"version": "1.31.0", "tags": ["canary"]},
     }
-    assert fixture_render.outputs["istioVersion"] == "1.30.2", "the default tag's"
+    assert fixture_render.outputs["istioVersion"] == "1.30.4", "the default tag's"
 
 
 def test_each_tag_is_one_webhook_calling_its_revision(fixture_render: Render) -> None:
@@ -161,20 +161,20 @@ def test_each_tag_is_one_webhook_calling_its_revision(fixture_render: Render) ->
         "istio-revision-tag-canary",
     }
     canary = webhooks["istio-revision-tag-canary"]
-    assert canary["metadata"]["labels"]["istio.io/rev"] == "1-30-3"
-    assert {w["clientConfig"]["service"]["name"] for w in canary["webhooks"]} == {"istiod-1-30-3"}
+    assert canary["metadata"]["labels"]["istio.io/rev"] == "1-31-0"
+    assert {w["clientConfig"]["service"]["name"] for w in canary["webhooks"]} == {"istiod-1-31-0"}
 
 
-def test_a_namespace_labelled_with_the_canary_tag_is_injected_by_the_1_30_3_istiod(
+def test_a_namespace_labelled_with_the_canary_tag_is_injected_by_the_1_31_0_istiod(
     fixture_render: Render,
 ) -> None:
-    assert injectors(fixture_render, "shop") == ["1.30.3"]
+    assert injectors(fixture_render, "shop") == ["1.31.0"]
 
 
-def test_stable_and_untagged_namespaces_stay_on_1_30_2(fixture_render: Render) -> None:
-    assert injectors(fixture_render, "payments") == ["1.30.2"]
-    assert injectors(fixture_render, "batch") == ["1.30.2"], "untagged: the `default` tag"
-    assert injectors(fixture_render, "observability") == ["1.30.2"]
+def test_stable_and_untagged_namespaces_stay_on_1_30_4(fixture_render: Render) -> None:
+    assert injectors(fixture_render, "payments") == ["1.30.4"]
+    assert injectors(fixture_render, "batch") == ["1.30.4"], "untagged: the `default` tag"
+    assert injectors(fixture_render, "observability") == ["1.30.4"]
 
 
 def test_every_injected_namespace_has_exactly_one_injector_and_opting_out_still_works(
@@ -196,18 +196,18 @@ def test_gateways_follow_the_default_tag(fixture_render: Render) -> None:
     gateways = [c for c in fixture_render.helm_charts() if c["chart"] == "gateway"]
     assert gateways
     for gateway in gateways:
-        assert (gateway["version"], gateway["values"]["revision"]) == ("1.30.2", "1-30-2")
+        assert (gateway["version"], gateway["values"]["revision"]) == ("1.30.4", "1-30-4")
         # The gateway chart labels its pods so (templates/_helpers.tpl sidecarInjectionLabels).
         pod = {"sidecar.istio.io/inject": "true", "istio.io/rev": gateway["values"]["revision"]}
-        assert injectors(fixture_render, gateway["namespace"], pod) == ["1.30.2"]
+        assert injectors(fixture_render, gateway["namespace"], pod) == ["1.30.4"]
 
 
 def test_tags_wait_for_their_istiod_and_the_mesh_waits_for_the_default_tag(
     fixture_render: Render,
 ) -> None:
     names = by_name(fixture_render)
-    assert names[f"{MESH}-istiod-1-30-3"].urn in names[f"{MESH}-tag-canary"].dependencies
-    assert names[f"{MESH}-istiod-1-30-2"].urn in names[f"{MESH}-tag-default"].dependencies
+    assert names[f"{MESH}-istiod-1-31-0"].urn in names[f"{MESH}-tag-canary"].dependencies
+    assert names[f"{MESH}-istiod-1-30-4"].urn in names[f"{MESH}-tag-default"].dependencies
     default_tag = names[f"{MESH}-tag-default"].urn
     assert default_tag in names[f"{MESH}-ingress-gateway"].dependencies
     assert default_tag in names[f"{MESH}-cross-network-gateway"].dependencies
@@ -216,13 +216,13 @@ def test_tags_wait_for_their_istiod_and_the_mesh_waits_for_the_default_tag(
 # --- the upgrade, step by step (docs/upgrades.md) -----------------------------------------
 
 START: Final = {
-    "istioRevisions": [{"name": "1-30-2", "version": "1.30.2", "tags": ["default", "stable"]}],
+    "istioRevisions": [{"name": "1-30-4", "version": "1.30.4", "tags": ["default", "stable"]}],
     "namespaceRevisions": {"shop": "stable", "payments": "stable"},
 }
 ADD_REVISION: Final = {
     "istioRevisions": [
-        {"name": "1-30-2", "version": "1.30.2", "tags": ["default", "stable"]},
-        {"name": "1-30-3", "version": "1.30.3", "tags": ["canary"]},
+        {"name": "1-30-4", "version": "1.30.4", "tags": ["default", "stable"]},
+        {"name": "1-31-0", "version": "1.31.0", "tags": ["canary"]},
     ],
     "namespaceRevisions": {"shop": "stable", "payments": "stable"},
 }
@@ -232,14 +232,14 @@ MOVE_NAMESPACE: Final = {
 }
 MOVE_DEFAULT: Final = {
     "istioRevisions": [
-        {"name": "1-30-2", "version": "1.30.2", "tags": []},
-        {"name": "1-30-3", "version": "1.30.3", "tags": ["default", "stable", "canary"]},
+        {"name": "1-30-4", "version": "1.30.4", "tags": []},
+        {"name": "1-31-0", "version": "1.31.0", "tags": ["default", "stable", "canary"]},
     ],
     "namespaceRevisions": {"shop": "canary", "payments": "stable"},
 }
 REMOVE_OLD: Final = {
     "istioRevisions": [
-        {"name": "1-30-3", "version": "1.30.3", "tags": ["default", "stable", "canary"]}
+        {"name": "1-31-0", "version": "1.31.0", "tags": ["default", "stable", "canary"]}
     ],
     "namespaceRevisions": {"shop": "canary", "payments": "stable"},
 }
@@ -271,18 +271,18 @@ def _urns(render: Render) -> set[str]:
 
 def test_adding_the_new_revision_only_adds_its_istiod_and_tag(step_renders: list[Render]) -> None:
     start, added = step_renders[0], step_renders[1]
-    assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-30-3", f"{MESH}-tag-canary"}
+    assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-31-0", f"{MESH}-tag-canary"}
     assert _urns(start) - _urns(added) == set(), "nothing is deleted"
     bases = [c["version"] for r in (start, added) for c in r.helm_charts() if c["chart"] == "base"]
-    assert bases == ["1.30.2", "1.30.3"], "CRDs move to the newest release first"
-    assert [injectors(added, ns) for ns in ("shop", "payments")] == [["1.30.2"], ["1.30.2"]]
+    assert bases == ["1.30.4", "1.31.0"], "CRDs move to the newest release first"
+    assert [injectors(added, ns) for ns in ("shop", "payments")] == [["1.30.4"], ["1.30.4"]]
 
 
 def test_moving_a_namespace_tag_relabels_only_that_namespace(step_renders: list[Render]) -> None:
     before, after = step_renders[1], step_renders[2]
     assert _urns(before) == _urns(after)
-    assert injectors(after, "shop") == ["1.30.3"]
-    assert injectors(after, "payments") == injectors(before, "payments") == ["1.30.2"]
+    assert injectors(after, "shop") == ["1.31.0"]
+    assert injectors(after, "payments") == injectors(before, "payments") == ["1.30.4"]
 
 
 def test_moving_the_default_tag_updates_webhooks_in_place_and_rolls_the_gateways(
@@ -291,20 +291,20 @@ def test_moving_the_default_tag_updates_webhooks_in_place_and_rolls_the_gateways
     before, after = step_renders[2], step_renders[3]
     assert _urns(before) == _urns(after), "tags move in place: no webhook is deleted"
     for namespace in ("shop", "payments", "batch"):
-        assert injectors(after, namespace) == ["1.30.3"], namespace
+        assert injectors(after, namespace) == ["1.31.0"], namespace
     gateways = {c["name"]: c for c in after.helm_charts() if c["chart"] == "gateway"}
     assert {(c["version"], c["values"]["revision"]) for c in gateways.values()} == {
-        ("1.30.3", "1-30-3")
+        ("1.31.0", "1-31-0")
     }
     (base,) = [c for c in after.helm_charts() if c["chart"] == "base"]
-    assert base["values"]["defaultRevision"] == "1-30-3"
+    assert base["values"]["defaultRevision"] == "1-31-0"
 
 
 def test_removing_the_unused_old_revision_deletes_only_its_istiod(
     step_renders: list[Render],
 ) -> None:
     before, after = step_renders[3], step_renders[4]
-    assert _urns(before) - _urns(after) == {f"{MESH}-istiod-1-30-2"}
+    assert _urns(before) - _urns(after) == {f"{MESH}-istiod-1-30-4"}
     assert _urns(after) - _urns(before) == set()
 
 
@@ -319,18 +319,18 @@ def _revision_error(step: Mapping[str, Any]) -> str:
     )
 
 
-def test_removing_1_30_2_while_namespace_shop_uses_it_is_refused() -> None:
-    step = {**REMOVE_OLD, "namespaceRevisions": {"shop": "1-30-2"}}
+def test_removing_1_30_4_while_namespace_shop_uses_it_is_refused() -> None:
+    step = {**REMOVE_OLD, "namespaceRevisions": {"shop": "1-30-4"}}
     assert _revision_error(step) == (
-        'meshstack:namespaceRevisions.shop = "1-30-2": is no revision or tag of '
+        'meshstack:namespaceRevisions.shop = "1-30-4": is no revision or tag of '
         "istioRevisions; a revision namespace shop still uses cannot be removed: move the "
         "namespace and restart its workloads first (docs/upgrades.md)"
     )
 
 
-def test_removing_1_30_2_while_a_namespace_uses_its_tag_is_refused() -> None:
+def test_removing_1_30_4_while_a_namespace_uses_its_tag_is_refused() -> None:
     step = {
-        "istioRevisions": [{"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]}],
+        "istioRevisions": [{"name": "1-31-0", "version": "1.31.0", "tags": ["default", "canary"]}],
         "namespaceRevisions": {"payments": "stable"},
     }
     assert _revision_error(step).startswith(
@@ -338,13 +338,13 @@ def test_removing_1_30_2_while_a_namespace_uses_its_tag_is_refused() -> None:
     )
 
 
-def test_removing_1_30_2_while_it_holds_the_default_tag_is_refused() -> None:
+def test_removing_1_30_4_while_it_holds_the_default_tag_is_refused() -> None:
     step = {
-        "istioRevisions": [{"name": "1-30-3", "version": "1.30.3", "tags": ["canary", "stable"]}],
+        "istioRevisions": [{"name": "1-31-0", "version": "1.31.0", "tags": ["canary", "stable"]}],
         "namespaceRevisions": {"shop": "canary"},
     }
     assert _revision_error(step).startswith(
-        'meshstack:istioRevisions = ["1-30-3"]: one revision must carry the tag `default`'
+        'meshstack:istioRevisions = ["1-31-0"]: one revision must carry the tag `default`'
     )
 
 
@@ -352,53 +352,70 @@ def test_removing_1_30_2_while_it_holds_the_default_tag_is_refused() -> None:
 
 NO_REVISIONS: Final[dict[str, Any]] = {"istioRevisions": [], "namespaceRevisions": {}}
 DECLARED: Final = {
-    "istioRevisions": [{"name": "default", "version": "1.30.3", "tags": ["default"]}],
+    "istioRevisions": [{"name": "default", "version": "1.30.4", "tags": ["default"]}],
     "namespaceRevisions": {},
 }
 FROM_DEFAULT: Final = (
     {
-        "istioRevisions": [{"name": "default", "version": "1.30.2", "tags": ["default"]}],
+        "istioRevisions": [{"name": "default", "version": "1.30.4", "tags": ["default"]}],
         "namespaceRevisions": {},
     },
     {
         "istioRevisions": [
-            {"name": "default", "version": "1.30.2", "tags": ["default"]},
-            {"name": "1-30-3", "version": "1.30.3", "tags": ["canary"]},
+            {"name": "default", "version": "1.30.4", "tags": ["default"]},
+            {"name": "1-31-0", "version": "1.31.0", "tags": ["canary"]},
         ],
         "namespaceRevisions": {"shop": "canary"},
     },
     {
         "istioRevisions": [
-            {"name": "default", "version": "1.30.2", "tags": []},
-            {"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]},
+            {"name": "default", "version": "1.30.4", "tags": []},
+            {"name": "1-31-0", "version": "1.31.0", "tags": ["default", "canary"]},
         ],
         "namespaceRevisions": {"shop": "canary"},
     },
     {
-        "istioRevisions": [{"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]}],
+        "istioRevisions": [{"name": "1-31-0", "version": "1.31.0", "tags": ["default", "canary"]}],
         "namespaceRevisions": {"shop": "canary"},
     },
 )
 
 
-def test_declaring_the_running_unrevisioned_istiod_as_revision_default_changes_nothing() -> None:
+def test_declaring_the_running_istiod_hands_its_injection_to_the_default_tag_webhook() -> None:
+    """The one change of the declaration: the `default` tag becomes the program's webhook,
+    calling the same istiod, and the chart's own injector goes; no istiod a pod gets changes,
+    no other object or chart value does."""
     before, after = render_step(NO_REVISIONS), render_step(DECLARED)
-    assert after.kubernetes_objects() == before.kubernetes_objects()
-    assert after.helm_charts() == before.helm_charts()
-    assert after.resources() == before.resources()
+    assert _urns(after) - _urns(before) == {f"{MESH}-tag-default"}
+    assert _urns(before) - _urns(after) == set()
+    (tag,) = [o for o in after.kubernetes_objects() if o["kind"] == "MutatingWebhookConfiguration"]
+    assert {w["clientConfig"]["service"]["name"] for w in tag["webhooks"]} == {"istiod"}
+    assert tag["metadata"]["labels"]["istio.io/rev"] == "default", "istiod patches its CA in"
+    charts_before = {c["name"]: c for c in before.helm_charts()}
+    for chart in after.helm_charts():
+        expected = copy.deepcopy(charts_before[chart["name"]])
+        if chart["name"] == "istiod":
+            expected["values"]["global"]["operatorManageWebhooks"] = True
+        assert chart == expected, chart["name"]
+    others = [o for o in after.kubernetes_objects() if o["kind"] != "MutatingWebhookConfiguration"]
+    assert others == before.kubernetes_objects()
+    for namespace in ("shop", "payments", "batch"):
+        assert injectors(after, namespace) == injectors(before, namespace) == ["1.30.4"]
 
 
-def test_upgrading_from_the_unrevisioned_istiod_hands_untagged_namespaces_over_once() -> None:
+def test_upgrading_from_the_unrevisioned_istiod_moves_the_default_tag_in_place() -> None:
     start, added, moved, removed = (render_step(step) for step in FROM_DEFAULT)
-    assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-30-3", f"{MESH}-tag-canary"}
-    assert injectors(added, "batch") == ["1.30.2"]
-    assert injectors(added, "shop") == ["1.30.3"]
-    # Moving `default` drops the unrevisioned istiod's own webhooks as the tag's appears:
-    # untagged namespaces then have one injector, the new one.
-    assert _urns(moved) - _urns(added) == {f"{MESH}-tag-default"}
-    assert injectors(moved, "batch") == ["1.30.3"]
-    (old,) = [c for c in moved.helm_charts() if c["name"] == "istiod"]
-    assert old["values"]["global"]["operatorManageWebhooks"] is True
+    assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-31-0", f"{MESH}-tag-canary"}
+    assert injectors(added, "batch") == ["1.30.4"]
+    assert injectors(added, "shop") == ["1.31.0"]
+    # The `default` tag is the program's webhook from the declaration on: moving it is an
+    # in-place update, no injector is created or deleted (tests/istio/test_upgrade_injection.py
+    # walks the update's intermediate states).
+    assert _urns(moved) == _urns(added)
+    assert injectors(moved, "batch") == ["1.31.0"]
+    for render in (start, added, moved):
+        (old,) = [c for c in render.helm_charts() if c["name"] == "istiod"]
+        assert old["values"]["global"]["operatorManageWebhooks"] is True
     reference = REFERENCE_CHART_DIRS[(old["repository"], old["chart"])]
     assert validate_helm_values(reference, old["values"]) == []
     assert _urns(moved) - _urns(removed) == {f"{MESH}-istiod"}
@@ -408,21 +425,21 @@ def test_the_refusals_quoted_in_the_upgrade_doc_are_what_the_settings_say() -> N
     doc = (Path(__file__).resolve().parents[2] / "docs" / "upgrades.md").read_text()
     quoted = re.findall(r"^\| [^|]+ \| `+ ?(meshstack:.*?) ?`+ \|$", doc, re.M)
     assert len(quoted) == 5
-    new_only = [{"name": "1-30-3", "version": "1.30.3", "tags": ["default", "canary"]}]
+    new_only = [{"name": "1-31-0", "version": "1.31.0", "tags": ["default", "canary"]}]
     said = {
-        _revision_error({**REMOVE_OLD, "namespaceRevisions": {"shop": "1-30-2"}}),
+        _revision_error({**REMOVE_OLD, "namespaceRevisions": {"shop": "1-30-4"}}),
         _revision_error({"istioRevisions": new_only, "namespaceRevisions": {"payments": "stable"}}),
         _revision_error({"istioRevisions": [{**new_only[0], "tags": ["canary"]}]}),
         _revision_error(
             {
                 "istioRevisions": [
-                    {"name": "1-30-2", "version": "1.30.2", "tags": ["default"]},
-                    {"name": "1-30-3", "version": "1.30.3", "tags": ["default"]},
+                    {"name": "1-30-4", "version": "1.30.4", "tags": ["default"]},
+                    {"name": "1-31-0", "version": "1.31.0", "tags": ["default"]},
                 ]
             }
         ),
         _revision_error(
-            {"istioRevisions": [{"name": "1-30-2", "version": "1.29.0", "tags": ["default"]}]}
+            {"istioRevisions": [{"name": "1-30-4", "version": "1.29.0", "tags": ["default"]}]}
         ),
     }
     for message in quoted:

@@ -6,8 +6,8 @@ from typing import Any
 
 from tests.conftest import make_settings, settings_error
 
-OLD = {"name": "1-30-2", "version": "1.30.2", "tags": ["default"]}
-NEW = {"name": "1-30-3", "version": "1.30.3", "tags": ["canary"]}
+OLD = {"name": "1-30-4", "version": "1.30.4", "tags": ["default"]}
+NEW = {"name": "1-31-0", "version": "1.31.0", "tags": ["canary"]}
 SERVICES = [{"name": "storefront", "namespace": "shop"}]
 
 
@@ -19,47 +19,47 @@ def test_two_revisions_with_a_default_tag_are_valid() -> None:
     settings = make_settings(
         services=SERVICES, istioRevisions=[OLD, NEW], namespaceRevisions={"shop": "canary"}
     )
-    assert [r.name for r in settings.istio.revisions] == ["1-30-2", "1-30-3"]
-    assert settings.istio.default_revision.name == "1-30-2"
+    assert [r.name for r in settings.istio.revisions] == ["1-30-4", "1-31-0"]
+    assert settings.istio.default_revision.name == "1-30-4"
     assert settings.istio.namespace_revisions == {"shop": "canary"}
 
 
 def test_a_namespace_may_select_a_revision_directly() -> None:
     settings = make_settings(
-        services=SERVICES, istioRevisions=[OLD, NEW], namespaceRevisions={"shop": "1-30-3"}
+        services=SERVICES, istioRevisions=[OLD, NEW], namespaceRevisions={"shop": "1-31-0"}
     )
-    assert settings.istio.namespace_revisions == {"shop": "1-30-3"}
+    assert settings.istio.namespace_revisions == {"shop": "1-31-0"}
 
 
 def test_revision_version_must_be_pinned() -> None:
     assert error(istioRevisions=[{**OLD, "version": "1.29.0"}]) == (
         'meshstack:istioRevisions[0].version = "1.29.0": must be a pinned Istio release '
-        "(1.30.3, 1.30.2; components/versions.py)"
+        "(1.31.0, 1.30.4; components/versions.py)"
     )
 
 
 def test_revision_names_are_unique() -> None:
-    assert error(istioRevisions=[OLD, {**NEW, "name": "1-30-2"}]).startswith(
-        'meshstack:istioRevisions[1].name = "1-30-2": must be unique'
+    assert error(istioRevisions=[OLD, {**NEW, "name": "1-30-4"}]).startswith(
+        'meshstack:istioRevisions[1].name = "1-30-4": must be unique'
     )
 
 
 def test_a_tag_points_at_one_revision() -> None:
     assert error(istioRevisions=[OLD, {**NEW, "tags": ["default"]}]) == (
-        'meshstack:istioRevisions[1].tags[0] = "default": already points at revision 1-30-2; '
+        'meshstack:istioRevisions[1].tags[0] = "default": already points at revision 1-30-4; '
         "a tag has one revision"
     )
 
 
 def test_a_tag_is_never_a_revision_name() -> None:
-    assert error(istioRevisions=[OLD, {**NEW, "tags": ["1-30-2"]}]).startswith(
-        'meshstack:istioRevisions[1].tags[0] = "1-30-2": must not be the name of a revision'
+    assert error(istioRevisions=[OLD, {**NEW, "tags": ["1-30-4"]}]).startswith(
+        'meshstack:istioRevisions[1].tags[0] = "1-30-4": must not be the name of a revision'
     )
 
 
 def test_one_revision_carries_the_default_tag() -> None:
     assert error(istioRevisions=[{**OLD, "tags": []}, NEW]).startswith(
-        'meshstack:istioRevisions = ["1-30-2", "1-30-3"]: one revision must carry the tag `default`'
+        'meshstack:istioRevisions = ["1-30-4", "1-31-0"]: one revision must carry the tag `default`'
     )
 
 
@@ -73,6 +73,6 @@ def test_namespace_selection_needs_revisions_and_a_workload_namespace() -> None:
 
 
 def test_revision_names_are_short_dns_labels() -> None:
-    assert error(istioRevisions=[{**OLD, "name": "1.30.2"}]).startswith(
-        'meshstack:istioRevisions[0].name = "1.30.2": must be a Kubernetes name'
+    assert error(istioRevisions=[{**OLD, "name": "1.30.4"}]).startswith(
+        'meshstack:istioRevisions[0].name = "1.30.4": must be a Kubernetes name'
     )

@@ -72,7 +72,7 @@ def test_proxy_stats_matcher_comes_from_settings() -> None:
 
 def test_revision_is_set_on_istiod_gateways_and_injection_labels() -> None:
     settings = istio_settings(
-        istioRevisions=[{"name": "1-30", "version": "1.30.3", "tags": ["default"]}]
+        istioRevisions=[{"name": "1-30", "version": "1.30.4", "tags": ["default"]}]
     )
     assert v.istiod_values(settings)["revision"] == "1-30"
     assert v.gateway_values(settings, v.EGRESS)["revision"] == "1-30"

@@ -216,7 +216,7 @@ def test_a_name_known_only_after_deploy_does_not_hide_a_violation() -> None:
 
 def test_helm_values_images_pinned_pass() -> None:
     values = {
-        "global": {"hub": "docker.io/istio", "tag": "1.30.3"},
+        "global": {"hub": "docker.io/istio", "tag": "1.30.4"},
         "pilot": {"image": "pilot"},  # bare name: the chart adds its hub and pinned tag
         "image": {"repository": "quay.io/kiali/kiali", "tag": "v2.29.0"},
         "gateway": {"image": "auto"},
@@ -489,7 +489,7 @@ def test_kiali_rule_ignores_other_charts_and_missing_values() -> None:
 # --- Helm chart versions ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version", ["1.30.3", "v2.29.0", "1.0.0-rc.1", "0.38.0+build.5"])
+@pytest.mark.parametrize("version", ["1.30.4", "v2.29.0", "1.0.0-rc.1", "0.38.0+build.5"])
 def test_exact_chart_versions_pass(version: str) -> None:
     args = resource_args(CHART, {"chart": "istiod", "version": version})
     assert violations(rules.helm_chart_version_pinned, args) == []

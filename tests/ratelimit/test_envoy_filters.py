@@ -31,7 +31,7 @@ from components.ratelimit.settings import (
     ServiceRateLimit,
 )
 from components.traffic.settings import RetrySettings
-from components.versions import ISTIO_VERSION
+from components.versions import istio_minor
 
 TYPE_URL_PREFIX: Final = "type.googleapis.com/"
 
@@ -91,6 +91,7 @@ ROUTES = ServiceRateLimit(
         LocalRoute(path_prefix="/identify", requests_per_second=200),
     )
 )
+MINORS = ("1.30",)
 
 
 def _envoy_filters(render: Any) -> list[dict[str, Any]]:
@@ -111,7 +112,9 @@ def test_every_envoy_filter_patch_of_every_stack_parses_with_envoy_protos(
 
 
 def test_a_field_envoy_does_not_know_fails_the_parse() -> None:
-    spec = specs.local_ratelimit_spec("app", 8080, LocalRateLimitSettings(), ROUTES)
+    spec = specs.local_ratelimit_spec(
+        "app", 8080, LocalRateLimitSettings(), ROUTES, proxy_minors=MINORS
+    )
     broken = copy.deepcopy(spec["configPatches"][1])
     broken["patch"]["value"]["typed_per_filter_config"][specs.LOCAL_FILTER]["token_buckt"] = {}
     with pytest.raises(json_format.ParseError, match="token_buckt"):
@@ -124,7 +127,9 @@ def test_an_unknown_type_url_fails() -> None:
 
 
 def test_local_filter_is_inserted_before_the_router_with_the_direct_typed_config() -> None:
-    spec = specs.local_ratelimit_spec("app", 8080, LocalRateLimitSettings(), ServiceRateLimit())
+    spec = specs.local_ratelimit_spec(
+        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit(), proxy_minors=MINORS
+    )
     assert spec["workloadSelector"] == {"labels": {"app": "app"}}
     (patch,) = spec["configPatches"]
     assert patch["applyTo"] == "HTTP_FILTER"
@@ -166,7 +171,9 @@ def test_enforced_percent_and_service_rate_come_from_settings() -> None:
 
 
 def test_per_route_limits_are_keyed_by_the_filter_name_on_the_inbound_vhost() -> None:
-    spec = specs.local_ratelimit_spec("app", 9090, LocalRateLimitSettings(), ROUTES)
+    spec = specs.local_ratelimit_spec(
+        "app", 9090, LocalRateLimitSettings(), ROUTES, proxy_minors=MINORS
+    )
     vhost = spec["configPatches"][1]
     assert vhost["applyTo"] == "VIRTUAL_HOST"
     assert vhost["match"]["routeConfiguration"] == {"vhost": {"name": "inbound|http|9090"}}
@@ -189,15 +196,36 @@ def test_per_route_limits_are_keyed_by_the_filter_name_on_the_inbound_vhost() ->
     ]
 
 
-def test_every_patch_is_scoped_to_the_installed_istio_minor(stack_renders: Any) -> None:
+def test_every_patch_applies_to_the_proxies_of_the_regions_istio_minors_only(
+    stack_renders: Any,
+) -> None:
+    """istiod applies a patch only to proxies whose `ISTIO_VERSION` the pattern matches (Go
+    `regexp.MatchString`, unanchored unless the pattern anchors it): every patch reaches every
+    patch release of the minors the region's istiods run, and no proxy of another minor."""
     for render in stack_renders.values():
+        minors = {istio_minor(r["version"]) for r in render.outputs["istioRevisions"].values()}
         for envoy_filter in _envoy_filters(render):
             for patch in envoy_filter["spec"]["configPatches"]:
                 pattern = patch["match"]["proxy"]["proxyVersion"]
-                assert pattern == r"^1\.30.*"
-                assert re.match(pattern, ISTIO_VERSION)
-                assert not re.match(pattern, "1.31.0")
-                assert not re.match(pattern, "1.3.0")
+                assert len(pattern) <= 1024, "Istio 1.30.4 refuses longer expressions"
+                for minor in minors:
+                    for release in ("0", "4", "12"):
+                        assert re.search(pattern, f"{minor}.{release}"), (pattern, minor)
+                major, number = (int(x) for x in next(iter(minors)).split("."))
+                for other in (f"{major}.{number + 9}", f"{major}.{number // 10}", "2.30"):
+                    if other not in minors:
+                        assert not re.search(pattern, f"{other}.0"), (pattern, other)
+
+
+def test_during_a_minor_upgrade_patches_apply_to_the_proxies_of_both_minors() -> None:
+    spec = specs.local_ratelimit_spec(
+        "app", 8080, LocalRateLimitSettings(), ROUTES, proxy_minors=("1.31", "1.30")
+    )
+    for patch in spec["configPatches"]:
+        pattern = patch["match"]["proxy"]["proxyVersion"]
+        assert pattern == r"^(1\.30|1\.31)\."
+        assert re.search(pattern, "1.30.4") and re.search(pattern, "1.31.0")
+        assert not re.search(pattern, "1.32.0") and not re.search(pattern, "1.3.0")
 
 
 def test_hub_fixture_fingerprint_api_allows_more_status_than_identify(
@@ -228,7 +256,9 @@ def test_local_rate_limit_stats_are_exported_by_the_mesh(stack_renders: Any) -> 
 
 def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
     quota = QuotaSettings(enabled=True, namespace="rl", timeout_ms=250)
-    spec = gateway.gateway_filter_spec(quota, {"istio": "ingressgateway"}, "rl")
+    spec = gateway.gateway_filter_spec(
+        quota, {"istio": "ingressgateway"}, "rl", proxy_minors=MINORS
+    )
     assert spec["workloadSelector"] == {"labels": {"istio": "ingressgateway"}}
     _strip_client_header, patch = spec["configPatches"]
     assert patch["match"]["context"] == "GATEWAY"
@@ -252,7 +282,7 @@ def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
 
 def test_gateway_actions_turn_the_client_header_into_the_descriptor() -> None:
     quota = QuotaSettings(enabled=True, client_header="x-api-client")
-    spec = gateway.gateway_actions_spec(quota, {"istio": "ingressgateway"})
+    spec = gateway.gateway_actions_spec(quota, {"istio": "ingressgateway"}, proxy_minors=MINORS)
     (patch,) = spec["configPatches"]
     assert patch["applyTo"] == "VIRTUAL_HOST"
     assert patch["match"]["context"] == "GATEWAY"
@@ -312,7 +342,7 @@ def test_a_strict_pod_has_one_local_bucket_for_its_service_port() -> None:
     # workers), and each inbound filter chain has its own HCM and filter instance: the limit
     # is per pod only if exactly one chain of the pod gets the filter.
     (patch, *_) = specs.local_ratelimit_spec(
-        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit()
+        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit(), proxy_minors=MINORS
     )["configPatches"]
     chains = _inbound_http_chains(8080, other_ports=(9090, 15020), permissive=False)
     assert [c["destination_port"] for c in _patched_chains(patch, chains)] == [8080]
@@ -322,7 +352,7 @@ def test_a_permissive_pod_has_a_bucket_for_mtls_and_one_for_plaintext_callers() 
     # What docs/security.md states: under PERMISSIVE the limit holds separately for mesh
     # (mTLS) and plaintext callers of the port, so a pod takes at most twice the limit.
     (patch, *_) = specs.local_ratelimit_spec(
-        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit()
+        "app", 8080, LocalRateLimitSettings(), ServiceRateLimit(), proxy_minors=MINORS
     )["configPatches"]
     chains = _inbound_http_chains(8080, other_ports=(9090,), permissive=True)
     patched = _patched_chains(patch, chains)
@@ -336,7 +366,9 @@ def test_a_permissive_pod_has_a_bucket_for_mtls_and_one_for_plaintext_callers() 
 
 
 def test_a_grpc_service_is_limited_with_resource_exhausted_which_routes_do_not_retry() -> None:
-    spec = specs.local_ratelimit_spec("app", 9090, LocalRateLimitSettings(), ROUTES, grpc=True)
+    spec = specs.local_ratelimit_spec(
+        "app", 9090, LocalRateLimitSettings(), ROUTES, proxy_minors=MINORS, grpc=True
+    )
     default, vhost = spec["configPatches"]
     for config in (
         default["patch"]["value"]["typed_config"],

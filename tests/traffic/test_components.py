@@ -240,8 +240,8 @@ def test_region_labels_the_flagger_namespace_to_follow_the_default_tag() -> None
     # even when the service's own namespace has moved to another tag.
     services = [{"name": "pay", "namespace": "bank", "delivery": "progressive"}]
     revisions = [
-        {"name": "1-30-2", "version": "1.30.2", "tags": ["default"]},
-        {"name": "1-30-3", "version": "1.30.3", "tags": ["canary"]},
+        {"name": "1-30-4", "version": "1.30.4", "tags": ["default"]},
+        {"name": "1-31-0", "version": "1.31.0", "tags": ["canary"]},
     ]
     config = {
         "meshstack:region": "rev-1",

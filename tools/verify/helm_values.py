@@ -31,6 +31,7 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]  # no stubs in the locked dev deps
 import yaml
 
+from components.versions import ISTIO_REPOSITORY
 from tools.verify.crd import load_catalog
 from tools.verify.reference import reference_dir
 
@@ -261,9 +262,9 @@ def _check(
 
 
 REFERENCE_CHART_DIRS: dict[tuple[str, str], str] = {
-    ("https://istio-release.storage.googleapis.com/charts", "base"): "istio-base",
-    ("https://istio-release.storage.googleapis.com/charts", "istiod"): "istiod",
-    ("https://istio-release.storage.googleapis.com/charts", "gateway"): "istio-gateway",
+    (ISTIO_REPOSITORY, "base"): "istio-base",
+    (ISTIO_REPOSITORY, "istiod"): "istiod",
+    (ISTIO_REPOSITORY, "gateway"): "istio-gateway",
     ("https://flagger.app", "flagger"): "flagger",
     ("https://flagger.app", "loadtester"): "flagger-loadtester",
     ("https://kiali.org/helm-charts", "kiali-server"): "kiali-server",
