@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
