@@ -10,10 +10,11 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck pytest bench policy clean e2e-tools e2e e2e-bench
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt
 
 .venv/.synced: uv.lock pyproject.toml
-	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet 'uv==0.13.8'
+	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet --require-hashes --no-deps -r tools/requirements/uv.txt
 	$(UV) sync --frozen --python python3
 	@touch $@
 
@@ -54,7 +55,12 @@ imports: install ## Layering of components/ (import-linter contracts in pyprojec
 typecheck: install
 	$(PY) -m mypy
 
-check: lint imports typecheck ## ruff (lint + format), import layering, mypy, generated workflows.
+# actionlint (built from tools/actionlint/go.mod) and zizmor (tools/requirements/zizmor.txt), both
+# pinned, over .github/workflows/; actionlint needs shellcheck (apt-get install shellcheck).
+lint-workflows: install ## actionlint + zizmor --persona auditor over .github/workflows/ (pinned).
+	$(PY) -m tools.lint_workflows
+
+check: lint imports typecheck lint-workflows ## ruff, import layering, mypy, workflow linters, generated workflows.
 	$(PY) -m tools.workflows --check
 
 pytest: install reference helm
@@ -82,6 +88,11 @@ e2e: install helm ## preview (policy pack), up, idempotency, live checks, istioc
 
 e2e-bench: install helm ## pulumi up of the hub vs helm install --wait + kubectl apply --server-side.
 	$(PY) -m tools.e2e.bench
+
+# pulumi up of the hub killed at several points, each followed by the runbook's recovery
+# (tools/recover_stack.py), then converged: no changes, nothing missing, duplicated or orphaned.
+e2e-interrupt: install helm ## Interrupted deploys and their recovery (docs/operations.md).
+	$(PY) -m tools.e2e.interrupt
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

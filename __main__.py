@@ -80,6 +80,17 @@ def kubernetes_provider(settings: StackSettings) -> k8s.Provider:
             "`pulumi config set --secret meshstack:kubeconfig ...`"
         )
     kubeconfig = pulumi.Config().get_secret("kubeconfig")
+    if settings.render_yaml_to_directory:
+        pulumi.log.warn(
+            "meshstack:renderYamlToDirectory is set: the manifests are written to "
+            f"{settings.render_yaml_to_directory} instead of being applied, and the Secrets in "
+            "them (the Redis password, Kiali's signing key) in plain text. Keep that directory "
+            "out of version control and delete it after use."
+        )
+    # `upsert_existing_objects` stays unset (off): with it, a create of an object that already
+    # exists silently adopts it, and a rename without an alias then deletes it. An object a
+    # killed `pulumi up` created but never recorded is imported by the recovery instead
+    # (tools/recover_stack.py, docs/operations.md "Interrupted deploy").
     return k8s.Provider(
         f"{settings.region}-kubernetes",
         kubeconfig=kubeconfig,

@@ -222,7 +222,9 @@ class StackSettings(SettingsModel):
         default="",
         description=(
             "When set, the Kubernetes provider writes manifests to this directory instead "
-            "of applying them (for users with the Pulumi CLI but no cluster). Default: off."
+            "of applying them (for users with the Pulumi CLI but no cluster), Secrets in plain "
+            "text (the Redis password, Kiali's signing key): never a directory under version "
+            "control, and never on a deployed stack. Default: off."
         ),
     )
     istio_revision: str = Field(

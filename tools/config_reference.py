@@ -49,7 +49,10 @@ YAML_END: Final = f"# {END}"
 SECRET_KEY_DESCRIPTIONS: Final = {
     "kubeconfig": (
         "kubeconfig contents or path, as a secret; read by `__main__.py` for the Kubernetes "
-        "provider and never copied into the settings. Unset: `KUBECONFIG` or `~/.kube/config`."
+        "provider and never copied into the settings. Unset: `KUBECONFIG` or `~/.kube/config`. "
+        "Set it from standard input (`pulumi config set --secret meshstack:kubeconfig < "
+        "kubeconfig`), never on a production stack: whoever may preview a stack may decrypt "
+        "it (docs/policy.md, credentials)."
     ),
 }
 """Keys in `SECRET_KEYS` are not settings fields (their values must stay Pulumi secrets), so

@@ -1,15 +1,22 @@
-"""The per-stack parts of the GitHub workflows, generated from the stack files.
+"""The per-stack parts of the GitHub workflows, and every job that runs Pulumi, generated.
 
 Adding `Pulumi.<stack>.yaml` adds a region everywhere a workflow lists the regions; no
-workflow is edited by hand for it. Each block between a `BEGIN generated` line and its
-`END generated` line (indented like the YAML around it) is written by this module from
-`tools.stacks.deploy_order()` (the observability hub first, then the spokes); the rest of
-each workflow is hand-written and left as it is:
+workflow is edited by hand for it. Each block between a `BEGIN generated` line and the
+`END generated` line after it (indented like the YAML around it) is written by this module
+from `tools.stacks.deploy_order()` (the observability hub first, then the spokes); the rest
+of each workflow is hand-written and left as it is:
 
-- `pull-request.yml`: the preview matrix, one entry per stack;
-- `deploy.yml`: one chained `pulumi up` job per stack, each behind the GitHub environment
-  named after its stack and waiting for the previous one;
-- `region.yml`: the stack choices of the single-region preview/deploy (and rollback).
+- `pull-request.yml`: the `preview` job, a matrix entry per stack, in the reviewer-gated
+  `preview` environment;
+- `deploy.yml`: per stack, `preview-<stack>` (environment `preview-main`) then `<stack>`
+  (`pulumi up` behind the environment named after the stack), chained in deploy order;
+- `region.yml`: the stack choices, and the `preview` and `up` jobs that run the commit its
+  `resolve` job checked.
+
+Every job that runs Pulumi has the same steps (`pulumi_steps`): the installs first, then the
+short-lived Pulumi token of the job's environment (OIDC, `pulumi/auth-actions`), then
+`tools/ci/pulumi.sh`, which opens the job's Pulumi ESC environment for the cluster
+credential. Who may obtain which credential: docs/policy.md.
 
     python -m tools.workflows            # print the stacks' deploy jobs
     python -m tools.workflows --write    # update .github/workflows/ (make workflows)
@@ -19,6 +26,7 @@ each workflow is hand-written and left as it is:
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,48 +38,187 @@ WORKFLOWS_DIR: Final = Path(".github") / "workflows"
 BEGIN: Final = "# BEGIN generated: python -m tools.workflows --write (make workflows)"
 END: Final = "# END generated"
 
-DEPLOY_JOB: Final = """\
-{stack}:
-  name: up {stack}
-  needs: {needs}
-  runs-on: ubuntu-24.04
-  timeout-minutes: 60
-  environment: {stack}
-  permissions:
-    contents: read
-  steps:
-    - uses: actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8 # v5.0.0
-      with:
-        persist-credentials: false
-    - uses: actions/setup-python@e797f83bcb11b83ae66e0230d6156d7c80228e7c # v6.0.0
-      with:
-        python-version: "3.11"
-    - uses: astral-sh/setup-uv@85856786d1ce8acfbcc2f13a5f3fbd6b938f9f41 # v7.1.2
-      with:
-        version: "0.13.8"
-    - name: Install locked dependencies
-      run: make install
-    - uses: pulumi/actions@8e5e406f4007fca908480587cb9893c07090f58d # v7.0.0
-      with:
-        command: up
-        stack-name: ${{{{ vars.PULUMI_ORG }}}}/meshstack/{stack}
-        pulumi-version: "3.272.0"
-        policyPacks: policy
-        policyPackConfigs: policy/config.json
-      env:
-        PULUMI_ACCESS_TOKEN: ${{{{ secrets.PULUMI_ACCESS_TOKEN }}}}
-"""
+CHECKOUT: Final = "actions/checkout@08c6903cd8c0fde910a37f88322edcfb5dd907a8 # v5.0.0"
+SETUP_PYTHON: Final = "actions/setup-python@e797f83bcb11b83ae66e0230d6156d7c80228e7c # v6.0.0"
+PULUMI_ACTIONS: Final = "pulumi/actions@8e5e406f4007fca908480587cb9893c07090f58d # v7.0.0"
+AUTH_ACTIONS: Final = "pulumi/auth-actions@141415910c3beb54e03b48e9057c204c97b956f2 # v2.1.0"
+PULUMI_CLI: Final = "3.272.0"
+"""The Pulumi CLI the jobs install: the `pulumi` SDK version in uv.lock (a test keeps both)."""
+
+PREVIEW_TEAM: Final = "meshstack-preview"
+"""Pulumi team of every preview job (Stack Read on the region stacks, may open the ESC
+environment `meshstack/preview`): docs/policy.md, credentials."""
+PREVIEW_CREDENTIALS: Final = "preview"
+PREVIEW_MAIN_ENVIRONMENT: Final = "preview-main"
+"""GitHub environment of the preview before each `up` (deployment branches: main only)."""
+PR_PREVIEW_ENVIRONMENT: Final = "preview"
+"""GitHub environment of pull-request previews (required reviewers: the deployers)."""
+PREVIEW_TIMEOUT: Final = 15
+UP_TIMEOUT: Final = 30
+"""Minutes. `pulumi up` took 47-81 s per stack on the e2e control plane and a no-change
+preview 11-27 s (tools/e2e/README.md); a real cluster pulls images and waits for readiness, and
+the provider gives up on one resource after 10 minutes. 30 minutes is two such waits in a row
+plus the installs; a job killed at its timeout leaves the stack locked (docs/operations.md,
+"Interrupted deploy")."""
 
 
-def preview_matrix(stacks: Sequence[str]) -> str:
-    return f"stack: [{', '.join(stacks)}]\n"
+def deploy_team(stack: str) -> str:
+    """Pulumi team of the `up` job of `stack` (Stack Write on that stack only)."""
+    return f"meshstack-deploy-{stack}"
+
+
+def deploy_credentials(stack: str) -> str:
+    """ESC environment (`<org>/meshstack/<this>`) holding the deploy kubeconfig of `stack`."""
+    return f"deploy-{stack}"
+
+
+def pulumi_steps(
+    *, operation: str, stack: str, team: str, credentials: str, ref: str | None = None
+) -> str:
+    """The steps of every job that runs Pulumi, in one order: check out (`ref`, default the
+    event's commit), Python, uv (hash-pinned), `make install`, the Pulumi CLI, then the
+    environment's short-lived Pulumi token (OIDC; after every install step, so none of them
+    sees it), then `tools/ci/pulumi.sh`."""
+    checkout_with = ([f"    ref: {ref}"] if ref else []) + ["    persist-credentials: false"]
+    lines = [
+        f"- uses: {CHECKOUT}",
+        "  with:",
+        *checkout_with,
+        f"- uses: {SETUP_PYTHON}",
+        "  with:",
+        '    python-version: "3.11"',
+        "- name: Install uv (every wheel pinned by SHA-256)",
+        "  run: python -m pip install --require-hashes --no-deps -r tools/requirements/uv.txt",
+        "- name: Install locked dependencies",
+        "  run: make install",
+        "- name: Install the Pulumi CLI",
+        f"  uses: {PULUMI_ACTIONS}",
+        "  with:",
+        f'    pulumi-version: "{PULUMI_CLI}"',
+        "- name: Pulumi token of this environment's team (OIDC)",
+        f"  uses: {AUTH_ACTIONS}",
+        "  with:",
+        "    organization: ${{ vars.PULUMI_ORG }}",
+        "    requested-token-type: urn:pulumi:token-type:access_token:team",
+        f"    scope: team:{team}",
+        '    token-expiration: "3600"',
+        f"- name: pulumi {operation} {stack}",
+        "  run: tools/ci/pulumi.sh",
+        "  env:",
+        f"    OPERATION: {operation}",
+        f"    STACK: {stack}",
+        f"    CREDENTIALS: {credentials}",
+        "    PULUMI_ORG: ${{ vars.PULUMI_ORG }}",
+    ]
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "".join(f"{pad}{line}" if line.strip() else line for line in text.splitlines(True))
+
+
+def _job(
+    job_id: str,
+    *,
+    name: str,
+    needs: str,
+    environment: str,
+    timeout: int,
+    why_oidc: str,
+    steps: str,
+    extra: str = "",
+) -> str:
+    return (
+        f"{job_id}:\n"
+        f"  name: {name}\n"
+        f"  needs: {needs}\n"
+        f"{extra}"
+        "  runs-on: ubuntu-24.04\n"
+        f"  timeout-minutes: {timeout}\n"
+        f"  environment: {environment}\n"
+        "  permissions:\n"
+        "    contents: read\n"
+        f"    id-token: write # {why_oidc}\n"
+        "  steps:\n"
+        f"{_indent(steps, 4)}"
+    )
+
+
+def preview_job(stacks: Sequence[str]) -> str:
+    """pull-request.yml: the preview of every stack, in the reviewer-gated `preview`
+    environment, for pull requests from branches of this repository (a fork's PR gets the
+    credential-free checks only)."""
+    matrix = (
+        "  strategy:\n"
+        "    fail-fast: false\n"
+        "    matrix:\n"
+        f"      stack: [{', '.join(stacks)}]\n"
+        "  if: github.event.pull_request.head.repo.full_name == github.repository\n"
+    )
+    steps = pulumi_steps(
+        operation="preview",
+        stack="${{ matrix.stack }}",
+        team=PREVIEW_TEAM,
+        credentials=PREVIEW_CREDENTIALS,
+    ) + (
+        "- uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0\n"
+        "  if: ${{ !cancelled() }}\n"
+        "  with:\n"
+        "    name: preview-${{ matrix.stack }}\n"
+        "    path: ${{ runner.temp }}/pulumi-preview-${{ matrix.stack }}.md\n"
+        "    if-no-files-found: error\n"
+        "    retention-days: 7\n"
+    )
+    return _job(
+        "preview",
+        name="preview ${{ matrix.stack }}",
+        needs="checks",
+        environment=PR_PREVIEW_ENVIRONMENT,
+        timeout=PREVIEW_TIMEOUT,
+        why_oidc="exchanged for the preview team's Pulumi token (pulumi/auth-actions)",
+        steps=steps,
+        extra=matrix,
+    )
 
 
 def deploy_jobs(stacks: Sequence[str]) -> str:
-    jobs = [
-        DEPLOY_JOB.format(stack=stack, needs=previous)
-        for previous, stack in zip(("checks", *stacks), stacks, strict=False)
-    ]
+    """deploy.yml: per stack in deploy order, a preview of the pushed commit, then `up`
+    behind the region's environment (its approvers read that preview first)."""
+    jobs = []
+    for previous, stack in zip(("checks", *stacks), stacks, strict=False):
+        jobs.append(
+            _job(
+                f"preview-{stack}",
+                name=f"preview {stack}",
+                needs=previous,
+                environment=PREVIEW_MAIN_ENVIRONMENT,
+                timeout=PREVIEW_TIMEOUT,
+                why_oidc="exchanged for the preview team's Pulumi token (pulumi/auth-actions)",
+                steps=pulumi_steps(
+                    operation="preview",
+                    stack=stack,
+                    team=PREVIEW_TEAM,
+                    credentials=PREVIEW_CREDENTIALS,
+                ),
+            )
+        )
+        jobs.append(
+            _job(
+                stack,
+                name=f"up {stack}",
+                needs=f"preview-{stack}",
+                environment=stack,
+                timeout=UP_TIMEOUT,
+                why_oidc="exchanged for this region's deploy-team Pulumi token",
+                steps=pulumi_steps(
+                    operation="up",
+                    stack=stack,
+                    team=deploy_team(stack),
+                    credentials=deploy_credentials(stack),
+                ),
+            )
+        )
     return "\n".join(jobs)
 
 
@@ -79,26 +226,78 @@ def stack_choices(stacks: Sequence[str]) -> str:
     return "".join(f"- {stack}\n" for stack in stacks)
 
 
-BLOCKS: Final[dict[str, Callable[[Sequence[str]], str]]] = {
-    "pull-request.yml": preview_matrix,
-    "deploy.yml": deploy_jobs,
-    "region.yml": stack_choices,
+def region_jobs(_stacks: Sequence[str]) -> str:
+    """region.yml: the preview of the resolved commit of main, then (operation `up`) `up`
+    of that commit behind the chosen stack's environment."""
+    sha = "${{ needs.resolve.outputs.sha }}"
+    stack = "${{ inputs.stack }}"
+    preview = _job(
+        "preview",
+        name=f"preview {stack} at {sha}",
+        needs="resolve",
+        environment=PREVIEW_MAIN_ENVIRONMENT,
+        timeout=PREVIEW_TIMEOUT,
+        why_oidc="exchanged for the preview team's Pulumi token (pulumi/auth-actions)",
+        steps=pulumi_steps(
+            operation="preview",
+            stack=stack,
+            team=PREVIEW_TEAM,
+            credentials=PREVIEW_CREDENTIALS,
+            ref=sha,
+        ),
+    )
+    up = _job(
+        "up",
+        name=f"up {stack} at {sha}",
+        needs="[resolve, preview]",
+        environment=stack,
+        timeout=UP_TIMEOUT,
+        why_oidc="exchanged for this region's deploy-team Pulumi token",
+        steps=pulumi_steps(
+            operation="up",
+            stack=stack,
+            team="meshstack-deploy-${{ inputs.stack }}",
+            credentials="deploy-${{ inputs.stack }}",
+            ref=sha,
+        ),
+        extra="  if: inputs.operation == 'up'\n",
+    )
+    return f"{preview}\n{up}"
+
+
+BLOCKS: Final[dict[str, tuple[Callable[[Sequence[str]], str], ...]]] = {
+    "pull-request.yml": (preview_job,),
+    "deploy.yml": (deploy_jobs,),
+    "region.yml": (stack_choices, region_jobs),
 }
-"""Each workflow file and the function writing its one generated block."""
+"""Each workflow file and the functions writing its generated blocks, in file order."""
 
 
-def splice(text: str, block: str, *, name: str) -> str:
-    """`text` with the lines between its BEGIN and END markers replaced by `block`,
-    indented like the BEGIN marker."""
+def splice(text: str, blocks: Sequence[str], *, name: str) -> str:
+    """`text` with the lines between each BEGIN marker and the END marker after it replaced
+    by the next of `blocks`, indented like that BEGIN marker."""
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if line.strip() == BEGIN]
     ends = [i for i, line in enumerate(lines) if line.strip() == END]
-    if len(starts) != 1 or len(ends) != 1 or ends[0] < starts[0]:
-        raise StackFileError(f"{name}: expected one {BEGIN!r} line followed by one {END!r} line")
-    begin = lines[starts[0]]
-    indent = begin[: len(begin) - len(begin.lstrip())]
-    body = "".join(f"{indent}{line}" if line.strip() else line for line in block.splitlines(True))
-    return "".join(lines[: starts[0] + 1]) + body + "".join(lines[ends[0] :])
+    pairs = list(zip(starts, ends, strict=False))
+    ordered = all(s < e for s, e in pairs) and all(
+        e < s for (_, e), (s, _) in itertools.pairwise(pairs)
+    )
+    if len(starts) != len(blocks) or len(ends) != len(blocks) or not ordered:
+        raise StackFileError(
+            f"{name}: expected {len(blocks)} {BEGIN!r} line(s), each followed by one {END!r} line"
+        )
+    out: list[str] = []
+    previous_end = 0
+    for (start, end), block in zip(pairs, blocks, strict=True):
+        begin = lines[start]
+        indent = begin[: len(begin) - len(begin.lstrip())]
+        body = "".join(
+            f"{indent}{line}" if line.strip() else line for line in block.splitlines(True)
+        )
+        out += [*lines[previous_end : start + 1], body]
+        previous_end = end
+    return "".join(out) + "".join(lines[previous_end:])
 
 
 def expected_files(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
@@ -107,7 +306,7 @@ def expected_files(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
     files = {}
     for name, block in BLOCKS.items():
         path = project_dir / WORKFLOWS_DIR / name
-        files[path] = splice(path.read_text(), block(stacks), name=name)
+        files[path] = splice(path.read_text(), [b(stacks) for b in block], name=name)
     return files
 
 

@@ -1,0 +1,255 @@
+"""The interrupted-deploy recovery (tools/recover_stack.py) and the pure parts of its e2e scenario
+(tools/e2e/interrupt.py), without the engine: which pending creates are imported or cleared,
+with which IDs, in which refresh; what counts as refused, duplicated or orphaned."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools import recover_stack
+from tools.e2e import interrupt
+from tools.recover_stack import PendingCreate
+
+DEPLOYMENT = "urn:pulumi:s::meshstack::kubernetes:apps/v1:Deployment::istiod"
+
+
+def _pending(
+    urn: str, type_: str, inputs: Any, *, op: str = "creating", custom: bool = True
+) -> Any:
+    return {"type": op, "resource": {"urn": urn, "type": type_, "custom": custom, "inputs": inputs}}
+
+
+EXPORT = {
+    "deployment": {
+        "pending_operations": [
+            _pending(
+                DEPLOYMENT,
+                "kubernetes:apps/v1:Deployment",
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "istiod", "namespace": "istio-system"},
+                },
+            ),
+            _pending(
+                "urn:crd",
+                "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
+                {
+                    "apiVersion": "apiextensions.k8s.io/v1",
+                    "kind": "CustomResourceDefinition",
+                    "metadata": {"name": "canaries.flagger.app"},
+                },
+            ),
+            _pending("urn:password", "random:index/randomPassword:RandomPassword", {"length": 32}),
+            _pending("urn:provider", "pulumi:providers:kubernetes", {}),
+            _pending("urn:chart", "kubernetes:helm.sh/v4:Chart", {}, custom=False),
+            _pending(
+                "urn:updating",
+                "kubernetes:core/v1:ConfigMap",
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}},
+                op="updating",
+            ),
+            _pending(
+                "urn:unknown-name",
+                "kubernetes:core/v1:ConfigMap",
+                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": {"unknown": 1}}},
+            ),
+        ]
+    }
+}
+
+
+def test_pending_creates_name_their_kubernetes_objects() -> None:
+    found = recover_stack.pending_creates(EXPORT)
+    assert [p.urn for p in found] == [
+        DEPLOYMENT,
+        "urn:crd",
+        "urn:password",
+        "urn:provider",
+        "urn:chart",
+        "urn:unknown-name",
+    ], "creates only: an interrupted update or delete is settled by the refresh itself"
+    assert found[0] == PendingCreate(DEPLOYMENT, "apps/v1", "Deployment", "istiod", "istio-system")
+    assert found[1].is_kubernetes_object and not found[1].namespace
+    assert [p.is_kubernetes_object for p in found[2:]] == [False] * 4
+    assert recover_stack.pending_creates({"deployment": {}}) == []
+
+
+def test_existing_objects_are_imported_and_the_rest_cleared() -> None:
+    pending = recover_stack.pending_creates(EXPORT)
+    live = {
+        "istiod": {"metadata": {"name": "istiod", "namespace": "istio-system"}},
+        "canaries.flagger.app": {"metadata": {"name": "canaries.flagger.app"}},
+    }
+    looked_up: list[str] = []
+
+    def lookup(create: PendingCreate) -> dict[str, Any] | None:
+        looked_up.append(create.name)
+        return live.get(create.name) if create.name != "canaries.flagger.app" else None
+
+    imports, cleared = recover_stack.plan_pending(pending, lookup)
+    assert imports == [(DEPLOYMENT, "istio-system/istiod")]
+    assert cleared == [
+        "urn:crd",
+        "urn:password",
+        "urn:provider",
+        "urn:chart",
+        "urn:unknown-name",
+    ]
+    assert looked_up == ["istiod", "canaries.flagger.app"], "only Kubernetes objects are looked up"
+    assert recover_stack.resource_id(live["canaries.flagger.app"]) == "canaries.flagger.app"
+
+
+def test_one_refresh_imports_then_clears() -> None:
+    args = recover_stack.refresh_args("org/meshstack/us-east-1", [("urn:a", "ns/a")], clear=True)
+    assert args == [
+        "pulumi",
+        "refresh",
+        "--yes",
+        "--non-interactive",
+        "--stack",
+        "org/meshstack/us-east-1",
+        "--import-pending-creates",
+        "urn:a",
+        "--import-pending-creates",
+        "ns/a",
+        "--clear-pending-creates",
+    ]
+    assert "--clear-pending-creates" not in recover_stack.refresh_args("s", [], clear=False)
+
+
+@pytest.mark.parametrize(
+    ("api_version", "kind", "expected"),
+    [
+        ("apps/v1", "Deployment", "Deployment.v1.apps"),
+        ("v1", "ConfigMap", "ConfigMap"),
+        ("networking.istio.io/v1", "VirtualService", "VirtualService.v1.networking.istio.io"),
+    ],
+)
+def test_kubectl_types(api_version: str, kind: str, expected: str) -> None:
+    assert recover_stack.kubectl_type(api_version, kind) == expected
+
+
+def test_a_failing_command_stops_the_recovery_in_one_line(tmp_path: Path) -> None:
+    tool = recover_stack.Recovery("s", cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    with pytest.raises(recover_stack.RecoveryError, match=r"^sh -c failed \(exit 3\): boom$"):
+        tool.run(["sh", "-c", "echo boom >&2; exit 3"], capture=True)
+    assert tool.run(["sh", "-c", "echo ok"], capture=True) == "ok\n"
+
+
+def _resource(kind: str, name: str, namespace: str | None = None, **extra: Any) -> dict[str, Any]:
+    metadata = {"name": name} | ({"namespace": namespace} if namespace else {})
+    api = "apps/v1" if kind == "Deployment" else "v1"
+    return {
+        "type": f"kubernetes:{'apps' if api == 'apps/v1' else 'core'}/v1:{kind}",
+        "custom": True,
+        "outputs": {"apiVersion": api, "kind": kind, "metadata": metadata},
+    } | extra
+
+
+def test_state_objects_and_duplicates() -> None:
+    export = {
+        "deployment": {
+            "resources": [
+                _resource("Deployment", "istiod", "istio-system"),
+                _resource("Namespace", "istio-system"),
+                _resource("Deployment", "istiod", "istio-system", urn="again"),
+                {"type": "pulumi:providers:kubernetes", "custom": True, "outputs": {}},
+                {"type": "kubernetes:helm.sh/v4:Chart", "custom": False, "outputs": {}},
+            ],
+            "pending_operations": [{"type": "creating"}],
+        }
+    }
+    keys = interrupt.state_objects(export)
+    assert keys == [
+        "apps/Deployment istio-system/istiod",
+        "core/Namespace /istio-system".replace(" /", " "),
+        "apps/Deployment istio-system/istiod",
+    ]
+    assert interrupt.duplicates(keys) == ["apps/Deployment istio-system/istiod"]
+    assert interrupt.duplicates(keys[:2]) == []
+    assert interrupt.pending_count(export) == 1
+
+
+def test_orphans_are_objects_pulumi_wrote_that_the_state_lacks() -> None:
+    def live(name: str, manager: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": "shop",
+                "managedFields": [{"manager": manager}],
+            },
+        }
+
+    objects = [
+        live("recorded", "pulumi-kubernetes-9f2c"),
+        live("left-behind", "pulumi-kubernetes"),
+        live("kube-root-ca.crt", "kube-controller-manager"),
+    ]
+    assert interrupt.orphans(objects, {"core/ConfigMap shop/recorded"}) == [
+        "core/ConfigMap shop/left-behind"
+    ]
+
+
+def test_collection_paths() -> None:
+    assert (
+        interrupt.collection_of("/apis/apps/v1/namespaces/probe/deployments/probe", "probe")
+        == "/apis/apps/v1/deployments"
+    )
+    assert (
+        interrupt.collection_of(
+            "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/probe", "probe"
+        )
+        == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    )
+
+
+def test_the_locked_refusal_is_recognised() -> None:
+    message = (
+        "error: the stack is currently locked by 1 lock(s). Either wait for the other process(es)"
+        " to end or delete the lock file with `pulumi cancel`."
+    )
+    assert interrupt.refused_because_locked(255, message)
+    assert not interrupt.refused_because_locked(0, message)
+    assert not interrupt.refused_because_locked(255, "error: program failed")
+
+
+def test_the_summary_line_and_what_passes() -> None:
+    points = [
+        interrupt.KillPoint(10, True, True, 18, 4, 3, 1),
+        interrupt.KillPoint(25, True, True, 64, 6, 5, 1),
+    ]
+    good = interrupt.Outcome("us-east-1", points, converged=True)
+    assert interrupt.summary(good) == (
+        "e2e-interrupt: us-east-1: killed 2/2 (18/64 objects in state), 8 imported, 2 cleared; "
+        "converged: no changes, 0 missing, 0 duplicated, 0 orphaned"
+    )
+    assert interrupt.passed(good)
+    for bad in (
+        interrupt.Outcome("s", [interrupt.KillPoint(10, reached=False)], converged=True),
+        interrupt.Outcome("s", [interrupt.KillPoint(10, True, False)], converged=True),
+        interrupt.Outcome("s", points, converged=False),
+        interrupt.Outcome("s", points, converged=True, orphaned=["x"]),
+        interrupt.Outcome("s", points, converged=True, duplicated=["x"]),
+        interrupt.Outcome("s", points, converged=True, pending_left=1),
+        interrupt.Outcome("s", [], converged=True),
+    ):
+        assert not interrupt.passed(bad), bad
+
+
+def test_without_a_complete_tool_cache_the_scenario_stops_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MESHSTACK_E2E_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(interrupt, "LOGS", tmp_path / "logs")
+    assert interrupt.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("e2e-interrupt: tools: no complete tool cache at ")
+    assert interrupt.main(["--stack", "mars-north-1"]) == 2
+    assert interrupt.main(["--kill-after", "30", "10"]) == 2
