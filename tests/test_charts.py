@@ -8,6 +8,7 @@ import io
 import ipaddress
 import json
 import stat
+import subprocess
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -24,13 +25,20 @@ from components.observability.kiali_values import (
 )
 from components.settings_types import ChartSource
 from components.traffic.delivery_specs import LOADTESTER_RESOURCES
-from components.versions import FLAGGER_LOADTESTER, ISTIO_BASE, KIALI_SERVER
+from components.versions import (
+    FLAGGER_LOADTESTER,
+    ISTIO_BASE,
+    ISTIO_VERSION,
+    KIALI_SERVER,
+    istio_charts,
+)
 from tests.conftest import settings_error
 from tools import charts, install_helm
 from tools import render as render_tool
 from tools.manifests import SECRET_PLACEHOLDER, UNKNOWN_PLACEHOLDER
 from tools.render import Render, render_stack
 from tools.verify import charts as checks
+from tools.verify.helm_values import REFERENCE_CHART_DIRS
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 STACKS = sorted(
@@ -173,6 +181,74 @@ def test_chart_source_defaults_to_the_upstream_repositories() -> None:
 
     assert make_settings().chart_source == ChartSource(kind="upstream", location="")
     assert chart_reference(ISTIO_BASE, ChartSource()) == ("base", ISTIO_BASE.repository)
+
+
+RETIRED_ISTIO_HOST = "istio-release.storage.googleapis.com"
+
+
+def test_no_istio_chart_source_renovate_comment_or_verifier_names_the_retired_host() -> None:
+    """Istio publishes nothing there from 1.31 and switches it off after the last scream
+    test (2026-12-08/09): a default `upstream` source pointing there stops every `pulumi up`."""
+    for chart in (*istio_charts(ISTIO_VERSION).__dict__.values(),):
+        assert chart.repository == "https://blob.istio.io/istio-release/charts"
+        assert chart.oci_repository == "oci://ghcr.io/istio/release/charts"
+    assert {p.repository for p in charts.PINS if p.chart in ("base", "istiod", "gateway")} == {
+        "https://blob.istio.io/istio-release/charts"
+    }
+    assert not any(RETIRED_ISTIO_HOST in repository for repository, _ in REFERENCE_CHART_DIRS)
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=PROJECT_DIR, capture_output=True, text=True, check=True
+    ).stdout.split()
+    naming = {
+        path: [
+            line
+            for line in (PROJECT_DIR / path).read_text().splitlines()
+            if RETIRED_ISTIO_HOST in line
+        ]
+        for path in tracked
+        if (PROJECT_DIR / path).is_file()
+        and path != "tests/test_charts.py"
+        and RETIRED_ISTIO_HOST in (PROJECT_DIR / path).read_text(errors="ignore")
+    }
+    # Only prose that says it is retired may name it: never a value, a renovate comment or a URL.
+    assert set(naming) <= {"components/versions.py", "docs/upgrades.md"}, sorted(naming)
+    for lines in naming.values():
+        for line in lines:
+            assert "retired" in line and "=" not in line and "renovate" not in line, line
+
+
+def test_upstream_oci_takes_istio_charts_from_istios_registry_and_the_others_from_theirs() -> None:
+    source = ChartSource(kind="upstream-oci")
+    for chart in istio_charts(ISTIO_VERSION).__dict__.values():
+        assert chart_reference(chart, source) == (
+            f"oci://ghcr.io/istio/release/charts/{chart.chart}",
+            "",
+        )
+    assert chart_reference(KIALI_SERVER, source) == (
+        "kiali-server",
+        "https://kiali.org/helm-charts",
+    ), "no OCI registry of its own: its Helm repository"
+    assert "location" in settings_error(chartSource={"kind": "upstream-oci", "location": "x"})
+
+
+def test_an_upstream_oci_release_expands_from_the_pinned_folder(helm: Path) -> None:
+    chart = ISTIO_BASE
+    reference, repository = chart_reference(chart, ChartSource(kind="upstream-oci"))
+    (expanded,) = charts.expand(
+        [
+            {
+                "name": "istio-base",
+                "chart": reference,
+                "version": chart.version,
+                "repository": repository,
+                "namespace": "istio-system",
+                "values": {},
+            }
+        ],
+        helm=helm,
+    )
+    assert expanded.folder == f"istio-base-{ISTIO_VERSION}"
+    assert any(o["kind"] == "CustomResourceDefinition" for o in expanded.objects)
 
 
 def test_chart_source_oci_and_directory_references() -> None:
