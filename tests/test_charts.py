@@ -648,11 +648,11 @@ def test_stand_ins_have_the_shape_and_are_stable_and_distinct() -> None:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_istiod_never_fetches_a_jwks_from_its_own_loopback(expanded: Expanded, stack: str) -> None:
-    """istiod fetches every RequestAuthentication's `jwksUri` itself, and the pinned 1.30.4
-    refuses no address unless BLOCKED_CIDRS_IN_JWKS_URIS names it. Every rendered istiod
-    blocks loopback (its own debug ports) and the cloud metadata endpoints, keeps private
-    ranges open (in-cluster identity providers), and so satisfies `istioctl analyze`'s IST0175
-    check (a non-empty value on every `app: istiod` Deployment)."""
+    """istiod fetches every RequestAuthentication's `jwksUri` itself; 1.30.4 refuses
+    link-local and cloud metadata addresses by itself but not loopback. Every rendered istiod
+    blocks loopback (its own debug ports) and the metadata endpoints (also for an istiod
+    without the built-in block), keeps private ranges open (in-cluster identity providers), and
+    so satisfies `istioctl analyze`'s IST0175 check (a non-empty value on every istiod)."""
     istiods = [
         obj
         for chart in expanded[stack][1]
@@ -668,7 +668,7 @@ def test_istiod_never_fetches_a_jwks_from_its_own_loopback(expanded: Expanded, s
         }
         ranges = [ipaddress.ip_network(c) for c in env["BLOCKED_CIDRS_IN_JWKS_URIS"].split(",")]
         assert _blocked("127.0.0.1", ranges) and _blocked("::1", ranges)
-        # The pinned Istio (1.30.4) has no built-in metadata block: the value must hold it.
+        # Built into 1.30.4, not into the 1.30.3 an in-place upgrade starts from.
         assert _blocked("169.254.169.254", ranges) and _blocked("fd00:ec2::254", ranges)
         assert _blocked("fe80::a9fe:a9fe", ranges)
         assert not _blocked("10.96.0.10", ranges) and not _blocked("172.20.1.5", ranges)

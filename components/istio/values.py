@@ -87,13 +87,13 @@ JWKS_BLOCKED_CIDRS: Final = (
 """Ranges istiod never fetches a RequestAuthentication's `jwksUri` from.
 
 istiod downloads every JWKS itself, so a `jwksUri` is a request made on the author's behalf.
-The Istio releases pinned here (1.30.3, 1.30.2) refuse nothing by default: the built-in
-link-local / cloud-metadata block arrived in later patch releases. So: loopback (istiod's
-own pod, whose debug and monitoring ports answer on 127.0.0.1), link-local (the cloud
-instance-metadata endpoint 169.254.169.254 and its IPv6 forms) and AWS's IPv6 metadata
-address. Private ranges stay open: an in-cluster identity provider (a Keycloak Service) is a
-legitimate JWKS host. Unset, `istioctl analyze` reports IST0175 on every stack with JWT
-services (found by make e2e)."""
+Istio 1.30.4 checks the resolved address at dial time and refuses link-local and known cloud
+metadata addresses by itself (`pilot/pkg/model/jwks_resolver.go` `jwksBlockedIP`), but not
+loopback, where istiod's own debug and monitoring ports answer: this list adds loopback, and
+keeps link-local and AWS's IPv6 metadata address for istiods without the built-in block (the
+1.30.3 an in-place upgrade starts from). Private ranges stay open: an in-cluster identity
+provider (a Keycloak Service) is a legitimate JWKS host. Unset, `istioctl analyze` reports
+IST0175 on every stack with JWT services (found by make e2e)."""
 
 
 def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> dict[str, Any]:
