@@ -82,7 +82,8 @@ JWKS_BLOCKED_CIDRS: Final = (
     "::1/128",
     "169.254.0.0/16",
     "fe80::/10",
-    "fd00:ec2::254/128",
+    "fd00:ec2::/32",
+    "100.100.100.200/32",
 )
 """Ranges istiod never fetches a RequestAuthentication's `jwksUri` from.
 
@@ -90,10 +91,12 @@ istiod downloads every JWKS itself, so a `jwksUri` is a request made on the auth
 Istio 1.30.4 checks the resolved address at dial time and refuses link-local and known cloud
 metadata addresses by itself (`pilot/pkg/model/jwks_resolver.go` `jwksBlockedIP`), but not
 loopback, where istiod's own debug and monitoring ports answer: this list adds loopback, and
-keeps link-local and AWS's IPv6 metadata address for istiods without the built-in block (the
-1.30.3 an in-place upgrade starts from). Private ranges stay open: an in-cluster identity
-provider (a Keycloak Service) is a legitimate JWKS host. Unset, `istioctl analyze` reports
-IST0175 on every stack with JWT services (found by make e2e)."""
+names link-local and the metadata addresses 1.30.4 blocks (AWS's IPv6 `fd00:ec2::/32`,
+Alibaba's 100.100.100.200) for the istiods without that built-in block: the 1.30.3 an
+in-place upgrade starts from, and 1.31.0, whose resolver checks only this list. Private
+ranges stay open: an in-cluster identity provider (a Keycloak Service) is a legitimate JWKS
+host. Unset, `istioctl analyze` reports IST0175 on every stack with JWT services (found by
+make e2e)."""
 
 
 def ingress_controller_exception_spec(pod_labels: dict[str, str], port: int) -> dict[str, Any]:
@@ -328,6 +331,27 @@ def mesh_config(
     }
 
 
+KEEP_UNHEALTHY_ENDPOINTS_OUT: Final = {"PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS": "false"}
+"""istiod 1.31's opt-out of sending unready endpoints to proxies.
+
+1.31 sends not-ready pods' endpoints (as UNHEALTHY) and sets Envoy's panic threshold to 0
+for every cluster unless its DestinationRule sets `outlierDetection.minHealthPercent`
+(`pilot/pkg/xds/endpoints/endpoint_builder.go` `supportsUnhealthyEndpoints`,
+`pilot/pkg/networking/core/cluster_traffic_policy.go`); 1.30 sends ready endpoints only and
+leaves the threshold unset without outlier detection. Setting `minHealthPercent` instead would
+change 1.30's behaviour too (its panic threshold becomes that value), and a mesh-wide default
+is ignored by 1.31.0's endpoint decision. With the opt-out, a 1.31 istiod builds the same
+endpoints and thresholds as 1.30 for every DestinationRule (checked on istiod's own code with
+both releases), so outlier detection, ejection and locality failover behave the same before,
+during and after a minor upgrade (docs/upgrades.md, "Across minor versions")."""
+
+
+def _version_env(revision: IstioRevision) -> dict[str, str]:
+    """istiod environment that keeps a newer minor's behaviour equal to the installed 1.30."""
+    minor = tuple(int(part) for part in revision.version.split(".")[:2])
+    return dict(KEEP_UNHEALTHY_ENDPOINTS_OUT) if minor >= (1, 31) else {}
+
+
 def istiod_values(
     settings: IstioSettings,
     tracing_service: str | None = None,
@@ -364,7 +388,10 @@ def istiod_values(
             "defaultPodDisruptionBudget": {"enabled": True},
         },
         "meshConfig": mesh_config(settings, tracing_service, tracing_port),
-        "env": {"BLOCKED_CIDRS_IN_JWKS_URIS": ",".join(JWKS_BLOCKED_CIDRS)},
+        "env": {
+            "BLOCKED_CIDRS_IN_JWKS_URIS": ",".join(JWKS_BLOCKED_CIDRS),
+            **_version_env(revision),
+        },
     }
     if revision.name:
         values["revision"] = revision.name

@@ -9,8 +9,6 @@ regions. Every region's istiod must get the same list.
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from components.settings import StackSettings, load_settings
@@ -22,15 +20,19 @@ def _stack_settings(stack: str) -> StackSettings:
     return load_settings(load_stack_config(stack)[0])
 
 
-def _istiod_cluster_local_hosts(render: Render) -> set[str]:
-    (istiod,) = [c for c in render.helm_charts() if c["chart"] == "istiod"]
-    service_settings: list[dict[str, Any]] = istiod["values"]["meshConfig"]["serviceSettings"]
-    return {
-        host
-        for entry in service_settings
-        if entry["settings"].get("clusterLocal")
-        for host in entry["hosts"]
-    }
+def _istiod_cluster_local_hosts(render: Render) -> list[set[str]]:
+    """Per istiod of the region (several during a control-plane upgrade), its local hosts."""
+    istiods = [c for c in render.helm_charts() if c["chart"] == "istiod"]
+    assert istiods
+    return [
+        {
+            host
+            for entry in istiod["values"]["meshConfig"]["serviceSettings"]
+            if entry["settings"].get("clusterLocal")
+            for host in entry["hosts"]
+        }
+        for istiod in istiods
+    ]
 
 
 def test_every_stack_file_keeps_the_same_hosts_local() -> None:
@@ -46,4 +48,5 @@ def test_each_regions_istiod_keeps_every_mesh_wide_host_local(
     # eu-west-1 traffic to a host another region lists as cluster-local stays in eu-west-1
     # only if eu-west-1's own istiod has the host too.
     mesh_wide = set().union(*(_stack_settings(s).cluster_local_hosts for s in STACKS))
-    assert mesh_wide <= _istiod_cluster_local_hosts(stack_renders[stack])
+    for hosts in _istiod_cluster_local_hosts(stack_renders[stack]):
+        assert mesh_wide <= hosts, "every istiod of the region, each revision's proxies too"

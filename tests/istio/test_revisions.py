@@ -28,6 +28,7 @@ from components.istio import values as v
 from components.istio.settings import IstioRevision
 from policy.offline import evaluate
 from tests.conftest import by_name, settings_error
+from tools import charts
 from tools.render import Render, load_stack_config, render_stack, run_program
 from tools.verify import validate_helm_values, validate_manifest
 from tools.verify.helm_values import REFERENCE_CHART_DIRS
@@ -131,6 +132,26 @@ def test_the_fixture_passes_the_schemas_and_chart_defaults(fixture_render: Rende
     for chart in fixture_render.helm_charts():
         reference = REFERENCE_CHART_DIRS[(chart["repository"], chart["chart"])]
         assert validate_helm_values(reference, chart["values"]) == [], chart["name"]
+
+
+def test_the_1_31_istiod_keeps_unready_endpoints_away_from_proxies_as_1_30_does(
+    fixture_render: Render,
+) -> None:
+    """1.31 would send not-ready pods' endpoints and zero Envoy's panic threshold wherever a
+    DestinationRule sets no `minHealthPercent`; the opt-out keeps endpoints and thresholds as
+    1.30 builds them, so outlier detection behaves the same on both revisions' proxies. The
+    rendered istiod Deployment carries it (the chart passes `env` through to discovery)."""
+    helm = charts.helm_binary()
+    istiods = [c for c in fixture_render.helm_charts() if c["chart"] == "istiod"]
+    envs = {}
+    for release in charts.expand(istiods, helm=helm):
+        (deployment,) = [o for o in release.objects if o["kind"] == "Deployment"]
+        (discovery,) = deployment["spec"]["template"]["spec"]["containers"]
+        envs[release.release.version] = {e["name"]: e.get("value") for e in discovery["env"]}
+    assert envs["1.31.0"]["PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS"] == "false"
+    assert "PILOT_AUTO_SEND_UNHEALTHY_ENDPOINTS" not in envs["1.30.4"], "1.30 never sends them"
+    for env in envs.values():
+        assert "PILOT_SPAWN_UPSTREAM_SPAN_FOR_GATEWAY" not in env, "1.30's default = 1.31's"
 
 
 def test_the_fixture_passes_the_policy_pack(fixture_render: Render) -> None:
