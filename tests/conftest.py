@@ -139,3 +139,30 @@ def run_with_provider(
 def by_name(render: Render) -> dict[str, Any]:
     """Registrations keyed by Pulumi name."""
     return {r.name: r for r in render.registrations}
+
+
+def waits_for(render: Render, urn: str) -> set[str]:
+    """URNs a resource waits for before it is created: its dependencies, transitively."""
+    dependencies = {r.urn: r.dependencies for r in render.registrations}
+    seen: set[str] = set()
+    todo = list(dependencies.get(urn, []))
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo.extend(dependencies.get(current, []))
+    return seen
+
+
+def default_istiod(render: Render) -> Any:
+    """The registration of the istiod chart the `default` tag points at (the stack's
+    `istioRevisions` output: `default` is the unrevisioned istiod, release `istiod`)."""
+    revisions = render.outputs["istioRevisions"]
+    (name,) = [n for n, r in revisions.items() if "default" in r["tags"]]
+    release = "istiod" if name == "default" else f"istiod-{name}"
+    (istiod,) = [
+        r
+        for r in render.registrations
+        if r.type == "kubernetes:helm.sh/v4:Chart" and r.inputs.get("name") == release
+    ]
+    return istiod

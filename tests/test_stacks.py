@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from components.versions import ISTIO_VERSION
-from tests.conftest import STACKS
+from tests.conftest import STACKS, default_istiod, waits_for
 from tools.manifests import SECRET_PLACEHOLDER
 from tools.render import PROJECT_DIR, Render, render_stack, write_render
 from tools.verify import validate_helm_values, validate_manifest
@@ -93,14 +93,15 @@ def test_every_resource_is_a_child_of_the_region(
 def test_mesh_custom_resources_wait_for_the_control_plane(
     stack_renders: dict[str, Render], stack: str
 ) -> None:
-    registrations = stack_renders[stack].registrations
-    (istiod,) = [r for r in registrations if r.name == f"{stack}-istio-istiod"]
+    # With revisions through the `default` tag's webhook, which waits for that istiod.
+    render = stack_renders[stack]
+    istiod = default_istiod(render)
     mesh_objects = [
-        r for r in registrations if r.type.removeprefix("kubernetes:").startswith(MESH_APIS)
+        r for r in render.registrations if r.type.removeprefix("kubernetes:").startswith(MESH_APIS)
     ]
     assert mesh_objects
     for r in mesh_objects:
-        assert istiod.urn in r.dependencies, f"{r.name} does not wait for istiod"
+        assert istiod.urn in waits_for(render, r.urn), f"{r.name} does not wait for istiod"
 
 
 @pytest.mark.parametrize("stack", STACKS)

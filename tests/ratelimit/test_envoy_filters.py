@@ -248,10 +248,12 @@ def test_hub_fixture_fingerprint_api_allows_more_status_than_identify(
 
 def test_local_rate_limit_stats_are_exported_by_the_mesh(stack_renders: Any) -> None:
     for render in stack_renders.values():
-        (istiod,) = [c for c in render.helm_charts() if c["chart"] == "istiod"]
-        matcher = istiod["values"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]
-        assert ".*http_local_rate_limit.*" in matcher["inclusionRegexps"]
-        assert ".*ratelimit.*" in matcher["inclusionRegexps"]
+        istiods = [c for c in render.helm_charts() if c["chart"] == "istiod"]
+        assert istiods
+        for istiod in istiods:  # each revision's proxies export them
+            matcher = istiod["values"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]
+            assert ".*http_local_rate_limit.*" in matcher["inclusionRegexps"]
+            assert ".*ratelimit.*" in matcher["inclusionRegexps"]
 
 
 def test_gateway_filter_calls_the_ratelimit_cluster_over_v3() -> None:
