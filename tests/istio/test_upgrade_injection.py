@@ -76,8 +76,8 @@ def upgrade_plan(config: Mapping[str, str]) -> list[Step]:
     From a stack without `istioRevisions`: declare the running istiod as revision `default`,
     add the new revision with a tag, move one workload namespace to that tag, move every tag
     (`default` included) to the new revision, remove the old one. From a stack that already
-    declares revisions, the same from its state. No step when the `default` tag's revision
-    already runs the newest release.
+    declares revisions, the remaining steps from its state (a stack in the middle of an
+    upgrade finishes it). Only the start when one istiod already runs the newest release.
     """
     settings = load_settings(config)
     istio = settings.istio
@@ -86,41 +86,45 @@ def upgrade_plan(config: Mapping[str, str]) -> list[Step]:
         for r in settings.istio_revisions
     ]
     namespaces = dict(settings.namespace_revisions)
-    start = Step("start: the stack file as it is", tuple(declared), namespaces)
+    steps = [Step("start: the stack file as it is", tuple(declared), namespaces)]
     target = ISTIO_VERSIONS[0]
     old = istio.default_revision
-    if old.version == target:
-        return [start]
-    steps = [start]
+    if not declared and old.version == target:
+        return steps
     revisions: list[dict[str, Any]] = declared or [
         {"name": "default", "version": old.version, "tags": [DEFAULT_TAG]}
     ]
     if not declared:
         steps.append(Step("declare the running istiod as revision default", tuple(revisions), {}))
-    new = next((r for r in revisions if r["version"] == target), None)
-    used_tags = {t for r in revisions for t in r["tags"]}
-    tag = CANARY_TAG if CANARY_TAG not in used_tags else f"{CANARY_TAG}-{_dashed(target)}"
+    at_target = [r for r in revisions if r["version"] == target]
+    new = next((r for r in at_target if DEFAULT_TAG in r["tags"]), next(iter(at_target), None))
     if new is None:
+        used_tags = {t for r in revisions for t in r["tags"]}
+        tag = CANARY_TAG if CANARY_TAG not in used_tags else f"{CANARY_TAG}-{_dashed(target)}"
         new = {"name": _dashed(target), "version": target, "tags": [tag]}
         revisions = [*copy.deepcopy(revisions), new]
         steps.append(Step(f"add revision {new['name']} ({target})", tuple(revisions), namespaces))
-    else:
-        tag = str(next(iter(new["tags"]), new["name"]))
-    untagged = [n for n in istio.workload_namespaces if n not in namespaces]
-    if untagged:
-        namespaces = {**namespaces, untagged[0]: tag}
-        steps.append(Step(f"move namespace {untagged[0]} to {tag}", tuple(revisions), namespaces))
-    moved = [
-        {**r, "tags": sorted({t for x in revisions for t in x["tags"]})}
-        if r["name"] == new["name"]
-        else {**r, "tags": []}
-        for r in revisions
-    ]
-    steps.append(Step(f"move every tag to {new['name']}", tuple(moved), namespaces))
-    remaining = tuple(r for r in moved if r["name"] == new["name"])
-    names = {r["name"] for r in remaining} | set(remaining[0]["tags"])
-    kept = {ns: sel if sel in names else DEFAULT_TAG for ns, sel in namespaces.items()}
-    steps.append(Step(f"remove the old revision {old.name or 'default'}", remaining, kept))
+        untagged = [n for n in istio.workload_namespaces if n not in namespaces]
+        if untagged:
+            namespaces = {**namespaces, untagged[0]: tag}
+            steps.append(
+                Step(f"move namespace {untagged[0]} to {tag}", tuple(revisions), namespaces)
+            )
+    others = [r for r in revisions if r["name"] != new["name"]]
+    if any(r["tags"] for r in others):
+        revisions = [
+            {**r, "tags": sorted({t for x in revisions for t in x["tags"]})}
+            if r["name"] == new["name"]
+            else {**r, "tags": []}
+            for r in revisions
+        ]
+        steps.append(Step(f"move every tag to {new['name']}", tuple(revisions), namespaces))
+    if others:
+        remaining = tuple(r for r in revisions if r["name"] == new["name"])
+        selectable = {new["name"], *remaining[0]["tags"]}
+        kept = {ns: sel for ns, sel in namespaces.items() if sel in selectable}
+        gone = ", ".join(r["name"] for r in others)
+        steps.append(Step(f"remove the old revision {gone}", remaining, kept))
     return steps
 
 
