@@ -34,10 +34,26 @@ FIXTURES = deploy_order(FIXTURE_DIR)
 halfway), then the spokes fixture-small-spoke and fixture-spoke."""
 
 
+def stack_file_errors(stacks: list[str], stack_dir: Path | None = None) -> list[str]:
+    """The one-line settings error of each stack file that has one, as `pulumi preview` would
+    print it, prefixed with the file: what a reviewer must see instead of test failures."""
+    errors = []
+    for stack in stacks:
+        try:
+            load_settings(load_stack_config(stack, stack_dir=stack_dir)[0])
+        except SettingsError as error:
+            errors.append(f"Pulumi.{stack}.yaml: {error}")
+    return errors
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A broken stack file or missing reference data is one line, not many failures."""
+    """A broken stack file, settings a stack file gets wrong, or missing reference data is
+    one line each, and nothing else runs: every test would otherwise fail on the same cause."""
     if _BROKEN_STACK_FILE is not None:
         pytest.exit(str(_BROKEN_STACK_FILE), returncode=2)
+    errors = stack_file_errors(STACKS)
+    if errors:
+        pytest.exit("\n".join(errors), returncode=2)
     try:
         REFERENCE.resolve()
     except DataDirError as error:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import settings_error
+from tests.conftest import settings_error, stack_file_errors
 from tools import bench, render
 from tools.render import PROJECT_DIR
 from tools.stacks import StackFileError, deploy_order, read_stack_file
@@ -204,3 +204,19 @@ def test_secret_kubeconfig_is_accepted(tmp_path: Path) -> None:
     assert (
         render.main(["broken", "--stack-dir", str(stacks), "--out", str(out), "--no-charts"]) == 0
     )
+
+
+def test_make_test_stops_on_a_stack_files_settings_error_with_its_one_line(
+    tmp_path: Path,
+) -> None:
+    """`make test` checks every stack file's settings first (conftest `pytest_sessionstart`)
+    and exits with these lines instead of running tests that would all fail on them."""
+    (tmp_path / "Pulumi.broken.yaml").write_text(
+        "config:\n  meshstack:region: broken\n  meshstack:services:\n"
+        "    - {name: api, namespace: shop, port: 70000}\n"
+    )
+    (tmp_path / "Pulumi.fine.yaml").write_text("config:\n  meshstack:region: fine\n")
+    assert stack_file_errors(["broken", "fine"], tmp_path) == [
+        "Pulumi.broken.yaml: meshstack:services[0].port = 70000: "
+        "must be less than or equal to 65535"
+    ]
