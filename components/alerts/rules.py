@@ -28,6 +28,7 @@ ALERT_NAMES: Final = (
     "CanaryErrorRateHigh",
     "CanaryLatencyHigh",
     "RateLimitExceeded",
+    "QuotaServiceFailing",
     "CircuitBreakerTriggered",
     "IstiodUnavailable",
     "IstiodXdsPushErrors",
@@ -78,6 +79,10 @@ GRPC_SERVER_FAILURES: Final = {
 Google's AIP-193 5xx mapping); client errors (`NOT_FOUND`, `INVALID_ARGUMENT`,
 `PERMISSION_DENIED`, ...) and `RESOURCE_EXHAUSTED` (quota) do not count against a version."""
 
+SHADOW_SEVERITY: Final = "warning"
+"""Severity of a failing or slow shadow: it answers only mirrored copies, whose responses
+Envoy discards, so no user feels it; worth fixing before it gets live traffic, not a page."""
+
 ALL_FAILING_RATIO: Final = 0.99
 """Failed share at which a version is judged whatever its traffic: "every request fails",
 with room for the float rounding of two separately summed rates."""
@@ -85,11 +90,33 @@ with room for the float rounding of two separately summed rates."""
 EJECTIONS: Final = "envoy_cluster_outlier_detection_ejections_enforced_total"
 PENDING_OVERFLOW: Final = "envoy_cluster_upstream_rq_pending_overflow"
 RATELIMIT_OVER_LIMIT: Final = "ratelimit_service_rate_limit_over_limit"
+QUOTA_CHECK_ERRORS: Final = "envoy_cluster_ratelimit_error"
+QUOTA_VERDICTS: Final = ("envoy_cluster_ratelimit_ok", "envoy_cluster_ratelimit_over_limit")
+"""The global rate limit filter's verdict counters, `cluster.<route's cluster>.ratelimit.
+{ok,over_limit,error,failure_mode_allowed}` on the proxy that calls the quota service (the
+ingress gateway), created on first use (envoyproxy/envoy
+`docs/root/configuration/http/http_filters/rate_limit_filter.rst`, Statistics). `error` counts
+every failed call of the quota service whatever `failure_mode_deny` says; `failure_mode_allowed`
+the ones let through anyway. Every quota check ends in exactly one of `ok`, `over_limit`,
+`error`, so their sum is the number of checks."""
+
+QUOTA_SERVICE_ERROR_FLAG: Final = "(.+,)?RLSE(,.+)?"
+"""`response_flags` of a request refused because the quota service failed and
+`failure_mode_deny` is set: Envoy's rate limit filter answers it 500 and sets
+`RateLimitServiceError` (`RLSE`). With fail-open the request goes on, unflagged."""
+
+SCRAPE_CLUSTER: Final = "cluster"
+"""Label naming the region of a series that carries no mesh cluster of its own (Envoy's
+cluster stats): the hub's Prometheus (Thanos, federation) adds it per source cluster. In a
+single-cluster Prometheus the label is absent and the `by` clauses ignore it."""
 
 
 ENVOY_STATS: Final = {
     EJECTIONS: "cluster.{cluster}.outlier_detection.ejections_enforced_total",
     PENDING_OVERFLOW: "cluster.{cluster}.upstream_rq_pending_overflow",
+    QUOTA_CHECK_ERRORS: "cluster.{cluster}.ratelimit.error",
+    "envoy_cluster_ratelimit_ok": "cluster.{cluster}.ratelimit.ok",
+    "envoy_cluster_ratelimit_over_limit": "cluster.{cluster}.ratelimit.over_limit",
 }
 """Envoy stat name behind each Prometheus metric the alerts read. Envoy's Prometheus output
 prefixes `envoy_`, moves the cluster name into the `cluster_name` label and joins the rest
@@ -101,62 +128,163 @@ def _selector(labels: dict[str, str]) -> str:
     return ", ".join(f'{key}="{value}"' for key, value in labels.items())
 
 
-def canary_error_ratio_expr(window: str) -> str:
-    """Failed share per service version, as seen by the receiving sidecar.
+VERSION_KEY: Final = ("destination_cluster", "destination_service", "destination_version")
+"""What a canary page names: the cluster the version runs in, the service and the version.
+Keyed by cluster, so the hub's Prometheus (every region's series) never dilutes one region's
+failing canary with another region's healthy traffic."""
 
-    A failure is a 5xx, or, for gRPC (`request_protocol="grpc"`), a server-side
-    `grpc_response_status` (`GRPC_SERVER_FAILURES`): gRPC answers errors with HTTP 200 and the
-    status in a trailer, so `response_code` alone misses them, and a client error such as
-    `NOT_FOUND` is the caller's fault, like an HTTP 4xx. A gRPC call the local rate limiter
-    refused (flag `RL`, status `UNAVAILABLE` or `RESOURCE_EXHAUSTED`) is the limiter doing
-    its job, counted by `RateLimitExceeded`, not a failure of the version. The two selectors
-    are joined with `or` before the `sum`: a series both select has one label set and is
-    kept once, so nothing is counted twice.
+_BY_VERSION: Final = ", ".join(VERSION_KEY)
+
+NOT_THE_VERSIONS_FAULT: Final = "(.+,)?(FI|DI|RL|RLSE|UAEX)(,.+)?"
+"""`response_flags` of requests that failed by design, not because of the version: fault
+injection (`FI` abort, `DI` delay), a rate limit (`RL`) or the quota service (`RLSE`, paged by
+`QuotaServiceFailing`), or external authorization (`UAEX`)."""
+
+UNANSWERED_CODE: Final = "0"
+"""`response_code` of a request that got no response at all (Envoy's `responseCode()` unset):
+the peer hung up first, e.g. the caller timed out on a canary that never answers (`DC` at the
+canary's own proxy)."""
+
+
+def requests_rate(selector: str, window: str, *, metric: str = "istio_requests_total") -> str:
+    """`rate()` of an Istio metric with the version and cluster a calling proxy could not learn
+    filled in from what it did know.
+
+    A calling proxy (`reporter="source"`) takes `destination_version` from the peer metadata
+    the upstream sends back; a canary that refuses connections or never answers sends none,
+    so Istio falls back to the endpoint's metadata (`workload;namespace;canonical
+    service;canonical revision;cluster`, istio/proxy `extractEndpointMetadata` and
+    `convertEndpointMetadata`), which has no app version: the caller reports
+    `destination_version="unknown"` but the real `destination_canonical_revision` (the pod's
+    `version` label unless `service.istio.io/canonical-revision` says otherwise). When no host
+    was picked at all (`UH`, `NC`), `destination_cluster` is `unknown` too: the failure is then
+    the caller's cluster's (`source_cluster`). `label_join` + `label_replace` copy the fallback
+    only where the value is `unknown`; the helper labels keep every series distinct and are
+    dropped by the `sum by` that follows.
     """
-    by = "destination_service, destination_version"
-    server = _selector({"reporter": "destination"})
+    expr = f"rate({metric}{{{selector}}}[{window}])"
+    for target, fallback, helper in (
+        ("destination_version", "destination_canonical_revision", "meshstack_version_fallback"),
+        ("destination_cluster", "source_cluster", "meshstack_cluster_fallback"),
+    ):
+        expr = (
+            f'label_replace(label_join({expr}, "{helper}", ";", "{target}", "{fallback}"), '
+            f'"{target}", "$1", "{helper}", "unknown;(.+)")'
+        )
+    return expr
+
+
+def _reported_by(reporter: str) -> str:
+    return f'reporter="{reporter}"'
+
+
+def _failed_selectors(reporter: str) -> tuple[str, str]:
+    """Selectors of the requests a version failed, as `reporter` saw them: a 5xx or no answer
+    at all, or a server-side gRPC status; not those failed by design."""
     statuses = "|".join(GRPC_SERVER_FAILURES)
-    http_errors = f'istio_requests_total{{{server}, response_code=~"5.."}}'
-    grpc_errors = (
-        f'istio_requests_total{{{server}, request_protocol="grpc", '
-        f'grpc_response_status=~"{statuses}", response_flags!~"{RATE_LIMITED_FLAG}"}}'
-    )
+    base = f'reporter="{reporter}", response_flags!~"{NOT_THE_VERSIONS_FAULT}"'
     return (
-        f"sum by ({by}) (\n  rate({http_errors}[{window}])\n  or\n"
-        f"  rate({grpc_errors}[{window}])\n)"
-        f"\n/\nsum by ({by}) (rate(istio_requests_total{{{server}}}[{window}]))"
+        f'{base}, response_code=~"5..|{UNANSWERED_CODE}"',
+        f'{base}, request_protocol="grpc", grpc_response_status=~"{statuses}"',
     )
 
 
-def enough_traffic_expr(window: str, min_rate: float) -> str:
-    """Service versions receiving at least `min_rate` requests per second.
+def canary_error_ratio_expr(window: str, reporter: str = "destination") -> str:
+    """Failed share per cluster, service and version, as the proxies of one `reporter` saw it.
+
+    A failure is a 5xx or an unanswered request (`response_code="0"`), or, for gRPC
+    (`request_protocol="grpc"`), a server-side `grpc_response_status`
+    (`GRPC_SERVER_FAILURES`): gRPC answers errors with HTTP 200 and the status in a trailer,
+    and a client error such as `NOT_FOUND` is the caller's fault, like an HTTP 4xx. Requests
+    failed by design (`NOT_THE_VERSIONS_FAULT`: fault injection, rate limits, quota service)
+    do not count. The two selectors are joined with `or` before the `sum`: a series both
+    select has one label set and is kept once, so nothing is counted twice.
+
+    `reporter="destination"` is the version's own sidecar; `reporter="source"` the calling
+    proxies and the ingress gateway (a gateway reports `source`, istio.io "Istio Standard
+    Metrics"), which also see what the version's sidecar cannot: connections refused (`UF`,
+    `URX`), no answer (`UT`), no healthy host (`UH`).
+    """
+    by = f"reporter, {_BY_VERSION}"
+    http_errors, grpc_errors = _failed_selectors(reporter)
+    return (
+        f"sum by ({by}) (\n  {requests_rate(http_errors, window)}\n  or\n"
+        f"  {requests_rate(grpc_errors, window)}\n)"
+        f"\n/\nsum by ({by}) ({requests_rate(_reported_by(reporter), window)})"
+    )
+
+
+def enough_traffic_expr(window: str, min_rate: float, reporter: str = "destination") -> str:
+    """Versions receiving at least `min_rate` requests per second, as `reporter` counts them.
 
     `and`-ed to the canary alerts: one failed or slow request out of three is not a
     verdict on a version.
     """
-    by = "destination_service, destination_version"
+    by = f"reporter, {_BY_VERSION}"
+    return f"sum by ({by}) ({requests_rate(_reported_by(reporter), window)}) >= {min_rate:g}"
+
+
+def judged_errors_expr(window: str, threshold: float, min_rate: float, reporter: str) -> str:
+    """Versions failing more than `threshold` of their requests in one reporter's view, with
+    that view a verdict: enough traffic, or (almost) every request failing, however few there
+    are (a canary failing all of its 0.2 requests a second is broken, not noise)."""
+    ratio = canary_error_ratio_expr(window, reporter)
     return (
-        f'sum by ({by}) (rate(istio_requests_total{{reporter="destination"}}[{window}]))'
-        f" >= {min_rate:g}"
+        f"(\n{ratio}\n) > {threshold:g}\nand on (reporter, {_BY_VERSION})\n(\n"
+        f"{enough_traffic_expr(window, min_rate, reporter)}\nor\n"
+        f"(\n{ratio}\n) >= {ALL_FAILING_RATIO:g}\n)"
     )
 
 
-def judged_for_errors_expr(window: str, min_rate: float) -> str:
-    """Service versions whose error share is a verdict: enough traffic, or (almost) every
-    request failing, however few there are; a canary failing all of its 0.2 requests a
-    second is broken, not noise."""
+REPORTERS: Final = ("destination", "source")
+"""Both views of a request: the version's own sidecar, and its callers (sidecars, gateways)."""
+
+
+def canary_errors_expr(window: str, threshold: float, min_rate: float) -> str:
+    """Worst failed share of each version over both reporters' views.
+
+    The views are judged separately and the larger share is the alert's value: a canary whose
+    own metrics are gone (scrape failing, pods crash-looping) still fails in its callers' view,
+    and requests seen by both proxies are never added together.
+    """
+    views = "\nor\n".join(
+        f"(\n{judged_errors_expr(window, threshold, min_rate, r)}\n)" for r in REPORTERS
+    )
+    return f"max by ({_BY_VERSION}) (\n{views}\n)"
+
+
+def live_versions_expr(window: str) -> str:
+    """Versions some proxy routed requests to in the window, per cluster and service."""
+    return f"sum by ({_BY_VERSION}) ({requests_rate(_reported_by('source'), window)})"
+
+
+def shadow_versions_expr(window: str) -> str:
+    """Versions that receive only mirrored copies: their own sidecar reports requests, no
+    caller routed any to them, while callers do route to another version of the service.
+
+    Envoy sends a mirrored copy from the router's shadow client, outside the calling proxy's
+    HTTP filter chain, so Istio's stats filter of the caller reports only the request it
+    routed (`reporter="source"`, the live version); the shadow's sidecar reports the copy
+    (`reporter="destination"`, envoyproxy/envoy `source/common/router/router.cc`, shadow
+    streams). A service whose callers are all outside the mesh has no caller view at all:
+    none of its versions counts as a shadow.
+    """
+    served = f"sum by ({_BY_VERSION}) ({requests_rate(_reported_by('destination'), window)})"
+    live = live_versions_expr(window)
     return (
-        f"(\n{enough_traffic_expr(window, min_rate)}\nor\n"
-        f"(\n{canary_error_ratio_expr(window)}\n) >= {ALL_FAILING_RATIO:g}\n)"
+        f"(\n{served}\nunless on ({_BY_VERSION})\n{live}\n)\n"
+        "and on (destination_cluster, destination_service)\n"
+        f"sum by (destination_cluster, destination_service) (\n{live}\n)"
     )
 
 
 def canary_p95_latency_expr(window: str) -> str:
-    """p95 request duration per service version in milliseconds."""
-    return (
-        "histogram_quantile(0.95, sum by (destination_service, destination_version, le) "
-        f'(rate(istio_request_duration_milliseconds_bucket{{reporter="destination"}}[{window}])))'
+    """p95 request duration per cluster, service and version in milliseconds, as the version's
+    own sidecar measured it."""
+    rate = requests_rate(
+        'reporter="destination"', window, metric="istio_request_duration_milliseconds_bucket"
     )
+    return f"histogram_quantile(0.95, sum by ({_BY_VERSION}, le) ({rate}))"
 
 
 def rejected_ratio_expr(window: str) -> str:
@@ -196,9 +324,53 @@ def over_limit_expr(window: str) -> str:
     return f"sum by (domain) (rate({RATELIMIT_OVER_LIMIT}[{window}]))"
 
 
-def envoy_increase_expr(metric: str, window: str) -> str:
-    """Increase of an Envoy cluster counter over the window, per upstream cluster."""
-    return f"sum by (cluster_name) (increase({metric}[{window}]))"
+OUTLIER_KEY: Final = (SCRAPE_CLUSTER, "cluster_name")
+"""Ejections are counted per upstream cluster, summed over every calling proxy of a region:
+each caller ejects a bad host on its own, so one bad host seen by N callers is N ejections."""
+
+OVERFLOW_KEY: Final = (SCRAPE_CLUSTER, "namespace", "pod", "cluster_name")
+"""Overflows are counted per proxy: Istio applies a DestinationRule's connection pool to the
+server's inbound cluster too (`inbound|<port>||`, the same name on every pod of every
+workload on that port), so the pod and its namespace (the PodMonitor's target labels) say
+which workload sheds requests; for an outbound cluster they name the caller."""
+
+
+def envoy_increase_expr(metric: str, window: str, by: tuple[str, ...] = OUTLIER_KEY) -> str:
+    """Increase of an Envoy cluster counter over the window, per `by`."""
+    return f"sum by ({', '.join(by)}) (increase({metric}[{window}]))"
+
+
+QUOTA_GATEWAY_KEY: Final = ("source_cluster", "source_workload_namespace", "source_workload")
+"""The proxy that asks the quota service (the ingress gateway), and its cluster."""
+
+
+def quota_denied_ratio_expr(window: str) -> str:
+    """Share of the requests a proxy answered 500 because the quota service failed, as that
+    proxy reports them (the ingress gateway reports `source`)."""
+    by = ", ".join(QUOTA_GATEWAY_KEY)
+    refused = f'reporter="source", response_flags=~"{QUOTA_SERVICE_ERROR_FLAG}"'
+    return (
+        f"sum by ({by}) (rate(istio_requests_total{{{refused}}}[{window}]))\n/\n"
+        f'sum by ({by}) (rate(istio_requests_total{{reporter="source"}}[{window}]))'
+    )
+
+
+QUOTA_PROXY_KEY: Final = (SCRAPE_CLUSTER, "namespace")
+"""The namespace of the proxies calling the quota service (the gateway's), per cluster."""
+
+
+def quota_error_ratio_expr(window: str) -> str:
+    """Share of quota checks that failed (quota service or Redis down, slow or refusing).
+
+    Every check ends `ok`, `over_limit` or `error`; each counter is created on its first use,
+    so a missing `ok`/`over_limit` counts as 0 where `error` exists.
+    """
+    by = ", ".join(QUOTA_PROXY_KEY)
+    failed = f"sum by ({by}) (rate({QUOTA_CHECK_ERRORS}[{window}]))"
+    others = " + ".join(
+        f"(sum by ({by}) (rate({metric}[{window}])) or 0 * {failed})" for metric in QUOTA_VERDICTS
+    )
+    return f"{failed}\n/\n({failed} + {others})"
 
 
 def istiod_down_expr() -> str:
@@ -280,35 +452,65 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     latency = settings.canary_latency
     limit = settings.rate_limit
     breaker = settings.circuit_breaker
-    version = "{{ $labels.destination_service }} version {{ $labels.destination_version }}"
-    by = "destination_service, destination_version"
+    quota = settings.quota_service
+    version = (
+        "{{ $labels.destination_service }} version {{ $labels.destination_version }} in "
+        "cluster {{ $labels.destination_cluster }}"
+    )
+    shadow = shadow_versions_expr(window)
+    failing = canary_errors_expr(window, errors.threshold, settings.min_request_rate)
+    slow = (
+        f"(\n{canary_p95_latency_expr(window)}\n) > {latency.threshold_ms:g}"
+        f"\nand on ({_BY_VERSION})\n"
+        f"sum without (reporter) ({enough_traffic_expr(window, settings.min_request_rate)})"
+    )
+    errors_description = (
+        "{{ $value | humanizePercentage }} of the requests to "
+        f"{version} failed (5xx, no answer, or a server-side gRPC status) over {window} in "
+        "the view of its own sidecar or of its callers, whichever is worse, above the "
+        f"{_percent(errors.threshold)} threshold for {errors.for_}."
+    )
+    latency_description = (
+        f'p95 latency of {version} is {{{{ $value | printf "%.0f" }}}}ms over {window}, '
+        f"above the {latency.threshold_ms:g}ms threshold for {latency.for_}."
+    )
     return [
         _alert(
             "CanaryErrorRateHigh",
-            f"(\n{canary_error_ratio_expr(window)}\n) > {errors.threshold:g}"
-            f"\nand on ({by})\n{judged_for_errors_expr(window, settings.min_request_rate)}",
+            f"{failing}\nunless on ({_BY_VERSION})\n(\n{shadow}\n)",
             for_=errors.for_,
             severity=errors.severity,
             summary=f"{version} fails too many requests",
+            description=f"{errors_description} If this is a canary, roll it back.",
+        ),
+        _alert(
+            "CanaryErrorRateHigh",
+            f"{failing}\nand on ({_BY_VERSION})\n(\n{shadow}\n)",
+            for_=errors.for_,
+            severity=SHADOW_SEVERITY,
+            labels={"signal": "shadow"},
+            summary=f"Shadow {version} fails mirrored requests",
             description=(
-                "{{ $value | humanizePercentage }} of the requests to "
-                f"{version} failed (5xx, or a server-side gRPC status) over {window}, "
-                "above the "
-                f"{_percent(errors.threshold)} threshold for {errors.for_}. If this is a "
-                "canary, roll it back."
+                f"{errors_description} It receives only mirrored copies, whose answers "
+                "nobody sees: fix it before it gets live traffic."
             ),
         ),
         _alert(
             "CanaryLatencyHigh",
-            f"(\n{canary_p95_latency_expr(window)}\n) > {latency.threshold_ms:g}"
-            f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
+            f"{slow}\nunless on ({_BY_VERSION})\n(\n{shadow}\n)",
             for_=latency.for_,
             severity=latency.severity,
             summary=f"{version} is slow",
-            description=(
-                f'p95 latency of {version} is {{{{ $value | printf "%.0f" }}}}ms over {window}, '
-                f"above the {latency.threshold_ms:g}ms threshold for {latency.for_}."
-            ),
+            description=latency_description,
+        ),
+        _alert(
+            "CanaryLatencyHigh",
+            f"{slow}\nand on ({_BY_VERSION})\n(\n{shadow}\n)",
+            for_=latency.for_,
+            severity=SHADOW_SEVERITY,
+            labels={"signal": "shadow"},
+            summary=f"Shadow {version} is slow",
+            description=f"{latency_description} It receives only mirrored copies.",
         ),
         _alert(
             "RateLimitExceeded",
@@ -353,6 +555,39 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             ),
         ),
         _alert(
+            "QuotaServiceFailing",
+            f"(\n{quota_denied_ratio_expr(window)}\n) > {quota.threshold:g}",
+            for_=quota.for_,
+            severity=quota.severity,
+            labels={"signal": "denied"},
+            summary=(
+                "{{ $labels.source_workload }} answers requests 500 because the quota "
+                "service fails (cluster {{ $labels.source_cluster }})"
+            ),
+            description=(
+                "{{ $value | humanizePercentage }} of the requests through "
+                "{{ $labels.source_workload_namespace }}/{{ $labels.source_workload }} in "
+                "cluster {{ $labels.source_cluster }} were refused with 500 (flag RLSE) over "
+                f"{window}: the rate limit service failed and failureModeDeny is on. Above "
+                f"the {_percent(quota.threshold)} threshold for {quota.for_}."
+            ),
+        ),
+        _alert(
+            "QuotaServiceFailing",
+            f"(\n{quota_error_ratio_expr(window)}\n) > {quota.threshold:g}",
+            for_=quota.for_,
+            severity=quota.errors_severity,
+            labels={"signal": "errors"},
+            summary="Quota checks of the proxies in {{ $labels.namespace }} fail",
+            description=(
+                "{{ $value | humanizePercentage }} of the quota checks by the proxies in "
+                "{{ $labels.namespace }} failed over "
+                f"{window} (Envoy's ratelimit.error), above the {_percent(quota.threshold)} "
+                f"threshold for {quota.for_}: with failureModeDeny off per-client quotas are "
+                "not enforced, with it on those requests are answered 500."
+            ),
+        ),
+        _alert(
             "CircuitBreakerTriggered",
             f"{envoy_increase_expr(EJECTIONS, window)} > {breaker.threshold:g}",
             for_=breaker.for_,
@@ -361,19 +596,24 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             summary="Envoy ejects hosts of {{ $labels.cluster_name }}",
             description=(
                 "Outlier detection ejected {{ $value | humanize }} hosts of "
-                f"{{{{ $labels.cluster_name }}}} in {window} (threshold "
-                f"{breaker.threshold:g}): upstream hosts keep failing."
+                f"{{{{ $labels.cluster_name }}}} in {window}, counted over every calling "
+                f"proxy (threshold {breaker.threshold:g}): upstream hosts keep failing."
             ),
         ),
         _alert(
             "CircuitBreakerTriggered",
-            f"{envoy_increase_expr(PENDING_OVERFLOW, window)} > {breaker.threshold:g}",
+            f"{envoy_increase_expr(PENDING_OVERFLOW, window, OVERFLOW_KEY)} > "
+            f"{breaker.threshold:g}",
             for_=breaker.for_,
             severity=breaker.severity,
             labels={"signal": "pending_overflow"},
-            summary="Circuit breaker of {{ $labels.cluster_name }} sheds requests",
+            summary=(
+                "Circuit breaker of {{ $labels.cluster_name }} in pod "
+                "{{ $labels.namespace }}/{{ $labels.pod }} sheds requests"
+            ),
             description=(
-                "{{ $value | humanize }} requests to {{ $labels.cluster_name }} overflowed "
+                "{{ $value | humanize }} requests of pod {{ $labels.namespace }}/"
+                "{{ $labels.pod }} to {{ $labels.cluster_name }} overflowed "
                 f"the pending-request limit in {window} (threshold {breaker.threshold:g}) "
                 "and were answered 503 with flag UO."
             ),
