@@ -20,12 +20,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableSort,
 )
 
-from components.alerts.rules import (
-    EJECTIONS,
-    GRPC_SERVER_FAILURES,
-    PENDING_OVERFLOW,
-    RATE_LIMITED_FLAG,
-)
+from components.alerts.rules import EJECTIONS, PENDING_OVERFLOW
+from components.alerts.traffic import GRPC_SERVER_FAILURES, RATE_LIMITED_FLAG
 
 DASHBOARD_UID: Final = "meshstack-mesh"
 DASHBOARD_TITLE: Final = "Meshstack / Mesh traffic"

@@ -20,7 +20,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.alerts import monitors, rules
+from components.alerts import monitors, rules, traffic
 from components.alerts.settings import AlertsSettings
 from tests.conftest import STACKS, make_settings
 from tools.render import PROJECT_DIR
@@ -482,7 +482,7 @@ SERVER_FAILURE_CASES = [
         ],
         [Firing("", _canary("canary"), "10%")],
     )
-    for code, name in rules.GRPC_SERVER_FAILURES.items()
+    for code, name in traffic.GRPC_SERVER_FAILURES.items()
 ]
 
 CASES = [
@@ -653,7 +653,13 @@ CASES = [
             _requests("source", "stable", "200", 80),
             _requests("source", "stable", "429", 20, flags="RL"),
         ],
-        [Firing("http_429", {"destination_service": SERVICE}, "20%")],
+        [
+            Firing(
+                "http_429",
+                {"destination_cluster": MESH_CLUSTER, "destination_service": SERVICE},
+                "20%",
+            )
+        ],
     ),
     Case(
         "grpc-calls-the-local-rate-limit-refuses-as-resource-exhausted-fire-rate-limit-exceeded",
@@ -662,7 +668,13 @@ CASES = [
             _grpc_requests("stable", "0", 80),
             _grpc_requests("stable", "8", 20, flags="RL"),
         ],
-        [Firing("grpc_local_rate_limit", {"destination_service": SERVICE}, "20%")],
+        [
+            Firing(
+                "grpc_local_rate_limit",
+                {"destination_cluster": MESH_CLUSTER, "destination_service": SERVICE},
+                "20%",
+            )
+        ],
     ),
     Case(
         "grpc-calls-the-local-rate-limit-refuses-as-unavailable-fire-rate-limit-exceeded",
@@ -671,7 +683,13 @@ CASES = [
             _grpc_requests("stable", "0", 80),
             _grpc_requests("stable", "14", 20, flags="RL"),
         ],
-        [Firing("grpc_local_rate_limit", {"destination_service": SERVICE}, "20%")],
+        [
+            Firing(
+                "grpc_local_rate_limit",
+                {"destination_cluster": MESH_CLUSTER, "destination_service": SERVICE},
+                "20%",
+            )
+        ],
     ),
     Case(
         "grpc-unavailable-from-the-server-itself-is-not-counted-as-rate-limiting",
