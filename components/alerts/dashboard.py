@@ -21,6 +21,7 @@ from grafana_foundation_sdk.models.dashboard import (
 )
 
 from components.alerts.rules import EJECTIONS, PENDING_OVERFLOW
+from components.alerts.traffic import GRPC_SERVER_FAILURES, RATE_LIMITED_FLAG
 
 DASHBOARD_UID: Final = "meshstack-mesh"
 DASHBOARD_TITLE: Final = "Meshstack / Mesh traffic"
@@ -61,6 +62,28 @@ _SPLIT: Final = (
 mirror's version, but the calling proxy reports only the request it routed."""
 
 
+_GRPC_FAILED: Final = (
+    f'request_protocol="grpc", grpc_response_status=~"{"|".join(GRPC_SERVER_FAILURES)}", '
+    f'response_flags!~"{RATE_LIMITED_FLAG}"'
+)
+"""A gRPC call the server failed: HTTP 200 with a server-side grpc-status in the trailer (the
+alerts' `GRPC_SERVER_FAILURES`), not one the local rate limiter refused."""
+
+_GRPC_RATE_LIMITED: Final = f'request_protocol="grpc", response_flags=~"{RATE_LIMITED_FLAG}"'
+"""A gRPC call the server's local rate limiter refused: HTTP 200 with grpc-status
+UNAVAILABLE or RESOURCE_EXHAUSTED and flag `RL` at the server sidecar, never a 429."""
+
+
+def _failed(selector: str) -> str:
+    """Failed requests per service: a 5xx, or a gRPC call the server failed. The selectors
+    are joined with `or` before the `sum`, so a series both match counts once."""
+    return (
+        "sum by (destination_service_name) (\n"
+        f'  rate(istio_requests_total{{{selector}, response_code=~"5.."}}[{RATE}])\n  or\n'
+        f"  rate(istio_requests_total{{{selector}, {_GRPC_FAILED}}}[{RATE}])\n)"
+    )
+
+
 def _split_requests() -> str:
     """Request rate per service and version, Flagger's `-primary`/`-canary` folded into the
     service's name with the suffix in `TRACK_LABEL`."""
@@ -83,8 +106,7 @@ PANEL_QUERIES: Final = {
         f"sum by (destination_service_name) (rate(istio_requests_total{{{_SERVER}}}[{RATE}]))"
     ),
     "Error rate %": (
-        "100 * sum by (destination_service_name) (rate(istio_requests_total"
-        f'{{{_SERVER}, response_code=~"5.."}}[{RATE}]))\n/\n'
+        f"100 * {_failed(_SERVER)}\n/\n"
         f"sum by (destination_service_name) (rate(istio_requests_total{{{_SERVER}}}[{RATE}]))"
     ),
     "P99 latency": (
@@ -101,8 +123,11 @@ PANEL_QUERIES: Final = {
         f"sum by (cluster_name) (rate({EJECTIONS}{{{_UPSTREAM}}}[{RATE}]))"
     ),
     "Rate-limited requests (429)": (
-        "sum by (destination_service_name) (rate(istio_requests_total"
-        f'{{{_CLIENT}, response_code="429"}}[{RATE}]))'
+        # HTTP: the 429 as the caller (or the gateway that refused it) reports it. gRPC: the
+        # refusing server sidecar's `RL`; the caller sees only an ordinary gRPC error.
+        "sum by (destination_service_name) (\n"
+        f'  rate(istio_requests_total{{{_CLIENT}, response_code="429"}}[{RATE}])\n  or\n'
+        f"  rate(istio_requests_total{{{_SERVER}, {_GRPC_RATE_LIMITED}}}[{RATE}])\n)"
     ),
 }
 """First query of each panel, by panel title."""
@@ -154,9 +179,8 @@ def _panel(panel_id: int, title: str) -> timeseries.Panel:
 
 def _success_stat(panel_id: int) -> stat.Panel:
     expr = (
-        "100 * sum(rate(istio_requests_total"
-        f'{{{_SERVER}, response_code!~"5.."}}[{RATE}]))\n/\n'
-        f"sum(rate(istio_requests_total{{{_SERVER}}}[{RATE}]))"
+        f"100 * (1 - (sum({_failed(_SERVER)}) or vector(0))\n/\n"
+        f"sum(rate(istio_requests_total{{{_SERVER}}}[{RATE}])))"
     )
     return (
         stat.Panel()

@@ -1,7 +1,8 @@
 """Pure builders of the mesh's Prometheus scrape objects and alert rules.
 
 Plain functions from settings to dicts, unit-tested without the Pulumi engine and checked
-with promql-parser and `promtool`. `MeshAlerts` (`component.py`) only wraps them in custom
+with promql-parser and `promtool`; the expressions over Istio's request metrics are built in
+`traffic.py`. `MeshAlerts` (`component.py`) only wraps them in custom
 resources.
 
 Every alert reads a metric that really exists:
@@ -23,11 +24,24 @@ from __future__ import annotations
 from typing import Any, Final
 
 from components.alerts.settings import EVALUATION_INTERVAL_SECONDS, AlertsSettings
+from components.alerts.traffic import (
+    SHADOW_SEVERITY,
+    VERSION_KEY,
+    canary_errors_expr,
+    canary_p95_latency_expr,
+    enough_traffic_expr,
+    grpc_rate_limited_ratio_expr,
+    rejected_ratio_expr,
+    shadow_versions_expr,
+)
+
+BY_VERSION: Final = ", ".join(VERSION_KEY)
 
 ALERT_NAMES: Final = (
     "CanaryErrorRateHigh",
     "CanaryLatencyHigh",
     "RateLimitExceeded",
+    "QuotaServiceFailing",
     "CircuitBreakerTriggered",
     "IstiodUnavailable",
     "IstiodXdsPushErrors",
@@ -62,34 +76,36 @@ XDS_REJECTS: Final = "pilot_total_xds_rejects"
 PROXY_CONVERGENCE: Final = "pilot_proxy_convergence_time_bucket"
 """Seconds from a config change until a proxy has received all of it (histogram)."""
 
-RATE_LIMITED_FLAG: Final = "(.+,)?RL(,.+)?"
-"""`response_flags` of a request a rate limiter answered (Envoy's `RL`, alone or among other
-flags joined by `,`)."""
-
-GRPC_SERVER_FAILURES: Final = {
-    "2": "UNKNOWN",
-    "4": "DEADLINE_EXCEEDED",
-    "12": "UNIMPLEMENTED",
-    "13": "INTERNAL",
-    "14": "UNAVAILABLE",
-    "15": "DATA_LOSS",
-}
-"""gRPC statuses that blame the server (the gRPC status-code guide's server-side codes and
-Google's AIP-193 5xx mapping); client errors (`NOT_FOUND`, `INVALID_ARGUMENT`,
-`PERMISSION_DENIED`, ...) and `RESOURCE_EXHAUSTED` (quota) do not count against a version."""
-
-ALL_FAILING_RATIO: Final = 0.99
-"""Failed share at which a version is judged whatever its traffic: "every request fails",
-with room for the float rounding of two separately summed rates."""
-
 EJECTIONS: Final = "envoy_cluster_outlier_detection_ejections_enforced_total"
 PENDING_OVERFLOW: Final = "envoy_cluster_upstream_rq_pending_overflow"
 RATELIMIT_OVER_LIMIT: Final = "ratelimit_service_rate_limit_over_limit"
+QUOTA_CHECK_ERRORS: Final = "envoy_cluster_ratelimit_error"
+QUOTA_VERDICTS: Final = ("envoy_cluster_ratelimit_ok", "envoy_cluster_ratelimit_over_limit")
+"""The global rate limit filter's verdict counters, `cluster.<route's cluster>.ratelimit.
+{ok,over_limit,error,failure_mode_allowed}` on the proxy that calls the quota service (the
+ingress gateway), created on first use (envoyproxy/envoy
+`docs/root/configuration/http/http_filters/rate_limit_filter.rst`, Statistics). `error` counts
+every failed call of the quota service whatever `failure_mode_deny` says; `failure_mode_allowed`
+the ones let through anyway. Every quota check ends in exactly one of `ok`, `over_limit`,
+`error`, so their sum is the number of checks."""
+
+QUOTA_SERVICE_ERROR_FLAG: Final = "(.+,)?RLSE(,.+)?"
+"""`response_flags` of a request refused because the quota service failed and
+`failure_mode_deny` is set: Envoy's rate limit filter answers it 500 and sets
+`RateLimitServiceError` (`RLSE`). With fail-open the request goes on, unflagged."""
+
+SCRAPE_CLUSTER: Final = "cluster"
+"""Label naming the region of a series that carries no mesh cluster of its own (Envoy's
+cluster stats): the hub's Prometheus (Thanos, federation) adds it per source cluster. In a
+single-cluster Prometheus the label is absent and the `by` clauses ignore it."""
 
 
 ENVOY_STATS: Final = {
     EJECTIONS: "cluster.{cluster}.outlier_detection.ejections_enforced_total",
     PENDING_OVERFLOW: "cluster.{cluster}.upstream_rq_pending_overflow",
+    QUOTA_CHECK_ERRORS: "cluster.{cluster}.ratelimit.error",
+    "envoy_cluster_ratelimit_ok": "cluster.{cluster}.ratelimit.ok",
+    "envoy_cluster_ratelimit_over_limit": "cluster.{cluster}.ratelimit.over_limit",
 }
 """Envoy stat name behind each Prometheus metric the alerts read. Envoy's Prometheus output
 prefixes `envoy_`, moves the cluster name into the `cluster_name` label and joins the rest
@@ -101,104 +117,59 @@ def _selector(labels: dict[str, str]) -> str:
     return ", ".join(f'{key}="{value}"' for key, value in labels.items())
 
 
-def canary_error_ratio_expr(window: str) -> str:
-    """Failed share per service version, as seen by the receiving sidecar.
+def over_limit_expr(window: str) -> str:
+    """Over-limit decisions per second of the global rate limit service, per domain (and per
+    `cluster` where the hub's Prometheus adds it)."""
+    return f"sum by ({SCRAPE_CLUSTER}, domain) (rate({RATELIMIT_OVER_LIMIT}[{window}]))"
 
-    A failure is a 5xx, or, for gRPC (`request_protocol="grpc"`), a server-side
-    `grpc_response_status` (`GRPC_SERVER_FAILURES`): gRPC answers errors with HTTP 200 and the
-    status in a trailer, so `response_code` alone misses them, and a client error such as
-    `NOT_FOUND` is the caller's fault, like an HTTP 4xx. A gRPC call the local rate limiter
-    refused (flag `RL`, status `UNAVAILABLE` or `RESOURCE_EXHAUSTED`) is the limiter doing
-    its job, counted by `RateLimitExceeded`, not a failure of the version. The two selectors
-    are joined with `or` before the `sum`: a series both select has one label set and is
-    kept once, so nothing is counted twice.
-    """
-    by = "destination_service, destination_version"
-    server = _selector({"reporter": "destination"})
-    statuses = "|".join(GRPC_SERVER_FAILURES)
-    http_errors = f'istio_requests_total{{{server}, response_code=~"5.."}}'
-    grpc_errors = (
-        f'istio_requests_total{{{server}, request_protocol="grpc", '
-        f'grpc_response_status=~"{statuses}", response_flags!~"{RATE_LIMITED_FLAG}"}}'
-    )
+
+OUTLIER_KEY: Final = (SCRAPE_CLUSTER, "cluster_name")
+"""Ejections are counted per upstream cluster, summed over every calling proxy of a region:
+each caller ejects a bad host on its own, so one bad host seen by N callers is N ejections."""
+
+OVERFLOW_KEY: Final = (SCRAPE_CLUSTER, "namespace", "pod", "cluster_name")
+"""Overflows are counted per proxy: Istio applies a DestinationRule's connection pool to the
+server's inbound cluster too (`inbound|<port>||`, the same name on every pod of every
+workload on that port), so the pod and its namespace (the PodMonitor's target labels) say
+which workload sheds requests; for an outbound cluster they name the caller."""
+
+
+def envoy_increase_expr(metric: str, window: str, by: tuple[str, ...] = OUTLIER_KEY) -> str:
+    """Increase of an Envoy cluster counter over the window, per `by`."""
+    return f"sum by ({', '.join(by)}) (increase({metric}[{window}]))"
+
+
+QUOTA_GATEWAY_KEY: Final = ("source_cluster", "source_workload_namespace", "source_workload")
+"""The proxy that asks the quota service (the ingress gateway), and its cluster."""
+
+
+def quota_denied_ratio_expr(window: str) -> str:
+    """Share of the requests a proxy answered 500 because the quota service failed, as that
+    proxy reports them (the ingress gateway reports `source`)."""
+    by = ", ".join(QUOTA_GATEWAY_KEY)
+    refused = f'reporter="source", response_flags=~"{QUOTA_SERVICE_ERROR_FLAG}"'
     return (
-        f"sum by ({by}) (\n  rate({http_errors}[{window}])\n  or\n"
-        f"  rate({grpc_errors}[{window}])\n)"
-        f"\n/\nsum by ({by}) (rate(istio_requests_total{{{server}}}[{window}]))"
-    )
-
-
-def enough_traffic_expr(window: str, min_rate: float) -> str:
-    """Service versions receiving at least `min_rate` requests per second.
-
-    `and`-ed to the canary alerts: one failed or slow request out of three is not a
-    verdict on a version.
-    """
-    by = "destination_service, destination_version"
-    return (
-        f'sum by ({by}) (rate(istio_requests_total{{reporter="destination"}}[{window}]))'
-        f" >= {min_rate:g}"
-    )
-
-
-def judged_for_errors_expr(window: str, min_rate: float) -> str:
-    """Service versions whose error share is a verdict: enough traffic, or (almost) every
-    request failing, however few there are; a canary failing all of its 0.2 requests a
-    second is broken, not noise."""
-    return (
-        f"(\n{enough_traffic_expr(window, min_rate)}\nor\n"
-        f"(\n{canary_error_ratio_expr(window)}\n) >= {ALL_FAILING_RATIO:g}\n)"
-    )
-
-
-def canary_p95_latency_expr(window: str) -> str:
-    """p95 request duration per service version in milliseconds."""
-    return (
-        "histogram_quantile(0.95, sum by (destination_service, destination_version, le) "
-        f'(rate(istio_request_duration_milliseconds_bucket{{reporter="destination"}}[{window}])))'
-    )
-
-
-def rejected_ratio_expr(window: str) -> str:
-    """429 share per destination service, as the calling proxy saw it.
-
-    `reporter="source"`: a 429 from the ingress gateway's limiter never reaches the
-    destination sidecar, but the gateway (the source proxy) reports it, and so does the
-    client sidecar for a limit enforced at the destination.
-    """
-    by = "destination_service"
-    return (
-        f'sum by ({by}) (rate(istio_requests_total{{reporter="source", response_code="429"}}'
-        f"[{window}]))\n/\n"
+        f"sum by ({by}) (rate(istio_requests_total{{{refused}}}[{window}]))\n/\n"
         f'sum by ({by}) (rate(istio_requests_total{{reporter="source"}}[{window}]))'
     )
 
 
-def grpc_rate_limited_ratio_expr(window: str) -> str:
-    """Share of a service's requests its local rate limiter refused over gRPC.
+QUOTA_PROXY_KEY: Final = (SCRAPE_CLUSTER, "namespace")
+"""The namespace of the proxies calling the quota service (the gateway's), per cluster."""
 
-    Envoy's local limiter answers a gRPC call with HTTP 200 and grpc-status
-    `RESOURCE_EXHAUSTED` (with `rate_limited_as_resource_exhausted`) or `UNAVAILABLE`, never
-    a 429, and only the refusing (destination) sidecar marks it `RL`; the caller sees an
-    ordinary gRPC error.
+
+def quota_error_ratio_expr(window: str) -> str:
+    """Share of quota checks that failed (quota service or Redis down, slow or refusing).
+
+    Every check ends `ok`, `over_limit` or `error`; each counter is created on its first use,
+    so a missing `ok`/`over_limit` counts as 0 where `error` exists.
     """
-    by = "destination_service"
-    server = 'reporter="destination"'
-    return (
-        f'sum by ({by}) (rate(istio_requests_total{{{server}, request_protocol="grpc", '
-        f'response_flags=~"{RATE_LIMITED_FLAG}"}}[{window}]))\n/\n'
-        f"sum by ({by}) (rate(istio_requests_total{{{server}}}[{window}]))"
+    by = ", ".join(QUOTA_PROXY_KEY)
+    failed = f"sum by ({by}) (rate({QUOTA_CHECK_ERRORS}[{window}]))"
+    others = " + ".join(
+        f"(sum by ({by}) (rate({metric}[{window}])) or 0 * {failed})" for metric in QUOTA_VERDICTS
     )
-
-
-def over_limit_expr(window: str) -> str:
-    """Over-limit decisions per second of the global rate limit service, per domain."""
-    return f"sum by (domain) (rate({RATELIMIT_OVER_LIMIT}[{window}]))"
-
-
-def envoy_increase_expr(metric: str, window: str) -> str:
-    """Increase of an Envoy cluster counter over the window, per upstream cluster."""
-    return f"sum by (cluster_name) (increase({metric}[{window}]))"
+    return f"{failed}\n/\n({failed} + {others})"
 
 
 def istiod_down_expr() -> str:
@@ -280,35 +251,65 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
     latency = settings.canary_latency
     limit = settings.rate_limit
     breaker = settings.circuit_breaker
-    version = "{{ $labels.destination_service }} version {{ $labels.destination_version }}"
-    by = "destination_service, destination_version"
+    quota = settings.quota_service
+    version = (
+        "{{ $labels.destination_service }} version {{ $labels.destination_version }} in "
+        "cluster {{ $labels.destination_cluster }}"
+    )
+    shadow = shadow_versions_expr(window)
+    failing = canary_errors_expr(window, errors.threshold, settings.min_request_rate)
+    slow = (
+        f"(\n{canary_p95_latency_expr(window)}\n) > {latency.threshold_ms:g}"
+        f"\nand on ({BY_VERSION})\n"
+        f"sum without (reporter) ({enough_traffic_expr(window, settings.min_request_rate)})"
+    )
+    errors_description = (
+        "{{ $value | humanizePercentage }} of the requests to "
+        f"{version} failed (5xx, no answer, or a server-side gRPC status) over {window} in "
+        "the view of its own sidecar or of its callers, whichever is worse, above the "
+        f"{_percent(errors.threshold)} threshold for {errors.for_}."
+    )
+    latency_description = (
+        f'p95 latency of {version} is {{{{ $value | printf "%.0f" }}}}ms over {window}, '
+        f"above the {latency.threshold_ms:g}ms threshold for {latency.for_}."
+    )
     return [
         _alert(
             "CanaryErrorRateHigh",
-            f"(\n{canary_error_ratio_expr(window)}\n) > {errors.threshold:g}"
-            f"\nand on ({by})\n{judged_for_errors_expr(window, settings.min_request_rate)}",
+            f"{failing}\nunless on ({BY_VERSION})\n(\n{shadow}\n)",
             for_=errors.for_,
             severity=errors.severity,
             summary=f"{version} fails too many requests",
+            description=f"{errors_description} If this is a canary, roll it back.",
+        ),
+        _alert(
+            "CanaryErrorRateHigh",
+            f"{failing}\nand on ({BY_VERSION})\n(\n{shadow}\n)",
+            for_=errors.for_,
+            severity=SHADOW_SEVERITY,
+            labels={"signal": "shadow"},
+            summary=f"Shadow {version} fails mirrored requests",
             description=(
-                "{{ $value | humanizePercentage }} of the requests to "
-                f"{version} failed (5xx, or a server-side gRPC status) over {window}, "
-                "above the "
-                f"{_percent(errors.threshold)} threshold for {errors.for_}. If this is a "
-                "canary, roll it back."
+                f"{errors_description} It receives only mirrored copies, whose answers "
+                "nobody sees: fix it before it gets live traffic."
             ),
         ),
         _alert(
             "CanaryLatencyHigh",
-            f"(\n{canary_p95_latency_expr(window)}\n) > {latency.threshold_ms:g}"
-            f"\nand on ({by})\n{enough_traffic_expr(window, settings.min_request_rate)}",
+            f"{slow}\nunless on ({BY_VERSION})\n(\n{shadow}\n)",
             for_=latency.for_,
             severity=latency.severity,
             summary=f"{version} is slow",
-            description=(
-                f'p95 latency of {version} is {{{{ $value | printf "%.0f" }}}}ms over {window}, '
-                f"above the {latency.threshold_ms:g}ms threshold for {latency.for_}."
-            ),
+            description=latency_description,
+        ),
+        _alert(
+            "CanaryLatencyHigh",
+            f"{slow}\nand on ({BY_VERSION})\n(\n{shadow}\n)",
+            for_=latency.for_,
+            severity=SHADOW_SEVERITY,
+            labels={"signal": "shadow"},
+            summary=f"Shadow {version} is slow",
+            description=f"{latency_description} It receives only mirrored copies.",
         ),
         _alert(
             "RateLimitExceeded",
@@ -316,7 +317,10 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             for_=limit.for_,
             severity=limit.severity,
             labels={"signal": "http_429"},
-            summary="{{ $labels.destination_service }} rejects many requests with 429",
+            summary=(
+                "{{ $labels.destination_service }} rejects many requests with 429 in "
+                "cluster {{ $labels.destination_cluster }}"
+            ),
             description=(
                 "{{ $value | humanizePercentage }} of the requests to "
                 "{{ $labels.destination_service }} were rejected with 429 Too Many Requests "
@@ -343,13 +347,49 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             for_=limit.for_,
             severity=limit.severity,
             labels={"signal": "grpc_local_rate_limit"},
-            summary="{{ $labels.destination_service }} rate-limits many gRPC calls",
+            summary=(
+                "{{ $labels.destination_service }} rate-limits many gRPC calls in cluster "
+                "{{ $labels.destination_cluster }}"
+            ),
             description=(
                 "{{ $value | humanizePercentage }} of the requests to "
                 "{{ $labels.destination_service }} were gRPC calls its local rate limit "
                 "refused (HTTP 200, grpc-status RESOURCE_EXHAUSTED or UNAVAILABLE, flag RL) "
                 f"over {window}, above the {_percent(limit.threshold)} threshold for "
                 f"{limit.for_}."
+            ),
+        ),
+        _alert(
+            "QuotaServiceFailing",
+            f"(\n{quota_denied_ratio_expr(window)}\n) > {quota.threshold:g}",
+            for_=quota.for_,
+            severity=quota.severity,
+            labels={"signal": "denied"},
+            summary=(
+                "{{ $labels.source_workload }} answers requests 500 because the quota "
+                "service fails (cluster {{ $labels.source_cluster }})"
+            ),
+            description=(
+                "{{ $value | humanizePercentage }} of the requests through "
+                "{{ $labels.source_workload_namespace }}/{{ $labels.source_workload }} in "
+                "cluster {{ $labels.source_cluster }} were refused with 500 (flag RLSE) over "
+                f"{window}: the rate limit service failed and failureModeDeny is on. Above "
+                f"the {_percent(quota.threshold)} threshold for {quota.for_}."
+            ),
+        ),
+        _alert(
+            "QuotaServiceFailing",
+            f"(\n{quota_error_ratio_expr(window)}\n) > {quota.threshold:g}",
+            for_=quota.for_,
+            severity=quota.errors_severity,
+            labels={"signal": "errors"},
+            summary="Quota checks of the proxies in {{ $labels.namespace }} fail",
+            description=(
+                "{{ $value | humanizePercentage }} of the quota checks by the proxies in "
+                "{{ $labels.namespace }} failed over "
+                f"{window} (Envoy's ratelimit.error), above the {_percent(quota.threshold)} "
+                f"threshold for {quota.for_}: with failureModeDeny off per-client quotas are "
+                "not enforced, with it on those requests are answered 500."
             ),
         ),
         _alert(
@@ -361,19 +401,24 @@ def _rules(settings: AlertsSettings) -> list[dict[str, Any]]:
             summary="Envoy ejects hosts of {{ $labels.cluster_name }}",
             description=(
                 "Outlier detection ejected {{ $value | humanize }} hosts of "
-                f"{{{{ $labels.cluster_name }}}} in {window} (threshold "
-                f"{breaker.threshold:g}): upstream hosts keep failing."
+                f"{{{{ $labels.cluster_name }}}} in {window}, counted over every calling "
+                f"proxy (threshold {breaker.threshold:g}): upstream hosts keep failing."
             ),
         ),
         _alert(
             "CircuitBreakerTriggered",
-            f"{envoy_increase_expr(PENDING_OVERFLOW, window)} > {breaker.threshold:g}",
+            f"{envoy_increase_expr(PENDING_OVERFLOW, window, OVERFLOW_KEY)} > "
+            f"{breaker.threshold:g}",
             for_=breaker.for_,
             severity=breaker.severity,
             labels={"signal": "pending_overflow"},
-            summary="Circuit breaker of {{ $labels.cluster_name }} sheds requests",
+            summary=(
+                "Circuit breaker of {{ $labels.cluster_name }} in pod "
+                "{{ $labels.namespace }}/{{ $labels.pod }} sheds requests"
+            ),
             description=(
-                "{{ $value | humanize }} requests to {{ $labels.cluster_name }} overflowed "
+                "{{ $value | humanize }} requests of pod {{ $labels.namespace }}/"
+                "{{ $labels.pod }} to {{ $labels.cluster_name }} overflowed "
                 f"the pending-request limit in {window} (threshold {breaker.threshold:g}) "
                 "and were answered 503 with flag UO."
             ),

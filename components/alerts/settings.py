@@ -226,6 +226,45 @@ class RateLimitAlert(SettingsModel):
     severity: Severity = Field(default="warning", description="Default `warning`.")
 
 
+class QuotaServiceAlert(SettingsModel):
+    """`QuotaServiceFailing`: the per-client quota service (envoyproxy/ratelimit and its Redis)
+    fails the proxies that ask it."""
+
+    threshold: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description=(
+            "Share of requests refused 500 because the quota service failed (`signal: "
+            "denied`, flag `RLSE`, with `rateLimit.quota.failureModeDeny`), or of quota "
+            "checks that failed (`signal: errors`, either mode), above which the alert fires. "
+            "Default 0.01: a healthy quota service fails no check."
+        ),
+    )
+    for_: PromDuration = Field(
+        default="1m",
+        alias="for",
+        description=(
+            "How long the share must stay above the threshold. Default `1m`: a Redis "
+            "restart already refuses public requests for that long."
+        ),
+    )
+    severity: Severity = Field(
+        default="critical",
+        description=(
+            "Severity of `signal: denied`. Default `critical`: users get 500 on every "
+            "request the quota service cannot check."
+        ),
+    )
+    errors_severity: Severity = Field(
+        default="warning",
+        description=(
+            "Severity of `signal: errors`. Default `warning`: with fail-open the requests "
+            "pass but quotas are off; with fail-closed `signal: denied` pages as well."
+        ),
+    )
+
+
 class CircuitBreakerAlert(SettingsModel):
     """`CircuitBreakerTriggered`: outlier ejections or pending-request overflows in Envoy."""
 
@@ -233,8 +272,12 @@ class CircuitBreakerAlert(SettingsModel):
         default=0,
         ge=0,
         description=(
-            "Ejections (or overflows) per rate window above which the alert fires. Default 0: "
-            "any ejection means an upstream host failed, which someone should look at."
+            "Ejections (or overflows) per rateWindow above which the alert fires; that many "
+            "are ignored. Ejections are summed over every calling proxy of the upstream "
+            "cluster in a region, and every caller ejects a bad host on its own: threshold N "
+            "ignores one bad host ejected by N callers (or N ejections by one caller). "
+            "Overflows count per pod. Default 0: any ejection means an upstream host failed, "
+            "which someone should look at."
         ),
     )
     for_: AlertFor = Field(
@@ -380,6 +423,9 @@ class AlertsSettings(SettingsModel):
     )
     rate_limit: RateLimitAlert = Field(
         default_factory=RateLimitAlert, description="`RateLimitExceeded`."
+    )
+    quota_service: QuotaServiceAlert = Field(
+        default_factory=QuotaServiceAlert, description="`QuotaServiceFailing`."
     )
     circuit_breaker: CircuitBreakerAlert = Field(
         default_factory=CircuitBreakerAlert, description="`CircuitBreakerTriggered`."

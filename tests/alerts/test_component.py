@@ -271,7 +271,9 @@ def test_fixture_stacks_tune_their_alerts(fixture_renders: dict[str, Render]) ->
     assert ") > 0.05\nand on" in rule_of("fixture-hub", "CanaryErrorRateHigh")["expr"]
     assert ") > 750\nand on" in rule_of("fixture-hub", "CanaryLatencyHigh")["expr"]
     assert "[2m]" in rule_of("fixture-small-spoke", "CanaryErrorRateHigh")["expr"]
-    assert rule_of("fixture-spoke", "CanaryLatencyHigh")["expr"].endswith(") >= 0.5")
+    assert ") >= 0.5)\nunless on (" in rule_of("fixture-spoke", "CanaryLatencyHigh")["expr"]
+    quota = rule_of("fixture-spoke", "QuotaServiceFailing")
+    assert quota["expr"].endswith(") > 0.005") and quota["for"] == "30s"
     eu_rule = _stack_objects(fixture_renders, "fixture-spoke")[
         ("PrometheusRule", "meshstack-mesh-alerts")
     ]

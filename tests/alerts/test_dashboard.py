@@ -21,11 +21,11 @@ PARSED: dict[str, Any] = json.loads(dashboard.dashboard_json())
 
 REQUIRED_PANELS = {
     "Request rate": "istio_requests_total",
-    "Error rate %": 'response_code=~"5.."',
+    "Error rate %": 'grpc_response_status=~"2|4|12|13|14|15"',
     "P99 latency": "histogram_quantile(0.99,",
     "Canary traffic split %": "destination_version",
     "Outlier ejections / circuit breaker": EJECTIONS,
-    "Rate-limited requests (429)": 'response_code="429"',
+    "Rate-limited requests (429)": 'request_protocol="grpc", response_flags=~"(.+,)?RL(,.+)?"',
 }
 
 
@@ -43,6 +43,69 @@ def test_the_json_is_what_the_sdk_builder_serialises() -> None:
     built = dashboard.mesh_dashboard().build()
     assert isinstance(built, Dashboard)
     assert json.loads(json.dumps(built, cls=JSONEncoder)) == PARSED
+
+
+def _grpc_series(
+    reporter: str, code: str, status: str, flags: str, per_scrape: float
+) -> dict[str, str]:
+    labels = (
+        f'reporter="{reporter}", destination_cluster="a", destination_service_name="b", '
+        f'request_protocol="grpc", response_code="{code}", grpc_response_status="{status}", '
+        f'response_flags="{flags}"'
+    )
+    return {"series": f"istio_requests_total{{{labels}}}", "values": f"0+{per_scrape:g}x40"}
+
+
+def test_error_and_rate_limit_panels_count_grpc(promtool: str, tmp_path: Path) -> None:
+    # A gRPC service: 70 OK, 10 UNAVAILABLE from the server, 5 NOT_FOUND (the caller's
+    # fault), 15 refused by its local rate limiter (HTTP 200, RESOURCE_EXHAUSTED, flag RL),
+    # per scrape at its sidecar; the caller sees the refusals as plain gRPC errors.
+    series = [
+        _grpc_series("destination", "200", "0", "-", 70),
+        _grpc_series("destination", "200", "14", "-", 10),
+        _grpc_series("destination", "200", "5", "-", 5),
+        _grpc_series("destination", "200", "8", "RL", 15),
+        _grpc_series("source", "200", "0", "-", 70),
+        _grpc_series("source", "200", "14", "-", 10),
+        _grpc_series("source", "200", "5", "-", 5),
+        _grpc_series("source", "200", "8", "-", 15),
+    ]
+    checks = [
+        ("Error rate %", [{"labels": '{destination_service_name="b"}', "value": 10}]),
+        ("Rate-limited requests (429)", [{"labels": '{destination_service_name="b"}', "value": 1}]),
+    ]
+    test = {
+        "rule_files": [],
+        "evaluation_interval": "15s",
+        "tests": [
+            {
+                "interval": "15s",
+                "input_series": series,
+                "promql_expr_test": [
+                    {
+                        # Rounded: two separately summed rates divide to 9.999999999999998.
+                        "expr": (
+                            f"round({_as_grafana_would_query(dashboard.PANEL_QUERIES[title])}, "
+                            "0.001)"
+                        ),
+                        "eval_time": "5m",
+                        "exp_samples": samples,
+                    }
+                    for title, samples in checks
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "grpc.test.yaml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    result = subprocess.run(
+        [promtool, "test", "rules", path.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("title", REQUIRED_PANELS)
