@@ -17,10 +17,11 @@ import yaml
 
 from components.versions import ISTIO_VERSION
 from tests.conftest import STACKS, default_istiod, waits_for
+from tools.charts import published_chart
 from tools.manifests import SECRET_PLACEHOLDER
 from tools.render import PROJECT_DIR, Render, render_stack, write_render
 from tools.verify import validate_helm_values, validate_manifest
-from tools.verify.helm_values import REFERENCE_CHART_DIRS
+from tools.verify.helm_values import CHART_REFERENCE_DIRS
 
 
 def _checkable(obj: dict[str, Any]) -> dict[str, Any]:
@@ -42,9 +43,10 @@ def test_every_helm_value_exists_in_its_chart(stack_renders: dict[str, Render], 
     charts = stack_renders[stack].helm_charts()
     assert charts
     for chart in charts:
-        key = (chart["repository"], chart["chart"])
-        assert key in REFERENCE_CHART_DIRS, f"no reference defaults for chart {key}"
-        assert validate_helm_values(REFERENCE_CHART_DIRS[key], chart["values"]) == []
+        # Whatever the chart source (upstream, OCI mirror, directory): the published chart.
+        key = published_chart(chart)
+        assert key in CHART_REFERENCE_DIRS, f"no reference defaults for chart {key}"
+        assert validate_helm_values(CHART_REFERENCE_DIRS[key], chart["values"]) == []
 
 
 @pytest.mark.parametrize("stack", STACKS)

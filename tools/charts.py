@@ -181,6 +181,20 @@ def pin_for_folder(folder: str) -> PinnedChart | None:
     return next((p for p in PINS if p.folder == folder), None)
 
 
+def published_chart(entry: Mapping[str, Any]) -> str:
+    """A `helm.yaml` entry's chart as published (`istiod`, `kiali-server`), whatever the
+    stack's chart source: the name itself (`upstream`), the last segment of an OCI reference
+    (`upstream-oci`, `oci`), or the pinned chart of a local folder (`directory`)."""
+    chart = str(entry["chart"])
+    if chart.startswith("oci://"):
+        return chart.rsplit("/", 1)[-1]
+    if "/" in chart:
+        folder = PurePosixPath(chart).name
+        pin = pin_for_folder(folder)
+        return pin.chart if pin else folder
+    return chart
+
+
 def pin_for(chart: str, version: str, repository: str = "") -> PinnedChart | None:
     """The pin of a published chart (`repository` empty: any repository, e.g. a mirror)."""
     return next(

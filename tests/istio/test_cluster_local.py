@@ -13,6 +13,7 @@ import pytest
 
 from components.settings import StackSettings, load_settings
 from tests.conftest import STACKS
+from tools.charts import published_chart
 from tools.render import Render, load_stack_config
 
 
@@ -22,7 +23,7 @@ def _stack_settings(stack: str) -> StackSettings:
 
 def _istiod_cluster_local_hosts(render: Render) -> list[set[str]]:
     """Per istiod of the region (several during a control-plane upgrade), its local hosts."""
-    istiods = [c for c in render.helm_charts() if c["chart"] == "istiod"]
+    istiods = [c for c in render.helm_charts() if published_chart(c) == "istiod"]
     assert istiods
     return [
         {

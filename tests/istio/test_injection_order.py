@@ -14,6 +14,7 @@ from typing import Any
 from components.istio.component import IstioMesh
 from components.ratelimit.component import RateLimiter
 from tests.conftest import make_settings, run_with_provider
+from tools.charts import published_chart
 from tools.render import Registration, Render
 
 WORKLOAD_TYPES = frozenset(
@@ -66,7 +67,7 @@ def _istiods(render: Render) -> list[Registration]:
     return [
         r
         for r in render.registrations
-        if r.type == "kubernetes:helm.sh/v4:Chart" and r.inputs.get("chart") == "istiod"
+        if r.type == "kubernetes:helm.sh/v4:Chart" and published_chart(r.inputs) == "istiod"
     ]
 
 

@@ -29,9 +29,10 @@ from components.istio.settings import IstioRevision
 from policy.offline import evaluate
 from tests.conftest import by_name, settings_error
 from tools import charts
+from tools.charts import published_chart
 from tools.render import Render, load_stack_config, render_stack, run_program
 from tools.verify import validate_helm_values, validate_manifest
-from tools.verify.helm_values import REFERENCE_CHART_DIRS
+from tools.verify.helm_values import CHART_REFERENCE_DIRS
 
 FIXTURE: Final = Path(__file__).resolve().parents[1] / "fixtures" / "Pulumi.two-revisions.yaml"
 STACK: Final = "two-revisions"
@@ -74,7 +75,7 @@ def installed_webhooks(render: Render) -> list[dict[str, Any]]:
         for webhook in obj["webhooks"]
     ]
     for chart in render.helm_charts():
-        if chart["chart"] != "istiod":
+        if published_chart(chart) != "istiod":
             continue
         revision = IstioRevision(chart["values"].get("revision", ""), chart["version"])
         if revision.name:
@@ -95,7 +96,9 @@ def injectors(
         if o["kind"] == "Namespace" and o["metadata"]["name"] == namespace
     )
     namespace_labels = {**labels, "kubernetes.io/metadata.name": namespace}
-    versions = {c["name"]: c["version"] for c in render.helm_charts() if c["chart"] == "istiod"}
+    versions = {
+        c["name"]: c["version"] for c in render.helm_charts() if published_chart(c) == "istiod"
+    }
     return sorted(
         versions[webhook["clientConfig"]["service"]["name"]]
         for webhook in installed_webhooks(render)
@@ -113,7 +116,7 @@ def test_two_istiod_releases_run_side_by_side_at_their_pinned_versions(
     istiods = {
         c["name"]: (c["version"], c["values"]["revision"])
         for c in fixture_render.helm_charts()
-        if c["chart"] == "istiod"
+        if published_chart(c) == "istiod"
     }
     assert istiods == {"istiod-1-30-4": ("1.30.4", "1-30-4"), "istiod-1-31-0": ("1.31.0", "1-31-0")}
 
@@ -121,7 +124,7 @@ def test_two_istiod_releases_run_side_by_side_at_their_pinned_versions(
 def test_one_base_chart_from_the_newest_release_validating_through_the_default_revision(
     fixture_render: Render,
 ) -> None:
-    (base,) = [c for c in fixture_render.helm_charts() if c["chart"] == "base"]
+    (base,) = [c for c in fixture_render.helm_charts() if published_chart(c) == "base"]
     assert base["version"] == "1.31.0", "CRDs come from the newest release"
     assert base["values"]["defaultRevision"] == "1-30-4", "the `default` tag's revision"
 
@@ -130,7 +133,7 @@ def test_the_fixture_passes_the_schemas_and_chart_defaults(fixture_render: Rende
     objects = fixture_render.kubernetes_objects()
     assert [e for obj in objects for e in validate_manifest(obj)] == []
     for chart in fixture_render.helm_charts():
-        reference = REFERENCE_CHART_DIRS[(chart["repository"], chart["chart"])]
+        reference = CHART_REFERENCE_DIRS[published_chart(chart)]
         assert validate_helm_values(reference, chart["values"]) == [], chart["name"]
 
 
@@ -142,7 +145,7 @@ def test_the_1_31_istiod_keeps_unready_endpoints_away_from_proxies_as_1_30_does(
     1.30 builds them, so outlier detection behaves the same on both revisions' proxies. The
     rendered istiod Deployment carries it (the chart passes `env` through to discovery)."""
     helm = charts.helm_binary()
-    istiods = [c for c in fixture_render.helm_charts() if c["chart"] == "istiod"]
+    istiods = [c for c in fixture_render.helm_charts() if published_chart(c) == "istiod"]
     envs = {}
     for release in charts.expand(istiods, helm=helm):
         (deployment,) = [o for o in release.objects if o["kind"] == "Deployment"]
@@ -214,7 +217,7 @@ def test_every_injected_namespace_has_exactly_one_injector_and_opting_out_still_
 
 
 def test_gateways_follow_the_default_tag(fixture_render: Render) -> None:
-    gateways = [c for c in fixture_render.helm_charts() if c["chart"] == "gateway"]
+    gateways = [c for c in fixture_render.helm_charts() if published_chart(c) == "gateway"]
     assert gateways
     for gateway in gateways:
         assert (gateway["version"], gateway["values"]["revision"]) == ("1.30.4", "1-30-4")
@@ -294,7 +297,12 @@ def test_adding_the_new_revision_only_adds_its_istiod_and_tag(step_renders: list
     start, added = step_renders[0], step_renders[1]
     assert _urns(added) - _urns(start) == {f"{MESH}-istiod-1-31-0", f"{MESH}-tag-canary"}
     assert _urns(start) - _urns(added) == set(), "nothing is deleted"
-    bases = [c["version"] for r in (start, added) for c in r.helm_charts() if c["chart"] == "base"]
+    bases = [
+        c["version"]
+        for r in (start, added)
+        for c in r.helm_charts()
+        if published_chart(c) == "base"
+    ]
     assert bases == ["1.30.4", "1.31.0"], "CRDs move to the newest release first"
     assert [injectors(added, ns) for ns in ("shop", "payments")] == [["1.30.4"], ["1.30.4"]]
 
@@ -313,11 +321,11 @@ def test_moving_the_default_tag_updates_webhooks_in_place_and_rolls_the_gateways
     assert _urns(before) == _urns(after), "tags move in place: no webhook is deleted"
     for namespace in ("shop", "payments", "batch"):
         assert injectors(after, namespace) == ["1.31.0"], namespace
-    gateways = {c["name"]: c for c in after.helm_charts() if c["chart"] == "gateway"}
+    gateways = {c["name"]: c for c in after.helm_charts() if published_chart(c) == "gateway"}
     assert {(c["version"], c["values"]["revision"]) for c in gateways.values()} == {
         ("1.31.0", "1-31-0")
     }
-    (base,) = [c for c in after.helm_charts() if c["chart"] == "base"]
+    (base,) = [c for c in after.helm_charts() if published_chart(c) == "base"]
     assert base["values"]["defaultRevision"] == "1-31-0"
 
 
@@ -437,7 +445,7 @@ def test_upgrading_from_the_unrevisioned_istiod_moves_the_default_tag_in_place()
     for render in (start, added, moved):
         (old,) = [c for c in render.helm_charts() if c["name"] == "istiod"]
         assert old["values"]["global"]["operatorManageWebhooks"] is True
-    reference = REFERENCE_CHART_DIRS[(old["repository"], old["chart"])]
+    reference = CHART_REFERENCE_DIRS[published_chart(old)]
     assert validate_helm_values(reference, old["values"]) == []
     assert _urns(moved) - _urns(removed) == {f"{MESH}-istiod"}
 

@@ -49,6 +49,7 @@ from components.istio.values import istiod_service
 from components.settings import load_settings
 from components.versions import ISTIO_VERSIONS
 from tools import charts
+from tools.charts import published_chart
 from tools.render import Render, load_stack_config, load_stack_references, run_program
 from tools.stacks import stack_names
 
@@ -194,7 +195,7 @@ def render_step(stack: str, config: Mapping[str, str], step: Step, helm: Any) ->
     settings = load_settings(changed)
     render = run_program(stack, changed, [], stack_references=load_stack_references())
     chart_urns = _chart_urns(render)
-    releases = [c for c in render.helm_charts() if c["chart"] in ("istiod", "gateway")]
+    releases = [c for c in render.helm_charts() if published_chart(c) in ("istiod", "gateway")]
     expanded = charts.expand(releases, helm=helm)
     configurations: dict[str, tuple[Webhook, ...]] = {}
     owners: dict[str, str] = {}
@@ -209,7 +210,7 @@ def render_step(stack: str, config: Mapping[str, str], step: Step, helm: Any) ->
             if obj["kind"] == "MutatingWebhookConfiguration":
                 configurations[obj["metadata"]["name"]] = _injection_webhooks(obj)
                 owners[obj["metadata"]["name"]] = chart_urns[release.release.name]
-            if obj["kind"] == "Deployment" and release.release.chart == "gateway":
+            if obj["kind"] == "Deployment" and release.folder.startswith("istio-gateway-"):
                 template = obj["spec"]["template"]
                 gateway_pods[release.release.name] = (
                     release.release.namespace,

@@ -38,6 +38,7 @@ from tests.conftest import (
     run_with_provider,
     stack_config,
 )
+from tools.charts import published_chart
 from tools.manifests import SECRET_PLACEHOLDER, dump_yaml_documents
 from tools.render import (
     STACK_REFERENCES_FILE,
@@ -614,7 +615,7 @@ def test_signing_key_is_a_long_secret_random_password(hub_render: Render) -> Non
 def test_every_object_and_value_of_the_hub_validates(hub_render: Render) -> None:
     for obj in hub_render.kubernetes_objects():
         assert validate_manifest(obj) == [], obj["metadata"]
-    charts = {c["chart"]: c for c in hub_render.helm_charts()}
+    charts = {published_chart(c): c for c in hub_render.helm_charts()}
     assert validate_helm_values("jaeger", charts["jaeger"]["values"]) == []
     assert validate_helm_values("kiali-server", charts["kiali-server"]["values"]) == []
 
@@ -628,7 +629,7 @@ def test_anonymous_kiali_logs_a_warning(caplog: pytest.LogCaptureFixture) -> Non
             lambda opts: RegionMesh("dev", settings, context=RUN_CONTEXT, opts=opts)
         )
     assert k.anonymous_warning() in caplog.messages
-    chart = next(c for c in render.helm_charts() if c["chart"] == "kiali-server")
+    chart = next(c for c in render.helm_charts() if published_chart(c) == "kiali-server")
     assert chart["values"]["auth"] == {"strategy": "anonymous"}
 
 
@@ -653,7 +654,7 @@ def test_external_store_has_no_claim() -> None:
         lambda opts: RegionMesh("es", settings, context=RUN_CONTEXT, opts=opts)
     )
     assert not [r for r in render.registrations if r.type.endswith("PersistentVolumeClaim")]
-    chart = next(c for c in render.helm_charts() if c["chart"] == "jaeger")
+    chart = next(c for c in render.helm_charts() if published_chart(c) == "jaeger")
     assert chart["values"]["jaeger"]["replicas"] == 2
 
 
@@ -747,11 +748,11 @@ def test_kiali_traces_come_from_the_jaeger_of_the_same_render(
     stack_renders: dict[str, Render], hub: str
 ) -> None:
     render = stack_renders[hub]
-    kiali = next(c for c in render.helm_charts() if c["chart"] == "kiali-server")
+    kiali = next(c for c in render.helm_charts() if published_chart(c) == "kiali-server")
     jaeger_query = render.outputs[HUB_OUTPUT]["queryGrpcUrl"]
     assert kiali["values"]["external_services"]["tracing"]["internal_url"] == jaeger_query
     assert jaeger_query.endswith(":16685")
-    jaeger = next(c for c in render.helm_charts() if c["chart"] == "jaeger")
+    jaeger = next(c for c in render.helm_charts() if published_chart(c) == "jaeger")
     host = render.outputs[HUB_OUTPUT]["otlpGrpcHost"]
     assert host == f"{j.jaeger_fullname(jaeger['name'])}.{jaeger['namespace']}.svc.cluster.local"
 
@@ -761,7 +762,7 @@ def test_every_hub_output_key_names_its_own_endpoint(
     stack_renders: dict[str, Render], stack: str
 ) -> None:
     hub = stack_renders[stack].outputs[HUB_OUTPUT]
-    jaeger = next(c for c in stack_renders[stack].helm_charts() if c["chart"] == "jaeger")
+    jaeger = next(c for c in stack_renders[stack].helm_charts() if published_chart(c) == "jaeger")
     host = hub["otlpGrpcHost"]
     assert hub == {
         "otlpGrpcHost": host,
@@ -779,19 +780,21 @@ def test_spokes_send_spans_to_the_hub_collector(
     stack_renders: dict[str, Render], stack: str
 ) -> None:
     hub = stack_renders[hub_of(stack)].outputs[HUB_OUTPUT]
-    istiod = next(c for c in stack_renders[stack].helm_charts() if c["chart"] == "istiod")
+    istiod = next(c for c in stack_renders[stack].helm_charts() if published_chart(c) == "istiod")
     provider = istiod["values"]["meshConfig"]["extensionProviders"][0]
     assert provider["opentelemetry"] == {
         "service": hub["otlpGrpcHost"],
         "port": hub["otlpGrpcPort"],
     }
     assert HUB_OUTPUT not in stack_renders[stack].outputs
-    charts = {c["chart"]: c for c in stack_renders[stack].helm_charts()}
+    charts = {published_chart(c): c for c in stack_renders[stack].helm_charts()}
     assert "jaeger" not in charts
     kiali = charts["kiali-server"]["values"]
     assert kiali["deployment"] == {"remote_cluster_resources_only": True}
     hub_kiali = next(
-        c for c in stack_renders[hub_of(stack)].helm_charts() if c["chart"] == "kiali-server"
+        c
+        for c in stack_renders[hub_of(stack)].helm_charts()
+        if published_chart(c) == "kiali-server"
     )
     # Kiali expects the same namespace and instance (release) name in every cluster.
     assert (charts["kiali-server"]["namespace"], charts["kiali-server"]["name"]) == (
@@ -826,7 +829,9 @@ def test_fixture_spokes_read_the_fixture_hub_whose_offline_outputs_match_its_ren
     hub = fixture_renders["fixture-hub"].outputs[HUB_OUTPUT]
     assert offline["organization/meshstack/fixture-hub"][HUB_OUTPUT] == hub
     for spoke in ("fixture-spoke", "fixture-small-spoke"):
-        istiod = next(c for c in fixture_renders[spoke].helm_charts() if c["chart"] == "istiod")
+        istiod = next(
+            c for c in fixture_renders[spoke].helm_charts() if published_chart(c) == "istiod"
+        )
         provider = istiod["values"]["meshConfig"]["extensionProviders"][0]
         assert provider["opentelemetry"] == {
             "service": "jaeger.observability.svc.cluster.local",
@@ -861,7 +866,7 @@ def test_no_secret_in_plain_text_in_any_render(stack_renders: dict[str, Render])
         )
         text += json.dumps(render.outputs)
         for chart in render.helm_charts():
-            if chart["chart"] == "kiali-server":
+            if published_chart(chart) == "kiali-server":
                 assert chart["values"]["login_token"]["signing_key"] == k.SIGNING_KEY_REFERENCE
         # Every credential-like key with an inline value holds the secret placeholder,
         # an environment reference or a Secret reference, never a literal.

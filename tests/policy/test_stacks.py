@@ -25,6 +25,7 @@ from components.settings_types import ChartSource
 from components.versions import KIALI_SERVER
 from policy.offline import Finding, Report, evaluate
 from tests.conftest import STACKS, make_settings, run_with_provider
+from tools.charts import published_chart
 from tools.render import Registration, Render
 
 PACK_CONFIG: dict[str, dict[str, Any]] = json.loads(
@@ -76,8 +77,9 @@ def test_stack_variants_are_caught(stack_renders: dict[str, Render], stack: str)
         first(r, ":Chart", "-istiod").inputs["version"] = "~1.30"
 
     report = check(mutated(render, unpin_istiod))
+    istiod_chart = first(render, ":Chart", "-istiod").inputs["chart"]  # as the source names it
     assert [v.message for v in report.of("helm-chart-version-pinned")] == [
-        "Helm chart istiod version '~1.30' is a range, not one version"
+        f"Helm chart {istiod_chart} version '~1.30' is a range, not one version"
     ]
 
     def istio_tag_latest(r: Render) -> None:
@@ -85,7 +87,7 @@ def test_stack_variants_are_caught(stack_renders: dict[str, Render], stack: str)
 
     report = check(mutated(render, istio_tag_latest))
     assert [v.message for v in report.of("images-pinned")] == [
-        "Helm chart istiod: values.global.tag: tag 'latest' is mutable"
+        f"Helm chart {istiod_chart}: values.global.tag: tag 'latest' is mutable"
     ]
 
     def default_provider(r: Render) -> None:
@@ -344,6 +346,8 @@ def test_compliant_program_objects_pass_the_strict_validators(program_render: Re
     from tools.verify import validate_helm_values, validate_manifest
 
     problems = [p for obj in program_render.kubernetes_objects() for p in validate_manifest(obj)]
-    kiali = next(c for c in program_render.helm_charts() if c["chart"] == KIALI_SERVER.chart)
+    kiali = next(
+        c for c in program_render.helm_charts() if published_chart(c) == KIALI_SERVER.chart
+    )
     problems += validate_helm_values("kiali-server", kiali["values"])
     assert problems == []

@@ -32,6 +32,7 @@ from components.ratelimit.settings import (
 )
 from components.traffic.settings import RetrySettings
 from components.versions import istio_minor
+from tools.charts import published_chart
 
 TYPE_URL_PREFIX: Final = "type.googleapis.com/"
 
@@ -248,7 +249,7 @@ def test_hub_fixture_fingerprint_api_allows_more_status_than_identify(
 
 def test_local_rate_limit_stats_are_exported_by_the_mesh(stack_renders: Any) -> None:
     for render in stack_renders.values():
-        istiods = [c for c in render.helm_charts() if c["chart"] == "istiod"]
+        istiods = [c for c in render.helm_charts() if published_chart(c) == "istiod"]
         assert istiods
         for istiod in istiods:  # each revision's proxies export them
             matcher = istiod["values"]["meshConfig"]["defaultConfig"]["proxyStatsMatcher"]

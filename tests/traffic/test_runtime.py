@@ -20,6 +20,7 @@ from components.traffic.policy import can_eject, ejection_seconds
 from components.traffic.settings import CanarySettings
 from tests.conftest import STACKS, make_settings, run_with_provider, settings_error
 from tests.traffic.test_components import traffic_management
+from tools.charts import published_chart
 from tools.render import Render
 
 # --- Flagger: gRPC canaries, metric windows, load test, deletion ------------------------------
@@ -342,7 +343,7 @@ def test_a_retiring_service_loses_its_canary_while_flagger_stays_to_revert_it() 
     # No static routing yet: Flagger's VirtualService `pay` must be gone first.
     assert _objects(render, "VirtualService") == {}
     assert _objects(render, "DestinationRule") == {}
-    charts = {c["chart"] for c in render.helm_charts()}
+    charts = {published_chart(c) for c in render.helm_charts()}
     assert "flagger" in charts, "Flagger runs the Canary's finalizer"
 
 
@@ -414,7 +415,7 @@ def test_every_injected_namespace_but_the_gateways_has_a_sidecar(
             or "istio.io/rev" in o["metadata"].get("labels", {})
         )
     }
-    gateways = {c["namespace"] for c in render.helm_charts() if c["chart"] == "gateway"}
+    gateways = {c["namespace"] for c in render.helm_charts() if published_chart(c) == "gateway"}
     scoped = {o["metadata"]["namespace"] for o in objects if o["kind"] == "Sidecar"}
     assert injected - gateways <= scoped
     assert not scoped & gateways, "a gateway must see every host it routes to"

@@ -12,6 +12,7 @@ from components.settings import load_settings
 from components.settings_types import duration_ms
 from tests.conftest import FIXTURES, STACKS, stack_settings
 from tests.traffic.test_specs import istio_duplicated_egress_hosts
+from tools.charts import published_chart
 from tools.render import Render, load_stack_config
 
 
@@ -164,7 +165,7 @@ def test_progressive_services_get_flagger_and_no_static_routing(
     render = every_render[stack]
     if not objects(render, "Canary"):
         return
-    charts = {c["chart"] for c in render.helm_charts()}
+    charts = {published_chart(c) for c in render.helm_charts()}
     assert {"flagger", "loadtester"} <= charts, f"{stack}: progressive delivery needs Flagger"
     for key in objects(render, "Canary"):
         assert key not in objects(render, "VirtualService"), (stack, key)

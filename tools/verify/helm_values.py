@@ -272,6 +272,12 @@ REFERENCE_CHART_DIRS: dict[tuple[str, str], str] = {
 }
 """(repository, published chart name) -> directory under reference/charts with its defaults."""
 
+CHART_REFERENCE_DIRS: dict[str, str] = {
+    chart: folder for (_, chart), folder in REFERENCE_CHART_DIRS.items()
+}
+"""Published chart name -> directory under reference/charts: what a chart's values are checked
+against whichever source (`meshstack:chartSource`) the stack takes it from."""
+
 
 def validate_helm_values(chart: str, values: dict[str, Any]) -> list[str]:
     """Problems with ``values`` for ``chart`` (a directory under reference/charts)."""
