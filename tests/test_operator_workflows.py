@@ -222,13 +222,15 @@ def test_main_commits_are_resolved(history: dict[str, Any], ref: str, expected: 
 @pytest.mark.parametrize(
     ("ref", "reason"),
     [
-        ("unmerged", "not a commit of origin/main's first-parent history"),
-        ("UNMERGED", "not a commit of origin/main's first-parent history"),
-        ("WIP", "not a commit of origin/main's first-parent history"),
-        ("feature", "not a commit of origin/main's first-parent history"),
+        ("unmerged", "not a commit of refs/remotes/origin/main's first-parent history"),
+        ("UNMERGED", "not a commit of refs/remotes/origin/main's first-parent history"),
+        ("WIP", "not a commit of refs/remotes/origin/main's first-parent history"),
+        ("feature", "not a commit of refs/remotes/origin/main's first-parent history"),
         ("refs/pull/1/head", "names no commit"),
         ("--upload-pack=x", "is not a git ref"),
         ("main main", "is not a git ref"),
+        ("main^", "is not a git ref"),
+        ("refs/remotes/origin/main", "names no commit"),
         ("", "is not a git ref"),
         ("ANCIENT", "predates tools/ci/pulumi.sh, tools/requirements/uv.txt"),
     ],
@@ -247,6 +249,57 @@ def test_other_refs_are_refused(history: dict[str, Any], ref: str, reason: str) 
         check=False,
     )
     assert ancestor.returncode == 0, "the WIP commit is an ancestor, yet refused"
+
+
+@pytest.fixture
+def shadowed(tmp_path: Path) -> dict[str, Any]:
+    """origin: main, and an attacker's history pushed as a tag and as a branch, both named
+    `origin/main`, and as a tag named like a main commit's short SHA; a clone with every branch
+    and tag, as actions/checkout with fetch-depth 0 leaves it."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    _git(origin, "init", "-q", "-b", "main")
+    for path in main_commit.REQUIRED_PATHS:
+        (origin / path).parent.mkdir(parents=True, exist_ok=True)
+        (origin / path).write_text("# the jobs run this\n")
+    shas = {"main": _commit(origin, "reviewed")}
+    _git(origin, "checkout", "-q", "-b", "evil")
+    shas["evil"] = _commit(origin, "evil")
+    _git(origin, "tag", "origin/main")
+    _git(origin, "tag", shas["main"][:7])
+    _git(origin, "branch", "origin/main")
+    _git(origin, "checkout", "-q", "main")
+    _git(origin, "branch", "-D", "evil")
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(origin), str(clone))
+    _git(clone, "fetch", "-q", "--tags", "origin")
+    return {"repo": clone, **shas}
+
+
+def test_a_tag_or_branch_named_origin_main_does_not_become_main(
+    shadowed: dict[str, Any],
+) -> None:
+    repo = shadowed["repo"]
+    # The attack: git's short-name rules put refs/tags/origin/main before
+    # refs/remotes/origin/main, so "origin/main" is the attacker's history.
+    assert _git(repo, "rev-parse", "origin/main") == shadowed["evil"]
+    assert main_commit.first_parent_commits(repo) == {shadowed["main"]}
+    assert main_commit.main_commit("main", repo) == shadowed["main"]
+    assert main_commit.main_commit(shadowed["main"], repo) == shadowed["main"]
+    assert main_commit.main_commit(shadowed["main"][:7], repo) == shadowed["main"]
+    for ref in ("origin/main", "refs/tags/origin/main", shadowed["evil"]):
+        with pytest.raises(main_commit.RefError, match="not a commit of refs/remotes/origin/m"):
+            main_commit.main_commit(ref, repo)
+
+
+def test_a_sha_is_looked_up_among_objects_only(shadowed: dict[str, Any]) -> None:
+    """A tag named like main's short SHA points at the attacker's commit, and git's short-name
+    rules prefer it; a hexadecimal input is a commit SHA first (`rev-parse --disambiguate`
+    finds objects, never refs)."""
+    repo, short = shadowed["repo"], shadowed["main"][:7]
+    assert _git(repo, "rev-parse", short) == shadowed["evil"]
+    assert main_commit.commit_of(short, repo) == shadowed["main"]
+    assert main_commit.commit_of(f"refs/tags/{short}", repo) == shadowed["evil"]
 
 
 def test_the_resolved_commit_is_written_for_the_later_jobs(

@@ -231,7 +231,7 @@ def test_only_reviewed_main_reaches_the_region_and_preview_main_environments() -
             continue
         settings = settings_of(environment)
         assert settings["can_admins_bypass"] is False
-        assert settings["prevent_self_review"] is True
+        assert settings["prevent_self_review"] is bool(settings["reviewers"]), environment
         assert settings["secrets"] == []
         if environment == "preview":
             assert workflow == "pull-request.yml", f"{name}: the PR preview environment"
@@ -253,9 +253,16 @@ def test_the_settings_file_lists_the_protections_of_main_and_actions() -> None:
     assert rules["pull_request"]["dismiss_stale_reviews_on_push"] is True
     assert rules["required_linear_history"] is True, "main's first-parent line is every commit"
     assert rules["non_fast_forward"] is True
-    checks = set(rules["required_status_checks"]["required_status_checks"])
+    required = rules["required_status_checks"]["required_status_checks"]
+    assert {c["integration_id"] for c in required} == {15368}, "posted by GitHub Actions only"
     job_names = {job["name"] for _, _, job in all_jobs()}
-    assert checks <= job_names, "required checks are job names of the workflows"
+    assert {c["context"] for c in required} <= job_names, "required checks are job names"
+    tags = settings["ruleset_tags"]
+    assert (tags["target"], tags["include"], tags["enforcement"]) == ("tag", ["~ALL"], "active")
+    assert tags["bypass_actors"] == [
+        {"actor_type": "Team", "name": "deployers", "bypass_mode": "always"}
+    ]
+    assert all(tags["rules"][r] is True for r in ("creation", "update", "deletion"))
     assert settings["actions"]["send_secrets_and_variables_to_fork_pull_requests"] is False
     assert settings["actions"]["can_approve_pull_request_reviews"] is False
     assert settings["actions"]["default_workflow_permissions"] == "read"
