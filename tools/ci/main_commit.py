@@ -54,9 +54,7 @@ HEX: Final = re.compile(r"[0-9a-f]{7,40}")
 
 
 def _commit(repo: Path, full_name: str) -> str | None:
-    found = _git(
-        repo, "rev-parse", "--verify", "-q", "--end-of-options", f"{full_name}^{{commit}}"
-    )
+    found = _git(repo, "rev-parse", "--verify", "-q", "--end-of-options", f"{full_name}^{{commit}}")
     return found.stdout.strip() if found.returncode == 0 else None
 
 
@@ -122,9 +120,7 @@ def main_commit(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("ref")
-    parser.add_argument(
-        "--main", default=MAIN, help="main's fully qualified ref in this clone"
-    )
+    parser.add_argument("--main", default=MAIN, help="main's fully qualified ref in this clone")
     parser.add_argument("--repo", type=Path, default=Path())
     parser.add_argument(
         "--github-output",
