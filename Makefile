@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
@@ -93,6 +93,12 @@ e2e-bench: install helm ## pulumi up of the hub vs helm install --wait + kubectl
 # (tools/recover_stack.py), then converged: no changes, nothing missing, duplicated or orphaned.
 e2e-interrupt: install helm ## Interrupted deploys and their recovery (docs/operations.md).
 	$(PY) -m tools.e2e.interrupt
+
+# docs/cluster/preview-guard.yaml applied to a local kube-apiserver (etcd + kube-apiserver +
+# kubectl of the e2e tool cache, or BIN=<folder with them>); the preview group's real writes
+# denied, its dry runs admitted (tools/e2e/preview_guard.py).
+e2e-preview-guard: install ## The preview identity's guard on a real API server.
+	$(PY) -m tools.e2e.preview_guard $(if $(BIN),--bin $(BIN))
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

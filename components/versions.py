@@ -37,11 +37,23 @@ ISTIO_VERSION: Final = "1.30.4"
 share this version. 1.30.4 is the security release ISTIO-SECURITY-2026-006 (Envoy CVEs on
 RBAC path matching and normalisation, which the AuthorizationPolicies rely on)."""
 
-ISTIO_VERSIONS: Final = ("1.31.0", "1.30.4")
+ISTIO_UPGRADE_VERSIONS: Final = ("1.31.0",)
+"""Releases pinned for a canary revision next to the installed one (docs/upgrades.md); drop
+one once no stack's `meshstack:istioRevisions` uses it."""
+
+
+def _numeric(version: str) -> tuple[int, ...]:
+    """`1.30.4` → (1, 30, 4): releases compare by number, not as text (1.9 < 1.10)."""
+    return tuple(int(part) for part in version.split("."))
+
+
+ISTIO_VERSIONS: Final = tuple(
+    sorted({ISTIO_VERSION, *ISTIO_UPGRADE_VERSIONS}, key=_numeric, reverse=True)
+)
 """Istio releases a control-plane revision may run (`meshstack:istioRevisions`), newest
-first: the installed release and the next one, so a region can run the new release as a
-canary revision next to the old one (docs/upgrades.md); drop the old one once no stack
-uses it."""
+first: the installed release and the upgrade releases, so a region can run a new release as
+a canary revision next to the old one (docs/upgrades.md). Derived, so an update of
+ISTIO_VERSION alone (the update bot's patch bump) keeps the installed release pinned."""
 
 ISTIO_MINOR: Final = ".".join(ISTIO_VERSION.split(".")[:2])
 """`1.30`: the minor of the installed release."""
@@ -83,11 +95,9 @@ def istio_charts(version: str) -> IstioCharts:
     )
 
 
-# renovate: datasource=helm registryUrl=https://blob.istio.io/istio-release/charts
+# The installed release's charts; the update bot follows ISTIO_VERSION (renovate.json).
 ISTIO_BASE: Final = istio_charts(ISTIO_VERSION).base
-# renovate: datasource=helm registryUrl=https://blob.istio.io/istio-release/charts
 ISTIOD: Final = istio_charts(ISTIO_VERSION).istiod
-# renovate: datasource=helm registryUrl=https://blob.istio.io/istio-release/charts
 ISTIO_GATEWAY: Final = istio_charts(ISTIO_VERSION).gateway
 
 # renovate: datasource=helm registryUrl=https://flagger.app
@@ -106,7 +116,9 @@ JAEGER: Final = HelmChart("jaeger", "4.11.1", "https://jaegertracing.github.io/h
 # envoyproxy/ratelimit has no releases since v1.4.0 (2020); every `main` commit is pushed
 # as an image tagged with its short commit SHA. f2fb1577 is the commit whose config loader
 # the tests check the generated config against (reference/ratelimit); Istio's sample pins
-# the older 30a4ce1a.
+# the older 30a4ce1a. Commit tags do not compare as versions, so the update bot proposes no
+# bump (renovate.json disables it): update by hand to a newer main commit's tag, together
+# with the reference config loader the tests use.
 # renovate: datasource=docker depName=envoyproxy/ratelimit
 RATELIMIT_IMAGE: Final = "docker.io/envoyproxy/ratelimit:f2fb1577"
 # renovate: datasource=docker depName=redis

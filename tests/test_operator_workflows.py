@@ -18,7 +18,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.test_workflows import obtains_credentials, pulumi_step
-from tools.ci import main_commit
+from tools.ci import main_commit, no_other_run
 from tools.render import PROJECT_DIR
 from tools.stacks import StackFileError, deploy_order
 from tools.workflows import BEGIN, END, splice, stale_files
@@ -90,7 +90,7 @@ def test_region_is_started_by_hand_with_stack_operation_and_ref(region: dict[str
     assert inputs["stack"]["type"] == "choice"
     assert inputs["stack"]["options"] == list(deploy_order())
     assert inputs["operation"] == {**inputs["operation"], "type": "choice", "default": "preview"}
-    assert inputs["operation"]["options"] == ["preview", "up"]
+    assert inputs["operation"]["options"] == ["preview", "up", "recover"]
     assert inputs["ref"]["type"] == "string"
     assert inputs["ref"]["default"] == "main"
     assert all(i["required"] is True for i in inputs.values())
@@ -116,7 +116,7 @@ def test_a_dispatch_of_a_non_main_ref_reaches_no_job_with_credentials(
     makes one run after it failed. So such a dispatch ends at `resolve`."""
     jobs = region["jobs"]
     credential_jobs = {name for name, job in jobs.items() if obtains_credentials(job)}
-    assert credential_jobs == {"preview", "up"}
+    assert credential_jobs == {"preview", "up", "recover"}
     assert jobs_reached_when_failing(jobs, "resolve") == set()
     for name in credential_jobs:
         job = jobs[name]
@@ -144,11 +144,62 @@ def test_region_ups_only_after_the_preview_of_the_same_commit(region: dict[str, 
     preview, up = jobs["preview"], jobs["up"]
     assert preview["environment"] == "preview-main"
     assert pulumi_step(preview)["env"]["OPERATION"] == "preview"
-    assert "if" not in preview, "both operations preview first"
+    assert preview["if"] == "inputs.operation != 'recover'", "preview and up preview first"
     assert _needs(up) == {"resolve", "preview"}
     assert up["if"] == "inputs.operation == 'up'"
     assert up["environment"] == "${{ inputs.stack }}"
     assert pulumi_step(up)["env"]["OPERATION"] == "up"
+
+
+def test_region_recovers_behind_the_region_s_approval_when_no_other_run_is_active(
+    region: dict[str, Any],
+) -> None:
+    """docs/operations.md, "Interrupted deploy": the recovery runs in the region's environment
+    (its approvers, main only), at the resolved commit, after a check with the job's own token
+    that no other deploy run is in progress or waiting, and before any Pulumi credential."""
+    recover = region["jobs"]["recover"]
+    assert recover["if"] == "inputs.operation == 'recover'"
+    assert recover["environment"] == "${{ inputs.stack }}"
+    assert _needs(recover) == {"resolve"}
+    assert recover["permissions"] == {
+        "contents": "read",
+        "actions": "read",
+        "id-token": "write",
+    }
+    env = pulumi_step(recover)["env"]
+    assert (env["OPERATION"], env["CREDENTIALS"]) == ("recover", "deploy-${{ inputs.stack }}")
+    names = [s.get("run") or s.get("uses", "") for s in recover["steps"]]
+    check = names.index("python3 tools/ci/no_other_run.py")
+    auth = next(i for i, n in enumerate(names) if n.startswith("pulumi/auth-actions@"))
+    assert check < auth
+    assert recover["steps"][check]["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
+    script = (PROJECT_DIR / "tools" / "ci" / "pulumi.sh").read_text()
+    assert "python -m tools.recover_stack" in script and "--cancel" in script
+
+
+def _runs(*runs: tuple[int, str]) -> dict[str, Any]:
+    return {"workflow_runs": [{"id": i, "status": s, "html_url": f"u/{i}"} for i, s in runs]}
+
+
+def test_no_other_run_sees_every_unfinished_state() -> None:
+    asked: list[str] = []
+
+    def fetch(path: str) -> dict[str, Any]:
+        asked.append(path)
+        status = path.split("status=")[1].split("&", maxsplit=1)[0]
+        if "deploy.yml" in path and status == "waiting":
+            return _runs((11, "waiting"))
+        if "region.yml" in path and status == "in_progress":
+            return _runs((99, "in_progress"))  # this run
+        if "region.yml" in path and status == "requested":
+            return _runs((12, "requested"))
+        return _runs()
+
+    lines = no_other_run.other_runs(fetch, "o/r", 99)
+    assert lines == ["deploy.yml run 11 is waiting: u/11", "region.yml run 12 is requested: u/12"]
+    statuses = {p.split("status=")[1].split("&")[0] for p in asked}
+    assert statuses == {"in_progress", "queued", "pending", "waiting", "requested"}
+    assert no_other_run.other_runs(lambda _: _runs((99, "in_progress")), "o/r", 99) == []
 
 
 def test_region_never_overlaps_a_deploy(region: dict[str, Any]) -> None:
@@ -222,13 +273,15 @@ def test_main_commits_are_resolved(history: dict[str, Any], ref: str, expected: 
 @pytest.mark.parametrize(
     ("ref", "reason"),
     [
-        ("unmerged", "not a commit of origin/main's first-parent history"),
-        ("UNMERGED", "not a commit of origin/main's first-parent history"),
-        ("WIP", "not a commit of origin/main's first-parent history"),
-        ("feature", "not a commit of origin/main's first-parent history"),
+        ("unmerged", "not a commit of refs/remotes/origin/main's first-parent history"),
+        ("UNMERGED", "not a commit of refs/remotes/origin/main's first-parent history"),
+        ("WIP", "not a commit of refs/remotes/origin/main's first-parent history"),
+        ("feature", "not a commit of refs/remotes/origin/main's first-parent history"),
         ("refs/pull/1/head", "names no commit"),
         ("--upload-pack=x", "is not a git ref"),
         ("main main", "is not a git ref"),
+        ("main^", "is not a git ref"),
+        ("refs/remotes/origin/main", "names no commit"),
         ("", "is not a git ref"),
         ("ANCIENT", "predates tools/ci/pulumi.sh, tools/requirements/uv.txt"),
     ],
@@ -247,6 +300,57 @@ def test_other_refs_are_refused(history: dict[str, Any], ref: str, reason: str) 
         check=False,
     )
     assert ancestor.returncode == 0, "the WIP commit is an ancestor, yet refused"
+
+
+@pytest.fixture
+def shadowed(tmp_path: Path) -> dict[str, Any]:
+    """origin: main, and an attacker's history pushed as a tag and as a branch, both named
+    `origin/main`, and as a tag named like a main commit's short SHA; a clone with every branch
+    and tag, as actions/checkout with fetch-depth 0 leaves it."""
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    _git(origin, "init", "-q", "-b", "main")
+    for path in main_commit.REQUIRED_PATHS:
+        (origin / path).parent.mkdir(parents=True, exist_ok=True)
+        (origin / path).write_text("# the jobs run this\n")
+    shas = {"main": _commit(origin, "reviewed")}
+    _git(origin, "checkout", "-q", "-b", "evil")
+    shas["evil"] = _commit(origin, "evil")
+    _git(origin, "tag", "origin/main")
+    _git(origin, "tag", shas["main"][:7])
+    _git(origin, "branch", "origin/main")
+    _git(origin, "checkout", "-q", "main")
+    _git(origin, "branch", "-D", "evil")
+    clone = tmp_path / "clone"
+    _git(tmp_path, "clone", "-q", str(origin), str(clone))
+    _git(clone, "fetch", "-q", "--tags", "origin")
+    return {"repo": clone, **shas}
+
+
+def test_a_tag_or_branch_named_origin_main_does_not_become_main(
+    shadowed: dict[str, Any],
+) -> None:
+    repo = shadowed["repo"]
+    # The attack: git's short-name rules put refs/tags/origin/main before
+    # refs/remotes/origin/main, so "origin/main" is the attacker's history.
+    assert _git(repo, "rev-parse", "origin/main") == shadowed["evil"]
+    assert main_commit.first_parent_commits(repo) == {shadowed["main"]}
+    assert main_commit.main_commit("main", repo) == shadowed["main"]
+    assert main_commit.main_commit(shadowed["main"], repo) == shadowed["main"]
+    assert main_commit.main_commit(shadowed["main"][:7], repo) == shadowed["main"]
+    for ref in ("origin/main", "refs/tags/origin/main", shadowed["evil"]):
+        with pytest.raises(main_commit.RefError, match="not a commit of refs/remotes/origin/m"):
+            main_commit.main_commit(ref, repo)
+
+
+def test_a_sha_is_looked_up_among_objects_only(shadowed: dict[str, Any]) -> None:
+    """A tag named like main's short SHA points at the attacker's commit, and git's short-name
+    rules prefer it; a hexadecimal input is a commit SHA first (`rev-parse --disambiguate`
+    finds objects, never refs)."""
+    repo, short = shadowed["repo"], shadowed["main"][:7]
+    assert _git(repo, "rev-parse", short) == shadowed["evil"]
+    assert main_commit.commit_of(short, repo) == shadowed["main"]
+    assert main_commit.commit_of(f"refs/tags/{short}", repo) == shadowed["evil"]
 
 
 def test_the_resolved_commit_is_written_for_the_later_jobs(

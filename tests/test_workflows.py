@@ -176,7 +176,7 @@ def test_no_workflow_references_a_github_secret() -> None:
 
 def test_every_job_that_can_obtain_credentials_runs_in_an_environment() -> None:
     credential_jobs = [(f, n) for f, n, job in all_jobs() if obtains_credentials(job)]
-    assert len(credential_jobs) == len(STACKS) * 2 + 1 + 2, "previews, ups, region's two"
+    assert len(credential_jobs) == len(STACKS) * 2 + 1 + 3, "previews, ups, region's three"
     for workflow, name, job in all_jobs():
         if obtains_credentials(job):
             assert job.get("environment"), f"{workflow}: {name}"
@@ -231,7 +231,7 @@ def test_only_reviewed_main_reaches_the_region_and_preview_main_environments() -
             continue
         settings = settings_of(environment)
         assert settings["can_admins_bypass"] is False
-        assert settings["prevent_self_review"] is True
+        assert settings["prevent_self_review"] is bool(settings["reviewers"]), environment
         assert settings["secrets"] == []
         if environment == "preview":
             assert workflow == "pull-request.yml", f"{name}: the PR preview environment"
@@ -253,9 +253,16 @@ def test_the_settings_file_lists_the_protections_of_main_and_actions() -> None:
     assert rules["pull_request"]["dismiss_stale_reviews_on_push"] is True
     assert rules["required_linear_history"] is True, "main's first-parent line is every commit"
     assert rules["non_fast_forward"] is True
-    checks = set(rules["required_status_checks"]["required_status_checks"])
+    required = rules["required_status_checks"]["required_status_checks"]
+    assert {c["integration_id"] for c in required} == {15368}, "posted by GitHub Actions only"
     job_names = {job["name"] for _, _, job in all_jobs()}
-    assert checks <= job_names, "required checks are job names of the workflows"
+    assert {c["context"] for c in required} <= job_names, "required checks are job names"
+    tags = settings["ruleset_tags"]
+    assert (tags["target"], tags["include"], tags["enforcement"]) == ("tag", ["~ALL"], "active")
+    assert tags["bypass_actors"] == [
+        {"actor_type": "Team", "name": "deployers", "bypass_mode": "always"}
+    ]
+    assert all(tags["rules"][r] is True for r in ("creation", "update", "deletion"))
     assert settings["actions"]["send_secrets_and_variables_to_fork_pull_requests"] is False
     assert settings["actions"]["can_approve_pull_request_reviews"] is False
     assert settings["actions"]["default_workflow_permissions"] == "read"
@@ -269,6 +276,8 @@ def test_codeowners_cover_what_weakens_the_pipeline_or_the_policy_pack() -> None
         "/policy/",
         "/tools/ci/",
         "/tools/workflows.py",
+        "/tools/recover_stack.py",
+        "/docs/cluster/",
         "/tools/requirements/",
         "/Makefile",
         "/pyproject.toml",
@@ -363,6 +372,7 @@ def test_deploy_previews_then_ups_region_by_region_behind_environments(
             "STACK": region,
             "CREDENTIALS": "-",
             "PULUMI_ORG": "${{ vars.PULUMI_ORG }}",
+            "STOP_AFTER_MINUTES": str(workflows.PREVIEW_TIMEOUT - workflows.STOP_MARGIN),
         }
         assert up["needs"] == f"preview-{region}", "approvers read the same commit's preview"
         assert up["environment"] == region
@@ -390,15 +400,32 @@ def test_every_pulumi_job_uses_the_policy_pack_the_locked_cli_and_a_finite_timeo
     assert (PROJECT_DIR / "policy" / "PulumiPolicy.yaml").is_file()
     assert 'pulumi env run "$PULUMI_ORG/meshstack/$CREDENTIALS"' in script
     jobs = pulumi_jobs()
-    assert len(jobs) == len(STACKS) * 2 + 1 + 2
+    assert len(jobs) == len(STACKS) * 2 + 1 + 3
+    limits = {
+        "preview": workflows.PREVIEW_TIMEOUT,
+        "up": workflows.UP_TIMEOUT,
+        "recover": workflows.RECOVER_TIMEOUT,
+    }
     for workflow, name, job in jobs:
         (cli,) = [s for s in steps(job) if uses(s).startswith("pulumi/actions@")]
         assert cli["with"] == {"pulumi-version": sdk_version}, "install only, the locked CLI"
         assert "make install" in [s.get("run") for s in steps(job)], "the pack runs in .venv"
-        operation = pulumi_step(job)["env"]["OPERATION"]
-        limit = workflows.UP_TIMEOUT if operation == "up" else workflows.PREVIEW_TIMEOUT
-        assert job["timeout-minutes"] == limit, f"{workflow}: {name}"
+        env = pulumi_step(job)["env"]
+        assert job["timeout-minutes"] == limits[env["OPERATION"]], f"{workflow}: {name}"
+        stop = int(env["STOP_AFTER_MINUTES"])
+        assert stop == job["timeout-minutes"] - workflows.STOP_MARGIN, f"{workflow}: {name}"
     assert 0 < workflows.PREVIEW_TIMEOUT < workflows.UP_TIMEOUT <= 60
+
+
+def test_pulumi_is_stopped_gracefully_before_the_job_times_out() -> None:
+    """The runner kills a timed-out job's processes within seconds, before Pulumi's graceful
+    cancel ends (the stack stays locked); SIGINT from `timeout` STOP_MARGIN minutes earlier
+    lets the CLI finish in-flight operations and release the lock. The command `timeout` runs
+    is the Pulumi command itself, inside `pulumi env run`."""
+    script = (PROJECT_DIR / PULUMI_SCRIPT).read_text()
+    assert 'timeout --signal=INT --kill-after=5m "${STOP_AFTER_MINUTES}m" "${command[@]}"' in script
+    assert script.index('pulumi env run "$PULUMI_ORG') < script.index("timeout --signal=INT")
+    assert workflows.STOP_MARGIN - 5 >= 3, "the SIGKILL comes 3+ minutes before the job's end"
 
 
 def test_checks_fetch_the_pinned_reference_data_before_testing() -> None:

@@ -10,8 +10,9 @@ sent the request before the kill. The next `up` creates it again, and pulumi-kub
 each one instead of guessing:
 
 1. `--cancel`: `pulumi cancel --yes` releases the lock of the interrupted update. Run it only
-   when no `deploy`/`region` run is queued or in progress (the runbook says how to check):
-   cancelling a live update would interrupt it too.
+   when no `deploy`/`region` run is in progress or waiting (`region.yml`'s `recover` job
+   checks it first, tools/ci/no_other_run.py): cancelling a live update would interrupt it
+   too.
 2. `pulumi stack export`, then for every pending create of a Kubernetes object: looked up in
    the cluster (`kubectl get`, the stack's `meshstack:kubeContext`). Found: imported into the
    state with its ID (`namespace/name`, or `name` if cluster-scoped), so the next `up` updates
@@ -25,9 +26,11 @@ each one instead of guessing:
 
     python -m tools.recover_stack --stack <org>/meshstack/<stack> [--cancel] [--up]
 
-Run it in the checkout of the commit the interrupted run deployed, with the region's deploy
-credentials (`pulumi env run <org>/meshstack/deploy-<stack> -- python -m tools.recover_stack
-...`, as a member of `meshstack-deploy-<stack>`). Every command is printed before it runs.
+It runs as `region.yml`'s `recover` job (`-f operation=recover -f ref=<commit the interrupted
+run deployed>`): in the region's environment, after its approval, through tools/ci/pulumi.sh
+(`pulumi env run <org>/meshstack/deploy-<stack> -- ...`), so the deploy credentials stay in
+the environment job. From a workstation only with the break-glass access of docs/policy.md.
+Every command is printed before it runs; SIGINT is passed on to the running command.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ from pathlib import Path
 from typing import Any, Final
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
+UNSERVED_KIND: Final = "the server doesn't have a resource type"
+"""kubectl's answer for a kind the cluster does not serve (its CRD is not there): such an
+object cannot exist, so its pending create is cleared like a missing object."""
+GRACE_SECONDS: Final = 240.0
+"""How long a command interrupted by SIGINT may take to stop (tools/ci/pulumi.sh kills after 5
+minutes)."""
 POLICY_ARGS: Final = ("--policy-pack", "policy", "--policy-pack-config", "policy/config.json")
 
 
@@ -162,10 +171,13 @@ class Recovery:
         )
         try:
             out, err = proc.communicate(timeout=self.timeout)
+        except KeyboardInterrupt:
+            # SIGINT (tools/ci/pulumi.sh's `timeout`, a Ctrl-C): passed on, so a pulumi command
+            # cancels itself gracefully and releases the lock; killed if it does not end.
+            self._stop(proc, signal.SIGINT, GRACE_SECONDS)
+            raise
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            self._stop(proc, signal.SIGKILL, 0)
             raise
         if proc.returncode:
             detail = (err or "").strip().splitlines()[-1:]
@@ -174,6 +186,17 @@ class Recovery:
                 f"{''.join(detail)}"
             )
         return out or ""
+
+    @staticmethod
+    def _stop(proc: subprocess.Popen[str], sig: signal.Signals, grace: float) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=grace or None)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
     def kube_context(self) -> str:
         out = self.run(
@@ -190,7 +213,12 @@ class Recovery:
                 argv += ["--context", context]
             if create.namespace:
                 argv += ["--namespace", create.namespace]
-            out = self.run(argv, capture=True).strip()
+            try:
+                out = self.run(argv, capture=True).strip()
+            except RecoveryError as error:
+                if UNSERVED_KIND in str(error):
+                    return None
+                raise
             live: dict[str, Any] | None = json.loads(out) if out else None
             return live
 

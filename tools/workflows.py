@@ -10,8 +10,9 @@ of each workflow is hand-written and left as it is:
   `preview` environment;
 - `deploy.yml`: per stack, `preview-<stack>` (environment `preview-main`) then `<stack>`
   (`pulumi up` behind the environment named after the stack), chained in deploy order;
-- `region.yml`: the stack choices, and the `preview` and `up` jobs that run the commit its
-  `resolve` job checked.
+- `region.yml`: the stack choices, and the `preview`, `up` and `recover` jobs that run the
+  commit its `resolve` job checked (`recover`: tools/recover_stack.py behind the region's
+  approval, docs/operations.md "Interrupted deploy").
 
 Every job that runs Pulumi has the same steps (`pulumi_steps`): the installs first, then the
 short-lived Pulumi token of the job's environment (OIDC, `pulumi/auth-actions`), then
@@ -62,6 +63,18 @@ plus the installs; a job killed at its timeout leaves the stack locked (docs/ope
 "Interrupted deploy")."""
 
 
+RECOVER_TIMEOUT: Final = 30
+"""Minutes of `region.yml`'s `recover` job: a cancel, an export, one lookup per pending create
+and one refresh of the whole stack (about as long as a no-change preview, tools/e2e/README.md)."""
+NO_OTHER_RUN: Final = (
+    "- name: No other deploy run in progress or waiting",
+    "  run: python3 tools/ci/no_other_run.py",
+    "  env:",
+    "    GITHUB_TOKEN: ${{ github.token }}",
+)
+"""The step before `recover` obtains any credential: `pulumi cancel` would end a live update."""
+
+
 def deploy_team(stack: str) -> str:
     """Pulumi team of the `up` job of `stack` (Stack Write on that stack only)."""
     return f"meshstack-deploy-{stack}"
@@ -72,13 +85,28 @@ def deploy_credentials(stack: str) -> str:
     return f"deploy-{stack}"
 
 
+STOP_MARGIN: Final = 8
+"""Minutes between `tools/ci/pulumi.sh`'s SIGINT to the Pulumi command and the job's timeout:
+the CLI cancels itself gracefully (finishes in-flight operations, writes the state, releases
+the lock) instead of being killed by the runner; SIGKILL follows 5 minutes after the SIGINT,
+and the installs before it take about 3."""
+
+
 def pulumi_steps(
-    *, operation: str, stack: str, team: str, credentials: str, ref: str | None = None
+    *,
+    operation: str,
+    stack: str,
+    team: str,
+    credentials: str,
+    timeout: int,
+    ref: str | None = None,
+    before_token: Sequence[str] = (),
 ) -> str:
     """The steps of every job that runs Pulumi, in one order: check out (`ref`, default the
-    event's commit), Python, uv (hash-pinned), `make install`, the Pulumi CLI, then the
-    environment's short-lived Pulumi token (OIDC; after every install step, so none of them
-    sees it), then `tools/ci/pulumi.sh`."""
+    event's commit), Python, uv (hash-pinned), `make install`, the Pulumi CLI, `before_token`
+    (step lines), then the environment's short-lived Pulumi token (OIDC; after every install
+    step, so none of them sees it), then `tools/ci/pulumi.sh`, stopped `STOP_MARGIN` minutes
+    before the job's `timeout`."""
     checkout_with = ([f"    ref: {ref}"] if ref else []) + ["    persist-credentials: false"]
     lines = [
         f"- uses: {CHECKOUT}",
@@ -95,6 +123,7 @@ def pulumi_steps(
         f"  uses: {PULUMI_ACTIONS}",
         "  with:",
         f'    pulumi-version: "{PULUMI_CLI}"',
+        *before_token,
         "- name: Pulumi token of this environment's team (OIDC)",
         f"  uses: {AUTH_ACTIONS}",
         "  with:",
@@ -109,6 +138,7 @@ def pulumi_steps(
         f"    STACK: {stack}",
         f"    CREDENTIALS: {credentials}",
         "    PULUMI_ORG: ${{ vars.PULUMI_ORG }}",
+        f'    STOP_AFTER_MINUTES: "{timeout - STOP_MARGIN}"',
     ]
     return "".join(f"{line}\n" for line in lines)
 
@@ -128,6 +158,7 @@ def _job(
     why_oidc: str,
     steps: str,
     extra: str = "",
+    permissions: Sequence[str] = (),
 ) -> str:
     return (
         f"{job_id}:\n"
@@ -139,7 +170,8 @@ def _job(
         f"  environment: {environment}\n"
         "  permissions:\n"
         "    contents: read\n"
-        f"    id-token: write # {why_oidc}\n"
+        + "".join(f"    {line}\n" for line in permissions)
+        + f"    id-token: write # {why_oidc}\n"
         "  steps:\n"
         f"{_indent(steps, 4)}"
     )
@@ -161,6 +193,7 @@ def preview_job(stacks: Sequence[str]) -> str:
         stack="${{ matrix.stack }}",
         team=PREVIEW_TEAM,
         credentials=PREVIEW_CREDENTIALS,
+        timeout=PREVIEW_TIMEOUT,
     ) + (
         "- uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0\n"
         "  if: ${{ !cancelled() }}\n"
@@ -200,6 +233,7 @@ def deploy_jobs(stacks: Sequence[str]) -> str:
                     stack=stack,
                     team=PREVIEW_TEAM,
                     credentials=PREVIEW_CREDENTIALS,
+                    timeout=PREVIEW_TIMEOUT,
                 ),
             )
         )
@@ -216,6 +250,7 @@ def deploy_jobs(stacks: Sequence[str]) -> str:
                     stack=stack,
                     team=deploy_team(stack),
                     credentials=deploy_credentials(stack),
+                    timeout=UP_TIMEOUT,
                 ),
             )
         )
@@ -243,8 +278,10 @@ def region_jobs(_stacks: Sequence[str]) -> str:
             stack=stack,
             team=PREVIEW_TEAM,
             credentials=PREVIEW_CREDENTIALS,
+            timeout=PREVIEW_TIMEOUT,
             ref=sha,
         ),
+        extra="  if: inputs.operation != 'recover'\n",
     )
     up = _job(
         "up",
@@ -258,11 +295,31 @@ def region_jobs(_stacks: Sequence[str]) -> str:
             stack=stack,
             team="meshstack-deploy-${{ inputs.stack }}",
             credentials="deploy-${{ inputs.stack }}",
+            timeout=UP_TIMEOUT,
             ref=sha,
         ),
         extra="  if: inputs.operation == 'up'\n",
     )
-    return f"{preview}\n{up}"
+    recover = _job(
+        "recover",
+        name=f"recover {stack} at {sha}",
+        needs="resolve",
+        environment=stack,
+        timeout=RECOVER_TIMEOUT,
+        why_oidc="exchanged for this region's deploy-team Pulumi token",
+        steps=pulumi_steps(
+            operation="recover",
+            stack=stack,
+            team="meshstack-deploy-${{ inputs.stack }}",
+            credentials="deploy-${{ inputs.stack }}",
+            timeout=RECOVER_TIMEOUT,
+            ref=sha,
+            before_token=NO_OTHER_RUN,
+        ),
+        extra="  if: inputs.operation == 'recover'\n",
+        permissions=("actions: read # no_other_run.py lists the deploy workflows' runs",),
+    )
+    return f"{preview}\n{up}\n{recover}"
 
 
 BLOCKS: Final[dict[str, tuple[Callable[[Sequence[str]], str], ...]]] = {

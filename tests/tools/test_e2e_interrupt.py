@@ -4,6 +4,10 @@ with which IDs, in which refresh; what counts as refused, duplicated or orphaned
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +137,35 @@ def test_kubectl_types(api_version: str, kind: str, expected: str) -> None:
     assert recover_stack.kubectl_type(api_version, kind) == expected
 
 
+def _fake_kubectl(tmp_path: Path, stderr: str, code: int) -> dict[str, str]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    kubectl = bin_dir / "kubectl"
+    (bin_dir / "stderr").write_text(stderr + "\n")
+    kubectl.write_text(f"#!/bin/sh\ncat '{bin_dir / 'stderr'}' >&2\nexit {code}\n")
+    kubectl.chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+def test_a_kind_the_cluster_does_not_serve_is_not_found(tmp_path: Path) -> None:
+    """A pending create of a custom resource whose CRD the killed run never created (or whose
+    create was the pending one): kubectl says the type is unknown. The object cannot exist, so
+    it is cleared, not fatal after `pulumi cancel` already ran."""
+    env = _fake_kubectl(tmp_path, 'error: the server doesn\'t have a resource type "canaries"', 1)
+    tool = recover_stack.Recovery("s", cwd=tmp_path, env=env, timeout=30)
+    create = PendingCreate("urn:c", "flagger.app/v1beta1", "Canary", "web", "apps")
+    assert tool.lookup("ctx")(create) is None
+    assert recover_stack.plan_pending([create], tool.lookup("ctx")) == ([], ["urn:c"])
+
+
+def test_any_other_lookup_failure_stops_the_recovery(tmp_path: Path) -> None:
+    env = _fake_kubectl(tmp_path, "error: You must be logged in to the server (Unauthorized)", 1)
+    tool = recover_stack.Recovery("s", cwd=tmp_path, env=env, timeout=30)
+    create = PendingCreate("urn:c", "v1", "ConfigMap", "web", "apps")
+    with pytest.raises(recover_stack.RecoveryError, match="Unauthorized"):
+        tool.lookup("ctx")(create)
+
+
 def test_a_failing_command_stops_the_recovery_in_one_line(tmp_path: Path) -> None:
     tool = recover_stack.Recovery("s", cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=30)
     with pytest.raises(recover_stack.RecoveryError, match=r"^sh -c failed \(exit 3\): boom$"):
@@ -217,6 +250,9 @@ def test_the_locked_refusal_is_recognised() -> None:
     assert interrupt.refused_because_locked(255, message)
     assert not interrupt.refused_because_locked(0, message)
     assert not interrupt.refused_because_locked(255, "error: program failed")
+    cloud = "error: [409] Conflict: Another update is currently in progress."
+    assert interrupt.refused_because_locked(255, cloud), "Pulumi Cloud's wording"
+    assert not interrupt.refused_because_locked(255, "error: [409] Conflict: stack exists")
 
 
 def test_the_summary_line_and_what_passes() -> None:
@@ -253,3 +289,19 @@ def test_without_a_complete_tool_cache_the_scenario_stops_in_one_line(
     assert err.startswith("e2e-interrupt: tools: no complete tool cache at ")
     assert interrupt.main(["--stack", "mars-north-1"]) == 2
     assert interrupt.main(["--kill-after", "30", "10"]) == 2
+
+
+def test_sigint_is_passed_on_so_pulumi_stops_gracefully(tmp_path: Path) -> None:
+    """tools/ci/pulumi.sh's `timeout` sends SIGINT to the recovery; the running command (its own
+    process group) gets SIGINT too and may finish, as `pulumi` cancels itself gracefully."""
+    marker = tmp_path / "got-int"
+    script = f"trap 'echo int > {marker}; exit 7' INT; echo started; sleep 30 & wait"
+    tool = recover_stack.Recovery("s", cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        tool.run(["sh", "-c", script], capture=True)
+    timer.join()
+    assert marker.read_text() == "int\n", "the command saw SIGINT, not SIGKILL"
+    assert time.monotonic() - started < 20

@@ -98,8 +98,12 @@ class ControlPlane:
         name: str = "e2e",
         bin_dir: Path | None = None,
         storage_class: str = "",
+        *,
+        api_only: bool = False,
     ) -> None:
         self.name = name
+        # Only etcd and kube-apiserver (admission and authorization checks need no more).
+        self.api_only = api_only
         self.storage_class = storage_class or DEFAULT_STORAGE_CLASS
         self.dir = workdir
         self.bin = bin_dir or tools_bin()
@@ -129,7 +133,9 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> None:
-        tools = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+        tools: tuple[str, ...] = ("etcd", "kube-apiserver")
+        if not self.api_only:
+            tools += ("kube-controller-manager", "kube-scheduler", "kwok")
         missing = [t for t in tools if not (self.bin / t).exists()]
         if missing:
             raise ControlPlaneError(
@@ -182,6 +188,8 @@ class ControlPlane:
         )
         self._wait("kube-apiserver", self._api_ready, 180)
         self._write_kubeconfig()
+        if self.api_only:
+            return
 
         common = [f"--kubeconfig={self.kubeconfig}", "--leader-elect=false", "--secure-port=0"]
         self._spawn(
@@ -515,14 +523,17 @@ def control_plane(
     workdir: Path | None = None,
     bin_dir: Path | None = None,
     storage_class: str = "",
+    *,
+    api_only: bool = False,
 ) -> Iterator[ControlPlane]:
-    """Start a control plane in a temporary folder (or `workdir`) and stop it afterwards."""
+    """Start a control plane in a temporary folder (or `workdir`) and stop it afterwards
+    (`api_only`: etcd and kube-apiserver only, no bootstrap)."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _raise_on_signal)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshstack-cp-")))
-        with ControlPlane(workdir, name, bin_dir, storage_class) as cp:
+        with ControlPlane(workdir, name, bin_dir, storage_class, api_only=api_only) as cp:
             yield cp
 
 

@@ -66,8 +66,10 @@ KILL_AFTER: Final = (10.0, 25.0, 45.0)
 resources a second (README, real-engine tier): 10 s lands in the namespaces and CRDs, 25 s
 among the charts (the measurement of issue 23 had 64 objects at 25 s), 45 s in the custom
 resources and the awaits. Each point starts from the state the previous recovery left."""
-LOCKED: Final = ("locked", "pulumi cancel")
-"""What the refused `up` after a kill must say (all of it, case-insensitive)."""
+LOCKED: Final = (("locked", "pulumi cancel"), ("409", "conflict", "another update"))
+"""What the refused `up` after a kill says (all words of one group, case-insensitive): the
+DIY backend (file, S3, ...; the e2e tier) "the stack is currently locked by 1 lock(s) ...
+`pulumi cancel`", Pulumi Cloud "[409] Conflict: Another update is currently in progress."."""
 FIELD_MANAGER_PREFIX: Final = "pulumi-kubernetes"
 """The provider's field managers: `pulumi-kubernetes-<id>` (server-side apply) and
 `pulumi-kubernetes` (client-side create, 4.29+)."""
@@ -163,7 +165,7 @@ def collection_of(object_path: str, namespace: str) -> str:
 
 def refused_because_locked(returncode: int, output: str) -> bool:
     text = output.lower()
-    return returncode != 0 and all(word in text for word in LOCKED)
+    return returncode != 0 and any(all(word in text for word in words) for words in LOCKED)
 
 
 def summary(outcome: Outcome) -> str:
