@@ -19,8 +19,13 @@ TOLERANCE: Final = 0.10
 """The admitted rate must be within ±10 % of the configured one."""
 OVERLOAD: Final = 1.5
 """Offered load per bucket, as a multiple of its rate, when the load generator can."""
-MIN_OVERLOAD: Final = 1.15
-"""The least overload that keeps a bucket empty throughout (so its refill is measured)."""
+LOAD_SECONDS: Final = 4.0
+"""How long each local bucket is loaded."""
+MIN_OVERLOAD: Final = 1.4
+"""The least overload that measures a bucket in `LOAD_SECONDS`: the full bucket (one second
+of tokens) drains within the run, so the refill decides what is admitted at its end."""
+MIN_OVER_SHARE: Final = 0.05
+"""At least this share of a run must be over the limit, or the bucket was never empty."""
 CEILING_SHARE: Final = 0.8
 """Share of the load generator's measured ceiling a run may ask for."""
 
@@ -95,11 +100,11 @@ def local_outcome(case: LocalCase, sent: int, seconds: float) -> LocalOutcome:
     return LocalOutcome(admitted, over * case.enforced_percent / 100)
 
 
-def offered_rate(rate: int, ceiling: float) -> float | None:
+def offered_rate(rate: int, ceiling: float) -> float:
     """The load to offer a bucket of `rate`/s: `OVERLOAD` x rate, capped at `CEILING_SHARE`
-    of the generator's ceiling; None when that is under `MIN_OVERLOAD` x rate."""
-    offered = min(rate * OVERLOAD, ceiling * CEILING_SHARE)
-    return offered if offered >= rate * MIN_OVERLOAD else None
+    of the measured ceiling (generator + Envoy + upstream), never under `MIN_OVERLOAD` x
+    rate (the least that measures the bucket; whether it was reached is checked)."""
+    return max(min(rate * OVERLOAD, ceiling * CEILING_SHARE), rate * MIN_OVERLOAD)
 
 
 def admitted_rate(case: LocalCase, admitted: float, seconds: float) -> float:

