@@ -224,6 +224,11 @@ def test_a_token_bucket_admits_a_burst_then_its_rate() -> None:
     assert expect.within(109, 100) and not expect.within(111, 100)
 
 
+def test_partial_enforcement_is_a_binomial_draw() -> None:
+    assert expect.enforced_slack(304, 100) == 5, "every over-limit request is rejected"
+    assert 34 < expect.enforced_slack(304, 50) < 35  # 4 * sqrt(304 / 4)
+
+
 def test_offered_load_stays_under_the_generators_ceiling() -> None:
     assert expect.offered_rate(100, ceiling=10_000) == 150
     assert expect.offered_rate(2000, ceiling=3600) == 2880

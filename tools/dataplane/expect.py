@@ -6,6 +6,7 @@ the render is what runs, the settings are what it must do.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
@@ -105,6 +106,14 @@ def offered_rate(rate: int, ceiling: float) -> float:
     of the measured ceiling (generator + Envoy + upstream), never under `MIN_OVERLOAD` x
     rate (the least that measures the bucket; whether it was reached is checked)."""
     return max(min(rate * OVERLOAD, ceiling * CEILING_SHARE), rate * MIN_OVERLOAD)
+
+
+def enforced_slack(over: int, enforced_percent: int) -> float:
+    """How far the rejected count may stray from `enforcedPercent` of the over-limit ones:
+    Envoy draws each request's enforcement at random (a runtime fractional percent), so
+    four binomial standard deviations, at least 5."""
+    p = enforced_percent / 100
+    return max(5.0, 4 * math.sqrt(over * p * (1 - p)))
 
 
 def admitted_rate(case: LocalCase, admitted: float, seconds: float) -> float:

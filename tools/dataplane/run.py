@@ -491,13 +491,9 @@ def local_limit(env: Env) -> list[str]:
             f"{label}: offered {run['achieved_rate']:.0f}/s, admitted {rate:.0f}/s "
             f"(configured {case.rate}/s), {rejected} x {limited_status}"
         )
-        # The bucket is measured by Envoy's own counter; the load only has to exceed the rate
-        # throughout. Requests the generator could not start in time are not sent at all.
-        if run["achieved_rate"] < case.rate * expect.MIN_OVERLOAD:
-            problems.append(
-                f"{label}: the load generator reached {run['achieved_rate']:.0f}/s "
-                f"({run['missed']} not sent), under {expect.MIN_OVERLOAD}x the rate"
-            )
+        # The bucket is measured by Envoy's own counter: the run is valid when the load
+        # emptied it (a share of the requests over the limit, below); a generator that fell
+        # short of the rate shows as a low admitted rate.
         if not expect.within(rate, case.rate):
             problems.append(f"{label}: admitted {rate:.0f}/s, configured {case.rate}/s (±10 %)")
         want = expect.local_outcome(case, sent, LOAD_SECONDS)
@@ -506,7 +502,7 @@ def local_limit(env: Env) -> list[str]:
         if rejected != enforced:
             problems.append(f"{label}: {rejected} x {limited_status}, Envoy enforced {enforced}")
         expected_rejected = over * case.enforced_percent / 100
-        if abs(rejected - expected_rejected) > max(5.0, 0.1 * expected_rejected):
+        if abs(rejected - expected_rejected) > expect.enforced_slack(over, case.enforced_percent):
             problems.append(
                 f"{label}: {rejected} rejected of {over} over limit, "
                 f"enforcedPercent {case.enforced_percent} promises ~{expected_rejected:.0f}"

@@ -32,6 +32,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -321,14 +322,22 @@ func requester(target string, grpcMode bool, headers headerFlags, conc int, src 
 		pairs = append(pairs, [2]string{strings.TrimSpace(name), strings.TrimSpace(value)})
 	}
 	if grpcMode {
-		conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
-				return dialer.DialContext(ctx, "tcp", addr)
-			}))
-		if err != nil {
-			return nil, nil, err
+		// Several connections: Envoy serves each connection on one worker, and one HTTP/2
+		// connection would leave the other worker idle.
+		var conns []*grpc.ClientConn
+		var clients []healthpb.HealthClient
+		for range 4 {
+			conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()),
+				grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+					return dialer.DialContext(ctx, "tcp", addr)
+				}))
+			if err != nil {
+				return nil, nil, err
+			}
+			conns = append(conns, conn)
+			clients = append(clients, healthpb.NewHealthClient(conn))
 		}
-		client := healthpb.NewHealthClient(conn)
+		var next atomic.Uint64
 		md := metadata.MD{}
 		for _, p := range pairs {
 			md.Append(p[0], p[1])
@@ -337,6 +346,7 @@ func requester(target string, grpcMode bool, headers headerFlags, conc int, src 
 			ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), 5*time.Second)
 			defer cancel()
 			var hdr, trl metadata.MD
+			client := clients[next.Add(1)%uint64(len(clients))]
 			_, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
 			code := codes.OK
 			if err != nil {
@@ -345,7 +355,11 @@ func requester(target string, grpcMode bool, headers headerFlags, conc int, src 
 			limited := len(hdr.Get("x-local-rate-limit")) > 0 || len(trl.Get("x-local-rate-limit")) > 0
 			return result{status: "grpc:" + code.String(), limited: limited}
 		}
-		return do, func() { _ = conn.Close() }, nil
+		return do, func() {
+			for _, conn := range conns {
+				_ = conn.Close()
+			}
+		}, nil
 	}
 	transport := &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc, DisableCompression: true,
 		DialContext: dialer.DialContext}
