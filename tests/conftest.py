@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ FIXTURES = deploy_order(FIXTURE_DIR)
 halfway), then the spokes fixture-small-spoke and fixture-spoke."""
 
 
-def stack_file_errors(stacks: list[str], stack_dir: Path | None = None) -> list[str]:
+def stack_file_errors(stacks: Sequence[str], stack_dir: Path | None = None) -> list[str]:
     """The one-line settings error of each stack file that has one, as `pulumi preview` would
     print it, prefixed with the file: what a reviewer must see instead of test failures."""
     errors = []
