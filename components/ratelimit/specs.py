@@ -54,6 +54,10 @@ CLIENT_DESCRIPTOR: Final = "client_id"
 """Descriptor key of the per-client quota: the client header's value."""
 ANONYMOUS_DESCRIPTOR: Final = ("client_class", "anonymous")
 """Descriptor entry of requests without the client header."""
+ADDRESS_DESCRIPTOR: Final = "remote_address"
+"""Key of the entry Envoy's `remote_address` rate-limit action adds: the client address the
+gateway's connection manager trusts (`xff_num_trusted_hops`), so anonymous requests are
+counted per address (envoy: source/common/router/router_ratelimit.cc, RemoteAddressAction)."""
 
 RATELIMIT_NAME: Final = "ratelimit"
 REDIS_NAME: Final = "redis"
@@ -254,7 +258,11 @@ def ratelimit_config(quota: QuotaSettings) -> dict[str, Any]:
     """The ratelimit service's config: one descriptor per known client, then the defaults.
 
     A `client_id` descriptor without a value gives every unknown client its own bucket
-    of `unknownClientTier`; requests without the header share the anonymous bucket.
+    of `unknownClientTier`. Requests without the header are `client_class=anonymous`
+    with a nested `remote_address` entry without a value: each client address gets its
+    own bucket of `anonymousTier` (the service keys a descriptor without a value on the
+    request's value, ratelimit: src/config/config_impl.go GetLimit, src/limiter/cache_key.go),
+    so one anonymous client cannot spend the others' quota.
     """
     descriptors: list[dict[str, Any]] = [
         {
@@ -269,7 +277,16 @@ def ratelimit_config(quota: QuotaSettings) -> dict[str, Any]:
     )
     key, value = ANONYMOUS_DESCRIPTOR
     descriptors.append(
-        {"key": key, "value": value, "rate_limit": _rate_limit(quota.tier(quota.anonymous_tier))}
+        {
+            "key": key,
+            "value": value,
+            "descriptors": [
+                {
+                    "key": ADDRESS_DESCRIPTOR,
+                    "rate_limit": _rate_limit(quota.tier(quota.anonymous_tier)),
+                }
+            ],
+        }
     )
     return {"domain": quota.domain, "descriptors": descriptors}
 
@@ -322,6 +339,11 @@ def ratelimit_deployment_spec(quota: QuotaSettings) -> dict[str, Any]:
     return {
         "replicas": quota.replicas,
         "selector": {"matchLabels": {"app": RATELIMIT_NAME}},
+        # Surge, never dip: a rollout keeps every ready pod until its replacement is ready.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
         "template": {
             "metadata": {
                 "labels": _labels(RATELIMIT_NAME),
@@ -336,6 +358,7 @@ def ratelimit_deployment_spec(quota: QuotaSettings) -> dict[str, Any]:
                 "serviceAccountName": RATELIMIT_NAME,
                 "automountServiceAccountToken": False,
                 "securityContext": _pod_security(65534),
+                "topologySpreadConstraints": _spread(RATELIMIT_NAME),
                 "containers": [
                     {
                         "name": RATELIMIT_NAME,
@@ -378,6 +401,26 @@ def ratelimit_deployment_spec(quota: QuotaSettings) -> dict[str, Any]:
             },
         },
     }
+
+
+def _spread(app: str) -> list[dict[str, Any]]:
+    """Spread the pods over zones and nodes, so one node drain or zone outage takes at most
+    its share. `ScheduleAnyway`: a region with fewer nodes than replicas still runs them all."""
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": {"app": app}},
+        }
+        for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
+    ]
+
+
+def ratelimit_disruption_budget_spec() -> dict[str, Any]:
+    """PodDisruptionBudget of the ratelimit pods: a drain evicts one at a time, waiting for
+    its replacement to be ready (with `replicas: 1` it still lets the drain proceed)."""
+    return {"maxUnavailable": 1, "selector": {"matchLabels": {"app": RATELIMIT_NAME}}}
 
 
 def redis_deployment_spec() -> dict[str, Any]:

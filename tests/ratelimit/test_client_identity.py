@@ -9,7 +9,7 @@ header (Envoy `claim_to_headers`; the model appends, the case in which a client'
 copy would survive) only for a token of a configured issuer that verifies; the
 ratelimit filter builds descriptors from the virtual host's `rate_limits`
 (`request_headers`: first value, nothing when absent; `header_value_match` with
-`present_match`).
+`present_match`; `remote_address`: the client address the connection manager trusts).
 """
 
 from __future__ import annotations
@@ -87,8 +87,15 @@ def _http_filters(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return chain
 
 
+CLIENT_ADDRESS = "203.0.113.7"
+ANONYMOUS = [specs.ANONYMOUS_DESCRIPTOR, (specs.ADDRESS_DESCRIPTOR, CLIENT_ADDRESS)]
+
+
 def _descriptors(
-    objects: list[dict[str, Any]], headers: dict[str, list[str]], token: Token | None
+    objects: list[dict[str, Any]],
+    headers: dict[str, list[str]],
+    token: Token | None,
+    address: str = CLIENT_ADDRESS,
 ) -> list[list[tuple[str, str]]]:
     """The descriptors the gateway sends to the ratelimit service for this request."""
     headers = {k: list(v) for k, v in headers.items()}
@@ -123,6 +130,8 @@ def _descriptors(
                         if spec["header_name"] not in headers:
                             break
                         entries.append((spec["descriptor_key"], headers[spec["header_name"]][0]))
+                    elif "remote_address" in action:
+                        entries.append(("remote_address", address))
                     else:
                         match = action["header_value_match"]
                         (header,) = match["headers"]
@@ -140,12 +149,12 @@ SPOOFED = {"x-client-id": ["billing-batch"]}
 
 
 def test_a_spoofed_client_header_without_a_token_is_anonymous() -> None:
-    assert _descriptors(_gateway_objects(), SPOOFED, token=None) == [[specs.ANONYMOUS_DESCRIPTOR]]
+    assert _descriptors(_gateway_objects(), SPOOFED, token=None) == [ANONYMOUS]
 
 
 def test_a_spoofed_client_header_with_an_invalid_token_is_anonymous() -> None:
     forged = Token(ISSUER, {"client_id": "billing-batch"}, valid=False)
-    assert _descriptors(_gateway_objects(), SPOOFED, forged) == [[specs.ANONYMOUS_DESCRIPTOR]]
+    assert _descriptors(_gateway_objects(), SPOOFED, forged) == [ANONYMOUS]
 
 
 def test_a_verified_claim_chooses_the_tier_whatever_the_client_sends() -> None:
@@ -164,7 +173,7 @@ def test_a_token_of_another_issuer_or_without_the_claim_is_anonymous() -> None:
     elsewhere = Token("https://evil.example.com", {"client_id": "billing-batch"}, valid=True)
     no_claim = Token(ISSUER, {"sub": "someone"}, valid=True)
     for token in (elsewhere, no_claim):
-        assert _descriptors(objects, SPOOFED, token) == [[specs.ANONYMOUS_DESCRIPTOR]]
+        assert _descriptors(objects, SPOOFED, token) == [ANONYMOUS]
 
 
 def test_the_gateway_verifies_tokens_and_forwards_them_to_the_services() -> None:
@@ -203,8 +212,40 @@ def test_no_stack_lets_a_header_choose_a_quota_tier(every_render: dict[str, Rend
         ]
         for client in quota.clients:
             spoofed = {quota.client_header: [client.id]}
-            assert _descriptors(objects, spoofed, token=None) == [[specs.ANONYMOUS_DESCRIPTOR]], (
+            assert _descriptors(objects, spoofed, token=None) == [ANONYMOUS], (
                 stack,
                 client.id,
             )
     assert with_quotas, "a fixture sells quotas, so this invariant checks something"
+
+
+def test_anonymous_requests_are_counted_per_client_address() -> None:
+    objects = _gateway_objects()
+    one = _descriptors(objects, SPOOFED, None, address="198.51.100.1")
+    other = _descriptors(objects, {}, None, address="198.51.100.2")
+    assert one != other, "two anonymous clients must not share one bucket"
+    config = specs.ratelimit_config(SETTINGS.rate_limit.quota)
+    (anonymous,) = (d for d in config["descriptors"] if d["key"] == "client_class")
+    # No value on the nested entry: the service keeps one counter per address.
+    assert anonymous["descriptors"] == [
+        {"key": "remote_address", "rate_limit": {"unit": "minute", "requests_per_unit": 60}}
+    ]
+    assert "rate_limit" not in anonymous, "no region-wide anonymous bucket above the addresses"
+
+
+def test_trusted_proxy_hops_set_the_gateways_client_address() -> None:
+    quota = SETTINGS.rate_limit.quota
+    selector = {"istio": "ingressgateway"}
+    plain = gateway.gateway_filter_spec(quota, selector, "ratelimit", proxy_minors=("1.30",))
+    assert all(p["applyTo"] == "HTTP_FILTER" for p in plain["configPatches"]), (
+        "0 hops: Istio's default, the TCP peer"
+    )
+    behind_lb = quota.model_copy(update={"trusted_proxy_hops": 1})
+    spec = gateway.gateway_filter_spec(behind_lb, selector, "ratelimit", proxy_minors=("1.30",))
+    (hops,) = (p for p in spec["configPatches"] if p["applyTo"] == "NETWORK_FILTER")
+    assert hops["match"]["context"] == "GATEWAY"
+    assert hops["patch"]["operation"] == "MERGE"
+    assert hops["patch"]["value"]["typed_config"] == {
+        "@type": gateway.HCM_TYPE,
+        "xff_num_trusted_hops": 1,
+    }

@@ -11,7 +11,13 @@ from components.ratelimit import specs
 from components.ratelimit.component import RateLimiter
 from components.ratelimit.settings import QuotaSettings
 from components.versions import RATELIMIT_IMAGE, REDIS_IMAGE
-from tests.conftest import by_name, make_settings, run_with_provider, settings_error
+from tests.conftest import (
+    by_name,
+    make_settings,
+    run_with_provider,
+    settings_error,
+    stack_settings,
+)
 from tools.manifests import SECRET_PLACEHOLDER
 from tools.verify import validate_manifest
 
@@ -236,6 +242,7 @@ def test_children_are_parented(render) -> None:  # type: ignore[no-untyped-def]
         "rl-redis-service",
         "rl-ratelimit",
         "rl-ratelimit-service",
+        "rl-ratelimit-pdb",
         "rl-allow-gateway-to-ratelimit",
         "rl-allow-ratelimit-to-redis",
         "rl-gateway-filter",
@@ -357,3 +364,56 @@ def test_only_grpc_services_answer_resource_exhausted() -> None:
     # Each filter applies only to its own service port's inbound chains.
     ports = {name: p["match"]["listener"]["portNumber"] for name, p in filters.items()}
     assert ports == {"g-local-ratelimit": 9090, "h-local-ratelimit": 8080}
+
+
+def test_fail_closed_is_refused_while_the_counters_live_in_one_redis_pod() -> None:
+    error = settings_error(rateLimit={"quota": {"enabled": True, "failureModeDeny": True}})
+    assert error.startswith(
+        "meshstack:rateLimit.quota.failureModeDeny = true: needs a highly available quota "
+        "backend, and the quota counters live in one Redis pod"
+    ), error
+    # What the refusal rests on: Redis is still a single, replaced-not-overlapped pod.
+    redis = specs.redis_deployment_spec()
+    assert (redis["replicas"], redis["strategy"]["type"]) == (1, "Recreate")
+
+
+def test_the_gateway_filter_waits_for_a_ready_quota_path(render) -> None:  # type: ignore[no-untyped-def]
+    names = by_name(render)
+    dependencies = names["rl-gateway-filter"].dependencies
+    for name in (
+        "rl-ratelimit",  # Pulumi awaits the Deployment's rollout: its pods are ready
+        "rl-ratelimit-service",
+        "rl-allow-gateway-to-ratelimit",
+        "rl-allow-ratelimit-to-redis",
+    ):
+        assert names[name].urn in dependencies, name
+
+
+def test_ratelimit_pods_survive_a_drain_and_a_rollout() -> None:
+    spec = specs.ratelimit_deployment_spec(QuotaSettings(enabled=True, replicas=3))
+    assert spec["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    spread = spec["template"]["spec"]["topologySpreadConstraints"]
+    assert {c["topologyKey"] for c in spread} == {
+        "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+    }
+    for constraint in spread:
+        assert constraint["labelSelector"] == {"matchLabels": spec["selector"]["matchLabels"]}
+    budget = specs.ratelimit_disruption_budget_spec()
+    assert budget["selector"] == spec["selector"]
+    assert budget["maxUnavailable"] == 1
+
+
+def test_every_stack_with_quotas_has_a_disruption_budget_for_ratelimit(every_render) -> None:  # type: ignore[no-untyped-def]
+    checked = 0
+    for stack, result in every_render.items():
+        if not stack_settings(stack).rate_limit.quota.enabled:
+            continue
+        budgets = [
+            o
+            for o in result.kubernetes_objects()
+            if o["kind"] == "PodDisruptionBudget" and o["metadata"]["name"] == "ratelimit"
+        ]
+        assert len(budgets) == 1, stack
+        checked += 1
+    assert checked, "a stack sells quotas, so this checks something"

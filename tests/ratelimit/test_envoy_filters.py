@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any, Final
 
 import pytest
-from envoy.config.listener.v3 import listener_components_pb2  # noqa: F401 (registers types)
+from envoy.config.listener.v3 import listener_components_pb2
 from envoy.config.route.v3 import route_components_pb2
 from envoy.extensions.filters.http.header_mutation.v3 import header_mutation_pb2  # noqa: F401
 from envoy.extensions.filters.http.local_ratelimit.v3 import local_rate_limit_pb2  # noqa: F401
@@ -38,6 +38,7 @@ TYPE_URL_PREFIX: Final = "type.googleapis.com/"
 
 PATCH_MESSAGES: Final[dict[str, type[message.Message]]] = {
     "HTTP_FILTER": http_connection_manager_pb2.HttpFilter,
+    "NETWORK_FILTER": listener_components_pb2.Filter,
     "VIRTUAL_HOST": route_components_pb2.VirtualHost,
     "HTTP_ROUTE": route_components_pb2.Route,
 }

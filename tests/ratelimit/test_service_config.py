@@ -110,7 +110,12 @@ def test_tiers_clients_and_defaults_become_descriptors() -> None:
             {
                 "key": "client_class",
                 "value": "anonymous",
-                "rate_limit": {"unit": "minute", "requests_per_unit": 60},
+                "descriptors": [
+                    {
+                        "key": "remote_address",
+                        "rate_limit": {"unit": "minute", "requests_per_unit": 60},
+                    }
+                ],
             },
         ],
     }
