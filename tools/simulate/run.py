@@ -1,0 +1,283 @@
+"""`make simulate [STACK=<stack>]`: each stack's traffic behaviour as istiod (Istio 1.30.4's own
+config generator, tools/simulate/configgen) configures it, judged against the settings.
+
+For each stack (all stacks without arguments, in deploy order) it reads the offline render
+(`build/<stack>/manifests.yaml` and `helm.yaml`, from `python -m tools.render <stack>
+--no-charts`), feeds configgen the Istio objects, the mesh config and the service registry the
+workloads would create (`registry.py`), evaluates every call the settings promise or forbid
+(`expect.py`) on the proxy that makes it (`evaluate.py`), and writes:
+
+- `build/<stack>/simulation.json`: one record per call (caller, host, port, path, headers,
+  the matched route, destinations with subset and weight, mirror, timeout, retries, fault,
+  each cluster's TLS mode, outlier detection and connection pool, and the expectation);
+- `build/<stack>/behaviour.md`: the same as a table an operator can read in a pull request.
+
+A mismatch prints one line naming the stack, caller, host, path, what the settings promise
+and what Istio would do; the run ends with `simulate: <k>/<n> stacks, <N> calls, <M>
+mismatches` and exits 1 on any mismatch. Where the simulation differs from production is
+listed in every behaviour.md (`DIFFERENCES`).
+
+    python -m tools.simulate.run [STACK ...] [--binary PATH] [--build-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+
+from components.settings import StackSettings, load_settings
+from tools.render import load_stack_config
+from tools.simulate import compare, evaluate, expect, registry
+from tools.stacks import PROJECT_DIR, deploy_order
+
+HERE: Final = Path(__file__).resolve().parent
+DIFFERENCES: Final = (
+    "one cluster: the region's own registry; other regions' endpoints (and so failover and "
+    "what cluster-local removes) are absent, so cluster-local hosts are checked as istiod "
+    "classifies them (`PushContext.IsClusterLocal`)",
+    "pods: the fewest each version declares (`minReplicas`), on made-up addresses",
+    "Flagger: its VirtualService and DestinationRules as its Istio router writes them before "
+    "any analysis (primary 100 %, canary 0 %); weights during an analysis are Flagger's",
+    "request matching: Envoy's documented semantics applied in Python to istiod's generated "
+    "route configurations (tools/simulate/evaluate.py), not a running Envoy",
+    "Istio-only filters (istio.stats, metadata exchange), EnvoyFilters' effects on listeners "
+    "and authorization are generated but not judged here",
+    "JWKS: fetched by Envoy (`PILOT_JWT_ENABLE_REMOTE_JWKS=envoy`) instead of inlined by "
+    "istiod, which would need the network; JWT filters are not judged here",
+    "proxies run the default revision's view; an upgrade's second revision is not simulated",
+)
+
+
+class SimulateError(Exception):
+    """One line for the user."""
+
+
+def binary_path() -> Path:
+    """The configgen binary: $MESHSTACK_CONFIGGEN, else the build script's cache."""
+    override = os.environ.get("MESHSTACK_CONFIGGEN")
+    if override:
+        return Path(override)
+    folder = subprocess.run(
+        ["bash", str(HERE / "build.sh"), "--print"], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return Path(folder) / "configgen"
+
+
+def run_configgen(binary: Path, payload: Mapping[str, Any]) -> dict[str, Any]:
+    if not binary.is_file():
+        raise SimulateError(
+            f"no configgen binary at {binary}: build it with `bash tools/simulate/build.sh`"
+        )
+    # Envoy fetches JWKS (istiod's default fetches them itself, which needs the network).
+    env = {**os.environ, "PILOT_JWT_ENABLE_REMOTE_JWKS": "envoy"}
+    result = subprocess.run(
+        [str(binary)],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    )
+    if result.returncode != 0:
+        raise SimulateError(result.stderr.strip().splitlines()[-1] if result.stderr else "failed")
+    output: dict[str, Any] = json.loads(result.stdout)
+    return output
+
+
+def read_documents(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise SimulateError(f"{path} is missing: run `python -m tools.render <stack> --no-charts`")
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _any_public_host(proxy: Mapping[str, Any], call: expect.Call) -> tuple[evaluate.Behaviour, str]:
+    """A gateway call whose settings name no host: the first HTTPS virtual host (any public
+    host) that routes the path to the service."""
+    target = call.expect.destinations[0].host if call.expect.destinations else ""
+    fallback = evaluate.Behaviour()
+    fallback.notes.append("no public host routes this path to the service")
+    for config in proxy.get("routes") or []:
+        if not str(config.get("name", "")).startswith(f"https.{call.port}."):
+            continue
+        for vhost in config.get("virtualHosts", []):
+            for domain in vhost.get("domains", []):
+                if "*" in domain and domain != "*":
+                    continue
+                behaviour = evaluate.evaluate(
+                    proxy,
+                    route_config=config["name"],
+                    host=domain.split(":")[0],
+                    path=call.path,
+                    headers=call.headers,
+                    tls=True,
+                )
+                if any(d["host"] == target for d in behaviour.destinations):
+                    return behaviour, domain
+    return fallback, ""
+
+
+@dataclass
+class StackResult:
+    stack: str
+    records: list[dict[str, Any]] = field(default_factory=list)
+    mismatches: list[str] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+
+
+def simulate_stack(
+    stack: str,
+    settings: StackSettings,
+    manifests: list[dict[str, Any]],
+    helm_releases: list[dict[str, Any]],
+    binary: Path,
+) -> StackResult:
+    payload, added = registry.registry_input(settings, manifests, helm_releases)
+    generated = run_configgen(binary, payload)
+    proxies = {p["id"]: p for p in generated["proxies"]}
+    cluster_local: Mapping[str, bool] = generated.get("clusterLocal", {})
+    result = StackResult(stack, added=added)
+    for call in expect.expected_calls(settings):
+        proxy = proxies.get(call.caller)
+        if proxy is None:
+            raise SimulateError(f"{stack}: no proxy {call.caller} in the registry")
+        host = call.host
+        if call.caller == expect.INGRESS and call.host == expect.ANY_PUBLIC_HOST:
+            behaviour, host = _any_public_host(proxy, call)
+        else:
+            if call.caller == expect.INGRESS:
+                route_config = evaluate.gateway_route_config(
+                    proxy.get("listeners") or [], call.port, call.host
+                )
+            else:
+                route_config = str(call.port)
+            behaviour = evaluate.evaluate(
+                proxy,
+                route_config=route_config,
+                host=call.host,
+                path=call.path,
+                headers=call.headers,
+                tls=call.caller == expect.INGRESS and call.port == expect.HTTPS_PORT,
+            )
+        reachable = evaluate.mesh_clusters(proxy, call.host) if not call.expect.reachable else []
+        diffs = compare.differences(call, behaviour, reachable, cluster_local.get(call.host))
+        expected_text = compare.describe_expected(call.expect)
+        actual_text = compare.describe_actual(behaviour, reachable)
+        record = {
+            "caller": call.caller,
+            "host": call.host,
+            "resolvedHost": host,
+            "port": call.port,
+            "path": call.path,
+            "headers": call.headers,
+            "service": call.service,
+            "istio": behaviour.to_json(),
+            "clusterLocal": cluster_local.get(call.host),
+            "expected": call.to_json()["expect"],
+            "expectedText": expected_text,
+            "actualText": actual_text,
+            "mismatch": diffs,
+        }
+        result.records.append(record)
+        if diffs:
+            result.mismatches.append(
+                compare.mismatch_line(stack, call, expected_text, actual_text, diffs)
+            )
+    return result
+
+
+def behaviour_markdown(result: StackResult) -> str:
+    lines = [
+        f"# Traffic behaviour of {result.stack}",
+        "",
+        "Generated by `make simulate` (tools/simulate/): istiod's own config generator "
+        "(Istio 1.30.4) fed this stack's offline render, each call evaluated on the proxy "
+        "that makes it and checked against the settings. Do not edit.",
+        "",
+        f"{len(result.records)} calls, {len(result.mismatches)} mismatches.",
+        "",
+        "| caller | request | Istio does | as promised |",
+        "|---|---|---|---|",
+    ]
+    for r in result.records:
+        headers = "".join(f", header {k}: {v}" for k, v in r["headers"].items())
+        host = r["resolvedHost"] or r["host"]
+        request = f"{host}:{r['port']}{r['path']}{headers}"
+        verdict = "yes" if not r["mismatch"] else "**no**: " + "; ".join(r["mismatch"])
+        lines.append(f"| {r['caller']} | {request} | {r['actualText']} | {verdict} |")
+    lines += ["", "## Where this differs from production", ""]
+    lines += [f"- {d}" for d in DIFFERENCES]
+    if result.added:
+        lines += ["", "## Objects added to the render", ""]
+        lines += [f"- {a}" for a in result.added]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(result: StackResult, out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "simulation.json").write_text(
+        json.dumps(
+            {
+                "stack": result.stack,
+                "istioVersion": "1.30.4",
+                "differences": list(DIFFERENCES),
+                "added": result.added,
+                "calls": result.records,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    (out_dir / "behaviour.md").write_text(behaviour_markdown(result))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stacks", nargs="*", help="stacks (default: every stack)")
+    parser.add_argument("--binary", type=Path, default=None)
+    parser.add_argument("--build-dir", type=Path, default=PROJECT_DIR / "build")
+    args = parser.parse_args(argv)
+    stacks = args.stacks or deploy_order()
+    try:
+        binary = args.binary or binary_path()
+    except subprocess.CalledProcessError as error:
+        print(f"simulate: {error}", file=sys.stderr)
+        return 2
+    calls = 0
+    mismatches = 0
+    done = 0
+    for stack in stacks:
+        try:
+            config, _ = load_stack_config(stack)
+            settings = load_settings(config)
+            out_dir = args.build_dir / stack
+            result = simulate_stack(
+                stack,
+                settings,
+                read_documents(out_dir / "manifests.yaml"),
+                read_documents(out_dir / "helm.yaml"),
+                binary,
+            )
+        except SimulateError as error:
+            print(f"simulate: {stack}: {error}", file=sys.stderr)
+            continue
+        write_outputs(result, out_dir)
+        for line in result.mismatches:
+            print(line)
+        calls += len(result.records)
+        mismatches += len(result.mismatches)
+        done += 1
+    print(f"simulate: {done}/{len(stacks)} stacks, {calls} calls, {mismatches} mismatches")
+    return 0 if done == len(stacks) and mismatches == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
