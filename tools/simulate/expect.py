@@ -127,6 +127,20 @@ def request_path(route: EndpointRoute) -> str:
     return f"{(route.prefix or '/').rstrip('/')}/probe"
 
 
+def settings_route(service: MeshService, path: str) -> EndpointRoute | None:
+    """The endpoint route the settings send `path` to: exact paths first, then the longest
+    matching prefix (docs/traffic.md, Routes); None for the service's default route. A
+    progressive service has no endpoint routes (Flagger owns its routing)."""
+    if service.delivery != "static":
+        return None
+    routes = service.traffic.routes
+    for route in routes:
+        if route.exact == path:
+            return route
+    prefixes = [r for r in routes if r.prefix is not None and path.startswith(r.prefix)]
+    return max(prefixes, key=lambda r: len(r.prefix or ""), default=None)
+
+
 def _retries(retries: RetrySettings) -> dict[str, Any] | None:
     if retries.attempts == 0:
         return None
@@ -291,14 +305,19 @@ def _calls_to(
     host: str,
     port: int,
     cluster_local: bool | None,
+    extra_paths: Iterable[str] = (),
 ) -> list[Call]:
-    """Every path and header variant of a call from `caller` to `service` at `host:port`."""
+    """Every path and header variant of a call from `caller` to `service` at `host:port`:
+    each endpoint route's, the default route's (`/`) and `extra_paths`."""
     traffic = service.traffic
     ref = f"{service.namespace}/{service.name}"
     paths: list[tuple[str, EndpointRoute | None]] = []
     if service.delivery == "static":
         paths = [(request_path(r), r) for r in traffic.routes]
     paths.append(("/", None))
+    for extra in extra_paths:
+        if extra not in {p for p, _ in paths}:
+            paths.append((extra, settings_route(service, extra)))
     calls = []
     for path, route in paths:
         for variant in _variants(service):
@@ -389,7 +408,13 @@ def expected_calls(settings: StackSettings) -> list[Call]:
         expose = service.traffic.expose
         for public in expose.hosts if expose else ():
             calls += _calls_to(
-                service, services, caller=INGRESS, host=public, port=HTTPS_PORT, cluster_local=None
+                service,
+                services,
+                caller=INGRESS,
+                host=public,
+                port=HTTPS_PORT,
+                cluster_local=None,
+                extra_paths=_gateway_paths(service),
             )
             calls.append(
                 Call(
@@ -404,9 +429,8 @@ def expected_calls(settings: StackSettings) -> list[Call]:
                     ),
                 )
             )
-        for path in _gateway_paths(service):
-            if expose:
-                continue  # covered by the public hosts' calls above
+        for path in () if expose else _gateway_paths(service):
+            # No public host: the rule's paths must still reach the service on some host.
             calls.append(
                 Call(
                     caller=INGRESS,

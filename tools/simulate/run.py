@@ -23,11 +23,12 @@ listed in every behaviour.md (`DIFFERENCES`).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -194,6 +195,61 @@ def simulate_stack(
     return result
 
 
+def sabotaged(
+    manifests: list[dict[str, Any]], called: Collection[str]
+) -> tuple[list[dict[str, Any]], str] | None:
+    """A copy of the render with one setting's effect broken on purpose, on a VirtualService
+    of a host the simulation calls (`called`): the first weighted route gets its first two
+    weights swapped (or, without weighted routes, the first route's timeout doubled). None
+    when no such VirtualService route exists."""
+    broken = copy.deepcopy(manifests)
+    routes = [
+        (doc, route)
+        for doc in broken
+        if doc.get("kind") == "VirtualService" and set(doc["spec"].get("hosts", [])) & set(called)
+        for route in doc["spec"].get("http", [])
+    ]
+    for doc, route in routes:
+        weights = [d for d in route.get("route", []) if d.get("weight") is not None]
+        if len(weights) >= 2 and weights[0]["weight"] != weights[1]["weight"]:
+            weights[0]["weight"], weights[1]["weight"] = weights[1]["weight"], weights[0]["weight"]
+            name = f"{doc['metadata']['namespace']}/{doc['metadata']['name']}"
+            return broken, f"VirtualService {name} route {route.get('name')}: weights swapped"
+    for doc, route in routes:
+        if route.get("timeout"):
+            route["timeout"] = f"{2 * _seconds(route['timeout']):g}s"
+            name = f"{doc['metadata']['namespace']}/{doc['metadata']['name']}"
+            return broken, f"VirtualService {name} route {route.get('name')}: timeout doubled"
+    return None
+
+
+def _seconds(duration: str) -> float:
+    if duration.endswith("ms"):
+        return float(duration[:-2]) / 1000
+    if duration.endswith("m"):
+        return float(duration[:-1]) * 60
+    return float(duration.rstrip("s"))
+
+
+def self_check(
+    stack: str,
+    settings: StackSettings,
+    manifests: list[dict[str, Any]],
+    helm_releases: list[dict[str, Any]],
+    binary: Path,
+) -> str:
+    """The run judges something: a broken copy of the render must give mismatches."""
+    called = {c.host for c in expect.expected_calls(settings) if c.expect.reachable}
+    broken = sabotaged(manifests, called)
+    if broken is None:
+        return f"simulate: self-check {stack}: no VirtualService route to break"
+    documents, what = broken
+    result = simulate_stack(stack, settings, documents, helm_releases, binary)
+    if not result.mismatches:
+        raise SimulateError(f"self-check: {what} in a copy of the render went unnoticed")
+    return f"simulate: self-check {stack}: {what} in a copy of the render: {len(result.mismatches)} mismatches caught"
+
+
 def behaviour_markdown(result: StackResult) -> str:
     lines = [
         f"# Traffic behaviour of {result.stack}",
@@ -259,19 +315,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             config, _ = load_stack_config(stack)
             settings = load_settings(config)
             out_dir = args.build_dir / stack
-            result = simulate_stack(
-                stack,
-                settings,
-                read_documents(out_dir / "manifests.yaml"),
-                read_documents(out_dir / "helm.yaml"),
-                binary,
-            )
+            manifests = read_documents(out_dir / "manifests.yaml")
+            releases = read_documents(out_dir / "helm.yaml")
+            result = simulate_stack(stack, settings, manifests, releases, binary)
+            check = self_check(stack, settings, manifests, releases, binary)
         except SimulateError as error:
             print(f"simulate: {stack}: {error}", file=sys.stderr)
             continue
         write_outputs(result, out_dir)
         for line in result.mismatches:
             print(line)
+        print(check)
         calls += len(result.records)
         mismatches += len(result.mismatches)
         done += 1
