@@ -37,7 +37,7 @@ import yaml
 
 from components.settings import StackSettings, load_settings
 from tools.render import load_stack_config
-from tools.simulate import compare, evaluate, expect, registry
+from tools.simulate import compare, envoy, evaluate, expect, registry
 from tools.stacks import PROJECT_DIR, deploy_order
 
 HERE: Final = Path(__file__).resolve().parent
@@ -48,8 +48,6 @@ DIFFERENCES: Final = (
     "pods: the fewest each version declares (`minReplicas`), on made-up addresses",
     "Flagger: its VirtualService and DestinationRules as its Istio router writes them before "
     "any analysis (primary 100 %, canary 0 %); weights during an analysis are Flagger's",
-    "request matching: Envoy's documented semantics applied in Python to istiod's generated "
-    "route configurations (tools/simulate/evaluate.py), not a running Envoy",
     "Istio-only filters (istio.stats, metadata exchange), EnvoyFilters' effects on listeners "
     "and authorization are generated but not judged here",
     "JWKS: fetched by Envoy (`PILOT_JWT_ENABLE_REMOTE_JWKS=envoy`) instead of inlined by "
@@ -132,20 +130,28 @@ class StackResult:
     records: list[dict[str, Any]] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
+    envoy: bool = False
 
 
 def simulate_stack(
     stack: str,
     settings: StackSettings,
+    *,
     manifests: list[dict[str, Any]],
     helm_releases: list[dict[str, Any]],
     binary: Path,
+    envoy_binary: str | None = None,
 ) -> StackResult:
+    """Every expected call of the stack on istiod's configuration; with `envoy_binary`, each
+    call's requests also sent through a real Envoy loaded with the same route configurations."""
     payload, added = registry.registry_input(settings, manifests, helm_releases)
     generated = run_configgen(binary, payload)
     proxies = {p["id"]: p for p in generated["proxies"]}
     cluster_local: Mapping[str, bool] = generated.get("clusterLocal", {})
     result = StackResult(stack, added=added)
+    probes: list[envoy.Probe] = []
+    route_configs: dict[str, dict[str, Any]] = {}
+    behaviours: list[evaluate.Behaviour] = []
     for call in expect.expected_calls(settings):
         proxy = proxies.get(call.caller)
         if proxy is None:
@@ -188,11 +194,63 @@ def simulate_stack(
             "mismatch": diffs,
         }
         result.records.append(record)
+        behaviours.append(behaviour)
+        configs = {r["name"]: r for r in proxy.get("routes") or []}
+        if behaviour.route_config in configs:
+            listener = f"{call.caller} {behaviour.route_config}"
+            route_configs[listener] = configs[behaviour.route_config]
+            probes.append(
+                envoy.Probe(
+                    key=len(result.records) - 1,
+                    listener=listener,
+                    host=host,
+                    path=call.path,
+                    headers=call.headers,
+                    samples=envoy.sample_count(behaviour),
+                )
+            )
         if diffs:
             result.mismatches.append(
                 compare.mismatch_line(stack, call, expected_text, actual_text, diffs)
             )
+    if envoy_binary is not None:
+        _judge_with_envoy(result, behaviours, probes, route_configs, envoy_binary)
     return result
+
+
+def _judge_with_envoy(
+    result: StackResult,
+    behaviours: Sequence[evaluate.Behaviour],
+    probes: Sequence[envoy.Probe],
+    route_configs: Mapping[str, Mapping[str, Any]],
+    binary: str,
+) -> None:
+    ports = iter(envoy.free_ports(len(route_configs) * 2 + 200))
+    admin = next(ports)
+    config, listener_ports = envoy.bootstrap(route_configs, ports, admin)
+    with envoy.running_envoy(binary, config, admin):
+        observed = envoy.send(probes, listener_ports, admin)
+    for probe in probes:
+        seen = observed[probe.key]
+        record = result.records[probe.key]
+        diffs = envoy.disagreements(behaviours[probe.key], seen, probe.samples)
+        record["envoy"] = {
+            "samples": probe.samples,
+            "routes": dict(seen.routes),
+            "clusters": dict(seen.clusters),
+            "statuses": {str(k): v for k, v in seen.statuses.items()},
+            "redirects": seen.redirects,
+            "mirrored": seen.mirrored,
+            "disagreements": diffs,
+        }
+        if diffs:
+            record["mismatch"] = [*record["mismatch"], *diffs]
+            headers = "".join(f" [{k}: {v}]" for k, v in probe.headers.items())
+            result.mismatches.append(
+                f"simulate: MISMATCH {result.stack}: {record['caller']} -> "
+                f"{probe.host}:{record['port']}{probe.path}{headers}: Istio's configuration says "
+                f"{record['actualText']}; the real Envoy: {'; '.join(diffs)}"
+            )
 
 
 def sabotaged(
@@ -244,10 +302,28 @@ def self_check(
     if broken is None:
         return f"simulate: self-check {stack}: no VirtualService route to break"
     documents, what = broken
-    result = simulate_stack(stack, settings, documents, helm_releases, binary)
+    result = simulate_stack(
+        stack, settings, manifests=documents, helm_releases=helm_releases, binary=binary
+    )
     if not result.mismatches:
         raise SimulateError(f"self-check: {what} in a copy of the render went unnoticed")
-    return f"simulate: self-check {stack}: {what} in a copy of the render: {len(result.mismatches)} mismatches caught"
+    caught = len(result.mismatches)
+    return (
+        f"simulate: self-check {stack}: {what} in a copy of the render: {caught} mismatches caught"
+    )
+
+
+def matching_note(with_envoy: bool) -> str:
+    if with_envoy:
+        return (
+            "request matching: a real Envoy loaded with istiod's route configurations, the "
+            "requests sent on 127.0.0.1 (weights and mirrors sampled), and the same read from "
+            "the configuration in Python (tools/simulate/evaluate.py); both must agree"
+        )
+    return (
+        "request matching: Envoy's documented semantics applied in Python to istiod's route "
+        "configurations (tools/simulate/evaluate.py); no real Envoy ran (--no-envoy)"
+    )
 
 
 def behaviour_markdown(result: StackResult) -> str:
@@ -271,6 +347,10 @@ def behaviour_markdown(result: StackResult) -> str:
         lines.append(f"| {r['caller']} | {request} | {r['actualText']} | {verdict} |")
     lines += ["", "## Where this differs from production", ""]
     lines += [f"- {d}" for d in DIFFERENCES]
+    lines.append(f"- {matching_note(result.envoy)}")
+    if result.envoy:
+        lines += ["", "## What Envoy was given instead of the proxies' full configuration", ""]
+        lines += [f"- {c}" for c in envoy.CHANGES]
     if result.added:
         lines += ["", "## Objects added to the render", ""]
         lines += [f"- {a}" for a in result.added]
@@ -284,7 +364,8 @@ def write_outputs(result: StackResult, out_dir: Path) -> None:
             {
                 "stack": result.stack,
                 "istioVersion": "1.30.4",
-                "differences": list(DIFFERENCES),
+                "differences": [*DIFFERENCES, matching_note(result.envoy)],
+                "envoyChanges": list(envoy.CHANGES) if result.envoy else [],
                 "added": result.added,
                 "calls": result.records,
             },
@@ -300,7 +381,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("stacks", nargs="*", help="stacks (default: every stack)")
     parser.add_argument("--binary", type=Path, default=None)
     parser.add_argument("--build-dir", type=Path, default=PROJECT_DIR / "build")
+    parser.add_argument(
+        "--no-envoy",
+        action="store_true",
+        help="evaluate request matching from istiod's configuration only (no real Envoy)",
+    )
     args = parser.parse_args(argv)
+    try:
+        envoy_binary = None if args.no_envoy else envoy.find_envoy()
+    except envoy.EnvoyError as error:
+        print(f"simulate: {error}", file=sys.stderr)
+        return 2
     stacks = args.stacks or deploy_order()
     try:
         binary = args.binary or binary_path()
@@ -317,11 +408,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             out_dir = args.build_dir / stack
             manifests = read_documents(out_dir / "manifests.yaml")
             releases = read_documents(out_dir / "helm.yaml")
-            result = simulate_stack(stack, settings, manifests, releases, binary)
+            result = simulate_stack(
+                stack,
+                settings,
+                manifests=manifests,
+                helm_releases=releases,
+                binary=binary,
+                envoy_binary=envoy_binary,
+            )
             check = self_check(stack, settings, manifests, releases, binary)
-        except SimulateError as error:
+        except (SimulateError, envoy.EnvoyError) as error:
             print(f"simulate: {stack}: {error}", file=sys.stderr)
             continue
+        result.envoy = envoy_binary is not None
         write_outputs(result, out_dir)
         for line in result.mismatches:
             print(line)
