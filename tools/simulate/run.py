@@ -326,6 +326,33 @@ def matching_note(with_envoy: bool) -> str:
     )
 
 
+def _cell(text: str) -> str:
+    """Text for a Markdown table cell (cluster names hold `|`)."""
+    return text.replace("|", "\\|")
+
+
+def _outlier_text(outlier: Mapping[str, Any] | None) -> str:
+    if outlier is None:
+        return "off"
+    triggers = []
+    if outlier["consecutive5xx"]:
+        triggers.append(f"{outlier['consecutive5xx']} consecutive 5xx")
+    if outlier["consecutiveLocalOrigin"]:
+        triggers.append(f"{outlier['consecutiveLocalOrigin']} consecutive local-origin failures")
+    interval = outlier["intervalMs"] / 1000
+    ejection = outlier["baseEjectionMs"] / 1000
+    return (
+        f"ejects after {' or '.join(triggers) or 'nothing'}, every {interval:g}s, "
+        f"for {ejection:g}s, at most {outlier['maxEjectionPercent']} %, "
+        f"panic below {outlier['healthyPanicThreshold']:g} %"
+    )
+
+
+def _pool_text(pool: Mapping[str, Any]) -> str:
+    parts = [f"{key} {value}" for key, value in pool.items() if value is not None]
+    return ", ".join(parts) or "Istio's defaults"
+
+
 def behaviour_markdown(result: StackResult) -> str:
     lines = [
         f"# Traffic behaviour of {result.stack}",
@@ -344,7 +371,28 @@ def behaviour_markdown(result: StackResult) -> str:
         host = r["resolvedHost"] or r["host"]
         request = f"{host}:{r['port']}{r['path']}{headers}"
         verdict = "yes" if not r["mismatch"] else "**no**: " + "; ".join(r["mismatch"])
-        lines.append(f"| {r['caller']} | {request} | {r['actualText']} | {verdict} |")
+        lines.append(
+            f"| {r['caller']} | {_cell(request)} | {_cell(r['actualText'])} | {_cell(verdict)} |"
+        )
+    clusters: dict[str, dict[str, Any]] = {}
+    for r in result.records:
+        clusters.update(r["istio"]["clusters"])
+    if clusters:
+        lines += [
+            "",
+            "## Destination clusters",
+            "",
+            "| cluster | TLS | outlier detection | connection pool |",
+            "|---|---|---|---|",
+        ]
+        for name, summary in sorted(clusters.items()):
+            if summary.get("missing"):
+                lines.append(f"| {_cell(name)} | missing | | |")
+                continue
+            lines.append(
+                f"| {_cell(name)} | {summary['tls']} | {_outlier_text(summary['outlier'])} | "
+                f"{_pool_text(summary['pool'])} |"
+            )
     lines += ["", "## Where this differs from production", ""]
     lines += [f"- {d}" for d in DIFFERENCES]
     lines.append(f"- {matching_note(result.envoy)}")
