@@ -105,7 +105,7 @@ SIMULATE_STACKS = $(if $(filter file,$(origin STACK)),$(STACKS),$(STACK))
 simulate: install ## Routes, weights, mirrors, retries, faults, TLS, Sidecar scoping per stack (needs simulate-tools).
 	@bash tools/simulate/build.sh --check || { echo "simulate: no configgen at $$(bash tools/simulate/build.sh --print): run make simulate-tools"; exit 2; }
 	@for s in $(SIMULATE_STACKS); do $(PY) -m tools.render $$s --no-charts >/dev/null || exit $$?; done
-	$(PY) -m tools.simulate.run $(SIMULATE_STACKS)
+	$(PY) -m tools.simulate.run $(if $(filter file,$(origin STACK)),,$(STACK))
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

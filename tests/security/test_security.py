@@ -98,9 +98,7 @@ SETTINGS = make_settings(
         "prometheusServiceAccounts": ["metrics/prom"],
     },
     traffic={
-        "gateways": [
-            {"name": "public", "hosts": ["markets.example.com"], "credentialName": "tls"}
-        ]
+        "gateways": [{"name": "public", "hosts": ["markets.example.com"], "credentialName": "tls"}]
     },
     observabilityNamespace="obs",
 )
