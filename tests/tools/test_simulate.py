@@ -509,3 +509,17 @@ def test_no_envoy_binary_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         envoy.find_envoy()
     assert "\n" not in str(caught.value)
     assert str(caught.value).startswith("no Envoy binary: set MESHSTACK_ENVOY")
+
+
+def test_a_cluster_local_host_istiod_treats_as_mesh_wide_is_a_difference() -> None:
+    promise = _promise()
+    local = expect.Call(
+        **{
+            **promise.__dict__,
+            "expect": expect.Expectation(**{**promise.expect.__dict__, "cluster_local": True}),
+        }
+    )
+    assert compare.differences(local, _evaluate(), [], True) == []
+    assert compare.differences(local, _evaluate(), [], False) == [
+        "cluster-local True promised, istiod treats the host as mesh-wide"
+    ]

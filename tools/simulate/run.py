@@ -178,6 +178,8 @@ def simulate_stack(
         diffs = compare.differences(call, behaviour, reachable, cluster_local.get(call.host))
         expected_text = compare.describe_expected(call.expect)
         actual_text = compare.describe_actual(behaviour, reachable)
+        if cluster_local.get(call.host) and call.expect.reachable:
+            actual_text += ", cluster-local"
         record = {
             "caller": call.caller,
             "host": call.host,
@@ -363,8 +365,8 @@ def behaviour_markdown(result: StackResult) -> str:
         "",
         f"{len(result.records)} calls, {len(result.mismatches)} mismatches.",
         "",
-        "| caller | request | Istio does | as promised |",
-        "|---|---|---|---|",
+        "| service | caller | request | Istio does | as promised |",
+        "|---|---|---|---|---|",
     ]
     for r in result.records:
         headers = "".join(f", header {k}: {v}" for k, v in r["headers"].items())
@@ -372,7 +374,8 @@ def behaviour_markdown(result: StackResult) -> str:
         request = f"{host}:{r['port']}{r['path']}{headers}"
         verdict = "yes" if not r["mismatch"] else "**no**: " + "; ".join(r["mismatch"])
         lines.append(
-            f"| {r['caller']} | {_cell(request)} | {_cell(r['actualText'])} | {_cell(verdict)} |"
+            f"| {r['service']} | {r['caller']} | {_cell(request)} | {_cell(r['actualText'])} "
+            f"| {_cell(verdict)} |"
         )
     clusters: dict[str, dict[str, Any]] = {}
     for r in result.records:
