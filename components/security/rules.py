@@ -86,6 +86,27 @@ def check_allow_rules_can_match(
                 )
 
 
+def check_gateway_rules_routed(exposed: bool, rules: Sequence[AllowRule]) -> None:
+    """A `fromIngressGateway` rule needs the service exposed (`traffic.expose`).
+
+    The ingress gateway only sends a service the requests of the public hosts a Gateway-bound
+    VirtualService routes to it (Flagger's, for a progressive service): without `expose` no
+    route exists, the rule never matches, and the reads it "opens through the gateway" get
+    404 at the gateway (found by `make simulate`: Istio 1.30.4's generated gateway routes
+    for market-data had no virtual host for it).
+    """
+    if exposed:
+        return
+    for index, rule in enumerate(rules):
+        if rule.from_ingress_gateway:
+            raise RuleViolationError(
+                ("authorization", index, "fromIngressGateway"),
+                True,
+                "needs traffic.expose: the ingress gateway routes only to services exposed on "
+                "a public host, so without it this rule never matches",
+            )
+
+
 def _admits_plaintext(rule: AllowRule, port: int | None) -> bool:
     """Whether a rule can match a plaintext request (no mTLS identity), on `port` if set:
     no identity source, and it names the callers' addresses or the port."""

@@ -78,6 +78,7 @@ SETTINGS = make_settings(
         {
             "name": "market-data",
             "namespace": "markets",
+            "traffic": {"expose": {"gateway": "public", "hosts": ["markets.example.com"]}},
             "authorization": [
                 {"fromIngressGateway": True, "methods": ["GET"]},
                 {"ipBlocks": ["10.40.0.0/16"], "methods": ["GET"]},
@@ -95,6 +96,9 @@ SETTINGS = make_settings(
             },
         ],
         "prometheusServiceAccounts": ["metrics/prom"],
+    },
+    traffic={
+        "gateways": [{"name": "public", "hosts": ["markets.example.com"], "credentialName": "tls"}]
     },
     observabilityNamespace="obs",
 )
@@ -152,7 +156,7 @@ def test_strict_cannot_be_an_exception() -> None:
 
 def test_an_exception_needs_a_rule_plaintext_clients_can_match() -> None:
     exception = {"name": "legacy", "namespace": "n"}
-    by_identity = {"fromIngressGateway": True, "ports": [8080]}
+    by_identity = {"serviceAccounts": ["n/b"], "ports": [8080]}
     assert settings_error(
         services=service(authorization=[by_identity]), security={"mtlsExceptions": [exception]}
     ) == (
@@ -272,6 +276,26 @@ def test_request_principals_need_the_service_jwt() -> None:
     )
 
 
+def test_a_gateway_rule_needs_the_service_exposed() -> None:
+    """The ingress gateway only routes to exposed services: without `expose` the rule never
+    matches (make simulate found market-data's in two regions, tools/simulate)."""
+    rule = {"fromIngressGateway": True, "methods": ["GET"]}
+    assert settings_error(services=service(authorization=[rule])) == (
+        "meshstack:services[0].authorization[0].fromIngressGateway = true: needs "
+        "traffic.expose: the ingress gateway routes only to services exposed on a public "
+        "host, so without it this rule never matches"
+    )
+    gateway = {"name": "public", "hosts": ["a.example.com"], "credentialName": "tls"}
+    exposed = make_settings(
+        traffic={"gateways": [gateway]},
+        services=service(
+            authorization=[rule],
+            traffic={"expose": {"gateway": "public", "hosts": ["a.example.com"]}},
+        ),
+    )
+    assert exposed.services[0].authorization[0].from_ingress_gateway
+
+
 def test_grpc_rules_allow_only_post() -> None:
     rule = {"fromIngressGateway": True, "methods": ["POST", "GET"]}
     assert settings_error(services=service(protocol="grpc", authorization=[rule])) == (
@@ -304,7 +328,7 @@ def test_grpc_rules_that_can_match_are_accepted() -> None:
             protocol="grpc",
             jwt={**JWT, "protectedPaths": ["/market.v1.MarketData/Publish*"]},
             authorization=[
-                {"fromIngressGateway": True, "methods": ["POST"], "paths": ["/pkg.Svc/*"]},
+                {"serviceAccounts": ["n/b"], "methods": ["POST"], "paths": ["/pkg.Svc/*"]},
                 {"requestPrincipals": ["*"], "paths": ["/market.v1.MarketData/Publish"]},
             ],
         )
@@ -622,7 +646,7 @@ def test_calls_and_progressive_delivery_in_the_component() -> None:
                 "name": "ledger",
                 "namespace": "bank",
                 "delivery": "progressive",
-                "authorization": [{"fromIngressGateway": True}],
+                "authorization": [{"serviceAccounts": ["shop/web"]}],
             },
         ]
     )
