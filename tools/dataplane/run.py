@@ -441,6 +441,9 @@ def start(stack: Stack, tools: Tools, procs: Processes) -> Env:
 
 # --- scenarios ---------------------------------------------------------------------------
 
+LOCAL_ATTEMPTS: Final = 4
+"""Runs of one local-limit case until one is conclusive (the load reached the overload and
+emptied the bucket): a 2-core machine shared with builds has slow moments."""
 LIMITED_HTTP: Final = "429"
 LIMITED_GRPC: Final = "grpc:ResourceExhausted"
 
@@ -469,14 +472,23 @@ def local_limit(env: Env) -> list[str]:
             continue
         offered = expect.offered_rate(case.rate, env.ceiling)
         conc = str(max(16, min(256, int(offered / 10))))
-        for attempt in range(2):
+        for attempt in range(LOCAL_ATTEMPTS):
             before = env.stats("http_local_rate_limit")
             run = _local_run(env, listener.port, case, offered, conc)
             after = env.stats("http_local_rate_limit")
-            if run["achieved_rate"] >= case.rate * expect.MIN_OVERLOAD or attempt:
+            # Conclusive when the generator reached the overload and the load emptied the
+            # bucket; a shared machine's slow moment is neither: again, after the bucket
+            # refilled. A bucket that never limits fails every attempt the same way.
+            emptied = _delta(after, before, "http_local_rate_limit.rate_limited")
+            if (
+                run["achieved_rate"] >= case.rate * expect.MIN_OVERLOAD
+                and emptied >= expect.MIN_OVER_SHARE * run["sent"]
+            ) or attempt == LOCAL_ATTEMPTS - 1:
                 break
-            # A shared machine's slow moment: once more, after the bucket refilled.
-            log(f"{env.stack.name}: {case.app} {case.path}: reached {run['achieved_rate']:.0f}/s")
+            log(
+                f"{env.stack.name}: {case.app} {case.path}: inconclusive run (reached "
+                f"{run['achieved_rate']:.0f}/s, {emptied} of {run['sent']} over the limit), again"
+            )
             time.sleep(2.0)
         ok = _delta(after, before, "http_local_rate_limit.ok")
         over = _delta(after, before, "http_local_rate_limit.rate_limited")
