@@ -3,10 +3,6 @@
 // ../shared/charts/SOURCES.md), so istioctl validate/analyze run 1.30.4's own code. Its
 // istio.io/api pseudo-version is not served, so istio.io/api is raised to v1.30.8, the nearest
 // served patch release (API types only; the validation code is istio.io/istio's).
-module for istioctl. The 1.30.3 tag commit (56df41f6) is not served by the module
-// proxy; the nearest served commit on release-1.30 (9739e10e, after 1.30.3, chart templates
-// identical to 1.30.3) is used. Its istio.io/api pseudo-version (the v1.30.4 commit) is not
-// served either, so istio.io/api is raised to v1.30.8, the nearest served patch release.
 module meshstack.local/e2e/istioctl
 
 go 1.25.9
