@@ -28,6 +28,7 @@ from components.istio import values as v
 from components.istio.settings import IstioRevision
 from policy.offline import evaluate
 from tests.conftest import by_name, settings_error
+from tests.istio.test_upgrade_injection import matches as label_selector_matches
 from tools import charts
 from tools.charts import published_chart
 from tools.render import Render, load_stack_config, render_stack, run_program
@@ -45,24 +46,6 @@ def fixture_render() -> Render:
 
 
 # --- the API server's webhook selection ---------------------------------------------------
-
-
-def _matches(selector: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    """A Kubernetes label selector (matchLabels and matchExpressions) against labels."""
-    if any(labels.get(k) != value for k, value in (selector.get("matchLabels") or {}).items()):
-        return False
-    for expression in selector.get("matchExpressions") or []:
-        key, operator, values = expression["key"], expression["operator"], expression.get("values")
-        present = key in labels
-        ok = {
-            "In": present and labels.get(key) in (values or []),
-            "NotIn": not present or labels.get(key) not in (values or []),
-            "Exists": present,
-            "DoesNotExist": not present,
-        }[operator]
-        if not ok:
-            return False
-    return True
 
 
 def installed_webhooks(render: Render) -> list[dict[str, Any]]:
@@ -102,8 +85,8 @@ def injectors(
     return sorted(
         versions[webhook["clientConfig"]["service"]["name"]]
         for webhook in installed_webhooks(render)
-        if _matches(webhook["namespaceSelector"], namespace_labels)
-        and _matches(webhook["objectSelector"], pod_labels or {})
+        if label_selector_matches(webhook["namespaceSelector"], namespace_labels)
+        and label_selector_matches(webhook["objectSelector"], pod_labels or {})
     )
 
 
