@@ -55,9 +55,6 @@ first: the installed release and the upgrade releases, so a region can run a new
 a canary revision next to the old one (docs/upgrades.md). Derived, so an update of
 ISTIO_VERSION alone (the update bot's patch bump) keeps the installed release pinned."""
 
-ISTIO_MINOR: Final = ".".join(ISTIO_VERSION.split(".")[:2])
-"""`1.30`: the minor of the installed release."""
-
 
 def istio_minor(version: str) -> str:
     """`1.31.0` → `1.31`: EnvoyFilters are scoped to the proxy minors whose patches were

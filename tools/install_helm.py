@@ -56,14 +56,22 @@ def pinned_version(module_dir: Path = MODULE_DIR) -> str:
     return _require((module_dir / "go.mod").read_text(), HELM_MODULE)
 
 
+def go_sum_hash(module_dir: Path, module: str, version: str) -> str | None:
+    """The `go.sum` hash (`h1:…`) of `module` at `version`'s source in a tools module."""
+    for line in (module_dir / "go.sum").read_text().splitlines():
+        parts = line.split()
+        if parts[:2] == [module, version]:
+            return parts[2]
+    return None
+
+
 def pinned_hash(module_dir: Path = MODULE_DIR) -> str:
     """The `go.sum` hash (`h1:…`) of the pinned Helm module's source."""
     version = pinned_version(module_dir)
-    for line in (module_dir / "go.sum").read_text().splitlines():
-        parts = line.split()
-        if parts[:2] == [HELM_MODULE, version]:
-            return parts[2]
-    raise HelmInstallError(f"tools/helm/go.sum has no hash for {HELM_MODULE} {version}")
+    found = go_sum_hash(module_dir, HELM_MODULE, version)
+    if found is None:
+        raise HelmInstallError(f"tools/helm/go.sum has no hash for {HELM_MODULE} {version}")
+    return found
 
 
 def binary_path(project_dir: Path = PROJECT_DIR) -> Path:

@@ -34,7 +34,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from tools.install_helm import sha256_file
+from tools.install_helm import go_sum_hash, sha256_file
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 ACTIONLINT_DIR: Final = PROJECT_DIR / "tools" / "actionlint"
@@ -62,11 +62,12 @@ def pinned_module_version(module_dir: Path = ACTIONLINT_DIR) -> str:
 def pinned_module_hash(module_dir: Path = ACTIONLINT_DIR) -> str:
     """The `go.sum` hash (`h1:…`) of the pinned actionlint module's source."""
     version = pinned_module_version(module_dir)
-    for line in (module_dir / "go.sum").read_text().splitlines():
-        parts = line.split()
-        if parts[:2] == [ACTIONLINT_MODULE, version]:
-            return parts[2]
-    raise LintToolError(f"tools/actionlint/go.sum has no hash for {ACTIONLINT_MODULE} {version}")
+    found = go_sum_hash(module_dir, ACTIONLINT_MODULE, version)
+    if found is None:
+        raise LintToolError(
+            f"tools/actionlint/go.sum has no hash for {ACTIONLINT_MODULE} {version}"
+        )
+    return found
 
 
 def pinned_zizmor_version(requirements: Path = ZIZMOR_REQUIREMENTS) -> str:

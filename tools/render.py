@@ -471,8 +471,7 @@ def control_plane_summary(
     deployed = history.deployed_revisions(previous or {})
     if deployed is None:
         return f"istiod revisions: {running} (no last deployment offline)"
-    added = sorted(set(revisions) - set(deployed))
-    removed = sorted(set(deployed) - set(revisions))
+    added, removed = history.revision_changes(deployed, revisions)
     return (
         f"istiod revisions: {running}; against the last deployment: "
         f"adds {', '.join(added) or 'none'}, removes {', '.join(removed) or 'none'}"

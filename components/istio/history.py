@@ -63,10 +63,10 @@ def _planned(settings: IstioSettings) -> dict[str, tuple[str, tuple[str, ...]]]:
 
 
 def revision_changes(
-    deployed: Mapping[str, DeployedRevision], settings: IstioSettings
+    deployed: Mapping[str, object], planned: Mapping[str, object]
 ) -> tuple[list[str], list[str]]:
-    """(added, removed) revision names between the deployment and these settings."""
-    planned = _planned(settings)
+    """(added, removed) revision names between two name-keyed revision maps: the last
+    deployment's and what the run installs (its settings, or its `istioRevisions` output)."""
     return sorted(set(planned) - set(deployed)), sorted(set(deployed) - set(planned))
 
 
