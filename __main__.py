@@ -27,6 +27,7 @@ from components.run_context import (
     runbook_base_url,
 )
 from components.settings import SettingsError, StackSettings, load_settings
+from components.traffic import handoff
 
 LAST_OUTPUTS_FUNCTION: Final = "pulumi:pulumi:readStackOutputs"
 """The engine's builtin behind `pulumi.StackReference`: a stack's last outputs, by name."""
@@ -108,10 +109,10 @@ def last_deployment(context: RunContext) -> dict[str, Any]:
     return dict((result.value or {}).get("outputs") or {})
 
 
-def refuse_control_plane_replacement(settings: StackSettings, context: RunContext) -> None:
+def refuse_control_plane_replacement(settings: StackSettings, last: dict[str, Any]) -> None:
     """Stop, with one line, an update that would remove the istiod revision the last
     deployment runs before its tags moved elsewhere (`components.istio.history`)."""
-    deployed = history.deployed_revisions(last_deployment(context))
+    deployed = history.deployed_revisions(last)
     error = history.replacement_error(deployed, settings.istio)
     if error:
         raise pulumi.RunError(f"invalid stack settings: {error}")
@@ -119,11 +120,16 @@ def refuse_control_plane_replacement(settings: StackSettings, context: RunContex
 
 settings = read_settings()
 context = run_context(settings)
-refuse_control_plane_replacement(settings, context)
+last = last_deployment(context)
+refuse_control_plane_replacement(settings, last)
+# Who owns each service's VirtualService after this run; a service switching to progressive
+# delivery hands its VirtualService to Flagger over two updates (components.traffic.handoff).
+route_owners = handoff.route_owners(settings.services, handoff.last_route_owners(last))
 region = RegionMesh(
     settings.region,
     settings,
     context=context,
+    route_handovers=handoff.handovers(route_owners),
     opts=pulumi.ResourceOptions(providers=[kubernetes_provider(settings)]),
 )
 
@@ -139,5 +145,6 @@ pulumi.export("istioNamespace", region.istio_namespace)
 pulumi.export("workloadNamespaces", region.workload_namespaces)
 pulumi.export("ingressGatewayAddress", region.ingress_address)
 pulumi.export("ejectionDetectionSeconds", region.ejection_detection_seconds)
+pulumi.export(handoff.ROUTE_OWNERS_OUTPUT, route_owners)
 if region.observability_hub is not None:
     pulumi.export("observabilityHub", region.observability_hub)

@@ -7,6 +7,7 @@ in what order they are created. `__main__.py` builds the settings, the provider 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Final
 
 import pulumi
@@ -56,8 +57,11 @@ class RegionMesh(pulumi.ComponentResource):
         settings: StackSettings,
         *,
         context: RunContext,
+        route_handovers: Collection[str] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`route_handovers`: `<namespace>/<name>` of the services whose VirtualService this
+        update hands to Flagger (`components.traffic.handoff`, from the last deployment)."""
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         # istiod gets Jaeger's address first; Jaeger installs after istiod so its pods are
@@ -115,6 +119,7 @@ class RegionMesh(pulumi.ComponentResource):
             prometheus_url=settings.prometheus_url,
             cluster_name=settings.effective_cluster_name,
             injected_observability_namespace=self.jaeger.namespace if self.jaeger else None,
+            route_handovers=route_handovers,
             opts=child,
         )
         self.rate_limiter = RateLimiter(

@@ -9,7 +9,7 @@ import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.naming import MANAGED_BY
-from components.traffic import specs
+from components.traffic import handoff, specs
 from components.traffic.policy import ejection_seconds
 
 if TYPE_CHECKING:
@@ -45,8 +45,13 @@ class CanaryRoute(pulumi.ComponentResource):
         gateway_refs: Sequence[pulumi.Input[str]] = (),
         gateways: Sequence[pulumi.Resource] = (),
         outlier_request_gap: str,
+        handing_over: bool = False,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
+        """`handing_over`: the service switches to progressive delivery in this update
+        (`components.traffic.handoff`): both objects stay as the last update left them, and
+        the VirtualService is retained when a later update stops declaring it, because
+        Flagger has taken it over by then."""
         super().__init__(TOKEN, name, None, opts)
         namespace = mesh.workload_namespace(service.namespace).metadata.name
         metadata = {
@@ -55,6 +60,18 @@ class CanaryRoute(pulumi.ComponentResource):
             "labels": {**MANAGED_BY, "app": service.name},
         }
         options = mesh.custom_resource_options(self)
+        vs_options = pulumi.ResourceOptions(depends_on=list(gateways))
+        dr_options = options
+        if handing_over:
+            vs_options = pulumi.ResourceOptions.merge(
+                vs_options,
+                pulumi.ResourceOptions(
+                    retain_on_delete=True, ignore_changes=list(handoff.FLAGGER_REWRITES)
+                ),
+            )
+            dr_options = pulumi.ResourceOptions.merge(
+                options, pulumi.ResourceOptions(ignore_changes=["spec"])
+            )
         vs_spec = pulumi.Output.all(*gateway_refs).apply(
             lambda refs: specs.virtual_service_spec(service, backends, [str(r) for r in refs])
         )
@@ -64,9 +81,7 @@ class CanaryRoute(pulumi.ComponentResource):
             kind="VirtualService",
             metadata=metadata,
             spec=vs_spec,
-            opts=pulumi.ResourceOptions.merge(
-                options, pulumi.ResourceOptions(depends_on=list(gateways))
-            ),
+            opts=pulumi.ResourceOptions.merge(options, vs_options),
         )
         CustomResource(
             f"{name}-dr",
@@ -74,7 +89,7 @@ class CanaryRoute(pulumi.ComponentResource):
             kind="DestinationRule",
             metadata=metadata,
             spec=specs.destination_rule_spec(service),
-            opts=options,
+            opts=dr_options,
         )
         self.ejection_detection_seconds = pulumi.Output.from_input(
             ejection_seconds(service, outlier_request_gap)

@@ -7,12 +7,12 @@ every workload namespace gets a Sidecar.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 import pulumi
 
-from components.traffic import specs
+from components.traffic import handoff, specs
 from components.traffic.canary import CanaryRoute
 from components.traffic.delivery import ProgressiveDelivery
 from components.traffic.gateway import IngressGateways
@@ -47,12 +47,16 @@ class TrafficManagement(pulumi.ComponentResource):
         prometheus_url: str,
         cluster_name: str,
         injected_observability_namespace: pulumi.Output[str] | None = None,
+        route_handovers: Collection[str] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`graph`: the stack's services and who calls whom; `namespaces`: every workload
         namespace (one Sidecar each); `injected_observability_namespace`: the observability
         namespace when this region runs meshed workloads in it (the hub), which gets a
-        Sidecar too; the rest is passed on to `SidecarScopes` and `ProgressiveDelivery`."""
+        Sidecar too; `route_handovers`: `<namespace>/<name>` of the progressive services whose
+        VirtualService this update hands to Flagger (`components.traffic.handoff`): they keep
+        their CanaryRoute for this update; the rest is passed on to `SidecarScopes` and
+        `ProgressiveDelivery`."""
         super().__init__(TOKEN, name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         gateways = IngressGateways(f"{name}-gateways", mesh, traffic.gateways, opts=child)
@@ -60,7 +64,8 @@ class TrafficManagement(pulumi.ComponentResource):
         backends = graph.by_ref()
         ejection: dict[str, pulumi.Output[float | None]] = {}
         for service in services:
-            if service.delivery != "static":
+            handing_over = handoff.key(service) in route_handovers
+            if service.delivery != "static" and not handing_over:
                 continue
             expose = service.traffic.expose
             route = CanaryRoute(
@@ -71,9 +76,11 @@ class TrafficManagement(pulumi.ComponentResource):
                 gateway_refs=[gateways.reference(expose.gateway)] if expose else [],
                 gateways=[gateways.resources[expose.gateway]] if expose else [],
                 outlier_request_gap=traffic.outlier_request_gap,
+                handing_over=handing_over,
                 opts=child,
             )
-            ejection[f"{service.namespace}/{service.name}"] = route.ejection_detection_seconds
+            if not handing_over:  # Flagger's traffic policy applies: ProgressiveDelivery's
+                ejection[handoff.key(service)] = route.ejection_detection_seconds
         progressive = [s for s in services if s.delivery == "progressive"]
         self.delivery: ProgressiveDelivery | None = None
         """Flagger and the Canaries; None when no service is progressive."""
@@ -94,6 +101,7 @@ class TrafficManagement(pulumi.ComponentResource):
                     for route in s.traffic.routes
                     if route.backend is not None
                 },
+                handovers=route_handovers,
                 opts=child,
             )
             all_times = pulumi.Output.all(

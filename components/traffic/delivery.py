@@ -77,12 +77,16 @@ class ProgressiveDelivery(pulumi.ComponentResource):
         prometheus_url: str,
         cluster_name: str,
         route_targets: Collection[str] = (),
+        handovers: Collection[str] = (),
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         """`injection_labels`: the namespace labels that turn on injection for the mesh's
         control plane; `prometheus_url` and `cluster_name` are Flagger's metrics server and
         the cluster name it reports; `route_targets`: `<namespace>/<name>` of the services
-        other services' endpoint routes send to."""
+        other services' endpoint routes send to; `handovers`: `<namespace>/<name>` of the
+        services switching from static delivery in this update, whose Canary the update
+        waits for until Flagger has taken their VirtualService over
+        (`components.traffic.handoff`)."""
         super().__init__(TOKEN, name, None, opts)
         ns = namespace(f"{name}-ns", traffic.flagger_namespace, injection_labels, parent=self)
         flagger = install_chart(
@@ -161,7 +165,9 @@ class ProgressiveDelivery(pulumi.ComponentResource):
                     "name": service.name,
                     "namespace": mesh.workload_namespace(service.namespace).metadata.name,
                     "labels": {**MANAGED_BY, "app": service.name},
-                    "annotations": dict(delivery_specs.CANARY_ANNOTATIONS),
+                    "annotations": delivery_specs.canary_annotations(
+                        handing_over=f"{service.namespace}/{service.name}" in handovers
+                    ),
                 },
                 spec=pulumi.Output.all(ns.metadata.name, *refs).apply(partial(_canary, service)),
                 opts=canary_options,

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from components.settings_types import duration_ms
+from components.traffic import handoff
 from components.traffic.specs import (
     ISTIO_MUTUAL,
     MESH_GATEWAY,
@@ -102,6 +103,19 @@ Canary's dependents (`-primary`, Flagger's Services and routes) while Flagger's 
 still scaling the target Deployment back up (`revertOnDeletion`): the service would have no
 pods in between. In the background the dependents go only once the finalizer has reverted
 everything and the Canary is gone; Pulumi still waits for the Canary itself."""
+
+
+WAIT_FOR_ANNOTATION: Final = "pulumi.com/waitFor"
+
+
+def canary_annotations(*, handing_over: bool) -> dict[str, str]:
+    """A Canary's annotations; in the update that switches its service from static delivery,
+    Pulumi also waits until Flagger has initialized it, which it does only after taking the
+    service's VirtualService over (`components.traffic.handoff`)."""
+    annotations = dict(CANARY_ANNOTATIONS)
+    if handing_over:
+        annotations[WAIT_FOR_ANNOTATION] = handoff.INITIALIZED_CONDITION
+    return annotations
 
 
 def flagger_interval(duration: str) -> str:
