@@ -676,3 +676,36 @@ def test_istiod_never_fetches_a_jwks_from_its_own_loopback(expanded: Expanded, s
 
 def _blocked(ip: str, ranges: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     return any(ipaddress.ip_address(ip) in r for r in ranges)
+
+
+def test_jaeger_policy_names_the_chart_pods_identities_and_ports(expanded: Expanded) -> None:
+    # The AuthorizationPolicy is only as good as its selector, Kiali's identity and the
+    # ports it names: each must be what the charts really create.
+    from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT
+    from components.observability import jaeger_access
+    from components.observability.jaeger_values import QUERY_GRPC_PORT, QUERY_HTTP_PORT
+
+    hubs = [s for s in STACKS if any(c.release.name == "jaeger" for c in expanded[s][1])]
+    assert hubs
+    for stack in hubs:
+        render = expanded[stack][0]
+        policy = next(
+            o
+            for o in render.kubernetes_objects()
+            if o["kind"] == "AuthorizationPolicy"
+            and o["metadata"]["name"] == jaeger_access.POLICY_NAME
+        )
+        namespace = policy["metadata"]["namespace"]
+        jaeger = _release(expanded, stack, "jaeger")
+        (deployment,) = _objects(jaeger, "Deployment")
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert policy["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        (service,) = _objects(jaeger, "Service")
+        targets = {p["targetPort"] for p in service["spec"]["ports"]}
+        assert {OTLP_GRPC_PORT, OTLP_HTTP_PORT, QUERY_GRPC_PORT, QUERY_HTTP_PORT} <= targets
+        kiali = _release(expanded, stack, "kiali")
+        (kiali_deployment,) = _objects(kiali, "Deployment")
+        account = kiali_deployment["spec"]["template"]["spec"]["serviceAccountName"]
+        assert (
+            jaeger_access.kiali_principal(namespace) == f"cluster.local/ns/{namespace}/sa/{account}"
+        )

@@ -32,12 +32,14 @@ from typing import Any, Final, cast
 
 import pulumi
 import pulumi_kubernetes as k8s
+from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.helm import install_chart
 from components.istio.component import IstioMesh
 from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT, TracingTarget
 from components.kube import namespace
 from components.naming import service_fqdn
+from components.observability.jaeger_access import POLICY_NAME, jaeger_access_spec
 from components.observability.jaeger_values import (
     QUERY_GRPC_PORT,
     QUERY_HTTP_PORT,
@@ -59,7 +61,10 @@ class JaegerStack(pulumi.ComponentResource):
 
     Children: the observability namespace (retained on delete, sidecar injection on so
     spokes reach the collector over mTLS through the east-west gateway), the Badger
-    PersistentVolumeClaim (Badger storage only), and the jaeger chart. Secure defaults:
+    PersistentVolumeClaim (Badger storage only), the jaeger chart, the AuthorizationPolicy
+    `jaeger-allow-callers` (`jaeger_access`: OTLP from any mesh identity, the query API
+    from Kiali, the query readers and the Ingress controller only), and with an Ingress
+    the PeerAuthentication letting the controller's plaintext reach 16686. Secure defaults:
     one replica unless the store is external, persistent storage, non-root read-only
     container without an API token, requests and limits, no Ingress unless a host is set.
     """
@@ -116,6 +121,16 @@ class JaegerStack(pulumi.ComponentResource):
         )
         """The jaeger chart."""
 
+        # The query API has no login: only Kiali, the query readers and the Ingress
+        # controller reach it; OTLP stays open to every mesh identity (jaeger_access.py).
+        CustomResource(
+            f"{name}-access",
+            api_version="security.istio.io/v1",
+            kind="AuthorizationPolicy",
+            metadata={"name": POLICY_NAME, "namespace": ns.metadata.name},
+            spec=jaeger_access_spec(jaeger, namespace_name=namespace_name),
+            opts=mesh.custom_resource_options(self),
+        )
         if jaeger.ingress_host:
             mesh.admit_ingress_controller(
                 f"{name}-ingress-mtls",

@@ -33,6 +33,12 @@ MULTI_CLUSTER_LABEL: Final = "kiali.io/multiCluster=true"
 
 """Label of the remote-cluster kubeconfig Secrets Kiali discovers in its namespace."""
 
+SERVICE_ACCOUNT: Final = RELEASE
+
+"""Kiali's ServiceAccount: the chart's `kiali-server.fullname`, the instance name, which
+defaults to the release name. Its mTLS identity is what Jaeger admits to the gRPC query
+API (`jaeger_access`)."""
+
 SERVER_PORT: Final = 20001
 
 """Kiali's HTTP port (chart `server.port` default): UI, API and its Ingress backend."""

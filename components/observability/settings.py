@@ -7,6 +7,7 @@ rules raise `RuleViolationError` so the one-line error names the offending key.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Annotated, Final, Literal
 
@@ -28,6 +29,11 @@ from components.settings_types import (
 
 _STACK_NAME: Final = re.compile(r"^[A-Za-z0-9_.-]+$")
 """A Pulumi stack name without organization and project (which are the running stack's)."""
+
+_SERVICE_ACCOUNT: Final = re.compile(
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-.a-z0-9]*[a-z0-9])?$"
+)
+"""`<namespace>/<serviceAccount>`, as `security.prometheusServiceAccounts` spells an identity."""
 
 
 def _host(value: str) -> str:
@@ -222,6 +228,29 @@ class JaegerSettings(SettingsModel):
             "(`auth-type: basic`); the alternative to `ingressAuthUrl`. Default: none."
         ),
     )
+    ingress_source_ip_blocks: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Addresses (IPs or CIDR blocks) the Ingress controller's connections come from: "
+            "its pods' subnet, or the nodes' addresses for a `hostNetwork` controller. The "
+            "controller runs outside the mesh, so its plaintext requests carry no identity "
+            "and Jaeger's AuthorizationPolicy can only recognise them by source address "
+            "(`source.ipBlocks`, the connection's peer, never `X-Forwarded-For`): only "
+            "plaintext from these blocks reaches port 16686. Required with `ingressHost`, "
+            "forbidden without it. Default: none (no plaintext caller is admitted)."
+        ),
+    )
+    query_service_accounts: tuple[str, ...] = Field(
+        default=("monitoring/kube-prometheus-stack-grafana",),
+        description=(
+            "Meshed workloads that may read traces through the HTTP query API (port 16686, "
+            "`GET` only), as `<namespace>/<serviceAccount>`. Default: kube-prometheus-stack's "
+            "Grafana, whose Jaeger data source calls `/api/...` on 16686; it must run with a "
+            "sidecar (the identity comes from its mTLS certificate). Kiali (gRPC 16685) and "
+            "the Ingress have their own rules; every other caller of 16686/16685 is denied. "
+            "Empty: no in-cluster reader besides Kiali."
+        ),
+    )
     resources: Resources = Field(
         default_factory=Resources,
         description=(
@@ -250,6 +279,47 @@ class JaegerSettings(SettingsModel):
                 self.ingress_auth_url,
                 "must be set (or ingressBasicAuthSecret) when ingressHost is set: the Jaeger "
                 "UI has no login and shows every traced request",
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _query_callers(self) -> JaegerSettings:
+        for index, account in enumerate(self.query_service_accounts):
+            if not _SERVICE_ACCOUNT.match(account):
+                raise RuleViolationError(
+                    ("queryServiceAccounts", index),
+                    account,
+                    "must be `<namespace>/<serviceAccount>`",
+                )
+        for index, block in enumerate(self.ingress_source_ip_blocks):
+            try:
+                network = ipaddress.ip_network(block, strict=True)
+            except ValueError:
+                raise RuleViolationError(
+                    ("ingressSourceIpBlocks", index),
+                    block,
+                    "must be an IP address or a CIDR block without host bits (10.0.0.0/16)",
+                ) from None
+            if network.prefixlen == 0:
+                raise RuleViolationError(
+                    ("ingressSourceIpBlocks", index),
+                    block,
+                    "must not be every address: it would admit any plaintext caller to the "
+                    "unauthenticated query API",
+                )
+        if self.ingress_host and not self.ingress_source_ip_blocks:
+            raise RuleViolationError(
+                ("ingressSourceIpBlocks",),
+                [],
+                "must list the Ingress controller's source addresses when ingressHost is set: "
+                "its plaintext has no identity, and every other plaintext caller is denied",
+            )
+        if self.ingress_source_ip_blocks and not self.ingress_host:
+            raise RuleViolationError(
+                ("ingressSourceIpBlocks",),
+                list(self.ingress_source_ip_blocks),
+                "must be empty without ingressHost: port 16686 is then mTLS-only and no "
+                "plaintext caller can arrive",
             )
         return self
 

@@ -56,8 +56,10 @@ JAEGER_INGRESS: dict[str, Any] = {
     "ingressHost": "jaeger.example.com",
     "ingressTlsSecret": "jaeger-tls",
     "ingressAuthUrl": "https://auth.example.com/oauth2/auth",
+    "ingressSourceIpBlocks": ["10.0.32.0/20"],
 }
-"""A Jaeger UI Ingress with what it requires: TLS and authentication."""
+"""A Jaeger UI Ingress with what it requires: TLS, authentication, the controller's
+addresses."""
 KIALI_INGRESS: dict[str, Any] = {
     "ingressHost": "kiali.example.com",
     "ingressTlsSecret": "kiali-tls",
@@ -244,6 +246,7 @@ def test_jaeger_ui_ingress_serves_only_authenticated_requests_over_tls() -> None
             ingressHost="jaeger.example.com",
             ingressTlsSecret="jaeger-tls",
             ingressBasicAuthSecret="jaeger-htpasswd",
+            ingressSourceIpBlocks=["10.0.32.0/20"],
         )
     )["jaeger"]["ingress"]
     assert basic["annotations"] == {

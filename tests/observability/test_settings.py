@@ -237,6 +237,47 @@ def test_jaeger_ingress_takes_one_authentication() -> None:
     )
 
 
+JAEGER_UI = {
+    "ingressHost": "j.example.com",
+    "ingressTlsSecret": "j-tls",
+    "ingressAuthUrl": "https://a.example/x",
+}
+
+
+def test_a_jaeger_ingress_names_the_controller_addresses() -> None:
+    # The controller's plaintext has no identity: without its addresses the Jaeger policy
+    # could admit it only by admitting every plaintext caller.
+    assert settings_error(observability={"jaeger": JAEGER_UI}) == (
+        "meshstack:observability.jaeger.ingressSourceIpBlocks is not set: must list the Ingress "
+        "controller's source addresses when ingressHost is set: its plaintext has no identity, "
+        "and every other plaintext caller is denied"
+    )
+    everyone = {**JAEGER_UI, "ingressSourceIpBlocks": ["0.0.0.0/0"]}
+    assert settings_error(observability={"jaeger": everyone}) == (
+        'meshstack:observability.jaeger.ingressSourceIpBlocks[0] = "0.0.0.0/0": must not be '
+        "every address: it would admit any plaintext caller to the unauthenticated query API"
+    )
+    host_bits = {**JAEGER_UI, "ingressSourceIpBlocks": ["10.0.32.1/20"]}
+    assert settings_error(observability={"jaeger": host_bits}) == (
+        'meshstack:observability.jaeger.ingressSourceIpBlocks[0] = "10.0.32.1/20": must be an '
+        "IP address or a CIDR block without host bits (10.0.0.0/16)"
+    )
+    assert settings_error(
+        observability={"jaeger": {"ingressSourceIpBlocks": ["10.0.32.0/20"]}}
+    ) == (
+        'meshstack:observability.jaeger.ingressSourceIpBlocks = ["10.0.32.0/20"]: must be '
+        "empty without ingressHost: port 16686 is then mTLS-only and no plaintext caller can "
+        "arrive"
+    )
+
+
+def test_jaeger_query_readers_are_service_accounts() -> None:
+    assert settings_error(observability={"jaeger": {"queryServiceAccounts": ["grafana"]}}) == (
+        'meshstack:observability.jaeger.queryServiceAccounts[0] = "grafana": must be '
+        "`<namespace>/<serviceAccount>`"
+    )
+
+
 def test_jaeger_sign_in_page_needs_external_authentication() -> None:
     jaeger = {"ingressAuthSignin": "https://a.example/start"}
     assert settings_error(observability={"jaeger": jaeger}) == (
