@@ -234,10 +234,9 @@ class JaegerSettings(SettingsModel):
             "Addresses (IPs or CIDR blocks) the Ingress controller's connections come from: "
             "its pods' subnet, or the nodes' addresses for a `hostNetwork` controller. The "
             "controller runs outside the mesh, so its plaintext requests carry no identity "
-            "and Jaeger's AuthorizationPolicy can only recognise them by source address "
-            "(`source.ipBlocks`, the connection's peer, never `X-Forwarded-For`): only "
-            "plaintext from these blocks reaches port 16686. Required with `ingressHost`, "
-            "forbidden without it. Default: none (no plaintext caller is admitted)."
+            "and Jaeger's policy knows them by the connection's peer address "
+            "(`source.ipBlocks`): only plaintext from these blocks reaches port 16686. "
+            "Required with `ingressHost`. Default: none (no plaintext caller is admitted)."
         ),
     )
     query_service_accounts: tuple[str, ...] = Field(

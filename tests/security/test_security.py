@@ -21,6 +21,7 @@ from components.constants import (
 )
 from components.istio.component import IstioMesh
 from components.kube import MetricsEndpoint
+from components.observability import jaeger_access
 from components.security import specs
 from components.security.component import FlaggerNamespace, MeshSecurity
 from components.security.settings import (
@@ -1223,6 +1224,9 @@ def test_stacks_trust_identities_of_the_region_never_namespaces(stack_renders: A
             "istio-ingress",
             *(a.split("/")[0] for a in settings.security.prometheus_service_accounts),
             *([flagger_ns] if flagger_ns else []),
+            # The hub's Kiali, and the trace readers the settings name, read Jaeger.
+            *([settings.observability_namespace] if settings.observability.is_hub else []),
+            *(a.split("/")[0] for a in settings.observability.jaeger.query_service_accounts),
         }
         for obj in render.kubernetes_objects():
             if obj["kind"] != "AuthorizationPolicy":
@@ -1234,6 +1238,11 @@ def test_stacks_trust_identities_of_the_region_never_namespaces(stack_renders: A
                         obj["metadata"]["name"],
                     )
             for principal in _principals(obj["spec"]):
+                if principal == "*":
+                    # Any mesh identity: only Jaeger's OTLP intake (every region's proxies
+                    # export spans there) and its plaintext-only Ingress rule.
+                    assert obj["metadata"]["name"] == jaeger_access.POLICY_NAME, stack
+                    continue
                 assert principal.split("/")[2] in known, (stack, obj["metadata"]["name"])
 
 
@@ -1247,7 +1256,11 @@ def test_stacks_loadtester_admits_only_the_flagger_controller(every_render: Any)
         objects = render.kubernetes_objects()
         controller = workload_principal(flagger_ns, FLAGGER_SERVICE_ACCOUNT)
         callers = {
-            p for o in objects if o["kind"] == "AuthorizationPolicy" for p in _principals(o["spec"])
+            p
+            for o in objects
+            if o["kind"] == "AuthorizationPolicy"
+            for p in _principals(o["spec"])
+            if "*" not in p  # a pattern (Jaeger's "any mesh identity"), not a caller
         }
         assert _allowed(objects, flagger_ns, "loadtester", req(controller, "/", "POST")), stack
         for caller in (callers - {controller}) | {None}:
@@ -1373,7 +1386,8 @@ def test_stacks_admit_the_loadtester_on_canary_pods_only(every_render: Any) -> N
         workloads = {
             (o["metadata"]["namespace"], o["spec"]["selector"]["matchLabels"]["app"])
             for o in objects
-            if o["kind"] == "AuthorizationPolicy" and "selector" in o["spec"]
+            if o["kind"] == "AuthorizationPolicy"
+            and "app" in o["spec"].get("selector", {}).get("matchLabels", {})
         }
         assert canaries, stack
         # The quota service, Redis, primaries and static services included.
