@@ -186,12 +186,21 @@ def canary_service_spec(service: MeshService, gateway_refs: Sequence[str]) -> di
         spec["hosts"] = list(traffic.expose.hosts)
     if traffic.cors is not None:
         spec["corsPolicy"] = cors_spec(traffic.cors)
-    if service.metrics is not None:
-        # Flagger's generated Services (`<name>`, `-primary`, `-canary`) carry only `port`
-        # unless port discovery adds the Deployment's other named container ports, such as
-        # the metrics port the app ServiceMonitor scrapes.
-        spec["portDiscovery"] = True
+    # Flagger's generated Services (`<name>`, `-primary`, `-canary`) carry only `port`
+    # unless port discovery adds the Deployment's other named container ports, such as the
+    # metrics port the app ServiceMonitor scrapes. Stated either way: see FLAGGER_WRITES.
+    spec["portDiscovery"] = service.metrics is not None
     return spec
+
+
+FLAGGER_WRITES: Final = ("spec.service.portDiscovery", "spec.analysis.webhooks[].muteAlert")
+"""Fields Flagger writes into the Canary when it stores it whole (`Update`, when it adds its
+finalizer: `pkg/controller/finalizer.go`): its Go types serialize them without `omitempty`
+(`pkg/apis/flagger/v1beta1/canary.go`), so the API server records Flagger as their manager
+from then on. `webhooks` is an atomic list, so Flagger owns all of it: an apply of a list
+without `muteAlert: false` is a server-side apply conflict, and every later `pulumi up` that
+touches the Canary failed (found by `make progressive`). The program states both with the
+values Flagger writes, which makes the two managers agree instead of conflict."""
 
 
 def canary_spec(
@@ -235,6 +244,7 @@ def canary_spec(
             {
                 "name": "acceptance-test",
                 "type": "pre-rollout",
+                "muteAlert": False,
                 "url": url,
                 "timeout": SMOKE_TEST_TIMEOUT,
                 "metadata": {"type": "bash", "cmd": smoke_test_command(service)},
@@ -242,6 +252,7 @@ def canary_spec(
             {
                 "name": "load-test",
                 "type": "rollout",
+                "muteAlert": False,
                 "url": url,
                 "timeout": LOAD_TEST_TIMEOUT,
                 "metadata": {"cmd": load_test_command(service)},

@@ -507,7 +507,7 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
         "--call grpc.health.v1.Health/Check api-canary.shop:9090"
     )
     service_spec = spec["service"]
-    assert "portDiscovery" not in service_spec
+    assert service_spec["portDiscovery"] is False, "stated: Flagger writes it (FLAGGER_WRITES)"
     assert service_spec["portName"] == "grpc"
     assert service_spec["hosts"] == ["api.example.com"]
     assert service_spec["gateways"] == ["istio-ingress/public", "mesh"]
@@ -538,6 +538,19 @@ def test_canary_discovers_ports_when_app_metrics_are_scraped() -> None:
     service = only(stack(svc(delivery="progressive", metrics={"port": "http-prom"})))
     spec = delivery_specs.canary_spec(service, [], "fd")
     assert spec["service"]["portDiscovery"] is True
+    valid("Canary", spec, api="flagger.app/v1beta1")
+
+
+def test_the_canary_states_what_flagger_writes_back_so_updates_do_not_conflict() -> None:
+    # Flagger stores the Canary whole when it adds its finalizer; its Go types write
+    # `muteAlert` and `portDiscovery` even when false, so the API server makes Flagger a
+    # manager of the atomic `webhooks` list. Applying a list without `muteAlert: false` then
+    # conflicts (server-side apply), and every later `pulumi up` of the Canary fails; with
+    # the values Flagger writes, both managers agree (found by `make progressive`).
+    service = only(stack(svc(delivery="progressive")))
+    spec = delivery_specs.canary_spec(service, [], "fd")
+    assert [w["muteAlert"] for w in spec["analysis"]["webhooks"]] == [False, False]
+    assert spec["service"]["portDiscovery"] is False
     valid("Canary", spec, api="flagger.app/v1beta1")
 
 
