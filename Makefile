@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate
+.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate progressive-tools progressive
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
@@ -129,3 +129,13 @@ simulate: install ## Routes, weights, mirrors, retries, faults, TLS, Sidecar sco
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	@# .cache/ (fetched reference data) and .tools/ (Helm) are kept: rebuilding needs the network.
+
+progressive-tools: ## Build Flagger 1.44.0 and its loadtester (Go) into a cache keyed by their module.
+	@bash tools/progressive/build.sh
+
+# Not part of `make test`: the real Flagger and loadtester run each progressive service's canary
+# analysis on the e2e harness's control plane, with Debian's Prometheus scraping a model of the
+# mesh's telemetry; ends with one summary line. Logs: build/e2e/progressive/.
+progressive: install helm progressive-tools ## Flagger promotes good canaries, rolls back bad ones; static to progressive without a gap.
+	@command -v prometheus >/dev/null 2>&1 || { echo "make progressive: needs prometheus (Debian/Ubuntu: apt-get install prometheus)" >&2; exit 2; }
+	$(PY) -m tools.progressive.run
