@@ -220,3 +220,35 @@ def test_make_test_stops_on_a_stack_files_settings_error_with_its_one_line(
         "Pulumi.broken.yaml: meshstack:services[0].port = 70000: "
         "must be less than or equal to 65535"
     ]
+
+
+# --- silent mistakes ----------------------------------------------------------------------
+
+
+def test_a_key_repeated_in_a_stack_file_is_refused_with_both_lines(tmp_path: Path) -> None:
+    # PyYAML keeps the second block and drops the first: two `services:` blocks would deploy
+    # only the second list.
+    project = _project(
+        tmp_path,
+        "config:\n  meshstack:region: x\n  meshstack:services:\n    - {name: a, namespace: b}\n"
+        "  meshstack:services:\n    - {name: c, namespace: b}\n",
+    )
+    with pytest.raises(StackFileError) as caught:
+        read_stack_file(project / "Pulumi.broken.yaml")
+    assert str(caught.value) == (
+        "Pulumi.broken.yaml:5:3: key 'meshstack:services' is repeated (first at line 3); a "
+        "YAML mapping holds each key once: merge the two into one"
+    )
+
+
+def test_a_key_repeated_inside_a_value_is_refused_too(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path, "config:\n  meshstack:traffic:\n    timeout: 1s\n    timeout: 2s\n"
+    )
+    with pytest.raises(StackFileError, match=r"^Pulumi.broken.yaml:4:5: key 'timeout' is rep"):
+        read_stack_file(project / "Pulumi.broken.yaml")
+
+
+def test_yaml_merge_keys_are_not_repeats(tmp_path: Path) -> None:
+    project = _project(tmp_path, "config:\n  a: &x {p: 1}\n  b:\n    <<: *x\n    q: 2\n")
+    assert read_stack_file(project / "Pulumi.broken.yaml")["b"] == {"p": 1, "q": 2}
