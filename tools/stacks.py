@@ -66,7 +66,7 @@ def read_yaml_file(path: Path) -> Any:
     """The YAML document in `path`; a syntax error names the file, line and column, and so
     does a key repeated in one mapping (YAML forbids it; PyYAML would keep the last)."""
     try:
-        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
     except DuplicateKeyError as error:
         where = f"{path.name}:{error.mark.line + 1}:{error.mark.column + 1}"
         raise StackFileError(
