@@ -252,3 +252,24 @@ def test_a_key_repeated_inside_a_value_is_refused_too(tmp_path: Path) -> None:
 def test_yaml_merge_keys_are_not_repeats(tmp_path: Path) -> None:
     project = _project(tmp_path, "config:\n  a: &x {p: 1}\n  b:\n    <<: *x\n    q: 2\n")
     assert read_stack_file(project / "Pulumi.broken.yaml")["b"] == {"p": 1, "q": 2}
+
+
+def test_a_malformed_chart_source_stops_make_render_though_it_renders_from_a_directory(
+    tmp_path: Path,
+) -> None:
+    # `make render` replaces the chart source with the chart cache; the stack file's own
+    # source is what `pulumi up` pulls from, so it is checked before it is replaced.
+    project = _project(
+        tmp_path,
+        "config:\n  meshstack:region: x\n"
+        "  meshstack:chartSource: {kind: oci, location: 'oci://Registry.example.com/'}\n",
+    )
+    with pytest.raises(render.RenderError) as caught:
+        render.render_stack(
+            "broken", project, chart_source={"kind": "directory", "location": "charts"}
+        )
+    assert str(caught.value) == (
+        "invalid stack settings: meshstack:chartSource.location = "
+        '"oci://Registry.example.com/": must be an OCI registry prefix '
+        "`oci://<host>[:<port>]/<path>` in lowercase, without a trailing '/'"
+    )
