@@ -54,6 +54,7 @@ from components.settings_types import (
     DnsLabel,
     LabelValue,
     OptionalDnsLabel,
+    Port,
     RuleViolationError,
     SettingsError,
     SettingsModel,
@@ -128,7 +129,15 @@ class MeshService(SettingsModel):
         )
     )
     namespace: DnsLabel = Field(description="Workload namespace; created with injection on.")
-    port: int = Field(default=8080, ge=1, le=65535, description="Service port. Default 8080.")
+    port: Port = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description=(
+            "Service port. Default 8080. Not one of the ports Istio's sidecar reserves "
+            "(15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090)."
+        ),
+    )
     protocol: Literal["http", "http2", "grpc"] = Field(
         default="http",
         description=(

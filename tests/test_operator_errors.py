@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from components.settings_types import ISTIO_RESERVED_PORTS
 from tests.conftest import settings_error, stack_file_errors
 from tools import bench, render
 from tools.render import PROJECT_DIR
@@ -272,4 +273,30 @@ def test_a_malformed_chart_source_stops_make_render_though_it_renders_from_a_dir
         "invalid stack settings: meshstack:chartSource.location = "
         '"oci://Registry.example.com/": must be an OCI registry prefix '
         "`oci://<host>[:<port>]/<path>` in lowercase, without a trailing '/'"
+    )
+
+
+@pytest.mark.parametrize("port", sorted(ISTIO_RESERVED_PORTS))
+def test_a_port_istio_reserves_is_refused_as_a_service_port(port: int) -> None:
+    # iptables hands these to Envoy itself (or redirects to them): the app never sees them.
+    assert settings_error(services=[{**SERVICE, "port": port}]) == (
+        f"meshstack:services[0].port = {port}: is reserved by Istio's sidecar "
+        f"({ISTIO_RESERVED_PORTS[port]}); use a port other than 15000, 15001, 15004, 15006, "
+        "15008, 15009, 15020, 15021, 15053, 15090 (istio.io, Ports used by Istio)"
+    )
+
+
+def test_a_port_istio_reserves_is_refused_in_an_authorization_rule() -> None:
+    service = {**SERVICE, "authorization": [{"ports": [9102, 15090], "methods": ["GET"]}]}
+    assert settings_error(services=[service]).startswith(
+        "meshstack:services[0].authorization[0].ports[1] = 15090: is reserved by Istio's "
+        "sidecar (Envoy Prometheus telemetry); use a port other than"
+    )
+
+
+def test_a_port_istio_reserves_is_refused_in_an_mtls_exception() -> None:
+    exception = {"name": "x", "namespace": "shop", "selector": {"app": "api"}, "ports": [15020]}
+    assert settings_error(security={"mtlsExceptions": [exception]}).startswith(
+        "meshstack:security.mtlsExceptions[0].ports[0] = 15020: is reserved by Istio's "
+        "sidecar (merged Prometheus telemetry); use a port other than"
     )
