@@ -41,6 +41,7 @@ from components.security.rules import (
     check_identity_providers,
     check_jwt_providers,
     check_mtls_exceptions_admit_plaintext,
+    check_rule_ports_are_extra_ports,
 )
 from components.security.settings import (
     AllowRule,
@@ -191,6 +192,7 @@ class MeshService(SettingsModel):
         )
         check_grpc_protected_paths(self.protocol, self.jwt)
         check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)
+        check_rule_ports_are_extra_ports(self.port, self.authorization)
         check_gateway_rules_routed(self.traffic.expose is not None, self.authorization)
         return self
 

@@ -300,3 +300,26 @@ def test_a_port_istio_reserves_is_refused_in_an_mtls_exception() -> None:
         "meshstack:security.mtlsExceptions[0].ports[0] = 15020: is reserved by Istio's "
         "sidecar (merged Prometheus telemetry); use a port other than"
     )
+
+
+def test_an_authorization_rule_on_the_service_port_without_a_source_is_refused() -> None:
+    # Every request arrives on the service port: `ports: [8080]` alone is an allow-all.
+    service = {**SERVICE, "authorization": [{"ports": [8080], "methods": ["GET"]}]}
+    assert settings_error(services=[service]) == (
+        "meshstack:services[0].authorization[0].ports[0] = 8080: is the service's own port: "
+        "without a source this rule admits every caller of the API; ports are for the "
+        "workload's other ports (e.g. a metrics port), name a source (serviceAccounts, "
+        "requestPrincipals, ipBlocks) instead"
+    )
+
+
+def test_a_port_level_mtls_exception_on_the_service_port_is_refused() -> None:
+    # Its plaintext callers would be admitted by a `ports` rule on the API port: anyone.
+    service = {**SERVICE, "authorization": [{"ipBlocks": ["10.0.0.0/8"], "ports": [8080]}]}
+    exception = {"name": "x", "namespace": "shop", "selector": {"app": "api"}, "ports": [8080]}
+    assert settings_error(services=[service], security={"mtlsExceptions": [exception]}) == (
+        "meshstack:security.mtlsExceptions[0].ports[0] = 8080: is the service port of api: a "
+        "port-level exception is for the workload's other ports (its plaintext callers are "
+        "admitted by port, without an identity); for plaintext API callers leave out `ports` "
+        "and admit them by ipBlocks"
+    )
