@@ -188,7 +188,10 @@ class MeshService(SettingsModel):
     def _unique_versions(self) -> MeshService:
         check_unique(("versions",), "name", [v.name for v in self.versions])
         check_service_traffic(
-            self.traffic, delivery=self.delivery, versions={v.name for v in self.versions}
+            self.traffic,
+            delivery=self.delivery,
+            versions={v.name for v in self.versions},
+            protocol=self.protocol,
         )
         check_grpc_protected_paths(self.protocol, self.jwt)
         check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)

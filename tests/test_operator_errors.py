@@ -323,3 +323,18 @@ def test_a_port_level_mtls_exception_on_the_service_port_is_refused() -> None:
         "admitted by port, without an identity); for plaintext API callers leave out `ports` "
         "and admit them by ipBlocks"
     )
+
+
+def test_cookie_hashing_on_a_grpc_service_is_refused() -> None:
+    # gRPC clients keep no cookies: Envoy sets a new one on every call, so no affinity.
+    cookie = {"name": "s", "ttl": "30m"}
+    service = {
+        **SERVICE,
+        "protocol": "grpc",
+        "traffic": {"policy": {"loadBalancer": {"consistentHash": {"httpCookie": cookie}}}},
+    }
+    assert settings_error(services=[service]) == (
+        'meshstack:services[0].traffic.policy.loadBalancer.consistentHash.httpCookie = "s": is '
+        "refused on a grpc service: gRPC clients store no cookies, so every call gets a new "
+        "one and a new host; hash on a metadata header (httpHeaderName) the clients send"
+    )

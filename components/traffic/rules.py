@@ -50,9 +50,12 @@ NOT_A_SERVICE: Final = "must be `<namespace>/<name>` of a service"
 
 
 def check_service_traffic(
-    traffic: ServiceTraffic, *, delivery: str, versions: Collection[str]
+    traffic: ServiceTraffic, *, delivery: str, versions: Collection[str], protocol: str = "http"
 ) -> None:
-    """Rules of one service's `traffic` block that need its delivery or its version names."""
+    """Rules of one service's `traffic` block that need its delivery, protocol or its
+    version names."""
+    if protocol == "grpc":
+        check_grpc_hashes_on_no_cookie(traffic)
     if delivery == "progressive":
         check_flagger_owns_routing(traffic)
     else:
@@ -62,6 +65,25 @@ def check_service_traffic(
     check_subset_policies(traffic.policy, traffic.subset_policies, versions)
     check_retries_fit_timeouts(traffic)
     check_route_names_unique(traffic.routes)
+
+
+def check_grpc_hashes_on_no_cookie(traffic: ServiceTraffic) -> None:
+    """A gRPC service does not hash on a cookie: gRPC clients keep no cookies, so Envoy
+    (which sets the cookie when `ttl` is set) hands every call a new one and picks a new
+    host each time: the affinity the setting promises never happens."""
+    policies: dict[Path, TrafficPolicySettings] = {("policy",): traffic.policy} | {
+        ("subsetPolicies", name): policy for name, policy in traffic.subset_policies.items()
+    }
+    for path, policy in policies.items():
+        hashing = policy.load_balancer.consistent_hash
+        if hashing is not None and hashing.http_cookie is not None:
+            raise RuleViolationError(
+                ("traffic", *path, "loadBalancer", "consistentHash", "httpCookie"),
+                hashing.http_cookie.name,
+                "is refused on a grpc service: gRPC clients store no cookies, so every call "
+                "gets a new one and a new host; hash on a metadata header (httpHeaderName) "
+                "the clients send",
+            )
 
 
 def check_flagger_owns_routing(traffic: ServiceTraffic) -> None:
