@@ -35,6 +35,7 @@ from components.ratelimit.settings import (
     check_quota_clients_can_be_identified,
 )
 from components.security.rules import (
+    accepts_writes,
     check_allow_rules_can_match,
     check_gateway_rules_routed,
     check_grpc_protected_paths,
@@ -192,6 +193,7 @@ class MeshService(SettingsModel):
             delivery=self.delivery,
             versions={v.name for v in self.versions},
             protocol=self.protocol,
+            accepts_writes=accepts_writes(self.protocol, self.authorization),
         )
         check_grpc_protected_paths(self.protocol, self.jwt)
         check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)

@@ -7,13 +7,15 @@ files from a temporary project directory: never from the production stack files.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from components.settings_types import ISTIO_RESERVED_PORTS
-from tests.conftest import settings_error, stack_file_errors
+from tests.conftest import make_settings, settings_error, stack_file_errors
 from tools import bench, render
 from tools.render import PROJECT_DIR
 from tools.stacks import StackFileError, deploy_order, read_stack_file
@@ -337,4 +339,64 @@ def test_cookie_hashing_on_a_grpc_service_is_refused() -> None:
         'meshstack:services[0].traffic.policy.loadBalancer.consistentHash.httpCookie = "s": is '
         "refused on a grpc service: gRPC clients store no cookies, so every call gets a new "
         "one and a new host; hash on a metadata header (httpHeaderName) the clients send"
+    )
+
+
+MIRRORED = {
+    **SERVICE,
+    "versions": [{"name": "a"}, {"name": "b"}, {"name": "shadow"}],
+    "traffic": {"canary": {"weights": WEIGHTS, "mirror": {"subset": "shadow"}}},
+}
+
+
+def test_a_mirror_of_a_service_that_accepts_writes_is_refused() -> None:
+    # No authorization rule limits the methods: a mirrored POST runs in the shadow too.
+    assert settings_error(services=[MIRRORED]) == (
+        'meshstack:services[0].traffic.canary.mirror = "shadow": copies every method of a '
+        "service that accepts writes, so the shadow executes them again; set readsOnly: true "
+        "(GET and HEAD only), or sideEffectFree: true if the shadow's writes stay inside it"
+    )
+
+
+@pytest.mark.parametrize(
+    "mirror_or_rules",
+    [
+        {"mirror": {"subset": "shadow", "readsOnly": True}},
+        {"mirror": {"subset": "shadow", "sideEffectFree": True}},
+        {"authorization": [{"serviceAccounts": ["shop/web"], "methods": ["GET", "HEAD"]}]},
+    ],
+    ids=["reads only", "side-effect free", "service accepts only reads"],
+)
+def test_a_mirror_is_accepted_when_it_copies_no_write(mirror_or_rules: dict[str, Any]) -> None:
+    service = json.loads(json.dumps(MIRRORED))
+    if "mirror" in mirror_or_rules:
+        service["traffic"]["canary"]["mirror"] = mirror_or_rules["mirror"]
+    else:
+        service["authorization"] = mirror_or_rules["authorization"]
+    assert make_settings(services=[service]).services[0].traffic.canary is not None
+
+
+def test_flagger_mirroring_of_a_grpc_service_needs_the_side_effect_statement() -> None:
+    service = {
+        "name": "feed",
+        "namespace": "shop",
+        "protocol": "grpc",
+        "delivery": "progressive",
+        "traffic": {"progressive": {"mirror": True}},
+    }
+    assert settings_error(services=[service]) == (
+        "meshstack:services[0].traffic.progressive.mirror = true: Flagger copies every request "
+        "to the canary, and this service accepts writes (every gRPC call is a POST): set "
+        "mirrorSideEffectFree: true if the canary's writes stay inside it, or mirror: false"
+    )
+
+
+def test_a_reads_only_mirror_of_a_grpc_service_is_refused() -> None:
+    service = json.loads(json.dumps(MIRRORED))
+    service["protocol"] = "grpc"
+    service["traffic"]["canary"]["mirror"]["readsOnly"] = True
+    assert settings_error(services=[service]) == (
+        "meshstack:services[0].traffic.canary.mirror.readsOnly = true: copies nothing on a "
+        "grpc service (every gRPC call is a POST); set sideEffectFree: true if the shadow's "
+        "writes stay inside it, or drop the mirror"
     )

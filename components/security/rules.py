@@ -107,6 +107,19 @@ def check_gateway_rules_routed(exposed: bool, rules: Sequence[AllowRule]) -> Non
             )
 
 
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+"""HTTP methods that change nothing (RFC 9110 safe methods)."""
+
+
+def accepts_writes(protocol: str, rules: Sequence[AllowRule]) -> bool:
+    """Whether a service may receive requests that change state: every gRPC call is a
+    `POST` whose method may write; an HTTP service unless its ALLOW rules (default-deny
+    admits nothing else) each name methods, all of them safe."""
+    if protocol == "grpc" or not rules:
+        return True
+    return any(not rule.methods or not set(rule.methods) <= READ_METHODS for rule in rules)
+
+
 def check_rule_ports_are_extra_ports(port: int, rules: Sequence[AllowRule]) -> None:
     """An `authorization` rule's `ports` are the workload's other ports (a metrics port).
 

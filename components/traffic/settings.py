@@ -242,6 +242,23 @@ class MirrorSettings(SettingsModel):
     percentage: float = Field(
         default=100.0, gt=0, le=100, description="Percent of requests mirrored. Default 100."
     )
+    reads_only: bool = Field(
+        default=False,
+        description=(
+            "Mirror only `GET` and `HEAD` requests (a route matching `:method`, placed before "
+            "the route that carries the split without the mirror): the shadow never executes "
+            "a write. Not for gRPC, whose every call is a `POST`. Default off."
+        ),
+    )
+    side_effect_free: bool = Field(
+        default=False,
+        description=(
+            "The statement that the mirror target's writes change nothing outside it (its "
+            "own datastore, no calls onwards): required to mirror every method of a service "
+            "that accepts writes (a gRPC service, or an HTTP one whose authorization allows "
+            "methods other than GET/HEAD/OPTIONS); Envoy copies every method. Default off."
+        ),
+    )
 
 
 class CanarySettings(SettingsModel):
@@ -402,7 +419,20 @@ class ProgressiveSettings(SettingsModel):
         ),
     )
     mirror: bool = Field(
-        default=False, description="Mirror traffic before shifting it (idempotent APIs only)."
+        default=False,
+        description=(
+            "Flagger's `analysis.mirror`: copy traffic to the canary before shifting it. Every "
+            "method is copied, so a service that accepts writes needs "
+            "`mirrorSideEffectFree`. Default off."
+        ),
+    )
+    mirror_side_effect_free: bool = Field(
+        default=False,
+        description=(
+            "The statement that the canary's writes change nothing outside it, required for "
+            "`mirror` on a service that accepts writes (gRPC, or HTTP whose authorization "
+            "allows methods other than GET/HEAD/OPTIONS). Default off."
+        ),
     )
     session_affinity_cookie: str = Field(
         default="",

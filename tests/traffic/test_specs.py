@@ -79,7 +79,7 @@ def test_weighted_split_with_mirror_uses_current_fields() -> None:
     traffic = {
         "canary": {
             "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
-            "mirror": {"subset": "shadow", "percentage": 25},
+            "mirror": {"subset": "shadow", "percentage": 25, "sideEffectFree": True},
         }
     }
     versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
@@ -89,6 +89,30 @@ def test_weighted_split_with_mirror_uses_current_fields() -> None:
     assert route["mirror"]["subset"] == "shadow"
     assert route["mirrorPercentage"] == {"value": 25.0}
     assert "mirrorPercent" not in route
+    valid("VirtualService", specs.virtual_service_spec(service, {}))
+
+
+def test_a_reads_only_mirror_copies_get_and_head_and_writes_take_the_split_alone() -> None:
+    # Envoy copies every method it mirrors: the reads route (first match wins) carries the
+    # mirror, and every other method takes the same split without it.
+    traffic = {
+        "canary": {
+            "match": {"header": "x-user-id", "regex": "^canary-.*"},
+            "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
+            "mirror": {"subset": "shadow", "readsOnly": True},
+        }
+    }
+    versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
+    service = only(stack(svc(versions=versions, traffic=traffic)))
+    reads, writes, rest = specs.http_routes(service, {})
+    assert reads["name"] == "default-canary-reads"
+    assert reads["match"] == [
+        {"method": {"regex": "GET|HEAD"}, "headers": {"x-user-id": {"regex": "^canary-.*"}}}
+    ]
+    assert reads["mirror"]["subset"] == "shadow"
+    assert writes["name"] == "default-canary" and "mirror" not in writes
+    assert [d["weight"] for d in writes["route"]] == [d["weight"] for d in reads["route"]]
+    assert "mirror" not in rest
     valid("VirtualService", specs.virtual_service_spec(service, {}))
 
 
@@ -475,6 +499,7 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
                     "progressive": {
                         "interval": "30s",
                         "mirror": True,
+                        "mirrorSideEffectFree": True,
                         "sessionAffinityCookie": "canary",
                         "autoscaler": "api-hpa",
                         "successRateMin": 99.5,
