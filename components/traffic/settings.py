@@ -176,6 +176,11 @@ class CorsSettings(SettingsModel):
         return self
 
 
+HEALTH_PATHS: Final = ("/health", "/healthz", "/ready", "/status")
+"""Health and status endpoints (the default `security.publicPaths`): a route on one of them
+takes no canary split or mirror unless it asks (`routes[].canary`)."""
+
+
 class EndpointRoute(SettingsModel):
     """A route for one endpoint: a path match, its backend and its own resilience settings."""
 
@@ -199,6 +204,22 @@ class EndpointRoute(SettingsModel):
         default=None, description="Default: the service's retries."
     )
     cors: CorsSettings | None = Field(default=None, description="Default: the service's CORS.")
+    canary: bool | None = Field(
+        default=None,
+        description=(
+            "Whether the route takes the service's `canary` split and mirror. Default: yes, "
+            "except on a health or status path (`/health`, `/healthz`, `/ready`, `/status`, "
+            "exact or as the prefix), which goes to the stable version only: a probe or "
+            "status poll tells nothing about the canary, and mirrored it only loads the shadow."
+        ),
+    )
+
+    @property
+    def takes_canary(self) -> bool:
+        """`canary`, or its default: every route but a health or status one."""
+        if self.canary is not None:
+            return self.canary
+        return (self.exact or self.prefix or "").rstrip("/") not in HEALTH_PATHS
 
     @model_validator(mode="after")
     def _one_path_match(self) -> EndpointRoute:

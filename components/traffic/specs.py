@@ -198,6 +198,17 @@ def http_routes(service: MeshService, backends: Mapping[str, MeshService]) -> li
         retries = endpoint.retries or traffic.retries
         cors = endpoint.cors or traffic.cors
         if endpoint.backend is None:
+            canary = traffic.canary
+            if canary is not None and not endpoint.takes_canary:
+                stable = _destination(service_host(service), service.port)
+                stable["subset"] = stable_subset(service, canary)
+                route = {
+                    "name": endpoint.name,
+                    "match": matches,
+                    "route": [{"destination": stable}],
+                }
+                routes.append((route, timeout, retries, cors))
+                continue
             for route in _own_routes(service, endpoint.name, matches):
                 routes.append((route, timeout, retries, cors))
         else:

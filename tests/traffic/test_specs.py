@@ -174,10 +174,46 @@ def test_cors_uses_allow_origins_string_matches() -> None:
     valid("VirtualService", spec)
 
 
+def test_health_and_status_routes_go_to_stable_without_split_or_mirror_unless_asked() -> None:
+    # A probe or status poll says nothing about the canary; mirrored, it only loads the shadow.
+    traffic = {
+        "canary": {
+            "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
+            "mirror": {"subset": "shadow", "sideEffectFree": True},
+        },
+        "routes": [
+            {"name": "health", "exact": "/health"},
+            {"name": "ready", "prefix": "/ready/"},
+            {"name": "status", "exact": "/status", "canary": True},
+            {"name": "api", "prefix": "/api"},
+        ],
+    }
+    versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
+    routes = {
+        r["name"]: r
+        for r in specs.http_routes(only(stack(svc(versions=versions, traffic=traffic))), {})
+    }
+    for name in ("health", "ready"):
+        assert routes[name]["route"] == [
+            {
+                "destination": {
+                    "host": "api.shop.svc.cluster.local",
+                    "port": {"number": 8080},
+                    "subset": "stable",
+                }
+            }
+        ]
+        assert "mirror" not in routes[name]
+    for name in ("status", "api"):
+        assert [d["weight"] for d in routes[name]["route"]] == [80, 20]
+        assert routes[name]["mirror"]["subset"] == "shadow"
+
+
 def test_chaos_drill_only_touches_requests_with_the_header() -> None:
     traffic = {
         **HEADER_CANARY,
-        "routes": [{"name": "status", "exact": "/status"}],
+        # `canary: true`: a status route takes the split only when it asks.
+        "routes": [{"name": "status", "exact": "/status", "canary": True}],
         "fault": {
             "value": "drill",
             "delay": {"fixedDelay": "2s", "percentage": 50},
