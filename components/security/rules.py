@@ -172,12 +172,12 @@ def check_mtls_exceptions_admit_plaintext(
             if s.namespace == exception.namespace
             and (app is None or app in workload_apps(s.name, progressive=True))
         ]
-        for position, port in enumerate(exception.ports):
-            collides = [s.name for s in covered if s.port == port]
+        for position, exception_port in enumerate(exception.ports):
+            collides = [s.name for s in covered if s.port == exception_port]
             if collides:
                 raise RuleViolationError(
                     ("security", "mtlsExceptions", index, "ports", position),
-                    port,
+                    exception_port,
                     f"is the service port of {collides[0]}: a port-level exception is for the "
                     "workload's other ports (its plaintext callers are admitted by port, "
                     "without an identity); for plaintext API callers leave out `ports` and "

@@ -202,12 +202,12 @@ def http_routes(service: MeshService, backends: Mapping[str, MeshService]) -> li
             if canary is not None and not endpoint.takes_canary:
                 stable = _destination(service_host(service), service.port)
                 stable["subset"] = stable_subset(service, canary)
-                route = {
+                health: dict[str, Any] = {
                     "name": endpoint.name,
                     "match": matches,
                     "route": [{"destination": stable}],
                 }
-                routes.append((route, timeout, retries, cors))
+                routes.append((health, timeout, retries, cors))
                 continue
             for route in _own_routes(service, endpoint.name, matches):
                 routes.append((route, timeout, retries, cors))
