@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.constants import ISTIO_RESERVED_PORTS
 from components.naming import is_dns_label
 
 
@@ -318,23 +319,6 @@ class Resources(SettingsModel):
 
 
 # --- ports ---------------------------------------------------------------------------------
-
-ISTIO_RESERVED_PORTS: Final = {
-    15000: "Envoy admin",
-    15001: "outbound capture",
-    15004: "debug",
-    15006: "inbound capture",
-    15008: "HBONE mTLS tunnel",
-    15009: "HBONE on a secure network",
-    15020: "merged Prometheus telemetry",
-    15021: "health checks",
-    15053: "DNS proxy",
-    15090: "Envoy Prometheus telemetry",
-}
-"""Ports the sidecar itself listens on (istio.io, "Ports used by Istio"): iptables sends
-15008, 15020, 15021 and 15090 straight to Envoy and redirects all other inbound traffic to
-15006, so an application port among them is never reached through the mesh, nor are its
-AuthorizationPolicy rules or mTLS exceptions applied to it."""
 
 
 def _port(value: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from components.settings_types import ISTIO_RESERVED_PORTS
+from components.constants import ISTIO_RESERVED_PORTS
 from tests.conftest import make_settings, settings_error, stack_file_errors
 from tools import bench, render
 from tools.render import PROJECT_DIR

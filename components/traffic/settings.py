@@ -177,8 +177,7 @@ class CorsSettings(SettingsModel):
 
 
 HEALTH_PATHS: Final = ("/health", "/healthz", "/ready", "/status")
-"""Health and status endpoints (the default `security.publicPaths`): a route on one of them
-takes no canary split or mirror unless it asks (`routes[].canary`)."""
+"""Health and status paths (the default `security.publicPaths`): no split unless asked."""
 
 
 class EndpointRoute(SettingsModel):
@@ -266,9 +265,8 @@ class MirrorSettings(SettingsModel):
     reads_only: bool = Field(
         default=False,
         description=(
-            "Mirror only `GET` and `HEAD` requests (a route matching `:method`, placed before "
-            "the route that carries the split without the mirror): the shadow never executes "
-            "a write. Not for gRPC, whose every call is a `POST`. Default off."
+            "Mirror only `GET` and `HEAD` (a `:method` route before the split without mirror): "
+            "the shadow never executes a write. Not for gRPC (every call a `POST`). Default off."
         ),
     )
     side_effect_free: bool = Field(
