@@ -3,8 +3,8 @@
 Names every area must spell the same way: the control-plane and gateway namespaces, the
 workload identities AuthorizationPolicies match, Flagger's `-primary` suffix, the label
 that keeps a pod out of the sidecar PodMonitor, the sidecar's resources and the ports it
-reserves for itself. This module
-imports nothing of the project, so any module can import it without a cycle.
+reserves for itself. This module imports nothing of the project, so any module can import
+it without a cycle.
 """
 
 from __future__ import annotations
