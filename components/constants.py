@@ -2,8 +2,9 @@
 
 Names every area must spell the same way: the control-plane and gateway namespaces, the
 workload identities AuthorizationPolicies match, Flagger's `-primary` suffix, the label
-that keeps a pod out of the sidecar PodMonitor and the sidecar's resources. This module
-imports nothing of the project, so any module can import it without a cycle.
+that keeps a pod out of the sidecar PodMonitor, the sidecar's resources and the ports it
+reserves for itself. This module imports nothing of the project, so any module can import
+it without a cycle.
 """
 
 from __future__ import annotations
@@ -77,3 +78,21 @@ def pod_services(name: str, progressive: bool) -> tuple[str, ...]:
     primary pods too (fluxcd/flagger `pkg/router/kubernetes_default.go`).
     """
     return (f"{name}{PRIMARY_SUFFIX}", f"{name}{CANARY_SUFFIX}") if progressive else (name,)
+
+
+ISTIO_RESERVED_PORTS: Final = {
+    15000: "Envoy admin",
+    15001: "outbound capture",
+    15004: "debug",
+    15006: "inbound capture",
+    15008: "HBONE mTLS tunnel",
+    15009: "HBONE on a secure network",
+    15020: "merged Prometheus telemetry",
+    15021: "health checks",
+    15053: "DNS proxy",
+    15090: "Envoy Prometheus telemetry",
+}
+"""Ports the sidecar itself listens on (istio.io, "Ports used by Istio"): iptables sends
+15008, 15020, 15021 and 15090 straight to Envoy and redirects all other inbound traffic to
+15006, so an application port among them is never reached through the mesh, nor are its
+AuthorizationPolicy rules or mTLS exceptions applied to it."""

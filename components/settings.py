@@ -35,12 +35,14 @@ from components.ratelimit.settings import (
     check_quota_clients_can_be_identified,
 )
 from components.security.rules import (
+    accepts_writes,
     check_allow_rules_can_match,
     check_gateway_rules_routed,
     check_grpc_protected_paths,
     check_identity_providers,
     check_jwt_providers,
     check_mtls_exceptions_admit_plaintext,
+    check_rule_ports_are_extra_ports,
 )
 from components.security.settings import (
     AllowRule,
@@ -54,6 +56,7 @@ from components.settings_types import (
     DnsLabel,
     LabelValue,
     OptionalDnsLabel,
+    Port,
     RuleViolationError,
     SettingsError,
     SettingsModel,
@@ -128,7 +131,15 @@ class MeshService(SettingsModel):
         )
     )
     namespace: DnsLabel = Field(description="Workload namespace; created with injection on.")
-    port: int = Field(default=8080, ge=1, le=65535, description="Service port. Default 8080.")
+    port: Port = Field(
+        default=8080,
+        ge=1,
+        le=65535,
+        description=(
+            "Service port. Default 8080. Not one of the ports Istio's sidecar reserves "
+            "(15000, 15001, 15004, 15006, 15008, 15009, 15020, 15021, 15053, 15090)."
+        ),
+    )
     protocol: Literal["http", "http2", "grpc"] = Field(
         default="http",
         description=(
@@ -178,10 +189,15 @@ class MeshService(SettingsModel):
     def _unique_versions(self) -> MeshService:
         check_unique(("versions",), "name", [v.name for v in self.versions])
         check_service_traffic(
-            self.traffic, delivery=self.delivery, versions={v.name for v in self.versions}
+            self.traffic,
+            delivery=self.delivery,
+            versions={v.name for v in self.versions},
+            protocol=self.protocol,
+            accepts_writes=accepts_writes(self.protocol, self.authorization),
         )
         check_grpc_protected_paths(self.protocol, self.jwt)
         check_allow_rules_can_match(self.protocol, self.jwt, self.authorization)
+        check_rule_ports_are_extra_ports(self.port, self.authorization)
         check_gateway_rules_routed(self.traffic.expose is not None, self.authorization)
         return self
 

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from components.constants import ISTIO_RESERVED_PORTS
 from components.naming import is_dns_label
 
 
@@ -315,6 +316,24 @@ class Resources(SettingsModel):
             "requests": {"cpu": self.cpu_request, "memory": self.memory_request},
             "limits": {"cpu": self.cpu_limit, "memory": self.memory_limit},
         }
+
+
+# --- ports ---------------------------------------------------------------------------------
+
+
+def _port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a port, 1-65535")
+    if value in ISTIO_RESERVED_PORTS:
+        raise ValueError(
+            f"is reserved by Istio's sidecar ({ISTIO_RESERVED_PORTS[value]}); use a port other "
+            f"than {', '.join(map(str, ISTIO_RESERVED_PORTS))} (istio.io, Ports used by Istio)"
+        )
+    return value
+
+
+Port = Annotated[int, AfterValidator(_port)]
+"""An application port, 1-65535, none the Istio sidecar reserves for itself."""
 
 
 # --- URLs --------------------------------------------------------------------------------

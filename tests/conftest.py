@@ -14,6 +14,7 @@ import pytest
 from components.run_context import OFFLINE_ORGANIZATION, OFFLINE_RUNBOOK_BASE_URL, RunContext
 from components.settings import SettingsError, StackSettings, load_settings
 from tools.fetch_reference import REFERENCE, DataDirError
+from tools.mesh_rules import policy_conflicts
 from tools.render import Render, load_stack_config, render_stack, run_program
 from tools.stacks import StackFileError, deploy_order, read_stack_file, stack_file, stack_names
 
@@ -47,13 +48,18 @@ def stack_file_errors(stacks: Sequence[str], stack_dir: Path | None = None) -> l
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """A broken stack file, settings a stack file gets wrong, or missing reference data is
-    one line each, and nothing else runs: every test would otherwise fail on the same cause."""
+    """A broken stack file, settings a stack file gets wrong, a rule between stack files
+    (`tools.mesh_rules`), or missing reference data is one line each, and nothing else
+    runs: every test would otherwise fail on the same cause."""
     if _BROKEN_STACK_FILE is not None:
         pytest.exit(str(_BROKEN_STACK_FILE), returncode=2)
     errors = stack_file_errors(STACKS)
     if errors:
         pytest.exit("\n".join(errors), returncode=2)
+    # Rules between the regions, which no single stack's settings can check.
+    conflicts = policy_conflicts({stack: stack_settings(stack) for stack in STACKS})
+    if conflicts:
+        pytest.exit("\n".join(conflicts), returncode=2)
     try:
         REFERENCE.resolve()
     except DataDirError as error:

@@ -7,12 +7,15 @@ files from a temporary project directory: never from the production stack files.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import settings_error, stack_file_errors
+from components.constants import ISTIO_RESERVED_PORTS
+from tests.conftest import make_settings, settings_error, stack_file_errors
 from tools import bench, render
 from tools.render import PROJECT_DIR
 from tools.stacks import StackFileError, deploy_order, read_stack_file
@@ -220,3 +223,180 @@ def test_make_test_stops_on_a_stack_files_settings_error_with_its_one_line(
         "Pulumi.broken.yaml: meshstack:services[0].port = 70000: "
         "must be less than or equal to 65535"
     ]
+
+
+# --- silent mistakes ----------------------------------------------------------------------
+
+
+def test_a_key_repeated_in_a_stack_file_is_refused_with_both_lines(tmp_path: Path) -> None:
+    # PyYAML keeps the second block and drops the first: two `services:` blocks would deploy
+    # only the second list.
+    project = _project(
+        tmp_path,
+        "config:\n  meshstack:region: x\n  meshstack:services:\n    - {name: a, namespace: b}\n"
+        "  meshstack:services:\n    - {name: c, namespace: b}\n",
+    )
+    with pytest.raises(StackFileError) as caught:
+        read_stack_file(project / "Pulumi.broken.yaml")
+    assert str(caught.value) == (
+        "Pulumi.broken.yaml:5:3: key 'meshstack:services' is repeated (first at line 3); a "
+        "YAML mapping holds each key once: merge the two into one"
+    )
+
+
+def test_a_key_repeated_inside_a_value_is_refused_too(tmp_path: Path) -> None:
+    project = _project(
+        tmp_path, "config:\n  meshstack:traffic:\n    timeout: 1s\n    timeout: 2s\n"
+    )
+    with pytest.raises(StackFileError, match=r"^Pulumi.broken.yaml:4:5: key 'timeout' is rep"):
+        read_stack_file(project / "Pulumi.broken.yaml")
+
+
+def test_yaml_merge_keys_are_not_repeats(tmp_path: Path) -> None:
+    project = _project(tmp_path, "config:\n  a: &x {p: 1}\n  b:\n    <<: *x\n    q: 2\n")
+    assert read_stack_file(project / "Pulumi.broken.yaml")["b"] == {"p": 1, "q": 2}
+
+
+def test_a_malformed_chart_source_stops_make_render_though_it_renders_from_a_directory(
+    tmp_path: Path,
+) -> None:
+    # `make render` replaces the chart source with the chart cache; the stack file's own
+    # source is what `pulumi up` pulls from, so it is checked before it is replaced.
+    project = _project(
+        tmp_path,
+        "config:\n  meshstack:region: x\n"
+        "  meshstack:chartSource: {kind: oci, location: 'oci://Registry.example.com/'}\n",
+    )
+    with pytest.raises(render.RenderError) as caught:
+        render.render_stack(
+            "broken", project, chart_source={"kind": "directory", "location": "charts"}
+        )
+    assert str(caught.value) == (
+        "invalid stack settings: meshstack:chartSource.location = "
+        '"oci://Registry.example.com/": must be an OCI registry prefix '
+        "`oci://<host>[:<port>]/<path>` in lowercase, without a trailing '/'"
+    )
+
+
+@pytest.mark.parametrize("port", sorted(ISTIO_RESERVED_PORTS))
+def test_a_port_istio_reserves_is_refused_as_a_service_port(port: int) -> None:
+    # iptables hands these to Envoy itself (or redirects to them): the app never sees them.
+    assert settings_error(services=[{**SERVICE, "port": port}]) == (
+        f"meshstack:services[0].port = {port}: is reserved by Istio's sidecar "
+        f"({ISTIO_RESERVED_PORTS[port]}); use a port other than 15000, 15001, 15004, 15006, "
+        "15008, 15009, 15020, 15021, 15053, 15090 (istio.io, Ports used by Istio)"
+    )
+
+
+def test_a_port_istio_reserves_is_refused_in_an_authorization_rule() -> None:
+    service = {**SERVICE, "authorization": [{"ports": [9102, 15090], "methods": ["GET"]}]}
+    assert settings_error(services=[service]).startswith(
+        "meshstack:services[0].authorization[0].ports[1] = 15090: is reserved by Istio's "
+        "sidecar (Envoy Prometheus telemetry); use a port other than"
+    )
+
+
+def test_a_port_istio_reserves_is_refused_in_an_mtls_exception() -> None:
+    exception = {"name": "x", "namespace": "shop", "selector": {"app": "api"}, "ports": [15020]}
+    assert settings_error(security={"mtlsExceptions": [exception]}).startswith(
+        "meshstack:security.mtlsExceptions[0].ports[0] = 15020: is reserved by Istio's "
+        "sidecar (merged Prometheus telemetry); use a port other than"
+    )
+
+
+def test_an_authorization_rule_on_the_service_port_without_a_source_is_refused() -> None:
+    # Every request arrives on the service port: `ports: [8080]` alone is an allow-all.
+    service = {**SERVICE, "authorization": [{"ports": [8080], "methods": ["GET"]}]}
+    assert settings_error(services=[service]) == (
+        "meshstack:services[0].authorization[0].ports[0] = 8080: is the service's own port: "
+        "without a source this rule admits every caller of the API; ports are for the "
+        "workload's other ports (e.g. a metrics port), name a source (serviceAccounts, "
+        "requestPrincipals, ipBlocks) instead"
+    )
+
+
+def test_a_port_level_mtls_exception_on_the_service_port_is_refused() -> None:
+    # Its plaintext callers would be admitted by a `ports` rule on the API port: anyone.
+    service = {**SERVICE, "authorization": [{"ipBlocks": ["10.0.0.0/8"], "ports": [8080]}]}
+    exception = {"name": "x", "namespace": "shop", "selector": {"app": "api"}, "ports": [8080]}
+    assert settings_error(services=[service], security={"mtlsExceptions": [exception]}) == (
+        "meshstack:security.mtlsExceptions[0].ports[0] = 8080: is the service port of api: a "
+        "port-level exception is for the workload's other ports (its plaintext callers are "
+        "admitted by port, without an identity); for plaintext API callers leave out `ports` "
+        "and admit them by ipBlocks"
+    )
+
+
+def test_cookie_hashing_on_a_grpc_service_is_refused() -> None:
+    # gRPC clients keep no cookies: Envoy sets a new one on every call, so no affinity.
+    cookie = {"name": "s", "ttl": "30m"}
+    service = {
+        **SERVICE,
+        "protocol": "grpc",
+        "traffic": {"policy": {"loadBalancer": {"consistentHash": {"httpCookie": cookie}}}},
+    }
+    assert settings_error(services=[service]) == (
+        'meshstack:services[0].traffic.policy.loadBalancer.consistentHash.httpCookie = "s": is '
+        "refused on a grpc service: gRPC clients store no cookies, so every call gets a new "
+        "one and a new host; hash on a metadata header (httpHeaderName) the clients send"
+    )
+
+
+MIRRORED = {
+    **SERVICE,
+    "versions": [{"name": "a"}, {"name": "b"}, {"name": "shadow"}],
+    "traffic": {"canary": {"weights": WEIGHTS, "mirror": {"subset": "shadow"}}},
+}
+
+
+def test_a_mirror_of_a_service_that_accepts_writes_is_refused() -> None:
+    # No authorization rule limits the methods: a mirrored POST runs in the shadow too.
+    assert settings_error(services=[MIRRORED]) == (
+        'meshstack:services[0].traffic.canary.mirror = "shadow": copies every method of a '
+        "service that accepts writes, so the shadow executes them again; set readsOnly: true "
+        "(GET and HEAD only), or sideEffectFree: true if the shadow's writes stay inside it"
+    )
+
+
+@pytest.mark.parametrize(
+    "mirror_or_rules",
+    [
+        {"mirror": {"subset": "shadow", "readsOnly": True}},
+        {"mirror": {"subset": "shadow", "sideEffectFree": True}},
+        {"authorization": [{"serviceAccounts": ["shop/web"], "methods": ["GET", "HEAD"]}]},
+    ],
+    ids=["reads only", "side-effect free", "service accepts only reads"],
+)
+def test_a_mirror_is_accepted_when_it_copies_no_write(mirror_or_rules: dict[str, Any]) -> None:
+    service = json.loads(json.dumps(MIRRORED))
+    if "mirror" in mirror_or_rules:
+        service["traffic"]["canary"]["mirror"] = mirror_or_rules["mirror"]
+    else:
+        service["authorization"] = mirror_or_rules["authorization"]
+    assert make_settings(services=[service]).services[0].traffic.canary is not None
+
+
+def test_flagger_mirroring_of_a_grpc_service_needs_the_side_effect_statement() -> None:
+    service = {
+        "name": "feed",
+        "namespace": "shop",
+        "protocol": "grpc",
+        "delivery": "progressive",
+        "traffic": {"progressive": {"mirror": True}},
+    }
+    assert settings_error(services=[service]) == (
+        "meshstack:services[0].traffic.progressive.mirror = true: Flagger copies every request "
+        "to the canary, and this service accepts writes (every gRPC call is a POST): set "
+        "mirrorSideEffectFree: true if the canary's writes stay inside it, or mirror: false"
+    )
+
+
+def test_a_reads_only_mirror_of_a_grpc_service_is_refused() -> None:
+    service = json.loads(json.dumps(MIRRORED))
+    service["protocol"] = "grpc"
+    service["traffic"]["canary"]["mirror"]["readsOnly"] = True
+    assert settings_error(services=[service]) == (
+        "meshstack:services[0].traffic.canary.mirror.readsOnly = true: copies nothing on a "
+        "grpc service (every gRPC call is a POST); set sideEffectFree: true if the shadow's "
+        "writes stay inside it, or drop the mirror"
+    )

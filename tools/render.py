@@ -63,6 +63,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.istio import history
 from components.run_context import OFFLINE_ORGANIZATION
+from components.settings import SettingsError, load_settings
 from tools import charts
 from tools.manifests import (
     SECRET_PLACEHOLDER,
@@ -434,6 +435,12 @@ def render_stack(
     kwargs.setdefault("stack_references", load_stack_references(project_dir, stack_dir=stack_dir))
     config, secret_keys = load_stack_config(stack, project_dir, stack_dir=stack_dir)
     if chart_source is not None:
+        # The override replaces the stack file's own chart source, which `pulumi up` uses:
+        # a malformed one must still stop the render, as it would stop the deploy.
+        try:
+            load_settings(config)
+        except SettingsError as error:
+            raise RenderError(f"invalid stack settings: {error}") from None
         config["meshstack:chartSource"] = json.dumps(dict(chart_source))
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 

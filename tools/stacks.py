@@ -31,10 +31,48 @@ class StackFileError(Exception):
     """A stack (or project) file cannot be read; the message is one line for the user."""
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of the document holds a key twice."""
+
+    def __init__(self, key: Any, first_line: int, mark: yaml.Mark) -> None:
+        super().__init__(key)
+        self.key, self.first_line, self.mark = key, first_line, mark
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key a mapping already holds.
+
+    YAML requires the keys of a mapping to be unique, but PyYAML keeps the last of two
+    equal keys and drops the first silently: a second `meshstack:services:` block would
+    replace the first without a word.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor`: merged by the base constructor
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first_lines:
+                    raise DuplicateKeyError(key, first_lines[key], key_node.start_mark)
+                first_lines[key] = key_node.start_mark.line + 1
+            except TypeError:
+                continue  # an unhashable key: the base constructor names it
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml_file(path: Path) -> Any:
-    """The YAML document in `path`; a syntax error names the file, line and column."""
+    """The YAML document in `path`; a syntax error names the file, line and column, and so
+    does a key repeated in one mapping (YAML forbids it; PyYAML would keep the last)."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except DuplicateKeyError as error:
+        where = f"{path.name}:{error.mark.line + 1}:{error.mark.column + 1}"
+        raise StackFileError(
+            f"{where}: key {error.key!r} is repeated (first at line {error.first_line}); a YAML "
+            "mapping holds each key once: merge the two into one"
+        ) from None
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         where = f"{path.name}:{mark.line + 1}:{mark.column + 1}" if mark else path.name

@@ -107,6 +107,43 @@ def check_gateway_rules_routed(exposed: bool, rules: Sequence[AllowRule]) -> Non
             )
 
 
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+"""HTTP methods that change nothing (RFC 9110 safe methods)."""
+
+
+def accepts_writes(protocol: str, rules: Sequence[AllowRule]) -> bool:
+    """Whether a service may receive requests that change state: every gRPC call is a
+    `POST` whose method may write; an HTTP service unless its ALLOW rules (default-deny
+    admits nothing else) each name methods, all of them safe."""
+    if protocol == "grpc" or not rules:
+        return True
+    return any(not rule.methods or not set(rule.methods) <= READ_METHODS for rule in rules)
+
+
+def check_rule_ports_are_extra_ports(port: int, rules: Sequence[AllowRule]) -> None:
+    """An `authorization` rule's `ports` are the workload's other ports (a metrics port).
+
+    Every request of the service arrives on its own `port`, so a rule whose `ports` hold it
+    and that names no source matches every caller of the API: the allow-all that an empty
+    rule is refused for, spelt with a port.
+    """
+    for index, rule in enumerate(rules):
+        sourced = (
+            rule.service_accounts
+            or rule.request_principals
+            or rule.from_ingress_gateway
+            or rule.ip_blocks
+        )
+        if port in rule.ports and not sourced:
+            raise RuleViolationError(
+                ("authorization", index, "ports", rule.ports.index(port)),
+                port,
+                "is the service's own port: without a source this rule admits every caller "
+                "of the API; ports are for the workload's other ports (e.g. a metrics port), "
+                "name a source (serviceAccounts, requestPrincipals, ipBlocks) instead",
+            )
+
+
 def _admits_plaintext(rule: AllowRule, port: int | None) -> bool:
     """Whether a rule can match a plaintext request (no mTLS identity), on `port` if set:
     no identity source, and it names the callers' addresses or the port."""
@@ -135,6 +172,17 @@ def check_mtls_exceptions_admit_plaintext(
             if s.namespace == exception.namespace
             and (app is None or app in workload_apps(s.name, progressive=True))
         ]
+        for position, exception_port in enumerate(exception.ports):
+            collides = [s.name for s in covered if s.port == exception_port]
+            if collides:
+                raise RuleViolationError(
+                    ("security", "mtlsExceptions", index, "ports", position),
+                    exception_port,
+                    f"is the service port of {collides[0]}: a port-level exception is for the "
+                    "workload's other ports (its plaintext callers are admitted by port, "
+                    "without an identity); for plaintext API callers leave out `ports` and "
+                    "admit them by ipBlocks",
+                )
         rules = [rule for s in covered for rule in s.authorization]
         ports: tuple[int | None, ...] = exception.ports or (None,)
         for port in ports:

@@ -18,6 +18,7 @@ from components.settings_types import (
     DnsLabel,
     LabelValue,
     OptionalHeaderName,
+    Port,
     RuleViolationError,
     SettingsModel,
 )
@@ -47,7 +48,7 @@ class MtlsException(SettingsModel):
         default_factory=dict,
         description="Pod labels the exception applies to. Default: the whole namespace.",
     )
-    ports: tuple[int, ...] = Field(
+    ports: tuple[Port, ...] = Field(
         default=(),
         description=(
             "Only these container ports get `mode` (portLevelMtls); the rest of the "
@@ -63,9 +64,6 @@ class MtlsException(SettingsModel):
                 list(self.ports),
                 "needs a selector: Istio applies port-level mTLS only to selected workloads",
             )
-        for index, port in enumerate(self.ports):
-            if not 1 <= port <= 65535:
-                raise RuleViolationError(("ports", index), port, "must be a port, 1-65535")
         return self
 
 
@@ -179,7 +177,7 @@ class AllowRule(SettingsModel):
     methods: tuple[Method, ...] = Field(
         default=(), description="Methods. Default: any. On a `grpc` service only `POST`."
     )
-    ports: tuple[int, ...] = Field(
+    ports: tuple[Port, ...] = Field(
         default=(),
         description=(
             "Container ports. Default: any. E.g. a metrics port scraped in plaintext under a "
@@ -209,9 +207,6 @@ class AllowRule(SettingsModel):
                 )
         for index, path in enumerate(self.paths):
             _check_path(("paths", index), path)
-        for index, port in enumerate(self.ports):
-            if not 1 <= port <= 65535:
-                raise RuleViolationError(("ports", index), port, "must be a port, 1-65535")
         for index, block in enumerate(self.ip_blocks):
             try:
                 ipaddress.ip_network(block, strict=True)

@@ -50,18 +50,94 @@ NOT_A_SERVICE: Final = "must be `<namespace>/<name>` of a service"
 
 
 def check_service_traffic(
-    traffic: ServiceTraffic, *, delivery: str, versions: Collection[str]
+    traffic: ServiceTraffic,
+    *,
+    delivery: str,
+    versions: Collection[str],
+    protocol: str = "http",
+    accepts_writes: bool = True,
 ) -> None:
-    """Rules of one service's `traffic` block that need its delivery or its version names."""
+    """Rules of one service's `traffic` block that need its delivery, protocol, version
+    names, or whether it accepts writes (`security.rules.accepts_writes`)."""
+    if protocol == "grpc":
+        check_grpc_hashes_on_no_cookie(traffic)
     if delivery == "progressive":
         check_flagger_owns_routing(traffic)
     else:
         check_canary_retired_first(traffic)
     if traffic.canary is not None:
         check_canary_subsets(traffic.canary, versions)
+    check_mirrors_copy_no_writes(
+        traffic, delivery=delivery, protocol=protocol, writes=accepts_writes
+    )
     check_subset_policies(traffic.policy, traffic.subset_policies, versions)
     check_retries_fit_timeouts(traffic)
     check_route_names_unique(traffic.routes)
+
+
+def check_grpc_hashes_on_no_cookie(traffic: ServiceTraffic) -> None:
+    """A gRPC service does not hash on a cookie: gRPC clients keep no cookies, so Envoy
+    (which sets the cookie when `ttl` is set) hands every call a new one and picks a new
+    host each time: the affinity the setting promises never happens."""
+    policies: dict[Path, TrafficPolicySettings] = {("policy",): traffic.policy} | {
+        ("subsetPolicies", name): policy for name, policy in traffic.subset_policies.items()
+    }
+    for path, policy in policies.items():
+        hashing = policy.load_balancer.consistent_hash
+        if hashing is not None and hashing.http_cookie is not None:
+            raise RuleViolationError(
+                ("traffic", *path, "loadBalancer", "consistentHash", "httpCookie"),
+                hashing.http_cookie.name,
+                "is refused on a grpc service: gRPC clients store no cookies, so every call "
+                "gets a new one and a new host; hash on a metadata header (httpHeaderName) "
+                "the clients send",
+            )
+
+
+def check_mirrors_copy_no_writes(
+    traffic: ServiceTraffic, *, delivery: str, protocol: str, writes: bool
+) -> None:
+    """A mirror copies only reads, unless the mirror target is declared side-effect free.
+
+    Envoy (and Flagger's `analysis.mirror`) copies every method: a mirrored `POST`, `PUT`,
+    `PATCH` or `DELETE`, or a gRPC call that changes state, is executed a second time by the
+    shadow (docs/traffic.md, "Mirror idempotent traffic only").
+    """
+    mirror = traffic.canary.mirror if traffic.canary is not None else None
+    if mirror is not None and mirror.reads_only and protocol == "grpc":
+        raise RuleViolationError(
+            ("traffic", "canary", "mirror", "readsOnly"),
+            True,
+            "copies nothing on a grpc service (every gRPC call is a POST); set "
+            "sideEffectFree: true if the shadow's writes stay inside it, or drop the mirror",
+        )
+    if mirror is not None and writes and not (mirror.reads_only or mirror.side_effect_free):
+        raise RuleViolationError(
+            ("traffic", "canary", "mirror"),
+            mirror.subset,
+            "copies every method of a service that accepts writes, so the shadow executes "
+            "them again; set readsOnly: true (GET and HEAD only), or sideEffectFree: true if "
+            "the shadow's writes stay inside it",
+        )
+    progressive = traffic.progressive
+    if (
+        delivery == "progressive"
+        and progressive.mirror
+        and writes
+        and not progressive.mirror_side_effect_free
+    ):
+        why = (
+            "every gRPC call is a POST"
+            if protocol == "grpc"
+            else "its authorization allows more than GET/HEAD/OPTIONS"
+        )
+        raise RuleViolationError(
+            ("traffic", "progressive", "mirror"),
+            True,
+            f"Flagger copies every request to the canary, and this service accepts writes "
+            f"({why}): set mirrorSideEffectFree: true if the canary's writes stay inside it, "
+            "or mirror: false",
+        )
 
 
 def check_flagger_owns_routing(traffic: ServiceTraffic) -> None:

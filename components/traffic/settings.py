@@ -176,6 +176,10 @@ class CorsSettings(SettingsModel):
         return self
 
 
+HEALTH_PATHS: Final = ("/health", "/healthz", "/ready", "/status")
+"""Health and status paths (the default `security.publicPaths`): no split unless asked."""
+
+
 class EndpointRoute(SettingsModel):
     """A route for one endpoint: a path match, its backend and its own resilience settings."""
 
@@ -199,6 +203,22 @@ class EndpointRoute(SettingsModel):
         default=None, description="Default: the service's retries."
     )
     cors: CorsSettings | None = Field(default=None, description="Default: the service's CORS.")
+    canary: bool | None = Field(
+        default=None,
+        description=(
+            "Whether the route takes the service's `canary` split and mirror. Default: yes, "
+            "except on a health or status path (`/health`, `/healthz`, `/ready`, `/status`, "
+            "exact or as the prefix), which goes to the stable version only: a probe or "
+            "status poll tells nothing about the canary, and mirrored it only loads the shadow."
+        ),
+    )
+
+    @property
+    def takes_canary(self) -> bool:
+        """`canary`, or its default: every route but a health or status one."""
+        if self.canary is not None:
+            return self.canary
+        return (self.exact or self.prefix or "").rstrip("/") not in HEALTH_PATHS
 
     @model_validator(mode="after")
     def _one_path_match(self) -> EndpointRoute:
@@ -241,6 +261,22 @@ class MirrorSettings(SettingsModel):
     )
     percentage: float = Field(
         default=100.0, gt=0, le=100, description="Percent of requests mirrored. Default 100."
+    )
+    reads_only: bool = Field(
+        default=False,
+        description=(
+            "Mirror only `GET` and `HEAD` (a `:method` route before the split without mirror): "
+            "the shadow never executes a write. Not for gRPC (every call a `POST`). Default off."
+        ),
+    )
+    side_effect_free: bool = Field(
+        default=False,
+        description=(
+            "The statement that the mirror target's writes change nothing outside it (its "
+            "own datastore, no calls onwards): required to mirror every method of a service "
+            "that accepts writes (a gRPC service, or an HTTP one whose authorization allows "
+            "methods other than GET/HEAD/OPTIONS); Envoy copies every method. Default off."
+        ),
     )
 
 
@@ -402,7 +438,20 @@ class ProgressiveSettings(SettingsModel):
         ),
     )
     mirror: bool = Field(
-        default=False, description="Mirror traffic before shifting it (idempotent APIs only)."
+        default=False,
+        description=(
+            "Flagger's `analysis.mirror`: copy traffic to the canary before shifting it. Every "
+            "method is copied, so a service that accepts writes needs "
+            "`mirrorSideEffectFree`. Default off."
+        ),
+    )
+    mirror_side_effect_free: bool = Field(
+        default=False,
+        description=(
+            "The statement that the canary's writes change nothing outside it, required for "
+            "`mirror` on a service that accepts writes (gRPC, or HTTP whose authorization "
+            "allows methods other than GET/HEAD/OPTIONS). Default off."
+        ),
     )
     session_affinity_cookie: str = Field(
         default="",

@@ -104,6 +104,10 @@ def fault_spec(fault: FaultSettings) -> dict[str, Any]:
     return spec
 
 
+READ_METHODS_REGEX: Final = "GET|HEAD"
+"""`:method` of the requests a `readsOnly` mirror copies (RE2, matched in full by Istio)."""
+
+
 def _destination(host: str, port: int, subset: str | None = None) -> dict[str, Any]:
     destination: dict[str, Any] = {"host": host, "port": {"number": port}}
     if subset:
@@ -141,21 +145,34 @@ def _own_routes(
             for w in canary.weights
         ]
     }
+    split_routes = [{"name": name, "match": matches, **split}]
     if canary.mirror is not None:
-        split["mirror"] = _destination(host, port, canary.mirror.subset)
-        split["mirrorPercentage"] = {"value": canary.mirror.percentage}
+        mirror = {
+            "mirror": _destination(host, port, canary.mirror.subset),
+            "mirrorPercentage": {"value": canary.mirror.percentage},
+        }
+        if canary.mirror.reads_only:
+            # Reads first, with the mirror; every other method takes the same split without.
+            reads = [{**m, "method": {"regex": READ_METHODS_REGEX}} for m in matches or [{}]]
+            split_routes = [
+                {"name": f"{name}-reads", "match": reads, **split, **mirror},
+                *split_routes,
+            ]
+        else:
+            split_routes = [{**split_routes[0], **mirror}]
     if canary.match is None:
-        return [{"name": name, "match": matches, **split}]
+        return split_routes
     header_match = {"regex": canary.match.regex}
     stable = {"destination": _destination(host, port, stable_subset(service, canary))}
-    return [
+    canary_routes = [
         {
-            "name": f"{name}-canary",
-            "match": _and_header(matches, canary.match.header, header_match),
-            **split,
-        },
-        {"name": name, "match": matches, "route": [stable]},
+            **route,
+            "name": route["name"].replace(name, f"{name}-canary", 1),
+            "match": _and_header(route["match"], canary.match.header, header_match),
+        }
+        for route in split_routes
     ]
+    return [*canary_routes, {"name": name, "match": matches, "route": [stable]}]
 
 
 def _route_order(route: EndpointRoute) -> tuple[int, int]:
@@ -181,6 +198,17 @@ def http_routes(service: MeshService, backends: Mapping[str, MeshService]) -> li
         retries = endpoint.retries or traffic.retries
         cors = endpoint.cors or traffic.cors
         if endpoint.backend is None:
+            canary = traffic.canary
+            if canary is not None and not endpoint.takes_canary:
+                stable = _destination(service_host(service), service.port)
+                stable["subset"] = stable_subset(service, canary)
+                health: dict[str, Any] = {
+                    "name": endpoint.name,
+                    "match": matches,
+                    "route": [{"destination": stable}],
+                }
+                routes.append((health, timeout, retries, cors))
+                continue
             for route in _own_routes(service, endpoint.name, matches):
                 routes.append((route, timeout, retries, cors))
         else:

@@ -79,7 +79,7 @@ def test_weighted_split_with_mirror_uses_current_fields() -> None:
     traffic = {
         "canary": {
             "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
-            "mirror": {"subset": "shadow", "percentage": 25},
+            "mirror": {"subset": "shadow", "percentage": 25, "sideEffectFree": True},
         }
     }
     versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
@@ -89,6 +89,30 @@ def test_weighted_split_with_mirror_uses_current_fields() -> None:
     assert route["mirror"]["subset"] == "shadow"
     assert route["mirrorPercentage"] == {"value": 25.0}
     assert "mirrorPercent" not in route
+    valid("VirtualService", specs.virtual_service_spec(service, {}))
+
+
+def test_a_reads_only_mirror_copies_get_and_head_and_writes_take_the_split_alone() -> None:
+    # Envoy copies every method it mirrors: the reads route (first match wins) carries the
+    # mirror, and every other method takes the same split without it.
+    traffic = {
+        "canary": {
+            "match": {"header": "x-user-id", "regex": "^canary-.*"},
+            "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
+            "mirror": {"subset": "shadow", "readsOnly": True},
+        }
+    }
+    versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
+    service = only(stack(svc(versions=versions, traffic=traffic)))
+    reads, writes, rest = specs.http_routes(service, {})
+    assert reads["name"] == "default-canary-reads"
+    assert reads["match"] == [
+        {"method": {"regex": "GET|HEAD"}, "headers": {"x-user-id": {"regex": "^canary-.*"}}}
+    ]
+    assert reads["mirror"]["subset"] == "shadow"
+    assert writes["name"] == "default-canary" and "mirror" not in writes
+    assert [d["weight"] for d in writes["route"]] == [d["weight"] for d in reads["route"]]
+    assert "mirror" not in rest
     valid("VirtualService", specs.virtual_service_spec(service, {}))
 
 
@@ -150,10 +174,46 @@ def test_cors_uses_allow_origins_string_matches() -> None:
     valid("VirtualService", spec)
 
 
+def test_health_and_status_routes_go_to_stable_without_split_or_mirror_unless_asked() -> None:
+    # A probe or status poll says nothing about the canary; mirrored, it only loads the shadow.
+    traffic = {
+        "canary": {
+            "weights": [{"subset": "stable", "weight": 80}, {"subset": "canary", "weight": 20}],
+            "mirror": {"subset": "shadow", "sideEffectFree": True},
+        },
+        "routes": [
+            {"name": "health", "exact": "/health"},
+            {"name": "ready", "prefix": "/ready/"},
+            {"name": "status", "exact": "/status", "canary": True},
+            {"name": "api", "prefix": "/api"},
+        ],
+    }
+    versions = [{"name": "stable"}, {"name": "canary"}, {"name": "shadow"}]
+    routes = {
+        r["name"]: r
+        for r in specs.http_routes(only(stack(svc(versions=versions, traffic=traffic))), {})
+    }
+    for name in ("health", "ready"):
+        assert routes[name]["route"] == [
+            {
+                "destination": {
+                    "host": "api.shop.svc.cluster.local",
+                    "port": {"number": 8080},
+                    "subset": "stable",
+                }
+            }
+        ]
+        assert "mirror" not in routes[name]
+    for name in ("status", "api"):
+        assert [d["weight"] for d in routes[name]["route"]] == [80, 20]
+        assert routes[name]["mirror"]["subset"] == "shadow"
+
+
 def test_chaos_drill_only_touches_requests_with_the_header() -> None:
     traffic = {
         **HEADER_CANARY,
-        "routes": [{"name": "status", "exact": "/status"}],
+        # `canary: true`: a status route takes the split only when it asks.
+        "routes": [{"name": "status", "exact": "/status", "canary": True}],
         "fault": {
             "value": "drill",
             "delay": {"fixedDelay": "2s", "percentage": 50},
@@ -475,6 +535,7 @@ def test_canary_options_grpc_and_no_tcp_pool() -> None:
                     "progressive": {
                         "interval": "30s",
                         "mirror": True,
+                        "mirrorSideEffectFree": True,
                         "sessionAffinityCookie": "canary",
                         "autoscaler": "api-hpa",
                         "successRateMin": 99.5,
