@@ -10,7 +10,7 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate
+.PHONY: install helm charts render diff render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
@@ -30,6 +30,11 @@ charts: install ## Fill the chart cache .tools/charts from the charts' repositor
 
 render: install helm ## Offline render of one stack: make render STACK=us-east-1
 	$(PY) -m tools.render $(STACK)
+
+# The render at BASE (default: the merge base with main; any git ref) against the working tree:
+# objects added, removed and changed with their changed fields, chart objects included.
+diff: install helm ## Object-level difference of STACK's render at BASE and now: make diff STACK=eu-west-1 [BASE=<ref>]
+	$(PY) -m tools.diff $(STACK) $(if $(BASE),--base $(BASE))
 
 render-all: install helm ## Offline render of every region stack (every Pulumi.<stack>.yaml).
 	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit $$?; done
