@@ -73,7 +73,13 @@ from tools.manifests import (
     canonical_object,
     dump_yaml_documents,
 )
-from tools.stacks import StackFileError, read_stack_file, read_yaml_file, stack_file
+from tools.stacks import (
+    StackFileError,
+    read_stack_file,
+    read_yaml_file,
+    stack_file,
+    stack_names,
+)
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 
@@ -240,7 +246,8 @@ def load_stack_config(
     path = stack_file(stack, stack_dir or project_dir)
     if not path.is_file():
         where = "next to Pulumi.yaml" if stack_dir is None else f"in {stack_dir}"
-        raise RenderError(f"no stack file {path.name} {where}")
+        known = ", ".join(stack_names(stack_dir or project_dir)) or "none"
+        raise RenderError(f"no stack file {path.name} {where}; the stacks are: {known}")
     namespace = project["name"]
     config: dict[str, str] = {}
     for key, declaration in (project.get("config") or {}).items():
