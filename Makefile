@@ -10,7 +10,10 @@ UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 PY := .venv/bin/python
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install helm charts render render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate progressive-tools progressive
+.PHONY: help install helm charts render diff render-all docs workflows reference test check lint imports fmt typecheck lint-workflows pytest bench policy clean e2e-tools e2e e2e-bench e2e-interrupt e2e-preview-guard dataplane-tools dataplane simulate-tools simulate progressive-tools progressive
+
+help: ## Every target and what it does (this list).
+	@awk -F ':[^#]*## ' '/^[a-zA-Z0-9_-]+:[^=]*## / {printf "  %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .venv/.synced: uv.lock pyproject.toml
 	@# uv from PyPI, every wheel of the release pinned by SHA-256 (tools/requirements/uv.txt).
@@ -31,10 +34,15 @@ charts: install ## Fill the chart cache .tools/charts from the charts' repositor
 render: install helm ## Offline render of one stack: make render STACK=us-east-1
 	$(PY) -m tools.render $(STACK)
 
+# The render at BASE (default: the merge base with main; any git ref) against the working tree:
+# objects added, removed and changed with their changed fields, chart objects included.
+diff: install helm ## Object-level difference of STACK's render at BASE and now: make diff STACK=eu-west-1 [BASE=<ref>]
+	$(PY) -m tools.diff $(STACK) $(if $(BASE),--base $(BASE))
+
 render-all: install helm ## Offline render of every region stack (every Pulumi.<stack>.yaml).
 	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit $$?; done
 
-docs: install ## Regenerate README's configuration reference and Pulumi.yaml's config from the settings model.
+docs: install ## Regenerate docs/settings.md (the settings reference) and Pulumi.yaml's config from the settings model.
 	$(PY) -m tools.config_reference --write
 
 workflows: install ## Regenerate the per-stack parts of .github/workflows/ from the stack files.
@@ -42,17 +50,17 @@ workflows: install ## Regenerate the per-stack parts of .github/workflows/ from 
 
 # The upstream files the tests validate against: ../shared/reference, $$MESHSTACK_REFERENCE_DIR,
 # or else fetched once (pinned, checksummed) into .cache/reference.
-reference: install
+reference: install ## Fetch the pinned upstream reference data the tests read (when not present).
 	@$(PY) tools/fetch_reference.py --ensure
 
-lint: install
+lint: install ## ruff check and ruff format --check.
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
 imports: install ## Layering of components/ (import-linter contracts in pyproject.toml).
 	.venv/bin/lint-imports
 
-typecheck: install
+typecheck: install ## mypy (strict on components/).
 	$(PY) -m mypy
 
 # actionlint (built from tools/actionlint/go.mod) and zizmor (tools/requirements/zizmor.txt), both
@@ -63,12 +71,12 @@ lint-workflows: install ## actionlint + zizmor --persona auditor over .github/wo
 check: lint imports typecheck lint-workflows ## ruff, import layering, mypy, workflow linters, generated workflows.
 	$(PY) -m tools.workflows --check
 
-pytest: install reference helm
-	$(PY) -m pytest -q
+pytest: install reference helm ## The test suite only; one area: make pytest ARGS=tests/traffic
+	$(PY) -m pytest -q $(ARGS)
 
 test: check pytest ## Everything CI runs: lint, types, tests.
 
-fmt: install
+fmt: install ## ruff format and ruff check --fix.
 	$(PY) -m ruff format .
 	$(PY) -m ruff check --fix .
 
@@ -126,7 +134,7 @@ simulate: install ## Routes, weights, mirrors, retries, faults, TLS, Sidecar sco
 	$(UV) sync --frozen --group dataplane --python python3
 	$(PY) -m tools.simulate.run $(if $(filter file,$(origin STACK)),,$(STACK))
 
-clean:
+clean: ## Remove build/ and the tool caches (keeps .cache/ and .tools/).
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	@# .cache/ (fetched reference data) and .tools/ (Helm) are kept: rebuilding needs the network.
 

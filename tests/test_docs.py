@@ -14,12 +14,12 @@ import yaml
 from pydantic import BaseModel
 
 from components.settings import SECRET_KEYS, StackSettings, load_settings
-from tools.config_reference import main, readme_block, stale_files
+from tools.config_reference import README_BEGIN, REFERENCE_PAGE, main, readme_block, stale_files
 from tools.render import PROJECT_DIR
 
 
 def _code_spans() -> str:
-    text = (PROJECT_DIR / "README.md").read_text()
+    text = (PROJECT_DIR / REFERENCE_PAGE).read_text()
     text = re.sub(r"```.*?```", "", text, flags=re.S)
     return " ".join(re.findall(r"`([^`\n]+)`", text))
 
@@ -57,7 +57,7 @@ def test_walk_reaches_nested_models() -> None:
     assert len(keys) > 100
 
 
-def test_every_settings_key_is_in_the_readme_reference() -> None:
+def test_every_settings_key_is_in_the_settings_page() -> None:
     spans = _code_spans()
     missing = [
         key
@@ -83,16 +83,24 @@ def test_committed_reference_is_what_the_generator_writes() -> None:
 def test_check_mode_fails_on_a_stale_file_and_names_make_docs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for name in ("README.md", "Pulumi.yaml"):
+    (tmp_path / "docs").mkdir()
+    for name in (str(REFERENCE_PAGE), "Pulumi.yaml"):
         (tmp_path / name).write_text((PROJECT_DIR / name).read_text())
-    readme = tmp_path / "README.md"
-    readme.write_text(readme.read_text().replace("| `meshId` |", "| `meshID` |"))
+    page = tmp_path / REFERENCE_PAGE
+    page.write_text(page.read_text().replace("| `meshId` |", "| `meshID` |"))
     assert main(["--check", "--project-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().out == (
-        "README.md is out of date with the settings model: run `make docs`\n"
+        "docs/settings.md is out of date with the settings model: run `make docs`\n"
     )
     assert main(["--write", "--project-dir", str(tmp_path)]) == 0
     assert main(["--check", "--project-dir", str(tmp_path)]) == 0
+
+
+def test_the_readme_links_the_settings_page_and_holds_no_reference_of_its_own() -> None:
+    """The README leads with what an operator needs; the generated reference is its own page."""
+    readme = (PROJECT_DIR / "README.md").read_text()
+    assert f"({REFERENCE_PAGE.as_posix()})" in readme
+    assert README_BEGIN not in readme
 
 
 def _rows() -> dict[str, list[str]]:

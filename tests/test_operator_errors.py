@@ -31,6 +31,18 @@ def _project(tmp_path: Path, stack_text: str, stack: str = "broken") -> Path:
     return tmp_path
 
 
+def test_a_stack_without_a_stack_file_lists_the_stacks_that_exist(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = _project(tmp_path, "config: {}\n", stack="us-west-9")
+    (project / "Pulumi.eu-north-7.yaml").write_text("config: {}\n")
+    assert render.main(["nope", "--project-dir", str(project)]) == 2
+    assert capsys.readouterr().err == (
+        "render nope: no stack file Pulumi.nope.yaml next to Pulumi.yaml; "
+        "the stacks are: eu-north-7, us-west-9\n"
+    )
+
+
 # --- YAML syntax errors in stack files ----------------------------------------------------
 
 

@@ -233,7 +233,11 @@ def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
         "manifests.yaml",
         "outputs.json",
         "resources.json",
+        "summary.md",
     ]
+    summary = (project / "build" / "bad" / "summary.md").read_text()
+    assert summary.startswith("## bad: what the stack deploys\n")
+    assert summary in result.stdout, "the summary is printed as written"
 
 
 @pytest.mark.parametrize("stack", STACKS)

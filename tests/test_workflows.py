@@ -27,6 +27,7 @@ from ruamel.yaml import YAML
 
 from tests.conftest import STACKS
 from tools import lint_workflows, workflows
+from tools.stacks import hub_stacks
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 WORKFLOWS_DIR = PROJECT_DIR / ".github" / "workflows"
@@ -342,7 +343,7 @@ def test_the_pr_comment_is_posted_by_a_job_that_runs_no_pr_code(
     pull_request: dict[str, Any],
 ) -> None:
     comment = pull_request["jobs"]["comment"]
-    assert comment["needs"] == "preview"
+    assert comment["needs"] == ["preview", "render"]
     assert comment["permissions"] == {"pull-requests": "write"}
     assert "environment" not in comment
     assert [uses(s).split("@")[0] for s in steps(comment) if "uses" in s] == [
@@ -362,9 +363,11 @@ def test_deploy_previews_then_ups_region_by_region_behind_environments(
     assert deploy["on"]["push"]["branches"] == ["main"]
     jobs = deploy["jobs"]
     previous = "checks"
+    hubs = hub_stacks()
     assert "make test" in [s.get("run") for s in steps(jobs["checks"])]
     for region in STACKS:
         preview, up = jobs[f"preview-{region}"], jobs[region]
+        # Hubs one after the other; each spoke right after the last hub, in parallel.
         assert preview["needs"] == previous, f"{region}'s preview waits for {previous}"
         assert preview["environment"] == "preview-main"
         assert pulumi_step(preview)["env"] | {"CREDENTIALS": "-"} == {
@@ -378,9 +381,45 @@ def test_deploy_previews_then_ups_region_by_region_behind_environments(
         assert up["environment"] == region
         assert pulumi_step(up)["env"]["OPERATION"] == "up"
         assert pulumi_step(up)["env"]["STACK"] == region
-        previous = region
+        if region in hubs:
+            previous = region
     assert set(jobs) == {"checks", *STACKS, *(f"preview-{s}" for s in STACKS)}
-    assert "strategy" not in jobs[STACKS[0]], "regions are chained jobs, not a parallel matrix"
+    assert "strategy" not in jobs[STACKS[0]], "regions are jobs of their own, not a matrix"
+
+
+def test_spokes_deploy_in_parallel_after_the_hub_only() -> None:
+    """With one hub and two spokes, both spokes' previews wait for the hub's `up` and
+    for nothing else; a second hub waits for the first."""
+    jobs = YAML(typ="safe").load(
+        workflows.deploy_jobs(["hub-a", "hub-b", "s1", "s2"], {"hub-a", "hub-b"})
+    )
+    needs = {name: job["needs"] for name, job in jobs.items()}
+    assert needs == {
+        "preview-hub-a": "checks",
+        "hub-a": "preview-hub-a",
+        "preview-hub-b": "hub-a",
+        "hub-b": "preview-hub-b",
+        "preview-s1": "hub-b",
+        "s1": "preview-s1",
+        "preview-s2": "hub-b",
+        "s2": "preview-s2",
+    }
+
+
+def test_each_pull_request_gets_a_credential_free_render_diff_and_summary_per_stack(
+    pull_request: dict[str, Any],
+) -> None:
+    render = pull_request["jobs"]["render"]
+    assert render["strategy"]["matrix"]["stack"] == list(STACKS)
+    assert not obtains_credentials(render) and "environment" not in render
+    assert render["permissions"] == {"contents": "read"}
+    checkout = next(s for s in steps(render) if uses(s).startswith("actions/checkout@"))
+    assert checkout["with"]["fetch-depth"] == 2, "the merge commit's first parent is the base"
+    script = "\n".join(s.get("run", "") for s in steps(render))
+    assert '-m tools.diff "$STACK" --base HEAD^1' in script
+    assert "build/$STACK/summary.md" in script
+    upload = next(s for s in steps(render) if "upload-artifact" in uses(s))
+    assert upload["with"]["name"].startswith("preview-"), "the comment job's pattern takes it"
 
 
 def test_deploys_never_overlap_and_queue_instead_of_replacing(deploy: dict[str, Any]) -> None:
@@ -429,11 +468,21 @@ def test_pulumi_is_stopped_gracefully_before_the_job_times_out() -> None:
 
 
 def test_checks_fetch_the_pinned_reference_data_before_testing() -> None:
-    for name in ("pull-request.yml", "deploy.yml"):
-        text = (PROJECT_DIR / ".github" / "workflows" / name).read_text()
-        fetch = text.index("python3 tools/fetch_reference.py")
-        assert fetch < text.index("run: make test"), name
-        assert text.count("MESHSTACK_REFERENCE_DIR: ${{ runner.temp }}/reference") == 2, name
+    """Every job that tests or renders (`make test`, `tools.diff`) fetches the pinned
+    reference data first and reads it from the same directory."""
+    reference = "${{ runner.temp }}/reference"
+    users = 0
+    for workflow, name, job in all_jobs():
+        runs = [str(s.get("run", "")) for s in steps(job)]
+        using = [i for i, run in enumerate(runs) if "make test" in run or "tools.diff" in run]
+        if not using:
+            continue
+        users += 1
+        fetch = runs.index("python3 tools/fetch_reference.py")
+        assert fetch < using[0], f"{workflow}: {name}"
+        for i in (fetch, *using):
+            assert steps(job)[i]["env"]["MESHSTACK_REFERENCE_DIR"] == reference, name
+    assert users >= 3, "checks of pull-request.yml and deploy.yml, the render job"
 
 
 def test_production_stacks_hold_no_kubeconfig() -> None:

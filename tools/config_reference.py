@@ -4,13 +4,14 @@ The pydantic models (`components/settings.py` and the area models it composes) a
 place a setting is documented: its type, default and `Field(description=...)`. This module
 reads `StackSettings.model_json_schema(by_alias=True)` and writes
 
-- the README's reference tables, between the `BEGIN generated` / `END generated` markers;
+- the reference tables of `docs/settings.md` (`REFERENCE_PAGE`), between the
+  `BEGIN generated` / `END generated` markers;
 - Pulumi.yaml's `config:` declarations of the keys Pulumi can type (string, integer,
   boolean, array of scalars) and the comment block naming the structured keys, between
   the same markers (the rest of Pulumi.yaml is left as it is).
 
-    python -m tools.config_reference            # print the README block
-    python -m tools.config_reference --write    # update README.md and Pulumi.yaml (make docs)
+    python -m tools.config_reference            # print the reference tables
+    python -m tools.config_reference --write    # docs/settings.md and Pulumi.yaml (make docs)
     python -m tools.config_reference --check    # exit 1 if either is out of date
 
 Models are discovered from the schema (`$defs`), never imported by area. The one piece of
@@ -43,6 +44,8 @@ BEGIN: Final = "BEGIN generated: python -m tools.config_reference (make docs)"
 END: Final = "END generated"
 README_BEGIN: Final = f"<!-- {BEGIN} -->"
 README_END: Final = f"<!-- {END} -->"
+REFERENCE_PAGE: Final = Path("docs") / "settings.md"
+"""The settings reference page, relative to the project directory (the README links it)."""
 YAML_BEGIN: Final = f"# {BEGIN}"
 YAML_END: Final = f"# {END}"
 
@@ -358,7 +361,8 @@ def pulumi_block(schema: dict[str, Any] | None = None) -> str:
         YAML_BEGIN,
         "# Pulumi can declare only string, integer, boolean and array-of-scalar keys; the",
         "# structured keys below are typed by the settings model (components/settings.py) and",
-        "# set in the stack files. README.md has every key; edit the Field descriptions, not this.",
+        "# set in the stack files. docs/settings.md has every key; edit the Field descriptions,",
+        "# not this.",
         "#",
         "# Structured keys:",
     ]
@@ -396,10 +400,14 @@ def splice(text: str, begin: str, end: str, block: str, *, name: str) -> str:
 def expected_files(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
     """Every generated file as the generator would write it."""
     schema = settings_schema()
-    readme, pulumi = project_dir / "README.md", project_dir / "Pulumi.yaml"
+    readme, pulumi = project_dir / REFERENCE_PAGE, project_dir / "Pulumi.yaml"
     return {
         readme: splice(
-            readme.read_text(), README_BEGIN, README_END, readme_block(schema), name="README.md"
+            readme.read_text(),
+            README_BEGIN,
+            README_END,
+            readme_block(schema),
+            name=str(REFERENCE_PAGE),
         ),
         pulumi: splice(
             pulumi.read_text(), YAML_BEGIN, YAML_END, pulumi_block(schema), name="Pulumi.yaml"
@@ -414,20 +422,25 @@ def stale_files(project_dir: Path = PROJECT_DIR) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--write", action="store_true", help="update README.md and Pulumi.yaml")
+    mode.add_argument(
+        "--write", action="store_true", help="update docs/settings.md and Pulumi.yaml"
+    )
     mode.add_argument("--check", action="store_true", help="exit 1 if they are out of date")
     parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR)
     args = parser.parse_args(argv)
     if args.check:
         stale = stale_files(args.project_dir)
         for path in stale:
-            print(f"{path.name} is out of date with the settings model: run `make docs`")
+            print(
+                f"{path.relative_to(args.project_dir)} is out of date with the settings model: "
+                "run `make docs`"
+            )
         return 1 if stale else 0
     if args.write:
         for path, text in expected_files(args.project_dir).items():
             if path.read_text() != text:
                 path.write_text(text)
-                print(f"wrote {path.name}")
+                print(f"wrote {path.relative_to(args.project_dir)}")
         return 0
     sys.stdout.write(readme_block())
     return 0

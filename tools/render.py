@@ -13,6 +13,8 @@ writes to `build/STACK/`:
 - `resources.json`: every Pulumi resource with urn, type, name, parent, dependencies,
   provider, protect and retain_on_delete;
 - `outputs.json`: the stack outputs;
+- `summary.md`: what the stack deploys per area and per service (`tools/summary.py`),
+  also printed;
 - `charts.yaml`: every object the Helm charts create, rendered by the pinned Helm as
   Chart v4 renders them (`tools/charts.py`), each document preceded by
   `# release: <release name>`. For it the program runs with
@@ -64,7 +66,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components.istio import history
 from components.run_context import OFFLINE_ORGANIZATION
 from components.settings import SettingsError, load_settings
-from tools import charts
+from tools import charts, summary
 from tools.manifests import (
     SECRET_PLACEHOLDER,
     UNKNOWN_PLACEHOLDER,
@@ -72,7 +74,13 @@ from tools.manifests import (
     canonical_object,
     dump_yaml_documents,
 )
-from tools.stacks import StackFileError, read_stack_file, read_yaml_file, stack_file
+from tools.stacks import (
+    StackFileError,
+    read_stack_file,
+    read_yaml_file,
+    stack_file,
+    stack_names,
+)
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 
@@ -239,7 +247,8 @@ def load_stack_config(
     path = stack_file(stack, stack_dir or project_dir)
     if not path.is_file():
         where = "next to Pulumi.yaml" if stack_dir is None else f"in {stack_dir}"
-        raise RenderError(f"no stack file {path.name} {where}")
+        known = ", ".join(stack_names(stack_dir or project_dir)) or "none"
+        raise RenderError(f"no stack file {path.name} {where}; the stacks are: {known}")
     namespace = project["name"]
     config: dict[str, str] = {}
     for key, declaration in (project.get("config") or {}).items():
@@ -281,6 +290,46 @@ class Render:
             if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs
         ]
         return sorted(objects, key=_object_sort_key)
+
+    def area_of(self, registration: Registration) -> str:
+        """The area a resource belongs to: the `<area>` of the nearest `meshstack:<area>:`
+        component above it (`region` for what region.py registers itself)."""
+        by_urn = {r.urn: r for r in self.registrations}
+        current: Registration | None = registration
+        while current is not None:
+            parts = current.type.split(":")
+            if parts[0] == "meshstack" and len(parts) == 3 and parts[1] != "region":
+                return parts[1]
+            current = by_urn.get(current.parent)
+        return "region"
+
+    def objects_by_area(self) -> list[tuple[str, dict[str, Any]]]:
+        """(area, object) of every Kubernetes object the program registers itself."""
+        return sorted(
+            (
+                (self.area_of(r), canonical_object(r.inputs))
+                for r in self.registrations
+                if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs
+            ),
+            key=lambda pair: _object_sort_key(pair[1]),
+        )
+
+    def chart_areas(self) -> dict[str, str]:
+        """Release name → area of each Helm chart."""
+        return {
+            str(r.inputs.get("name", r.name)): self.area_of(r)
+            for r in self.registrations
+            if r.type == HELM_CHART_TYPE
+        }
+
+    def hub_stack(self) -> str | None:
+        """The stack a spoke reads its observability hub from (None in a hub)."""
+        names = [
+            str(r.inputs.get("name", r.name)).rsplit("/", 1)[-1]
+            for r in self.registrations
+            if r.type == STACK_REFERENCE_TYPE
+        ]
+        return names[0] if names else None
 
     def helm_charts(self) -> list[dict[str, Any]]:
         """One entry per Helm chart, sorted by namespace then release name.
@@ -519,6 +568,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
     write_render(render, out_dir, None if expanded is None else charts.dump_charts(expanded))
+    chart_areas = render.chart_areas()
+    releases = [
+        summary.ChartRelease(
+            name=c.release.name,
+            chart=c.release.chart.rsplit("/", 1)[-1].removesuffix(f"-{c.release.version}"),
+            version=c.release.version,
+            namespace=c.release.namespace,
+            area=chart_areas.get(c.release.name, "region"),
+            objects=c.objects,
+        )
+        for c in expanded or []
+    ]
+    text = summary.render_summary(
+        args.stack, render.objects_by_area(), releases, render.outputs, hub=render.hub_stack()
+    )
+    (out_dir / "summary.md").write_text(text)
+    print(text)
     previous = load_stack_references(args.project_dir, stack_dir=args.stack_dir).get(
         f"{OFFLINE_ORGANIZATION}/{read_yaml_file(args.project_dir / 'Pulumi.yaml')['name']}/"
         f"{args.stack}"

@@ -4,6 +4,7 @@ A new region is a new stack file; the Makefile (`STACKS`), the tests, `make benc
 generated parts of the GitHub workflows (`tools/workflows.py`) all take the list from here.
 
 - `stack_names()`: every stack file's stack, sorted by name (no file is parsed);
+- `hub_stacks()`: the observability hubs;
 - `deploy_order()`: observability hubs first (`meshstack:observability` role `hub`, the
   default), then the spokes that read them, each group sorted by name;
 - `read_stack_file()`: a stack file's YAML, where a syntax error is one line naming the
@@ -117,16 +118,27 @@ def observability_role(config: dict[str, Any]) -> str:
     return str(role or default)
 
 
+def stack_roles(project_dir: Path = PROJECT_DIR) -> dict[str, str]:
+    """Every stack's observability role (`hub` or `spoke`), by stack name."""
+    return {
+        stack: observability_role(read_stack_file(stack_file(stack, project_dir)))
+        for stack in stack_names(project_dir)
+    }
+
+
+def hub_stacks(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
+    """The observability hubs, sorted by name: what the spokes' deploys wait for."""
+    return tuple(stack for stack, role in stack_roles(project_dir).items() if role == "hub")
+
+
 def deploy_order(project_dir: Path = PROJECT_DIR) -> tuple[str, ...]:
     """The stacks in the order a deploy runs them: hubs first, then the spokes.
 
     A spoke reads its hub's outputs with a StackReference, so the hub must be up first;
-    spokes do not depend on each other and are sorted by name.
+    spokes do not depend on each other (deploy.yml runs them in parallel) and are sorted by
+    name.
     """
-    roles = {
-        stack: observability_role(read_stack_file(stack_file(stack, project_dir)))
-        for stack in stack_names(project_dir)
-    }
+    roles = stack_roles(project_dir)
     hubs = [stack for stack, role in roles.items() if role == "hub"]
     return (*hubs, *(stack for stack, role in roles.items() if role != "hub"))
 

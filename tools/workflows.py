@@ -7,9 +7,11 @@ from `tools.stacks.deploy_order()` (the observability hub first, then the spokes
 of each workflow is hand-written and left as it is:
 
 - `pull-request.yml`: the `preview` job, a matrix entry per stack, in the reviewer-gated
-  `preview` environment;
+  `preview` environment; the `render` job, per stack and without credentials, `make diff`
+  against the base branch and the render's summary (tools/diff.py, tools/summary.py);
 - `deploy.yml`: per stack, `preview-<stack>` (environment `preview-main`) then `<stack>`
-  (`pulumi up` behind the environment named after the stack), chained in deploy order;
+  (`pulumi up` behind the environment named after the stack): the hubs one after the
+  other, then every spoke in parallel after the last hub's `up`;
 - `region.yml`: the stack choices, and the `preview`, `up` and `recover` jobs that run the
   commit its `resolve` job checked (`recover`: tools/recover_stack.py behind the region's
   approval, docs/operations.md "Interrupted deploy").
@@ -29,11 +31,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 from typing import Final
 
-from tools.stacks import PROJECT_DIR, StackFileError, deploy_order
+from tools.stacks import PROJECT_DIR, StackFileError, deploy_order, hub_stacks
 
 WORKFLOWS_DIR: Final = Path(".github") / "workflows"
 BEGIN: Final = "# BEGIN generated: python -m tools.workflows --write (make workflows)"
@@ -177,7 +179,7 @@ def _job(
     )
 
 
-def preview_job(stacks: Sequence[str]) -> str:
+def preview_job(stacks: Sequence[str], _hubs: Collection[str] = ()) -> str:
     """pull-request.yml: the preview of every stack, in the reviewer-gated `preview`
     environment, for pull requests from branches of this repository (a fork's PR gets the
     credential-free checks only)."""
@@ -215,16 +217,93 @@ def preview_job(stacks: Sequence[str]) -> str:
     )
 
 
-def deploy_jobs(stacks: Sequence[str]) -> str:
-    """deploy.yml: per stack in deploy order, a preview of the pushed commit, then `up`
-    behind the region's environment (its approvers read that preview first)."""
+RENDER_TIMEOUT: Final = 20
+"""Minutes of the `render` job: the installs, Helm built with Go (a few minutes on a runner),
+then two offline renders of the stack (about 10 s each on two cores)."""
+
+
+def render_job(stacks: Sequence[str], _hubs: Collection[str] = ()) -> str:
+    """pull-request.yml: per stack, without any credential, `make diff` of the pull request
+    (its merge commit) against the base branch it merges into (the merge commit's first
+    parent) and the render's summary (`build/<stack>/summary.md`), as an artifact the
+    comment job posts next to the previews, and as the job summary."""
+    steps = (
+        f"- uses: {CHECKOUT}\n"
+        "  with:\n"
+        "    fetch-depth: 2 # the merge commit and its first parent, the base\n"
+        "    persist-credentials: false\n"
+        f"- uses: {SETUP_PYTHON}\n"
+        "  with:\n"
+        '    python-version: "3.11"\n'
+        "- name: Install uv (every wheel pinned by SHA-256)\n"
+        "  run: python -m pip install --require-hashes --no-deps -r tools/requirements/uv.txt\n"
+        "- name: Install locked dependencies and the pinned Helm\n"
+        "  run: make install helm\n"
+        "- name: Fetch reference data\n"
+        "  run: python3 tools/fetch_reference.py\n"
+        "  env:\n"
+        "    MESHSTACK_REFERENCE_DIR: ${{ runner.temp }}/reference\n"
+        "- name: Render ${{ matrix.stack }} at the base and here, diff, summary\n"
+        "  env:\n"
+        "    STACK: ${{ matrix.stack }}\n"
+        "    MESHSTACK_REFERENCE_DIR: ${{ runner.temp }}/reference\n"
+        "  run: |\n"
+        '    diff="$RUNNER_TEMP/diff-$STACK.txt"\n'
+        '    .venv/bin/python -m tools.diff "$STACK" --base HEAD^1 --out "$diff"\n'
+        '    report="$RUNNER_TEMP/render-$STACK.md"\n'
+        "    {\n"
+        '      echo "### $STACK: offline render against the base branch"\n'
+        "      echo '```'\n"
+        '      cat "$diff"\n'
+        "      echo '```'\n"
+        '      echo "<details><summary>what $STACK deploys</summary>"\n'
+        "      echo\n"
+        '      cat "build/$STACK/summary.md"\n'
+        '      echo "</details>"\n'
+        '    } >"$report"\n'
+        '    cat "$report" >>"$GITHUB_STEP_SUMMARY"\n'
+        "- uses: actions/upload-artifact@bbbca2ddaa5d8feaa63e36b76fdaad77386f024f # v7.0.0\n"
+        "  with:\n"
+        "    name: preview-render-${{ matrix.stack }}\n"
+        "    path: ${{ runner.temp }}/render-${{ matrix.stack }}.md\n"
+        "    if-no-files-found: error\n"
+        "    retention-days: 7\n"
+    )
+    return (
+        "render:\n"
+        "  name: render diff ${{ matrix.stack }}\n"
+        "  strategy:\n"
+        "    fail-fast: false\n"
+        "    matrix:\n"
+        f"      stack: [{', '.join(stacks)}]\n"
+        "  runs-on: ubuntu-24.04\n"
+        f"  timeout-minutes: {RENDER_TIMEOUT}\n"
+        "  permissions:\n"
+        "    contents: read\n"
+        "  steps:\n"
+        f"{_indent(steps, 4)}"
+    )
+
+
+def pull_request_jobs(stacks: Sequence[str], hubs: Collection[str] = ()) -> str:
+    """pull-request.yml's generated jobs: the previews, then the credential-free renders."""
+    return f"{preview_job(stacks, hubs)}\n{render_job(stacks, hubs)}"
+
+
+def deploy_jobs(stacks: Sequence[str], hubs: Collection[str]) -> str:
+    """deploy.yml: per stack, a preview of the pushed commit, then `up` behind the region's
+    environment (its approvers read that preview first). The observability hubs go first, one
+    after the other; then every spoke in parallel, each after the last hub's `up` (a spoke
+    reads its hub's outputs; spokes do not read each other)."""
     jobs = []
-    for previous, stack in zip(("checks", *stacks), stacks, strict=False):
+    previous = "checks"
+    for stack in stacks:
+        needs = previous
         jobs.append(
             _job(
                 f"preview-{stack}",
                 name=f"preview {stack}",
-                needs=previous,
+                needs=needs,
                 environment=PREVIEW_MAIN_ENVIRONMENT,
                 timeout=PREVIEW_TIMEOUT,
                 why_oidc="exchanged for the preview team's Pulumi token (pulumi/auth-actions)",
@@ -254,14 +333,16 @@ def deploy_jobs(stacks: Sequence[str]) -> str:
                 ),
             )
         )
+        if stack in hubs:
+            previous = stack
     return "\n".join(jobs)
 
 
-def stack_choices(stacks: Sequence[str]) -> str:
+def stack_choices(stacks: Sequence[str], _hubs: Collection[str] = ()) -> str:
     return "".join(f"- {stack}\n" for stack in stacks)
 
 
-def region_jobs(_stacks: Sequence[str]) -> str:
+def region_jobs(_stacks: Sequence[str], _hubs: Collection[str] = ()) -> str:
     """region.yml: the preview of the resolved commit of main, then (operation `up`) `up`
     of that commit behind the chosen stack's environment."""
     sha = "${{ needs.resolve.outputs.sha }}"
@@ -322,12 +403,13 @@ def region_jobs(_stacks: Sequence[str]) -> str:
     return f"{preview}\n{up}\n{recover}"
 
 
-BLOCKS: Final[dict[str, tuple[Callable[[Sequence[str]], str], ...]]] = {
-    "pull-request.yml": (preview_job,),
+BLOCKS: Final[dict[str, tuple[Callable[[Sequence[str], Collection[str]], str], ...]]] = {
+    "pull-request.yml": (pull_request_jobs,),
     "deploy.yml": (deploy_jobs,),
     "region.yml": (stack_choices, region_jobs),
 }
-"""Each workflow file and the functions writing its generated blocks, in file order."""
+"""Each workflow file and the functions writing its generated blocks, in file order; each
+takes the stacks in deploy order and the observability hubs."""
 
 
 def splice(text: str, blocks: Sequence[str], *, name: str) -> str:
@@ -359,11 +441,11 @@ def splice(text: str, blocks: Sequence[str], *, name: str) -> str:
 
 def expected_files(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
     """Every workflow with a generated block, as `--write` would leave it."""
-    stacks = deploy_order(project_dir)
+    stacks, hubs = deploy_order(project_dir), hub_stacks(project_dir)
     files = {}
     for name, block in BLOCKS.items():
         path = project_dir / WORKFLOWS_DIR / name
-        files[path] = splice(path.read_text(), [b(stacks) for b in block], name=name)
+        files[path] = splice(path.read_text(), [b(stacks, hubs) for b in block], name=name)
     return files
 
 
@@ -394,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
                 path.write_text(text)
                 print(f"wrote {WORKFLOWS_DIR / path.name}")
         return 0
-    sys.stdout.write(deploy_jobs(deploy_order(args.project_dir)))
+    sys.stdout.write(deploy_jobs(deploy_order(args.project_dir), hub_stacks(args.project_dir)))
     return 0
 
 

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from components.alerts import monitors, rules, traffic
 from components.alerts.settings import AlertsSettings
@@ -71,6 +72,57 @@ def test_every_alert_has_severity_summary_description_and_runbook(rule: dict[str
 def test_every_alert_has_a_runbook_section_where_its_url_points(alert: str) -> None:
     docs = (PROJECT_DIR / "docs" / "alerts.md").read_text()
     assert f"\n### {alert}\n" in docs.split("\n## Runbooks\n", 1)[1]
+
+
+def alerts_setting_keys(
+    model: type[BaseModel] = AlertsSettings, prefix: str = "alerts."
+) -> set[str]:
+    """Every key of the alerts settings as a stack file spells it (`alerts.controlPlane.window`)."""
+    keys = set()
+    for name, field_info in model.model_fields.items():
+        key = f"{prefix}{field_info.alias or name}"
+        annotation = field_info.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys |= alerts_setting_keys(annotation, f"{key}.")
+        else:
+            keys.add(key)
+    return keys
+
+
+def tuning_keys(section: str) -> list[str]:
+    """The keys a runbook's `Tuned by` sentence names; `alerts.a.b`/`c` is `alerts.a.b` and
+    `alerts.a.c`."""
+    sentence = section.split("Tuned by", 1)[1].split(".\n", 1)[0] if "Tuned by" in section else ""
+    keys = []
+    for match in re.finditer(r"`(alerts\.[A-Za-z.]+)`((?:(?: \([^)]*\))?/`[A-Za-z]+`)*)", sentence):
+        first = match.group(1)
+        keys.append(first)
+        keys += [
+            f"{first.rsplit('.', 1)[0]}.{k}" for k in re.findall(r"/`([A-Za-z]+)`", match.group(2))
+        ]
+    return keys
+
+
+@pytest.mark.parametrize("alert", rules.ALERT_NAMES)
+def test_every_runbook_names_the_settings_that_tune_its_alert(alert: str) -> None:
+    """Each alert's runbook ends with `Tuned by` and real keys of the alerts settings: an
+    operator paged at night finds what to change without reading the model; a renamed key
+    fails here instead of leaving the runbook wrong."""
+    runbooks = (PROJECT_DIR / "docs" / "alerts.md").read_text().split("\n## Runbooks\n", 1)[1]
+    section = runbooks.split(f"\n### {alert}\n", 1)[1].split("\n### ", 1)[0]
+    named = tuning_keys(section)
+    assert named, f"{alert}: no `Tuned by` sentence naming an `alerts.` key"
+    assert set(named) - alerts_setting_keys() == set(), f"{alert}: keys not in the model"
+
+
+def test_tuning_keys_reads_the_slash_shorthand() -> None:
+    sentence = "Tuned by `alerts.rateLimit.threshold` (the share)/`for` and `alerts.rateWindow`.\n"
+    assert tuning_keys(sentence) == [
+        "alerts.rateLimit.threshold",
+        "alerts.rateLimit.for",
+        "alerts.rateWindow",
+    ]
+    assert "alerts.rateLimit.for" in alerts_setting_keys()
 
 
 @pytest.mark.parametrize(
