@@ -4,7 +4,7 @@ A `delivery: static` service's VirtualService `<name>` is the program's (CanaryR
 `delivery: progressive` service's is Flagger's: Flagger creates it, or takes over one that
 exists, once `-primary` is Ready ("take over an existing virtual service ... runs after the
 primary is ready to ensure zero downtime", `flagger@v1.44.0:pkg/controller/scheduler.go`),
-storing the spec it replaced in the `flagger.kubernetes.app/original-configuration`
+storing the spec it replaced in the `flagger.kubernetes.io/original-configuration`
 annotation (`pkg/router/istio.go`, `reconcileVirtualService`).
 
 Switching a service from static to progressive in one update used to delete the program's
