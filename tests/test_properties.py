@@ -9,6 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from components.constants import ISTIO_RESERVED_PORTS
 from components.settings import SettingsError, load_settings
 from tools.render import run_program
 from tools.verify import validate_manifest
@@ -25,7 +26,10 @@ services = st.lists(
         {
             "name": dns_labels,
             "namespace": st.sampled_from(["shop", "bank", "edge", "data"]),
-            "port": st.integers(min_value=1, max_value=65535),
+            # Any port a service may use: Istio's sidecar reserves some (refused by the settings).
+            "port": st.integers(min_value=1, max_value=65535).filter(
+                lambda p: p not in ISTIO_RESERVED_PORTS
+            ),
             "protocol": st.sampled_from(["http", "http2", "grpc"]),
             "versions": versions,
         }
