@@ -143,6 +143,8 @@ class QuotaClient(SettingsModel):
 
 
 DEFAULT_TIERS: Final = (QuotaTier(name="free", requests_per_unit=60, unit="minute"),)
+"""The tiers every quota has: a stack file lists only the tiers it adds, or one of these by
+name to change it (`free` with other numbers)."""
 
 
 class QuotaSettings(SettingsModel):
@@ -186,7 +188,11 @@ class QuotaSettings(SettingsModel):
     )
     tiers: tuple[QuotaTier, ...] = Field(
         default=DEFAULT_TIERS,
-        description="Client tiers. Default: `free`, 60 requests per minute.",
+        description=(
+            "Client tiers, added to the default `free` tier (60 requests per minute): list "
+            "only the tiers you add (`pro`, `internal`), and `free` only to change its "
+            "numbers. Default: `free` alone."
+        ),
     )
     clients: tuple[QuotaClient, ...] = Field(
         default=(), description="Known clients and their tiers. Default: none."
@@ -251,6 +257,11 @@ class QuotaSettings(SettingsModel):
     @model_validator(mode="after")
     def _tiers_unique_and_referenced_tiers_exist(self) -> QuotaSettings:
         check_unique(("tiers",), "name", [t.name for t in self.tiers])
+        # The default tiers a stack file does not restate stay (checked as written first,
+        # so an error's index is the stack file's).
+        written = {t.name for t in self.tiers}
+        implicit = tuple(t for t in DEFAULT_TIERS if t.name not in written)
+        object.__setattr__(self, "tiers", (*implicit, *self.tiers))
         names = {t.name for t in self.tiers}
         allowed = f"must be one of the tiers {sorted(names)}"
         check_unique(("clients",), "id", [c.id for c in self.clients])

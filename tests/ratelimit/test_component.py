@@ -93,6 +93,31 @@ def test_repeated_tier() -> None:
     )
 
 
+def test_a_new_tier_keeps_the_default_tier_without_restating_it() -> None:
+    # anonymousTier and unknownClientTier default to `free`: listing only `pro` used to
+    # drop `free` and fail on both.
+    pro = {"name": "pro", "requestsPerUnit": 100, "unit": "second"}
+    quota = make_settings(rateLimit={"quota": {"tiers": [pro]}}).rate_limit.quota
+    assert [(t.name, t.requests_per_unit, t.unit) for t in quota.tiers] == [
+        ("free", 60, "minute"),
+        ("pro", 100, "second"),
+    ]
+    assert quota.tier(quota.anonymous_tier).requests_per_unit == 60
+
+
+def test_a_restated_default_tier_replaces_it() -> None:
+    free = {"name": "free", "requestsPerUnit": 10, "unit": "second"}
+    quota = make_settings(rateLimit={"quota": {"tiers": [free]}}).rate_limit.quota
+    assert [(t.name, t.requests_per_unit, t.unit) for t in quota.tiers] == [("free", 10, "second")]
+
+
+def test_repeated_added_tier_is_named_at_its_index_in_the_stack_file() -> None:
+    tier = {"name": "pro", "requestsPerUnit": 1}
+    assert settings_error(rateLimit={"quota": {"tiers": [tier, tier]}}) == (
+        'meshstack:rateLimit.quota.tiers[1].name = "pro": must be unique; it is repeated'
+    )
+
+
 def test_repeated_client() -> None:
     clients = [{"id": "a", "tier": "free"}] * 2
     assert settings_error(rateLimit={"quota": {"clients": clients}}) == (
