@@ -100,7 +100,9 @@ class RegionMesh(pulumi.ComponentResource):
                 prometheus_url=settings.prometheus_url,
                 opts=child,
             )
-        else:
+        elif observability.kiali.enabled:
+            # The hub's Kiali reads this cluster only through these; without them (a spoke's
+            # `kiali.enabled: false`) it cannot (docs/observability.md).
             KialiRemoteAccess(
                 f"{name}-kiali-remote", obs_ns, chart_source=self.mesh.chart_source, opts=child
             )

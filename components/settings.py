@@ -28,7 +28,8 @@ from components.istio.settings import (
     IstioRevisionSettings,
     IstioSettings,
 )
-from components.observability.settings import ObservabilitySettings, check_prometheus_url
+from components.observability.prometheus_url import check_prometheus_url
+from components.observability.settings import ObservabilitySettings
 from components.ratelimit.settings import (
     RateLimitSettings,
     ServiceRateLimit,

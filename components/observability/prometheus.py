@@ -27,7 +27,7 @@ from pulumi_kubernetes.apiextensions import CustomResource
 
 from components.constants import ISTIO_NAMESPACE
 from components.istio.component import IstioMesh
-from components.observability.settings import prometheus_service_host
+from components.observability.prometheus_url import prometheus_service_host
 
 TOKEN: Final = "meshstack:observability:PrometheusAccess"
 

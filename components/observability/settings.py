@@ -45,46 +45,6 @@ def _host(value: str) -> str:
 OptionalHost = Annotated[str, AfterValidator(_host)]
 """A DNS host name for an Ingress rule, or empty for "no Ingress"."""
 
-_URL_HOST: Final = re.compile(r"^https?://(?P<host>\[[^\]]+\]|[^\s/:]+)")
-_IN_CLUSTER_SERVICE: Final = re.compile(
-    r"^(?P<service>[a-z0-9]([-a-z0-9]*[a-z0-9])?)\.(?P<namespace>[a-z0-9]([-a-z0-9]*[a-z0-9])?)"
-    r"(\.svc(\.cluster\.local)?)?$"
-)
-
-
-def prometheus_service_host(url: str) -> str | None:
-    """The in-cluster Service FQDN of a Prometheus URL, or None for a host outside the cluster.
-
-    `<service>.<namespace>`, `<service>.<namespace>.svc` and the full
-    `<service>.<namespace>.svc.cluster.local` all resolve to a Kubernetes Service through the
-    pod's DNS search path (the FQDN is what a DestinationRule host matches); longer names and
-    IP addresses are external hosts. A two-label external name would get an inert rule for a
-    Service that does not exist, which is harmless; a missed Service would fail every canary.
-    """
-    found = _URL_HOST.match(url)
-    host = found.group("host").lower() if found else ""
-    service = _IN_CLUSTER_SERVICE.match(host)
-    if service is None:
-        return None
-    return f"{service.group('service')}.{service.group('namespace')}.svc.cluster.local"
-
-
-def check_prometheus_url(url: str) -> str:
-    """`prometheusUrl` must say which namespace its Service is in.
-
-    Flagger and Kiali run in different namespaces, so a bare Service name would resolve to a
-    different (usually missing) Service for each; and the program must know the Service's
-    namespace to turn off mTLS towards it (`PrometheusAccess`).
-    """
-    found = _URL_HOST.match(url)
-    host = found.group("host") if found else ""
-    if host and "." not in host and not host.startswith("["):
-        raise ValueError(
-            f"host {host!r} must name the namespace (`<service>.<namespace>.svc.cluster.local`): "
-            "Flagger and Kiali resolve it from different namespaces"
-        )
-    return url
-
 
 def check_ingress_tls(ingress_host: str, tls_secret: str) -> None:
     """A UI published through an Ingress is served over TLS only (logins, tokens, traces)."""
@@ -449,8 +409,21 @@ class TelemetrySettings(SettingsModel):
 
 
 class KialiSettings(SettingsModel):
-    """The Kiali console of the hub."""
+    """The Kiali console of the hub, and what a spoke installs for it."""
 
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "On a spoke, the only Kiali key: `false` installs no KialiRemoteAccess (no "
+            "`observability` namespace, no Kiali ServiceAccount, roles or signing key), so "
+            "the hub's Kiali cannot read that cluster: no remote-cluster Secret can be made "
+            "for it, its Mesh page lists the other clusters only, and that region's "
+            "workloads, Istio config and validations are not shown (its traffic still "
+            "appears as graph edges as far as the hub's Prometheus has its metrics). "
+            "Default on: one Kiali sees every region. On the hub Kiali always runs; "
+            "`false` there is refused."
+        ),
+    )
     auth_strategy: Literal["token", "openid", "anonymous"] = Field(
         default="token",
         description="Login method. Default `token`: a Kubernetes token, so Kiali shows what "
@@ -561,7 +534,10 @@ class ObservabilitySettings(SettingsModel):
         default_factory=TelemetrySettings, description="Mesh-wide and per-namespace Telemetry."
     )
     jaeger: JaegerSettings = Field(default_factory=JaegerSettings, description="Hub Jaeger.")
-    kiali: KialiSettings = Field(default_factory=KialiSettings, description="Hub Kiali.")
+    kiali: KialiSettings = Field(
+        default_factory=KialiSettings,
+        description="Hub Kiali; on a spoke only `enabled` (its remote access for the hub's Kiali).",
+    )
 
     @property
     def is_hub(self) -> bool:
@@ -586,13 +562,27 @@ class ObservabilitySettings(SettingsModel):
                 self.hub_stack,
                 "must name the hub's stack (e.g. us-east-1) when role is 'spoke'",
             )
-        for key in ("jaeger", "kiali"):
-            if self.role == "spoke" and key in self.model_fields_set:
-                raise RuleViolationError(
-                    (key,),
-                    getattr(self, key).model_dump(by_alias=True, exclude_defaults=True),
-                    "must not be set when role is 'spoke'; only the hub runs Jaeger and Kiali",
-                )
+        if self.role == "spoke" and "jaeger" in self.model_fields_set:
+            raise RuleViolationError(
+                ("jaeger",),
+                self.jaeger.model_dump(by_alias=True, exclude_defaults=True),
+                "must not be set when role is 'spoke'; only the hub runs Jaeger and Kiali",
+            )
+        hub_only = sorted(self.kiali.model_fields_set - {"enabled"})
+        if self.role == "spoke" and hub_only:
+            raise RuleViolationError(
+                ("kiali",),
+                self.kiali.model_dump(by_alias=True, exclude_defaults=True),
+                "must set nothing but `enabled` when role is 'spoke'; only the hub runs "
+                "Jaeger and Kiali",
+            )
+        if self.role == "hub" and not self.kiali.enabled:
+            raise RuleViolationError(
+                ("kiali", "enabled"),
+                False,
+                "must be true when role is 'hub': the hub runs the mesh's only Kiali; "
+                "`enabled: false` turns off a spoke's remote access for it",
+            )
         if self.role == "hub" and self.hub_stack:
             raise RuleViolationError(
                 ("hubStack",), self.hub_stack, "must be empty when role is 'hub'"

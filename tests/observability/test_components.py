@@ -37,6 +37,7 @@ from tests.conftest import (
     make_settings,
     run_with_provider,
     stack_config,
+    stack_settings,
 )
 from tools.charts import published_chart
 from tools.manifests import SECRET_PLACEHOLDER, dump_yaml_documents
@@ -711,6 +712,33 @@ def test_spoke_reads_the_hub_of_its_own_organization_and_runs_no_jaeger_or_kiali
     assert validate_helm_values("kiali-server", values) == []
 
 
+def test_a_spoke_with_kiali_off_gives_the_hubs_kiali_nothing_to_read_it_with() -> None:
+    # Without Kiali's ServiceAccount on the spoke no remote-cluster Secret can authenticate
+    # the hub's Kiali there: it shows the other clusters only.
+    hub = {"otlpGrpcHost": "jaeger.obs.svc.cluster.local", "otlpGrpcPort": 4317}
+    settings = make_settings(
+        observability={"role": "spoke", "hubStack": "hub", "kiali": {"enabled": False}}
+    )
+
+    def program() -> None:
+        import pulumi_kubernetes as k8s
+
+        opts = pulumi.ResourceOptions(providers=[k8s.Provider("test-kubernetes")])
+        RegionMesh("spoke", settings, context=RUN_CONTEXT, opts=opts)
+
+    from tools.render import run_program
+
+    hub_stack = RUN_CONTEXT.stack_reference_name("hub")
+    render = run_program(
+        "test", {}, program=program, stack_references={hub_stack: {HUB_OUTPUT: hub}}
+    )
+    assert not [r for r in render.registrations if "kiali" in r.type.lower() + r.name]
+    assert not [
+        o for o in render.kubernetes_objects() if o["metadata"].get("name") == "observability"
+    ]
+    assert "meshstack:observability:HubReference" in {r.type for r in render.registrations}
+
+
 # The aborted program leaves the SDK's pending Output coroutines unawaited.
 @pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 def test_spoke_without_offline_outputs_names_the_missing_stack() -> None:
@@ -792,6 +820,9 @@ def test_spokes_send_spans_to_the_hub_collector(
     assert HUB_OUTPUT not in stack_renders[stack].outputs
     charts = {published_chart(c): c for c in stack_renders[stack].helm_charts()}
     assert "jaeger" not in charts
+    if not stack_settings(stack).observability.kiali.enabled:
+        assert "kiali-server" not in charts, "kiali.enabled: false installs no remote access"
+        return
     kiali = charts["kiali-server"]["values"]
     assert kiali["deployment"] == {"remote_cluster_resources_only": True}
     hub_kiali = next(
@@ -840,6 +871,21 @@ def test_fixture_spokes_read_the_fixture_hub_whose_offline_outputs_match_its_ren
             "service": "jaeger.observability.svc.cluster.local",
             "port": 4317,
         }
+
+
+def test_fixture_spokes_with_and_without_the_hub_kialis_remote_access(
+    fixture_renders: dict[str, Render],
+) -> None:
+    # fixture-spoke keeps the default; fixture-small-spoke sets kiali.enabled: false.
+    def kiali_charts(stack: str) -> list[dict[str, Any]]:
+        charts = fixture_renders[stack].helm_charts()
+        return [c for c in charts if published_chart(c) == "kiali-server"]
+
+    (remote,) = kiali_charts("fixture-spoke")
+    assert remote["values"]["deployment"] == {"remote_cluster_resources_only": True}
+    assert kiali_charts("fixture-small-spoke") == []
+    registered = {r.type for r in fixture_renders["fixture-small-spoke"].registrations}
+    assert "meshstack:observability:KialiRemoteAccess" not in registered
 
 
 def test_offline_outputs_are_keyed_by_stack_name(tmp_path: Path) -> None:

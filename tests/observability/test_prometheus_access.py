@@ -11,7 +11,7 @@ import pytest
 
 from components.constants import ISTIO_NAMESPACE
 from components.observability.prometheus import RULE_NAME, plaintext_destination_rule
-from components.observability.settings import prometheus_service_host
+from components.observability.prometheus_url import prometheus_service_host
 from components.region import RegionMesh
 from components.settings import load_settings
 from tests.conftest import (

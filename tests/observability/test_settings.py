@@ -188,8 +188,31 @@ def test_spoke_runs_no_jaeger_or_kiali() -> None:
         "meshstack:observability.jaeger = {}: must not be set when role is 'spoke'; only the "
         "hub runs Jaeger and Kiali"
     )
-    assert settings_error(observability={**SPOKE, "kiali": {"viewOnlyMode": False}}).startswith(
-        'meshstack:observability.kiali = {"viewOnlyMode": false}: must not be set'
+    assert settings_error(observability={**SPOKE, "kiali": {"viewOnlyMode": False}}) == (
+        'meshstack:observability.kiali = {"viewOnlyMode": false}: must set nothing but '
+        "`enabled` when role is 'spoke'; only the hub runs Jaeger and Kiali"
+    )
+
+
+def test_a_spoke_may_turn_off_the_hub_kialis_access_and_nothing_else_of_kiali() -> None:
+    spoke = make_settings(observability={**SPOKE, "kiali": {"enabled": False}})
+    assert spoke.observability.kiali.enabled is False
+    assert make_settings(observability=SPOKE).observability.kiali.enabled is True, (
+        "by default one Kiali sees every region"
+    )
+    assert settings_error(
+        observability={**SPOKE, "kiali": {"enabled": False, "viewOnlyMode": False}}
+    ) == (
+        'meshstack:observability.kiali = {"enabled": false, "viewOnlyMode": false}: must '
+        "set nothing but `enabled` when role is 'spoke'; only the hub runs Jaeger and Kiali"
+    )
+
+
+def test_the_hub_cannot_turn_kiali_off() -> None:
+    assert settings_error(observability={"kiali": {"enabled": False}}) == (
+        "meshstack:observability.kiali.enabled = false: must be true when role is 'hub': the "
+        "hub runs the mesh's only Kiali; `enabled: false` turns off a spoke's remote access "
+        "for it"
     )
 
 
