@@ -34,6 +34,7 @@ from components.ratelimit.settings import (
     RateLimitSettings,
     ServiceRateLimit,
     check_quota_clients_can_be_identified,
+    check_quota_scope_hosts,
 )
 from components.security.rules import (
     accepts_writes,
@@ -487,6 +488,9 @@ class StackSettings(SettingsModel):
         check_quota_clients_can_be_identified(
             self.rate_limit.quota,
             [self.identity_providers[s.jwt.provider].issuer for s in self.services if s.jwt],
+        )
+        check_quota_scope_hosts(
+            self.rate_limit.quota, [h for g in self.traffic.gateways for h in g.hosts]
         )
         return self
 

@@ -9,12 +9,13 @@ and `gateway_actions_spec` turns it into the descriptor the ratelimit service ma
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from components.naming import service_fqdn
-from components.ratelimit.settings import QuotaSettings
+from components.ratelimit.settings import QuotaScope, QuotaSettings
 from components.ratelimit.specs import (
     ANONYMOUS_DESCRIPTOR,
     CLIENT_DESCRIPTOR,
@@ -23,6 +24,7 @@ from components.ratelimit.specs import (
     HCM,
     RATELIMIT_NAME,
     ROUTER,
+    SCOPE_DESCRIPTOR,
     proxy_version_match,
 )
 
@@ -200,7 +202,6 @@ def gateway_actions_spec(
     the client address (`remote_address`: the address the connection manager trusts,
     `trustedProxyHops`), the key of one anonymous bucket per address.
     """
-    key, value = ANONYMOUS_DESCRIPTOR
     return {
         "workloadSelector": {"labels": dict(selector)},
         "configPatches": [
@@ -215,37 +216,83 @@ def gateway_actions_spec(
                     "operation": "MERGE",
                     "value": {
                         "rate_limits": [
-                            {
-                                "actions": [
-                                    {
-                                        "request_headers": {
-                                            "header_name": quota.client_header,
-                                            "descriptor_key": CLIENT_DESCRIPTOR,
-                                        }
-                                    }
-                                ]
-                            },
-                            {
-                                "actions": [
-                                    {
-                                        "header_value_match": {
-                                            "descriptor_key": key,
-                                            "descriptor_value": value,
-                                            "expect_match": False,
-                                            "headers": [
-                                                {
-                                                    "name": quota.client_header,
-                                                    "present_match": True,
-                                                }
-                                            ],
-                                        }
-                                    },
-                                    {"remote_address": {}},
-                                ]
-                            },
+                            {"actions": _client_actions(quota)},
+                            {"actions": _anonymous_actions(quota)},
+                            *scope_rate_limits(quota),
                         ]
                     },
                 },
             }
         ],
     }
+
+
+def _client_actions(quota: QuotaSettings) -> list[dict[str, Any]]:
+    return [
+        {
+            "request_headers": {
+                "header_name": quota.client_header,
+                "descriptor_key": CLIENT_DESCRIPTOR,
+            }
+        }
+    ]
+
+
+def _anonymous_actions(quota: QuotaSettings) -> list[dict[str, Any]]:
+    key, value = ANONYMOUS_DESCRIPTOR
+    return [
+        {
+            "header_value_match": {
+                "descriptor_key": key,
+                "descriptor_value": value,
+                "expect_match": False,
+                "headers": [{"name": quota.client_header, "present_match": True}],
+            }
+        },
+        {"remote_address": {}},
+    ]
+
+
+def host_matcher(host: str) -> dict[str, Any]:
+    """`:authority` is `host` with any port, in any case (a client may send
+    `API.example.com:443`); `*.` stands for one or more labels, as in a Gateway's hosts.
+    Envoy matches the whole value (`safe_regex`, RE2); one host per regex keeps its
+    program size far below Envoy's default limit of 100 (`re2.max_program_size`)."""
+    name = r"[^:]+\." + re.escape(host[2:]) if host.startswith("*.") else re.escape(host)
+    regex = f"(?i){name}(?::[0-9]+)?"
+    return {"name": ":authority", "string_match": {"safe_regex": {"regex": regex}}}
+
+
+def scope_matches(scope: QuotaScope) -> list[list[dict[str, Any]]]:
+    """The header matchers of a scope, one list (all must match) per host and path prefix.
+
+    A request matches at most one of them: a scope's hosts and its prefixes do not overlap
+    (`QuotaScope`), so it is counted once in the scope's bucket whichever list it matched.
+    """
+    hosts = [[host_matcher(h)] for h in scope.hosts] or [[]]
+    paths = [[{"name": ":path", "string_match": {"prefix": p}}] for p in scope.path_prefixes]
+    return [h + p for h in hosts for p in paths or [[]]]
+
+
+def scope_rate_limits(quota: QuotaSettings) -> list[dict[str, Any]]:
+    """Per scope, host and path prefix: the region-wide pair of rate limits behind a
+    `quota_scope=<name>` entry.
+
+    `header_value_match` adds that entry only when the request matches (`scope_matches`);
+    Envoy drops a descriptor any of whose actions adds nothing (router_ratelimit.cc), so
+    other requests get none of the scope's descriptors (`specs.scope_descriptor` is their
+    config).
+    """
+    limits = []
+    for scope in quota.scopes:
+        for headers in scope_matches(scope):
+            in_scope = {
+                "header_value_match": {
+                    "descriptor_key": SCOPE_DESCRIPTOR,
+                    "descriptor_value": scope.name,
+                    "headers": headers,
+                }
+            }
+            limits.append({"actions": [in_scope, *_client_actions(quota)]})
+            limits.append({"actions": [in_scope, *_anonymous_actions(quota)]})
+    return limits

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
+from components.naming import is_dns_subdomain
 from components.settings_types import (
     DnsLabel,
     HeaderName,
@@ -147,6 +149,100 @@ DEFAULT_TIERS: Final = (QuotaTier(name="free", requests_per_unit=60, unit="minut
 name to change it (`free` with other numbers)."""
 
 
+def _gateway_host(value: str) -> str:
+    bare = value.removeprefix("*.")
+    if not (is_dns_subdomain(bare) and "." in bare):
+        raise ValueError("must be a lowercase DNS name like api.example.com or *.example.com")
+    return value
+
+
+GatewayHost = Annotated[str, AfterValidator(_gateway_host)]
+"""A public host of the ingress gateway, `*.` for every subdomain (as a Gateway's hosts)."""
+
+
+class QuotaScope(SettingsModel):
+    """A quota on part of the gateway's requests, counted on top of the region-wide one."""
+
+    name: DnsLabel = Field(
+        description=(
+            "Scope name, e.g. `search`: the value of the `quota_scope` descriptor entry. Required."
+        )
+    )
+    hosts: tuple[GatewayHost, ...] = Field(
+        default=(),
+        description=(
+            "Public hosts (`:authority`, any port, any case) whose requests it counts; each "
+            "must be served by one of `traffic.gateways`. `*.example.com` matches every "
+            "subdomain. Default: every host. With `pathPrefixes`, a request must match both."
+        ),
+    )
+    path_prefixes: tuple[str, ...] = Field(
+        default=(),
+        description=(
+            "Request path prefixes (the path as the client sent it, query included) whose "
+            "requests it counts, e.g. `/search` (which also matches `/searches`; end it with "
+            "`/` for one path segment). Default: every path."
+        ),
+    )
+    tiers: tuple[QuotaTier, ...] = Field(
+        min_length=1,
+        description=(
+            "The scope's limit per tier, by the quota's tier names (`free`, ...): a client "
+            "of a listed tier gets one bucket of it for the scope's requests, besides its "
+            "region-wide bucket, and a request must fit both. A tier not listed has no "
+            "limit in the scope. Required."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _scoped(self) -> QuotaScope:
+        if not self.hosts and not self.path_prefixes:
+            raise RuleViolationError(
+                ("hosts",),
+                [],
+                "must name a host, or pathPrefixes a prefix: a scope of every request is the "
+                "region-wide quota (`tiers`)",
+            )
+        for index, prefix in enumerate(self.path_prefixes):
+            if not re.fullmatch(r"/[A-Za-z0-9._~/*%-]{0,199}", prefix):
+                raise RuleViolationError(
+                    ("pathPrefixes", index),
+                    prefix,
+                    "must be an absolute request path prefix (letters, digits, / . _ ~ * % -)",
+                )
+        # Overlaps would count a request twice in the scope's bucket (one rate limit per
+        # host and prefix, `gateway.scope_matches`).
+        for where, values in (("hosts", self.hosts), ("pathPrefixes", self.path_prefixes)):
+            for index, value in enumerate(values):
+                covered = [
+                    other
+                    for other in values[:index]
+                    if _covers(other, value, where) or _covers(value, other, where)
+                ]
+                if covered:
+                    raise RuleViolationError(
+                        (where, index),
+                        value,
+                        f"must not overlap {covered[0]!r}: a request would count twice",
+                    )
+        check_unique(("tiers",), "name", [t.name for t in self.tiers])
+        return self
+
+
+def _covers(wider: str, narrower: str, where: str) -> bool:
+    if where == "pathPrefixes":
+        return narrower.startswith(wider)
+    return wider == narrower or served_by(narrower, [wider])
+
+
+def served_by(host: str, gateway_hosts: Sequence[str]) -> bool:
+    """Whether a Gateway with `gateway_hosts` serves `host` (`*.` matching any subdomain)."""
+    return any(
+        host == served or (served.startswith("*.") and host.endswith(served[1:]))
+        for served in gateway_hosts
+    )
+
+
 class QuotaSettings(SettingsModel):
     """`rateLimit.quota`: per-client quotas with envoyproxy/ratelimit behind the gateway."""
 
@@ -196,6 +292,14 @@ class QuotaSettings(SettingsModel):
     )
     clients: tuple[QuotaClient, ...] = Field(
         default=(), description="Known clients and their tiers. Default: none."
+    )
+    scopes: tuple[QuotaScope, ...] = Field(
+        default=(),
+        description=(
+            "Quotas on some hosts or paths only (e.g. `/search` at 10 per minute for "
+            "`free`), each counted on top of the region-wide quota of `tiers`: a request in "
+            "a scope must fit both. Default: none, the region-wide quota alone."
+        ),
     )
     unknown_client_tier: DnsLabel = Field(
         default="free",
@@ -274,6 +378,21 @@ class QuotaSettings(SettingsModel):
         ):
             if value not in names:
                 raise RuleViolationError((key,), value, allowed)
+        check_unique(("scopes",), "name", [scope.name for scope in self.scopes])
+        used = {c.tier for c in self.clients} | {self.unknown_client_tier, self.anonymous_tier}
+        for index, scope in enumerate(self.scopes):
+            for tier_index, tier in enumerate(scope.tiers):
+                if tier.name not in names:
+                    raise RuleViolationError(
+                        ("scopes", index, "tiers", tier_index, "name"), tier.name, allowed
+                    )
+            if not used & {t.name for t in scope.tiers}:
+                raise RuleViolationError(
+                    ("scopes", index, "tiers"),
+                    [t.name for t in scope.tiers],
+                    f"must list a tier some request is in ({sorted(used)}: the clients', "
+                    "unknownClientTier, anonymousTier); else the scope limits nobody",
+                )
         return self
 
     @model_validator(mode="after")
@@ -293,6 +412,22 @@ class QuotaSettings(SettingsModel):
     def tier(self, name: str) -> QuotaTier:
         """The tier called `name` (validated to exist)."""
         return next(t for t in self.tiers if t.name == name)
+
+    def scope_tier(self, scope: QuotaScope, name: str) -> QuotaTier | None:
+        """The scope's limit for tier `name`, or None: no limit in the scope."""
+        return next((t for t in scope.tiers if t.name == name), None)
+
+
+def check_quota_scope_hosts(quota: QuotaSettings, gateway_hosts: Sequence[str]) -> None:
+    """A scope's host must be one the ingress gateways serve, or it would never count."""
+    for index, scope in enumerate(quota.scopes):
+        for host_index, host in enumerate(scope.hosts):
+            if not served_by(host, gateway_hosts):
+                raise RuleViolationError(
+                    ("rateLimit", "quota", "scopes", index, "hosts", host_index),
+                    host,
+                    f"must be served by a gateway of traffic.gateways ({sorted(gateway_hosts)})",
+                )
 
 
 def check_quota_clients_can_be_identified(quota: QuotaSettings, issuers: Sequence[str]) -> None:

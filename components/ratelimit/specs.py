@@ -21,6 +21,7 @@ from components.constants import workload_principal
 from components.naming import service_fqdn
 from components.ratelimit.settings import (
     LocalRateLimitSettings,
+    QuotaScope,
     QuotaSettings,
     QuotaTier,
     ServiceRateLimit,
@@ -58,6 +59,8 @@ ADDRESS_DESCRIPTOR: Final = "remote_address"
 """Key of the entry Envoy's `remote_address` rate-limit action adds: the client address the
 gateway's connection manager trusts (`xff_num_trusted_hops`), so anonymous requests are
 counted per address (envoy: source/common/router/router_ratelimit.cc, RemoteAddressAction)."""
+SCOPE_DESCRIPTOR: Final = "quota_scope"
+"""Key of the first entry of a scoped quota's descriptors; its value is the scope's name."""
 
 RATELIMIT_NAME: Final = "ratelimit"
 REDIS_NAME: Final = "redis"
@@ -275,20 +278,42 @@ def ratelimit_config(quota: QuotaSettings) -> dict[str, Any]:
     descriptors.append(
         {"key": CLIENT_DESCRIPTOR, "rate_limit": _rate_limit(quota.tier(quota.unknown_client_tier))}
     )
-    key, value = ANONYMOUS_DESCRIPTOR
-    descriptors.append(
-        {
-            "key": key,
-            "value": value,
-            "descriptors": [
-                {
-                    "key": ADDRESS_DESCRIPTOR,
-                    "rate_limit": _rate_limit(quota.tier(quota.anonymous_tier)),
-                }
-            ],
-        }
-    )
+    descriptors.append(_anonymous(quota.tier(quota.anonymous_tier)))
+    descriptors += [scope_descriptor(quota, scope) for scope in quota.scopes]
     return {"domain": quota.domain, "descriptors": descriptors}
+
+
+def _anonymous(tier: QuotaTier) -> dict[str, Any]:
+    key, value = ANONYMOUS_DESCRIPTOR
+    return {
+        "key": key,
+        "value": value,
+        "descriptors": [{"key": ADDRESS_DESCRIPTOR, "rate_limit": _rate_limit(tier)}],
+    }
+
+
+def scope_descriptor(quota: QuotaSettings, scope: QuotaScope) -> dict[str, Any]:
+    """`quota_scope=<name>` with the region-wide tree below it, limited by the scope's tiers.
+
+    Envoy sends it only for the scope's requests (`gateway.scope_rate_limits`), on top of
+    the region-wide descriptors, and the service answers over-limit if any is. A tier the
+    scope does not list has no limit in it: its known clients get `unlimited` when the
+    unknown-client tier is listed (else their id would fall back to that value-less entry,
+    GetLimit), and the unknown or anonymous entry is left out when its tier is not listed.
+    """
+    unknown = quota.scope_tier(scope, quota.unknown_client_tier)
+    nested: list[dict[str, Any]] = []
+    for client in quota.clients:
+        tier = quota.scope_tier(scope, client.tier)
+        if tier is not None or unknown is not None:
+            limit = _rate_limit(tier) if tier is not None else {"unlimited": True}
+            nested.append({"key": CLIENT_DESCRIPTOR, "value": client.id, "rate_limit": limit})
+    if unknown is not None:
+        nested.append({"key": CLIENT_DESCRIPTOR, "rate_limit": _rate_limit(unknown)})
+    anonymous = quota.scope_tier(scope, quota.anonymous_tier)
+    if anonymous is not None:
+        nested.append(_anonymous(anonymous))
+    return {"key": SCOPE_DESCRIPTOR, "value": scope.name, "descriptors": nested}
 
 
 # --- Kubernetes objects of the quota service -------------------------------------------------

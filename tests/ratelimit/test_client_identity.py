@@ -8,14 +8,19 @@ head, INSERT_BEFORE the named filter); jwt_authn writes each `outputClaimToHeade
 header (Envoy `claim_to_headers`; the model appends, the case in which a client's
 copy would survive) only for a token of a configured issuer that verifies; the
 ratelimit filter builds descriptors from the virtual host's `rate_limits`
-(`request_headers`: first value, nothing when absent; `header_value_match` with
-`present_match`; `remote_address`: the client address the connection manager trusts).
+(`request_headers`: first value, nothing when absent; `header_value_match` when all its
+headers match, or none with `expect_match: false`; `remote_address`: the client address
+the connection manager trusts); a rate limit any of whose actions adds nothing sends no
+descriptor. The ratelimit service then takes each descriptor's limit from its config
+(`_limit`, as its GetLimit).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
 
 from components.istio.component import IstioMesh
 from components.ratelimit import gateway, specs
@@ -91,6 +96,20 @@ CLIENT_ADDRESS = "203.0.113.7"
 ANONYMOUS = [specs.ANONYMOUS_DESCRIPTOR, (specs.ADDRESS_DESCRIPTOR, CLIENT_ADDRESS)]
 
 
+def _header_matches(matcher: dict[str, Any], headers: dict[str, list[str]]) -> bool:
+    """Envoy's HeaderMatcher as the program writes them: `present_match`, or a
+    `string_match` with `prefix` or `safe_regex` (RE2, the whole value must match)."""
+    values = headers.get(matcher["name"])
+    if "present_match" in matcher:
+        return (values is not None) is bool(matcher["present_match"])
+    if values is None:
+        return False
+    string_match = matcher["string_match"]
+    if "prefix" in string_match:
+        return bool(values[0].startswith(string_match["prefix"]))
+    return re2.fullmatch(string_match["safe_regex"]["regex"], values[0]) is not None
+
+
 def _descriptors(
     objects: list[dict[str, Any]],
     headers: dict[str, list[str]],
@@ -134,9 +153,8 @@ def _descriptors(
                         entries.append(("remote_address", address))
                     else:
                         match = action["header_value_match"]
-                        (header,) = match["headers"]
-                        present = header["name"] in headers
-                        if present != match.get("expect_match", True):
+                        matched = all(_header_matches(h, headers) for h in match["headers"])
+                        if matched != match.get("expect_match", True):
                             break
                         entries.append((match["descriptor_key"], match["descriptor_value"]))
                 else:
@@ -249,3 +267,94 @@ def test_trusted_proxy_hops_set_the_gateways_client_address() -> None:
         "@type": gateway.HCM_TYPE,
         "xff_num_trusted_hops": 1,
     }
+
+
+# --- scoped quotas --------------------------------------------------------------------------
+
+
+def _limit(config: dict[str, Any], entries: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """The limit the ratelimit service applies to one descriptor (src/config/config_impl.go
+    GetLimit): per entry, the descriptor with that key and value, else the key's value-less
+    one; the last entry's `rate_limit`, or None (no limit)."""
+    level: list[dict[str, Any]] = config["descriptors"]
+    found: dict[str, Any] | None = None
+    for key, value in entries:
+        by_value = [d for d in level if d["key"] == key and d.get("value") == value]
+        by_key = [d for d in level if d["key"] == key and "value" not in d]
+        if not (by_value or by_key):
+            return None
+        found = (by_value or by_key)[0]
+        level = found.get("descriptors", [])
+    return None if found is None else found.get("rate_limit")
+
+
+def _hub_gateway(fixture_renders: dict[str, Render]) -> list[dict[str, Any]]:
+    return [
+        o
+        for o in fixture_renders["fixture-hub"].kubernetes_objects()
+        if o["metadata"].get("namespace") == "istio-ingress"
+    ]
+
+
+def _request(authority: str, path: str) -> dict[str, list[str]]:
+    return {":authority": [authority], ":path": [path]}
+
+
+def test_a_scoped_quota_counts_only_its_hosts_and_paths_on_top_of_the_region_wide_one(
+    fixture_renders: dict[str, Render],
+) -> None:
+    # fixture-hub: scope `search` on api.us.example.com under /search/ and /v1/search
+    # (free 10/min, pro 20/s, internal unlisted), scope `shop` on *.shop.example.com.
+    objects = _hub_gateway(fixture_renders)
+    config = specs.ratelimit_config(stack_settings("fixture-hub").rate_limit.quota)
+    issuer = next(
+        r["issuer"]
+        for o in objects
+        if o["kind"] == "RequestAuthentication"
+        for r in o["spec"]["jwtRules"]
+    )
+    acme = Token(issuer, {"client_id": "acme-mobile"}, valid=True)
+    region = [(specs.CLIENT_DESCRIPTOR, "acme-mobile")]
+    scoped = [(specs.SCOPE_DESCRIPTOR, "search"), *region]
+    for authority, path in (
+        ("api.us.example.com", "/search/items?q=1"),
+        ("API.us.example.com:443", "/v1/search"),
+        ("api.us.example.com", "/v1/searches"),  # a prefix, not a path segment
+    ):
+        assert _descriptors(objects, _request(authority, path), acme) == [region, scoped]
+    assert _limit(config, scoped) == {"unit": "second", "requests_per_unit": 20}
+    assert _limit(config, region) == {"unit": "second", "requests_per_unit": 100}
+    for authority, path in (
+        ("api.us.example.com", "/search"),  # not under /search/
+        ("api.us.example.com", "/v2/search"),
+        ("markets.us.example.com", "/search/items"),  # another host
+        ("api.us.example.com.evil.example", "/search/items"),
+    ):
+        assert _descriptors(objects, _request(authority, path), acme) == [region], path
+    # Anonymous requests are scoped per address, too.
+    anonymous = _descriptors(objects, _request("a.shop.example.com", "/"), token=None)
+    assert anonymous == [ANONYMOUS, [(specs.SCOPE_DESCRIPTOR, "shop"), *ANONYMOUS]]
+    assert _limit(config, anonymous[1]) == {"unit": "minute", "requests_per_unit": 30}
+    assert _descriptors(objects, _request("shop.example.com", "/"), token=None) == [ANONYMOUS]
+
+
+def test_a_tier_a_scope_does_not_list_has_no_limit_there(
+    fixture_renders: dict[str, Render],
+) -> None:
+    objects = _hub_gateway(fixture_renders)
+    config = specs.ratelimit_config(stack_settings("fixture-hub").rate_limit.quota)
+    issuer = next(
+        r["issuer"]
+        for o in objects
+        if o["kind"] == "RequestAuthentication"
+        for r in o["spec"]["jwtRules"]
+    )
+    # billing-batch is `internal`, which `search` does not list: its id must not fall back
+    # to the scope's value-less (unknown client, free) entry.
+    billing = Token(issuer, {"client_id": "billing-batch"}, valid=True)
+    request = _request("api.us.example.com", "/search/x")
+    _, scoped = _descriptors(objects, request, billing)
+    assert _limit(config, scoped) == {"unlimited": True}
+    unknown = Token(issuer, {"client_id": "someone-new"}, valid=True)
+    _, scoped = _descriptors(objects, request, unknown)
+    assert _limit(config, scoped) == {"unit": "minute", "requests_per_unit": 10}

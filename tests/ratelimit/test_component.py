@@ -118,6 +118,66 @@ def test_repeated_added_tier_is_named_at_its_index_in_the_stack_file() -> None:
     )
 
 
+SCOPE = {
+    "name": "search",
+    "pathPrefixes": ["/search/"],
+    "tiers": [{"name": "free", "requestsPerUnit": 5}],
+}
+
+
+def test_a_scope_names_a_host_or_a_path() -> None:
+    scope = {**SCOPE, "pathPrefixes": []}
+    assert settings_error(rateLimit={"quota": {"scopes": [scope]}}) == (
+        "meshstack:rateLimit.quota.scopes[0].hosts is not set: must name a host, or pathPrefixes a "
+        "prefix: a scope of every request is the region-wide quota (`tiers`)"
+    )
+
+
+def test_a_scope_limits_tiers_of_the_quota_that_some_request_is_in() -> None:
+    gold = {**SCOPE, "tiers": [{"name": "gold", "requestsPerUnit": 5}]}
+    assert settings_error(rateLimit={"quota": {"scopes": [gold]}}) == (
+        'meshstack:rateLimit.quota.scopes[0].tiers[0].name = "gold": must be one of the '
+        "tiers ['free']"
+    )
+    pro = {**SCOPE, "tiers": [{"name": "pro", "requestsPerUnit": 5}]}
+    quota = {"tiers": [{"name": "pro", "requestsPerUnit": 9}], "scopes": [pro]}
+    assert settings_error(rateLimit={"quota": quota}) == (
+        'meshstack:rateLimit.quota.scopes[0].tiers = ["pro"]: must list a tier some request '
+        "is in (['free']: the clients', unknownClientTier, anonymousTier); else the scope "
+        "limits nobody"
+    )
+
+
+def test_a_scopes_hosts_and_prefixes_do_not_overlap() -> None:
+    # One rate limit per host and prefix: a request matching two would count twice.
+    prefixes = {**SCOPE, "pathPrefixes": ["/search/", "/search/deep"]}
+    assert settings_error(rateLimit={"quota": {"scopes": [prefixes]}}) == (
+        'meshstack:rateLimit.quota.scopes[0].pathPrefixes[1] = "/search/deep": must not '
+        "overlap '/search/': a request would count twice"
+    )
+    hosts = {**SCOPE, "hosts": ["*.example.com", "api.example.com"]}
+    assert settings_error(rateLimit={"quota": {"scopes": [hosts]}}) == (
+        'meshstack:rateLimit.quota.scopes[0].hosts[1] = "api.example.com": must not '
+        "overlap '*.example.com': a request would count twice"
+    )
+
+
+def test_a_scopes_host_is_served_by_a_gateway() -> None:
+    scope = {**SCOPE, "hosts": ["api.example.org"]}
+    gateways = [{"name": "public", "hosts": ["*.example.com"], "credentialName": "tls"}]
+    assert settings_error(
+        rateLimit={"quota": {"scopes": [scope]}}, traffic={"gateways": gateways}
+    ) == (
+        'meshstack:rateLimit.quota.scopes[0].hosts[0] = "api.example.org": must be served by '
+        "a gateway of traffic.gateways (['*.example.com'])"
+    )
+    served = make_settings(
+        rateLimit={"quota": {"scopes": [{**scope, "hosts": ["a.b.example.com"]}]}},
+        traffic={"gateways": gateways},
+    )
+    assert served.rate_limit.quota.scopes[0].hosts == ("a.b.example.com",)
+
+
 def test_repeated_client() -> None:
     clients = [{"id": "a", "tier": "free"}] * 2
     assert settings_error(rateLimit={"quota": {"clients": clients}}) == (

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from components.ratelimit import specs
-from components.ratelimit.settings import QuotaClient, QuotaSettings, QuotaTier
+from components.ratelimit.settings import QuotaClient, QuotaScope, QuotaSettings, QuotaTier
 from components.settings import load_settings
 from tools.render import load_stack_config
 from tools.verify import reference_dir
@@ -138,11 +138,29 @@ def _quotas(draw: st.DrawFn) -> QuotaSettings:
     )
     ids = draw(st.lists(st.from_regex(r"[A-Za-z0-9._-]{1,20}", fullmatch=True), unique=True))
     clients = tuple(QuotaClient(id=i, tier=draw(st.sampled_from(names))) for i in ids)
+    anonymous_tier = draw(st.sampled_from(names))
+    scopes = tuple(
+        QuotaScope(
+            name=f"scope{i}",
+            path_prefixes=(f"/s{i}/",),
+            tiers=tuple(
+                {
+                    t.name: t
+                    for t in (
+                        tiers[names.index(anonymous_tier)],
+                        *draw(st.lists(st.sampled_from(tiers), max_size=3)),
+                    )
+                }.values()
+            ),
+        )
+        for i in range(draw(st.integers(0, 2)))
+    )
     return QuotaSettings(
         tiers=tiers,
         clients=clients,
         unknown_client_tier=draw(st.sampled_from(names)),
-        anonymous_tier=draw(st.sampled_from(names)),
+        anonymous_tier=anonymous_tier,
+        scopes=scopes,
     )
 
 
@@ -151,4 +169,4 @@ def _quotas(draw: st.DrawFn) -> QuotaSettings:
 def test_any_valid_quota_settings_generate_a_loadable_config(quota: QuotaSettings) -> None:
     config = specs.ratelimit_config(quota)
     assert loader_errors([yaml.safe_load(yaml.safe_dump(config))]) == []
-    assert len(config["descriptors"]) == len(quota.clients) + 2
+    assert len(config["descriptors"]) == len(quota.clients) + 2 + len(quota.scopes)

@@ -245,6 +245,40 @@ def test_tier_cases_cover_each_listed_tier_and_the_unlisted_one() -> None:
     assert unlisted.client not in {c.id for c in quota.clients}
 
 
+def test_scope_cases_send_in_and_outside_each_scope_what_the_settings_admit() -> None:
+    # fixture-hub: `search` (api.us.example.com, /search/ and /v1/search: free 10/min,
+    # pro 20/s) and `shop` (*.shop.example.com: free 30/min); free is 60/min region-wide.
+    cases = {c.scope: c for c in expect.scope_cases(stack_settings("fixture-hub").rate_limit.quota)}
+    assert set(cases) == {"search", "shop"}, "pro is per second: not modelled by a burst"
+    search = cases["search"]
+    assert (search.authority, search.path) == ("api.us.example.com", "/search/dataplane")
+    assert search.outside == ("api.us.example.com", "/dataplane-outside")
+    assert (search.tier, search.listed, search.admitted, search.unit) == (
+        "free",
+        False,
+        10,
+        "minute",
+    )
+    assert search.outside_admitted, "10 of the region's 60 spent: the client still has 50"
+    shop = cases["shop"]
+    assert (shop.authority, shop.outside) == (
+        "dataplane.shop.example.com",
+        ("outside.dp.test", "/dataplane"),
+    )
+    assert shop.admitted == 30
+
+
+def test_a_scope_larger_than_the_region_wide_quota_admits_the_region_wide_one() -> None:
+    scope = {
+        "name": "big",
+        "pathPrefixes": ["/big/"],
+        "tiers": [{"name": "free", "requestsPerUnit": 100, "unit": "minute"}],
+    }
+    quota = make_settings(rateLimit={"quota": {"enabled": True, "scopes": [scope]}})
+    (case,) = expect.scope_cases(quota.rate_limit.quota)
+    assert (case.admitted, case.outside_admitted, case.client) == (60, False, "dataplane-scope-big")
+
+
 def test_quota_windows_are_aligned_to_their_unit() -> None:
     assert expect.window_remaining("minute", 120.0) == 60
     assert expect.window_remaining("minute", 179.5) == 0.5

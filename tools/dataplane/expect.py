@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from components.constants import workload_apps
+from components.ratelimit.settings import served_by
 
 if TYPE_CHECKING:
-    from components.ratelimit.settings import QuotaSettings, QuotaTier
+    from components.ratelimit.settings import QuotaScope, QuotaSettings, QuotaTier
     from components.settings import StackSettings
 
 TOLERANCE: Final = 0.10
@@ -172,3 +173,83 @@ def window_remaining(unit: str, now: float) -> float:
     to the unit (the cache key carries `now / unit * unit`, src/limiter/cache_key.go)."""
     size = UNIT_SECONDS[unit]
     return size - (now % size)
+
+
+@dataclass(frozen=True)
+class ScopeCase:
+    """One tier of one scoped quota, exercised by a client in that tier."""
+
+    scope: str
+    tier: str
+    client: str | None
+    """The `clientClaim` value of the test token; None: an anonymous client."""
+    listed: bool
+    """A client of `clients`, whose buckets earlier scenarios may have spent."""
+    authority: str
+    path: str
+    """A request the scope counts."""
+    outside: tuple[str, str]
+    """`(authority, path)` of a request no scope counts (the same host where it can)."""
+    admitted: int
+    """In-scope requests admitted from fresh windows: the smaller of the scope's limit and
+    the tier's region-wide one, which each of them also spends."""
+    outside_admitted: bool
+    """Whether the region-wide bucket still admits a request outside the scope after that."""
+    unit: str
+
+
+def _in_scope(scope: QuotaScope, authority: str, path: str) -> bool:
+    host_ok = not scope.hosts or served_by(authority, scope.hosts)
+    return host_ok and (not scope.path_prefixes or path.startswith(scope.path_prefixes))
+
+
+def scope_cases(quota: QuotaSettings) -> list[ScopeCase]:
+    """One case per scope and limited tier that some client class is in, when its limit
+    and the region-wide one share a unit (else which bucket empties first depends on the
+    clock) and a burst can spend it (not per second, at most 5000)."""
+    cases = []
+    for scope in quota.scopes:
+        authority = scope.hosts[0].replace("*.", "dataplane.", 1) if scope.hosts else "dp.test"
+        path = (scope.path_prefixes[0] if scope.path_prefixes else "/") + "dataplane"
+        outside = next(
+            (a, p)
+            for a, p in ((authority, "/dataplane-outside"), ("outside.dp.test", "/dataplane"))
+            if not any(_in_scope(s, a, p) for s in quota.scopes)
+        )
+        for tier in scope.tiers:
+            region = quota.tier(tier.name)
+            # A fresh client where the tier has one (an unlisted id, an anonymous address):
+            # a listed client's buckets must first wait for the next window (a minute).
+            listed = [c.id for c in quota.clients if c.tier == tier.name]
+            client: str | None
+            if quota.unknown_client_tier == tier.name:
+                client = f"dataplane-scope-{scope.name}"
+            elif quota.anonymous_tier == tier.name:
+                client = None
+            elif listed and tier.unit == "minute":
+                client = listed[0]
+            else:
+                continue
+            if tier.unlimited or tier.unit == "second" or tier.requests_per_unit > 5000:
+                continue
+            if not region.unlimited and region.unit != tier.unit:
+                continue
+            limits = [tier.requests_per_unit]
+            limits += [] if region.unlimited else [region.requests_per_unit]
+            admitted = min(limits)
+            outside_admitted = region.unlimited or region.requests_per_unit > admitted
+            cases.append(
+                ScopeCase(
+                    scope.name,
+                    tier.name,
+                    client,
+                    client in listed,
+                    authority,
+                    path,
+                    outside,
+                    admitted,
+                    outside_admitted,
+                    tier.unit,
+                )
+            )
+    return cases

@@ -46,6 +46,7 @@ SCENARIOS: Final = (
     "quotas per verified client",
     "forged header",
     "anonymous fairness",
+    "scoped quotas",
     "quota service down",
     "recovery",
 )
@@ -179,10 +180,11 @@ class Stack:
         return found[0] if found else None
 
 
-def render(stack: str) -> list[dict[str, Any]]:
-    log(f"{stack}: offline render (python -m tools.render {stack})")
+def render(stack: str, stack_dir: Path | None = None) -> list[dict[str, Any]]:
+    where = ["--stack-dir", str(stack_dir.resolve())] if stack_dir else []
+    log(f"{stack}: offline render (python -m tools.render {' '.join([stack, *where])})")
     subprocess.run(
-        [sys.executable, "-m", "tools.render", stack],
+        [sys.executable, "-m", "tools.render", stack, *where],
         cwd=PROJECT,
         check=True,
         stdout=subprocess.DEVNULL,
@@ -708,6 +710,46 @@ def anonymous_fairness(gw: Gateway, quota: Any) -> list[str]:
     return problems
 
 
+def scoped_quotas(gw: Gateway, quota: Any) -> list[str]:
+    """A scope's requests spend the scope's bucket and the region-wide one; other requests
+    of the same client only the region-wide one (`expect.scope_cases`)."""
+    problems: list[str] = []
+    base = f"http://127.0.0.1:{gw.env.gateway.port}" if gw.env.gateway else ""
+    for n, case in enumerate(expect.scope_cases(quota)):
+        who = gw.as_client(case.client) if case.client else source(gw.env, 100 + n)
+        if case.listed:
+            # Its region-wide bucket may be spent by an earlier scenario: the next window.
+            time.sleep(expect.window_remaining(case.unit, time.time()) + 0.2)
+        else:
+            within_window(case.unit, 15.0)
+        extra = 5
+        inside = dict(
+            load(
+                gw.env.tools,
+                base + case.path,
+                "-n",
+                str(case.admitted + extra),
+                "-c",
+                "8",
+                "-H",
+                f"host: {case.authority}",
+                *who,
+            )["statuses"]
+        )
+        authority, path = case.outside
+        outside = dict(
+            load(gw.env.tools, base + path, "-n", "1", "-H", f"host: {authority}", *who)["statuses"]
+        )
+        label = f"scope {case.scope} tier {case.tier} ({case.client or 'anonymous'})"
+        log(f"{gw.env.stack.name}: {label}: in scope {inside}, then outside {outside}")
+        if inside != {"200": case.admitted, "429": extra}:
+            problems.append(f"{label}: in scope {inside}, expected {case.admitted} admitted")
+        want = {"200": 1} if case.outside_admitted else {"429": 1}
+        if outside != want:
+            problems.append(f"{label}: outside the scope {outside}, expected {want}")
+    return problems
+
+
 def _fresh(gw: Gateway, i: int, quota: Any) -> dict[str, int]:
     tier = quota.tier(quota.anonymous_tier)
     n = 10 if tier.unlimited else tier.requests_per_unit + 5
@@ -818,6 +860,8 @@ def run_stack(stack: Stack, tools: Tools) -> list[Result]:
             record("quotas per verified client", lambda: quotas(gw, quota))
             record("forged header", lambda: forged_header(gw, quota))
             record("anonymous fairness", lambda: anonymous_fairness(gw, quota))
+            if expect.scope_cases(quota):
+                record("scoped quotas", lambda: scoped_quotas(gw, quota))
             outcome: dict[str, list[str]] = {}
 
             def down() -> list[str]:
@@ -845,6 +889,12 @@ def applicable(settings: StackSettings) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("stacks", nargs="*", help="default: every stack with limits or quotas")
+    parser.add_argument(
+        "--stack-dir",
+        type=Path,
+        default=None,
+        help="directory of the stack files when not the project's (tests/fixtures)",
+    )
     args = parser.parse_args(argv)
     try:
         tools = find_tools()
@@ -854,12 +904,12 @@ def main(argv: list[str] | None = None) -> int:
     ratelimit_version = "v1.4.1-0.20260122083618-3fb702589d36"
     log(DIFFERENCES.format(ratelimit=ratelimit_version, seconds=LOAD_SECONDS))
     results: list[Result] = []
-    for name in args.stacks or stack_names():
-        settings = load_settings(load_stack_config(name)[0])
+    for name in args.stacks or stack_names(args.stack_dir or PROJECT):
+        settings = load_settings(load_stack_config(name, stack_dir=args.stack_dir)[0])
         if not applicable(settings):
             log(f"{name}: no local limits and no quotas")
             continue
-        stack = Stack(name, settings, render(name), OUT / name)
+        stack = Stack(name, settings, render(name, args.stack_dir), OUT / name)
         results += run_stack(stack, tools)
     passed = sum(r.ok for r in results)
     scenarios = ", ".join(s for s in SCENARIOS if any(r.scenario == s for r in results))
