@@ -26,8 +26,9 @@ from components.run_context import (
     git_checkout,
     runbook_base_url,
 )
-from components.settings import SettingsError, StackSettings, load_settings
+from components.settings import CONFIG_NAMESPACE, SettingsError, StackSettings, load_settings
 from components.traffic import handoff
+from tools.stacks import invalid_settings_message, settings_error_lines, stack_file
 
 LAST_OUTPUTS_FUNCTION: Final = "pulumi:pulumi:readStackOutputs"
 """The engine's builtin behind `pulumi.StackReference`: a stack's last outputs, by name."""
@@ -38,12 +39,22 @@ is read from the environment or the checkout and renders stay deterministic."""
 
 
 def read_settings() -> StackSettings:
-    """Every config value of this stack, validated into one frozen model."""
+    """Every config value of this stack, validated into one frozen model.
+
+    The engine hands the config without its file, so a mistake's line in the stack file is
+    looked up in `Pulumi.<stack>.yaml` next to this program when there is one (the file the
+    CLI read the config from, unless a run names another): where the file writes the key,
+    the error names its line.
+    """
     raw = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     try:
         return load_settings(raw)
     except SettingsError as error:
-        raise pulumi.RunError(f"invalid stack settings: {error}") from None
+        path = stack_file(pulumi.get_stack(), Path(__file__).resolve().parent)
+        lines = (
+            settings_error_lines(error, path, CONFIG_NAMESPACE) if path.is_file() else error.lines
+        )
+        raise pulumi.RunError(invalid_settings_message(lines)) from None
 
 
 def run_context(settings: StackSettings) -> RunContext:

@@ -52,6 +52,7 @@ from components.security.settings import (
     JwtSettings,
     SecuritySettings,
 )
+from components.settings_errors import validation_issues
 from components.settings_types import (
     ChartSource,
     ClusterLocalHost,
@@ -63,7 +64,6 @@ from components.settings_types import (
     SettingsError,
     SettingsModel,
     check_unique,
-    format_validation_error,
 )
 from components.traffic.rules import check_service_traffic, check_stack_traffic
 from components.traffic.settings import ServiceRef, ServiceTraffic, TrafficSettings
@@ -594,5 +594,5 @@ def load_settings(raw: Mapping[str, str]) -> StackSettings:
     try:
         return StackSettings.model_validate(data)
     except ValidationError as error:
-        message = format_validation_error(error, StackSettings, CONFIG_NAMESPACE, data)
-        raise SettingsError(message) from None
+        issues = validation_issues(error, StackSettings, CONFIG_NAMESPACE, data)
+        raise SettingsError("\n".join(line for _, line in issues), issues) from None

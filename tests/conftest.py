@@ -12,11 +12,18 @@ import pulumi_kubernetes as k8s
 import pytest
 
 from components.run_context import OFFLINE_ORGANIZATION, OFFLINE_RUNBOOK_BASE_URL, RunContext
-from components.settings import SettingsError, StackSettings, load_settings
+from components.settings import CONFIG_NAMESPACE, SettingsError, StackSettings, load_settings
 from tools.fetch_reference import REFERENCE, DataDirError
 from tools.mesh_rules import policy_conflicts
-from tools.render import Render, load_stack_config, render_stack, run_program
-from tools.stacks import StackFileError, deploy_order, read_stack_file, stack_file, stack_names
+from tools.render import PROJECT_DIR, Render, load_stack_config, render_stack, run_program
+from tools.stacks import (
+    StackFileError,
+    deploy_order,
+    read_stack_file,
+    settings_error_lines,
+    stack_file,
+    stack_names,
+)
 
 _BROKEN_STACK_FILE: StackFileError | None = None
 try:
@@ -36,14 +43,16 @@ halfway), then the spokes fixture-small-spoke and fixture-spoke."""
 
 
 def stack_file_errors(stacks: Sequence[str], stack_dir: Path | None = None) -> list[str]:
-    """The one-line settings error of each stack file that has one, as `pulumi preview` would
-    print it, prefixed with the file: what a reviewer must see instead of test failures."""
+    """Every settings error of each stack file, one line each, as `pulumi preview` prints it,
+    prefixed with the file and the line of the key: what a reviewer must see instead of
+    test failures."""
     errors = []
     for stack in stacks:
         try:
             load_settings(load_stack_config(stack, stack_dir=stack_dir)[0])
         except SettingsError as error:
-            errors.append(f"Pulumi.{stack}.yaml: {error}")
+            path = stack_file(stack, stack_dir or PROJECT_DIR)
+            errors += settings_error_lines(error, path, CONFIG_NAMESPACE)
     return errors
 
 
@@ -141,7 +150,7 @@ def settings_error(**overrides: Any) -> str:
     with pytest.raises(SettingsError) as caught:
         make_settings(**overrides)
     message = str(caught.value)
-    assert "\n" not in message, "settings errors are one line"
+    assert message.splitlines() == caught.value.lines, "each mistake is one line"
     return message
 
 

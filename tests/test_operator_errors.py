@@ -92,17 +92,18 @@ def test_bench_reports_a_broken_stack_file_in_one_line_before_running_anything(
 def test_misspelt_key_names_the_closest_valid_key_and_not_the_key_it_left_missing() -> None:
     service = {**SERVICE, "traffic": {"canary": {"weigths": WEIGHTS}}}
     assert settings_error(services=[service]) == (
-        "meshstack:services[0].traffic.canary.weigths is not a known setting; "
+        "meshstack:services[0] (api).traffic.canary.weigths is not a known setting; "
         "did you mean `weights`?"
     )
 
 
-def test_unknown_key_is_reported_before_other_errors() -> None:
+def test_every_mistake_is_a_line_of_its_own_unknown_keys_first() -> None:
     service = {**SERVICE, "port": 70000, "protcol": "grpc"}
-    assert settings_error(services=[service]) == (
-        "meshstack:services[0].protcol is not a known setting; did you mean `protocol`? "
-        "(and 1 more)"
-    )
+    assert settings_error(services=[service], istiodReplicas=1).splitlines() == [
+        "meshstack:services[0] (api).protcol is not a known setting; did you mean `protocol`?",
+        "meshstack:istiodReplicas = 1: must be greater than or equal to 2",
+        "meshstack:services[0] (api).port = 70000: must be less than or equal to 65535",
+    ]
 
 
 def test_closest_key_ignores_case() -> None:
@@ -146,7 +147,7 @@ def test_an_empty_default_reads_not_set() -> None:
     [
         (
             {"services": [{"name": "a", "namespace": "s", "versions": "stable"}]},
-            'meshstack:services[0].versions = "stable": must be a list of '
+            'meshstack:services[0] (a).versions = "stable": must be a list of '
             "{name, labels, minReplicas}",
         ),
         (
@@ -156,7 +157,7 @@ def test_an_empty_default_reads_not_set() -> None:
         ),
         (
             {"services": [{"name": "a", "namespace": "s", "port": "http"}]},
-            'meshstack:services[0].port = "http": must be a whole number',
+            'meshstack:services[0] (a).port = "http": must be a whole number',
         ),
         ({"accessLogging": "maybe"}, 'meshstack:accessLogging = "maybe": must be true or false'),
         (
@@ -170,8 +171,8 @@ def test_an_empty_default_reads_not_set() -> None:
         ),
         (
             {"services": [{"name": "a", "namespace": "s", "versions": ["stable"]}]},
-            'meshstack:services[0].versions[0] = "stable": must be a mapping '
-            "{name, labels, minReplicas} (and 1 more)",
+            'meshstack:services[0] (a).versions[0] = "stable": must be a mapping '
+            "{name, labels, minReplicas}",
         ),
     ],
     ids=["list of models", "list not mapping", "number", "boolean", "mapping", "list", "model"],
@@ -232,9 +233,68 @@ def test_make_test_stops_on_a_stack_files_settings_error_with_its_one_line(
     )
     (tmp_path / "Pulumi.fine.yaml").write_text("config:\n  meshstack:region: fine\n")
     assert stack_file_errors(["broken", "fine"], tmp_path) == [
-        "Pulumi.broken.yaml: meshstack:services[0].port = 70000: "
+        "Pulumi.broken.yaml:4: meshstack:services[0] (api).port = 70000: "
         "must be less than or equal to 65535"
     ]
+
+
+BROKEN = """\
+config:
+  meshstack:region: lab-1
+  meshstack:services:
+    - name: ledger
+      namespace: bank
+    - name: market-data
+      namespace: markets
+      port: 70000
+      protcol: grpc
+    - namespace: markets
+  meshstack:rateLimit:
+    quota:
+      anonymousTier: gold
+"""
+
+
+def test_every_mistake_of_a_stack_file_is_a_line_naming_the_line_of_its_key(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "Pulumi.broken.yaml").write_text(BROKEN)
+    assert stack_file_errors(["broken"], tmp_path) == [
+        # Unknown keys first; the key of each mistake is named with its line.
+        "Pulumi.broken.yaml:9: meshstack:services[1] (market-data).protcol is not a known "
+        "setting; did you mean `protocol`?",
+        "Pulumi.broken.yaml:8: meshstack:services[1] (market-data).port = 70000: must be less "
+        "than or equal to 65535",
+        # A missing key: the line of the item it belongs in (which has no name to show).
+        "Pulumi.broken.yaml:10: meshstack:services[2].name is required but not set",
+        'Pulumi.broken.yaml:13: meshstack:rateLimit.quota.anonymousTier = "gold": must be one '
+        "of the tiers ['free']",
+    ]
+    # Rules between the keys of one mapping run once its keys are valid (pydantic validates
+    # a model's fields first): a broken one then shows up on the next run.
+
+
+def test_a_rule_broken_by_a_value_the_file_does_not_write_names_only_the_file(
+    tmp_path: Path,
+) -> None:
+    # istiodMaxReplicas comes from Pulumi.yaml's default, not from the stack file.
+    (tmp_path / "Pulumi.lab.yaml").write_text(
+        "config:\n  meshstack:region: lab-1\n  meshstack:istiodReplicas: 8\n"
+    )
+    assert stack_file_errors(["lab"], tmp_path) == [
+        "Pulumi.lab.yaml: meshstack:istiodMaxReplicas = 5: must be >= istiodReplicas (8)"
+    ]
+
+
+def test_render_prints_every_mistake_on_a_line_of_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stacks = _project(tmp_path, BROKEN)
+    assert render.main(["broken", "--stack-dir", str(stacks), "--no-charts"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "render broken: invalid stack settings (4 mistakes):"
+    assert err[1].startswith("Pulumi.broken.yaml:9: meshstack:services[1] (market-data).protcol")
+    assert len(err) == 5
 
 
 # --- silent mistakes ----------------------------------------------------------------------
@@ -284,7 +344,7 @@ def test_a_malformed_chart_source_stops_make_render_though_it_renders_from_a_dir
             "broken", project, chart_source={"kind": "directory", "location": "charts"}
         )
     assert str(caught.value) == (
-        "invalid stack settings: meshstack:chartSource.location = "
+        "invalid stack settings: Pulumi.broken.yaml:3: meshstack:chartSource.location = "
         '"oci://Registry.example.com/": must be an OCI registry prefix '
         "`oci://<host>[:<port>]/<path>` in lowercase, without a trailing '/'"
     )
@@ -294,7 +354,7 @@ def test_a_malformed_chart_source_stops_make_render_though_it_renders_from_a_dir
 def test_a_port_istio_reserves_is_refused_as_a_service_port(port: int) -> None:
     # iptables hands these to Envoy itself (or redirects to them): the app never sees them.
     assert settings_error(services=[{**SERVICE, "port": port}]) == (
-        f"meshstack:services[0].port = {port}: is reserved by Istio's sidecar "
+        f"meshstack:services[0] (api).port = {port}: is reserved by Istio's sidecar "
         f"({ISTIO_RESERVED_PORTS[port]}); use a port other than 15000, 15001, 15004, 15006, "
         "15008, 15009, 15020, 15021, 15053, 15090 (istio.io, Ports used by Istio)"
     )
@@ -303,7 +363,7 @@ def test_a_port_istio_reserves_is_refused_as_a_service_port(port: int) -> None:
 def test_a_port_istio_reserves_is_refused_in_an_authorization_rule() -> None:
     service = {**SERVICE, "authorization": [{"ports": [9102, 15090], "methods": ["GET"]}]}
     assert settings_error(services=[service]).startswith(
-        "meshstack:services[0].authorization[0].ports[1] = 15090: is reserved by Istio's "
+        "meshstack:services[0] (api).authorization[0].ports[1] = 15090: is reserved by Istio's "
         "sidecar (Envoy Prometheus telemetry); use a port other than"
     )
 
@@ -320,7 +380,7 @@ def test_an_authorization_rule_on_the_service_port_without_a_source_is_refused()
     # Every request arrives on the service port: `ports: [8080]` alone is an allow-all.
     service = {**SERVICE, "authorization": [{"ports": [8080], "methods": ["GET"]}]}
     assert settings_error(services=[service]) == (
-        "meshstack:services[0].authorization[0].ports[0] = 8080: is the service's own port: "
+        "meshstack:services[0] (api).authorization[0].ports[0] = 8080: is the service's own port: "
         "without a source this rule admits every caller of the API; ports are for the "
         "workload's other ports (e.g. a metrics port), name a source (serviceAccounts, "
         "requestPrincipals, ipBlocks) instead"
@@ -348,7 +408,8 @@ def test_cookie_hashing_on_a_grpc_service_is_refused() -> None:
         "traffic": {"policy": {"loadBalancer": {"consistentHash": {"httpCookie": cookie}}}},
     }
     assert settings_error(services=[service]) == (
-        'meshstack:services[0].traffic.policy.loadBalancer.consistentHash.httpCookie = "s": is '
+        "meshstack:services[0] (api).traffic.policy.loadBalancer.consistentHash.httpCookie = "
+        '"s": is '
         "refused on a grpc service: gRPC clients store no cookies, so every call gets a new "
         "one and a new host; hash on a metadata header (httpHeaderName) the clients send"
     )
@@ -364,7 +425,7 @@ MIRRORED = {
 def test_a_mirror_of_a_service_that_accepts_writes_is_refused() -> None:
     # No authorization rule limits the methods: a mirrored POST runs in the shadow too.
     assert settings_error(services=[MIRRORED]) == (
-        'meshstack:services[0].traffic.canary.mirror = "shadow": copies every method of a '
+        'meshstack:services[0] (api).traffic.canary.mirror = "shadow": copies every method of a '
         "service that accepts writes, so the shadow executes them again; set readsOnly: true "
         "(GET and HEAD only), or sideEffectFree: true if the shadow's writes stay inside it"
     )
@@ -397,7 +458,8 @@ def test_flagger_mirroring_of_a_grpc_service_needs_the_side_effect_statement() -
         "traffic": {"progressive": {"mirror": True}},
     }
     assert settings_error(services=[service]) == (
-        "meshstack:services[0].traffic.progressive.mirror = true: Flagger copies every request "
+        "meshstack:services[0] (feed).traffic.progressive.mirror = true: Flagger copies every "
+        "request "
         "to the canary, and this service accepts writes (every gRPC call is a POST): set "
         "mirrorSideEffectFree: true if the canary's writes stay inside it, or mirror: false"
     )
@@ -408,7 +470,7 @@ def test_a_reads_only_mirror_of_a_grpc_service_is_refused() -> None:
     service["protocol"] = "grpc"
     service["traffic"]["canary"]["mirror"]["readsOnly"] = True
     assert settings_error(services=[service]) == (
-        "meshstack:services[0].traffic.canary.mirror.readsOnly = true: copies nothing on a "
+        "meshstack:services[0] (api).traffic.canary.mirror.readsOnly = true: copies nothing on a "
         "grpc service (every gRPC call is a POST); set sideEffectFree: true if the shadow's "
         "writes stay inside it, or drop the mirror"
     )

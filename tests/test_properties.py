@@ -90,8 +90,11 @@ def test_invalid_service_settings_always_fail_naming_the_key(
         message = str(error)
     else:
         raise AssertionError(f"{field}={bad_value!r} was accepted")
-    assert message.startswith(f"meshstack:services[{index}].{key}")
-    assert "\n" not in message
+    name = f" ({broken[index]['name']})" if broken[index].get("name") else ""
+    assert any(
+        line.startswith(f"meshstack:services[{index}]{name}.{key}") for line in message.splitlines()
+    )
+    assert all(line.startswith("meshstack:") for line in message.splitlines())
 
 
 @FAST

@@ -101,19 +101,19 @@ def test_invalid_label_value() -> None:
             {"name": "a", "namespace": "s", "versions": [{"name": "v", "labels": {"k": "-x"}}]}
         ]
     )
-    assert message.startswith('meshstack:services[0].versions[0].labels.k = "-x": must be a')
+    assert message.startswith('meshstack:services[0] (a).versions[0].labels.k = "-x": must be a')
     assert "label value" in message
 
 
 def test_port_out_of_range() -> None:
     assert settings_error(services=[{"name": "a", "namespace": "s", "port": 70000}]) == (
-        "meshstack:services[0].port = 70000: must be less than or equal to 65535"
+        "meshstack:services[0] (a).port = 70000: must be less than or equal to 65535"
     )
 
 
 def test_unknown_protocol() -> None:
     assert settings_error(services=[{"name": "a", "namespace": "s", "protocol": "tcp"}]) == (
-        "meshstack:services[0].protocol = \"tcp\": must be 'http', 'http2' or 'grpc'"
+        "meshstack:services[0] (a).protocol = \"tcp\": must be 'http', 'http2' or 'grpc'"
     )
 
 
@@ -138,7 +138,7 @@ def test_gateway_ceiling_below_floor() -> None:
 def test_duplicate_service() -> None:
     assert (
         settings_error(services=[{"name": "a", "namespace": "s"}, {"name": "a", "namespace": "s"}])
-        == "meshstack:services[1].name = \"a\": must be unique in namespace 's'; it is repeated"
+        == "meshstack:services[1] (a).name = \"a\": must be unique in namespace 's'; it is repeated"
     )
 
 
@@ -147,7 +147,7 @@ def test_duplicate_version() -> None:
         settings_error(
             services=[{"name": "a", "namespace": "s", "versions": [{"name": "v1"}, {"name": "v1"}]}]
         )
-        == 'meshstack:services[0].versions[1].name = "v1": must be unique; it is repeated'
+        == 'meshstack:services[0] (a).versions[1].name = "v1": must be unique; it is repeated'
     )
 
 
@@ -164,9 +164,11 @@ def test_wrong_type() -> None:
     )
 
 
-def test_several_errors_are_counted_on_the_same_line() -> None:
-    message = settings_error(istiodReplicas=1, gatewayReplicas=1)
-    assert message.endswith("(and 1 more)")
+def test_several_errors_are_one_line_each() -> None:
+    assert settings_error(istiodReplicas=1, gatewayReplicas=1).splitlines() == [
+        "meshstack:istiodReplicas = 1: must be greater than or equal to 2",
+        "meshstack:gatewayReplicas = 1: must be greater than or equal to 2",
+    ]
 
 
 def test_prometheus_url_defaults_to_the_operator_service() -> None:

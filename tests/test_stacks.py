@@ -215,7 +215,8 @@ def test_settings_error_exits_with_one_line_and_writes_nothing(tmp_path: Path) -
     result = _render_cli(project, "bad")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "render bad: invalid stack settings: meshstack:istiodReplicas = 1: must be greater "
+        "render bad: invalid stack settings: Pulumi.bad.yaml:2: meshstack:istiodReplicas = 1: "
+        "must be greater "
         "than or equal to 2"
     ]
     assert "Traceback" not in result.stderr + result.stdout

@@ -65,7 +65,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.istio import history
 from components.run_context import OFFLINE_ORGANIZATION
-from components.settings import SettingsError, load_settings
+from components.settings import CONFIG_NAMESPACE, SettingsError, load_settings
 from tools import charts, summary
 from tools.manifests import (
     SECRET_PLACEHOLDER,
@@ -76,8 +76,10 @@ from tools.manifests import (
 )
 from tools.stacks import (
     StackFileError,
+    invalid_settings_message,
     read_stack_file,
     read_yaml_file,
+    settings_error_lines,
     stack_file,
     stack_names,
 )
@@ -483,13 +485,17 @@ def render_stack(
     """
     kwargs.setdefault("stack_references", load_stack_references(project_dir, stack_dir=stack_dir))
     config, secret_keys = load_stack_config(stack, project_dir, stack_dir=stack_dir)
+    # Checked here, where the stack file is known, so each mistake names its line; also
+    # before an override replaces the stack file's own chart source, which `pulumi up` uses
+    # (a malformed one must still stop the render, as it would stop the deploy).
+    try:
+        load_settings(config)
+    except SettingsError as error:
+        path = stack_file(stack, stack_dir or project_dir)
+        raise RenderError(
+            invalid_settings_message(settings_error_lines(error, path, CONFIG_NAMESPACE))
+        ) from None
     if chart_source is not None:
-        # The override replaces the stack file's own chart source, which `pulumi up` uses:
-        # a malformed one must still stop the render, as it would stop the deploy.
-        try:
-            load_settings(config)
-        except SettingsError as error:
-            raise RenderError(f"invalid stack settings: {error}") from None
         config["meshstack:chartSource"] = json.dumps(dict(chart_source))
     return run_program(stack, config, secret_keys, project_dir=project_dir, **kwargs)
 

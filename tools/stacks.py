@@ -8,7 +8,12 @@ generated parts of the GitHub workflows (`tools/workflows.py`) all take the list
 - `deploy_order()`: observability hubs first (`meshstack:observability` role `hub`, the
   default), then the spokes that read them, each group sorted by name;
 - `read_stack_file()`: a stack file's YAML, where a syntax error is one line naming the
-  file, line and column (`StackFileError`).
+  file, line and column (`StackFileError`);
+- `settings_error_lines()`: a settings error's lines, each prefixed with the file and the
+  line that writes the key (`Pulumi.eu-west-1.yaml:42: meshstack:services[3] (market-data)
+  .port = ...`): the program validates what the engine hands it, which has no lines, so
+  they are added where the stack file is known (the tests, `make render`, and
+  `__main__.py` when `Pulumi.<stack>.yaml` is next to it).
 
     python -m tools.stacks    # the stacks in deploy order, one per line
 """
@@ -22,6 +27,7 @@ from typing import Any, Final
 import yaml
 
 from components.observability.settings import ObservabilitySettings
+from components.settings_types import SettingsError
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 STACK_FILE_GLOB: Final = "Pulumi.*.yaml"
@@ -94,6 +100,62 @@ def read_stack_file(path: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or not isinstance(config, dict | None):
         raise StackFileError(f"{path.name}: must be a mapping with a `config:` mapping of keys")
     return dict(config or {})
+
+
+KeyPath = tuple[str | int, ...]
+
+
+def key_lines(path: Path) -> dict[KeyPath, int]:
+    """The line (1-based) of every key and list item under `config:` of a stack file, by
+    its path: `("meshstack:services", 3, "port")`. Empty if the file does not parse."""
+    try:
+        root = yaml.compose(path.read_text(), Loader=_UniqueKeyLoader)
+    except (OSError, yaml.YAMLError):
+        return {}
+    lines: dict[KeyPath, int] = {}
+
+    def walk(node: yaml.Node, where: KeyPath) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    lines[(*where, key.value)] = key.start_mark.line + 1
+                    walk(value, (*where, key.value))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                lines[(*where, index)] = item.start_mark.line + 1
+                walk(item, (*where, index))
+
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == "config":
+                walk(value, ())
+    return lines
+
+
+def settings_error_lines(error: SettingsError, path: Path, namespace: str) -> list[str]:
+    """Each line of `error` prefixed with the stack file and the line of its key, or of the
+    closest enclosing key the file writes (a missing key: the mapping it belongs in); only
+    the file when the file writes none of it (a default)."""
+    lines = key_lines(path)
+    located = []
+    for loc, text in error.issues:
+        line = None
+        for depth in range(len(loc), 0, -1):
+            head, rest = loc[0], loc[1:depth]
+            for top in (f"{namespace}:{head}", head):
+                line = line or lines.get((top, *rest))
+            if line:
+                break
+        located.append(f"{path.name}:{line}: {text}" if line else f"{path.name}: {text}")
+    return located
+
+
+def invalid_settings_message(lines: list[str]) -> str:
+    """What a run that stops on settings errors prints: one mistake on the same line, more
+    each on its own."""
+    if len(lines) == 1:
+        return f"invalid stack settings: {lines[0]}"
+    return "\n".join([f"invalid stack settings ({len(lines)} mistakes):", *lines])
 
 
 def stack_file(stack: str, project_dir: Path = PROJECT_DIR) -> Path:

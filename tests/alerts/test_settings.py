@@ -151,14 +151,14 @@ def test_metrics_port_name_invalid() -> None:
     )
     service = {"name": "a", "namespace": "s", "metrics": {"port": "http-metrics-endpoint"}}
     assert settings_error(services=[service]) == (
-        f'meshstack:services[0].metrics.port = "http-metrics-endpoint": {expected}'
+        f'meshstack:services[0] (a).metrics.port = "http-metrics-endpoint": {expected}'
     )
 
 
 def test_metrics_path_must_be_absolute() -> None:
     service = {"name": "a", "namespace": "s", "metrics": {"path": "metrics"}}
     assert settings_error(services=[service]) == (
-        'meshstack:services[0].metrics.path = "metrics": must be an HTTP path starting '
+        'meshstack:services[0] (a).metrics.path = "metrics": must be an HTTP path starting '
         "with '/', without spaces"
     )
 

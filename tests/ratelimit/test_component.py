@@ -73,7 +73,7 @@ def test_repeated_route_prefix() -> None:
     assert settings_error(
         services=[{"name": "a", "namespace": "n", "rateLimit": {"routes": routes}}]
     ) == (
-        'meshstack:services[0].rateLimit.routes[1].pathPrefix = "/a": must be unique; it is '
+        'meshstack:services[0] (a).rateLimit.routes[1].pathPrefix = "/a": must be unique; it is '
         "repeated"
     )
 

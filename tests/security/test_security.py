@@ -188,7 +188,7 @@ def test_a_port_exception_needs_a_rule_on_each_of_its_ports() -> None:
 def test_ip_block_format() -> None:
     rule = {"ipBlocks": ["10.40.0.1/16"]}
     assert settings_error(services=service(authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].ipBlocks[0] = "10.40.0.1/16": must be an IP '
+        'meshstack:services[0] (a).authorization[0].ipBlocks[0] = "10.40.0.1/16": must be an IP '
         "address or a CIDR block without host bits, e.g. 10.40.0.0/16"
     )
 
@@ -225,7 +225,7 @@ def test_jwks_uri_must_be_https() -> None:
 def test_protected_path_must_be_a_path() -> None:
     jwt = {**JWT, "protectedPaths": ["api/*"]}
     assert settings_error(services=service(jwt=jwt)) == (
-        'meshstack:services[0].jwt.protectedPaths[0] = "api/*": must be `*` or an absolute '
+        'meshstack:services[0] (a).jwt.protectedPaths[0] = "api/*": must be `*` or an absolute '
         "path with `*` only at the start or end"
     )
 
@@ -240,7 +240,7 @@ def test_public_path_must_be_a_path() -> None:
 def test_service_account_format() -> None:
     rule = {"serviceAccounts": ["admin-service"]}
     assert settings_error(services=service(authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].serviceAccounts[0] = "admin-service": must be '
+        'meshstack:services[0] (a).authorization[0].serviceAccounts[0] = "admin-service": must be '
         "`<namespace>/<serviceAccount>`"
     )
 
@@ -248,7 +248,7 @@ def test_service_account_format() -> None:
 def test_request_principal_format() -> None:
     rule = {"requestPrincipals": ["alice"]}
     assert settings_error(services=service(authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].requestPrincipals[0] = "alice": must be '
+        'meshstack:services[0] (a).authorization[0].requestPrincipals[0] = "alice": must be '
         "`<issuer>/<subject>` or `*`"
     )
 
@@ -256,7 +256,7 @@ def test_request_principal_format() -> None:
 def test_rule_path_format() -> None:
     rule = {"fromIngressGateway": True, "paths": ["x"]}
     assert settings_error(services=service(authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].paths[0] = "x": must be `*` or an absolute '
+        'meshstack:services[0] (a).authorization[0].paths[0] = "x": must be `*` or an absolute '
         "path with `*` only at the start or end"
     )
 
@@ -264,7 +264,7 @@ def test_rule_path_format() -> None:
 def test_claims_need_request_principals() -> None:
     rule = {"fromIngressGateway": True, "claims": {"role": ["admin"]}}
     assert settings_error(services=service(authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].claims = {"role": ["admin"]}: needs '
+        'meshstack:services[0] (a).authorization[0].claims = {"role": ["admin"]}: needs '
         "requestPrincipals: claims exist only on requests with a valid JWT"
     )
 
@@ -272,7 +272,7 @@ def test_claims_need_request_principals() -> None:
 def test_request_principals_need_the_service_jwt() -> None:
     rule = {"requestPrincipals": ["*"], "claims": {"role": ["admin"]}}
     assert settings_error(services=service(authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].requestPrincipals = ["*"]: needs the '
+        'meshstack:services[0] (a).authorization[0].requestPrincipals = ["*"]: needs the '
         "service's jwt: without a RequestAuthentication no request has a request principal"
     )
 
@@ -282,7 +282,7 @@ def test_a_gateway_rule_needs_the_service_exposed() -> None:
     matches (make simulate found market-data's in two regions, tools/simulate)."""
     rule = {"fromIngressGateway": True, "methods": ["GET"]}
     assert settings_error(services=service(authorization=[rule])) == (
-        "meshstack:services[0].authorization[0].fromIngressGateway = true: needs "
+        "meshstack:services[0] (a).authorization[0].fromIngressGateway = true: needs "
         "traffic.expose: the ingress gateway routes only to services exposed on a public "
         "host, so without it this rule never matches"
     )
@@ -300,7 +300,7 @@ def test_a_gateway_rule_needs_the_service_exposed() -> None:
 def test_grpc_rules_allow_only_post() -> None:
     rule = {"fromIngressGateway": True, "methods": ["POST", "GET"]}
     assert settings_error(services=service(protocol="grpc", authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].methods[1] = "GET": must be POST on a grpc '
+        'meshstack:services[0] (a).authorization[0].methods[1] = "GET": must be POST on a grpc '
         "service: every gRPC call is a POST"
     )
 
@@ -308,7 +308,7 @@ def test_grpc_rules_allow_only_post() -> None:
 def test_grpc_rule_paths_are_grpc_methods() -> None:
     rule = {"fromIngressGateway": True, "paths": ["/pkg.Svc/Get*", "/api/v1/market/*"]}
     assert settings_error(services=service(protocol="grpc", authorization=[rule])) == (
-        'meshstack:services[0].authorization[0].paths[1] = "/api/v1/market/*": must be '
+        'meshstack:services[0] (a).authorization[0].paths[1] = "/api/v1/market/*": must be '
         "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
         "gRPC calls have no other path"
     )
@@ -317,7 +317,7 @@ def test_grpc_rule_paths_are_grpc_methods() -> None:
 def test_grpc_protected_paths_are_grpc_methods() -> None:
     jwt = {**JWT, "protectedPaths": ["/pkg.Svc/*", "/api/*"]}
     assert settings_error(services=service(protocol="grpc", jwt=jwt)) == (
-        'meshstack:services[0].jwt.protectedPaths[1] = "/api/*": must be `*` or '
+        'meshstack:services[0] (a).jwt.protectedPaths[1] = "/api/*": must be `*` or '
         "`/<package.Service>/<Method>` (`*` method or suffix allowed) on a grpc service; "
         "no gRPC request has another path"
     )
@@ -339,7 +339,7 @@ def test_grpc_rules_that_can_match_are_accepted() -> None:
 
 def test_an_empty_rule_would_allow_everything() -> None:
     assert settings_error(services=service(authorization=[{}])).startswith(
-        "meshstack:services[0].authorization[0] = "
+        "meshstack:services[0] (a).authorization[0] = "
     )
     assert settings_error(services=service(authorization=[{}])).endswith(
         ": must name a source, a path, a method or a port: an empty rule allows everything"
@@ -712,7 +712,7 @@ def test_fixture_stacks_open_exposed_services_and_route_backends_to_the_gateway(
 def test_rule_port_out_of_range() -> None:
     rule = {"ports": [70000]}
     assert settings_error(services=service(authorization=[rule])) == (
-        "meshstack:services[0].authorization[0].ports[0] = 70000: must be a port, 1-65535"
+        "meshstack:services[0] (a).authorization[0].ports[0] = 70000: must be a port, 1-65535"
     )
 
 
@@ -1074,7 +1074,7 @@ def test_fixture_stacks_evaluate_as_intended(fixture_renders: Any) -> None:
 def test_output_payload_header_must_be_a_lowercase_header_name() -> None:
     jwt = {**JWT, "outputPayloadToHeader": "X-Claims"}
     assert settings_error(services=service(jwt=jwt)) == (
-        'meshstack:services[0].jwt.outputPayloadToHeader = "X-Claims": must be a lowercase '
+        'meshstack:services[0] (a).jwt.outputPayloadToHeader = "X-Claims": must be a lowercase '
         "HTTP header name (letters, digits, '-', '_'); Istio matches header names in lowercase"
     )
 
@@ -1276,7 +1276,7 @@ def test_stacks_loadtester_admits_only_the_flagger_controller(every_render: Any)
 
 def test_a_service_names_a_declared_identity_provider() -> None:
     assert settings_error(services=service(jwt={"provider": "corp"})) == (
-        'meshstack:services[0].jwt.provider = "corp": must name one of identityProviders (auth)'
+        'meshstack:services[0] (a).jwt.provider = "corp": must name one of identityProviders (auth)'
     )
 
 
@@ -1296,7 +1296,7 @@ def test_request_principals_are_spelled_with_the_provider_issuer() -> None:
     assert settings_error(
         identityProviders=slash, services=service(jwt=JWT, authorization=[rule])
     ) == (
-        f'meshstack:services[0].authorization[0].requestPrincipals[0] = "{ISSUER}/feed": '
+        f'meshstack:services[0] (a).authorization[0].requestPrincipals[0] = "{ISSUER}/feed": '
         f"must be `{ISSUER}//<subject>` (issuer of identity provider 'auth') or start with "
         "`*`: no token has another `iss`"
     )

@@ -236,7 +236,8 @@ def header_canary(canary_pods: int, **traffic: Any) -> dict[str, Any]:
 def test_a_one_pod_canary_subset_at_50_percent_never_ejects() -> None:
     message = settings_error(services=[header_canary(1)])
     assert message.startswith(
-        "meshstack:services[0].traffic.policy.outlierDetection.maxEjectionPercent = default 50: "
+        "meshstack:services[0] (api).traffic.policy.outlierDetection.maxEjectionPercent = "
+        "default 50: "
         "can never eject from 'canary' (1 pods"
     )
     # Unchecked (the stack rule is what rejects it), the output says "never", not a time.
@@ -370,7 +371,7 @@ def test_a_routed_progressive_apex_host_gets_outlier_detection_for_locality_fail
 def test_a_route_to_a_progressive_service_without_outlier_detection_is_rejected() -> None:
     off = {**PROGRESSIVE_TARGET, "traffic": {"policy": {"outlierDetection": None}}}
     assert settings_error(services=[off, CALLER]) == (
-        'meshstack:services[1].traffic.routes[0].backend = "bank/pay": targets a progressive '
+        'meshstack:services[1] (web).traffic.routes[0].backend = "bank/pay": targets a progressive '
         "service with outlierDetection: null; its apex host needs outlier detection for "
         "locality failover"
     )

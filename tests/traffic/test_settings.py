@@ -126,7 +126,7 @@ def test_ejection_happens_inline_on_the_nth_error_not_at_the_sweep() -> None:
 
 # --- one test per error message --------------------------------------------------------------
 
-P = "meshstack:services[0].traffic"
+P = "meshstack:services[0] (api).traffic"
 
 ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     (
@@ -461,20 +461,21 @@ ERRORS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "delivery unknown",
         {},
         {"delivery": "blue-green"},
-        "meshstack:services[0].delivery = \"blue-green\": must be 'static' or 'progressive'",
+        "meshstack:services[0] (api).delivery = \"blue-green\": must be 'static' or 'progressive'",
     ),
     (
         "calls malformed",
         {},
         {"calls": ["payments"]},
-        'meshstack:services[0].calls[0] = "payments": must be `<namespace>/<service>` of a '
+        'meshstack:services[0] (api).calls[0] = "payments": must be `<namespace>/<service>` of a '
         "mesh service",
     ),
     (
         "calls unknown",
         {},
         {"calls": ["bank/ledger"]},
-        'meshstack:services[0].calls[0] = "bank/ledger": must be `<namespace>/<name>` of a service',
+        'meshstack:services[0] (api).calls[0] = "bank/ledger": must be `<namespace>/<name>` '
+        "of a service",
     ),
     (
         "exposed on an unknown gateway",
