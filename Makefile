@@ -42,7 +42,7 @@ diff: install helm ## Object-level difference of STACK's render at BASE and now:
 render-all: install helm ## Offline render of every region stack (every Pulumi.<stack>.yaml).
 	@for s in $(STACKS); do $(PY) -m tools.render $$s || exit $$?; done
 
-docs: install ## Regenerate docs/settings.md (the settings reference) and Pulumi.yaml's config from the settings model.
+docs: install ## Regenerate docs/settings.md (the settings reference), Pulumi.yaml's config and docs/stack-settings.schema.json from the settings model.
 	$(PY) -m tools.config_reference --write
 
 workflows: install ## Regenerate the per-stack parts of .github/workflows/ from the stack files.

@@ -84,7 +84,7 @@ def test_check_mode_fails_on_a_stale_file_and_names_make_docs(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (tmp_path / "docs").mkdir()
-    for name in (str(REFERENCE_PAGE), "Pulumi.yaml"):
+    for name in (str(REFERENCE_PAGE), "Pulumi.yaml", "docs/stack-settings.schema.json"):
         (tmp_path / name).write_text((PROJECT_DIR / name).read_text())
     page = tmp_path / REFERENCE_PAGE
     page.write_text(page.read_text().replace("| `meshId` |", "| `meshID` |"))

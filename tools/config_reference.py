@@ -8,11 +8,13 @@ reads `StackSettings.model_json_schema(by_alias=True)` and writes
   `BEGIN generated` / `END generated` markers;
 - Pulumi.yaml's `config:` declarations of the keys Pulumi can type (string, integer,
   boolean, array of scalars) and the comment block naming the structured keys, between
-  the same markers (the rest of Pulumi.yaml is left as it is).
+  the same markers (the rest of Pulumi.yaml is left as it is);
+- `docs/stack-settings.schema.json`, the stack files' JSON schema for editors
+  (`tools/stack_schema.py`).
 
     python -m tools.config_reference            # print the reference tables
-    python -m tools.config_reference --write    # docs/settings.md and Pulumi.yaml (make docs)
-    python -m tools.config_reference --check    # exit 1 if either is out of date
+    python -m tools.config_reference --write    # docs/settings.md, Pulumi.yaml, the schema
+    python -m tools.config_reference --check    # exit 1 if any is out of date
 
 Models are discovered from the schema (`$defs`), never imported by area. The one piece of
 the schema generation that is ours: defaults given by a `default_factory` are written into
@@ -38,6 +40,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from components.settings import CONFIG_NAMESPACE, SECRET_KEYS, StackSettings
+from tools.stack_schema import SCHEMA_PATH, schema_text
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 BEGIN: Final = "BEGIN generated: python -m tools.config_reference (make docs)"
@@ -402,6 +405,7 @@ def expected_files(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
     schema = settings_schema()
     readme, pulumi = project_dir / REFERENCE_PAGE, project_dir / "Pulumi.yaml"
     return {
+        project_dir / SCHEMA_PATH: schema_text(schema),
         readme: splice(
             readme.read_text(),
             README_BEGIN,
@@ -416,14 +420,20 @@ def expected_files(project_dir: Path = PROJECT_DIR) -> dict[Path, str]:
 
 
 def stale_files(project_dir: Path = PROJECT_DIR) -> list[Path]:
-    return [path for path, text in expected_files(project_dir).items() if path.read_text() != text]
+    return [
+        path
+        for path, text in expected_files(project_dir).items()
+        if not path.is_file() or path.read_text() != text
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
-        "--write", action="store_true", help="update docs/settings.md and Pulumi.yaml"
+        "--write",
+        action="store_true",
+        help="update docs/settings.md, Pulumi.yaml and the schema",
     )
     mode.add_argument("--check", action="store_true", help="exit 1 if they are out of date")
     parser.add_argument("--project-dir", type=Path, default=PROJECT_DIR)
@@ -438,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if stale else 0
     if args.write:
         for path, text in expected_files(args.project_dir).items():
-            if path.read_text() != text:
+            if not path.is_file() or path.read_text() != text:
                 path.write_text(text)
                 print(f"wrote {path.relative_to(args.project_dir)}")
         return 0
