@@ -58,8 +58,10 @@ import pulumi
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -388,6 +390,23 @@ def _project_on_path(project_dir: Path) -> Iterator[None]:
         sys.path.remove(str(project_dir))
 
 
+@contextmanager
+def _without_source_positions() -> Iterator[None]:
+    """The SDK walks and formats the whole Python stack of every resource it registers, for
+    the source position it sends the engine (`runtime.resource._get_stack_trace`: 7 % of a
+    render's CPU, more with many services). A render records no source positions, so it
+    sends an empty stack trace, as the SDK itself does when it finds no user frame."""
+    original = getattr(sdk_resource, "_get_stack_trace", None)
+    if original is None:  # another SDK layout: nothing to skip
+        yield
+        return
+    sdk_resource._get_stack_trace = source_pb2.StackTrace
+    try:
+        yield
+    finally:
+        sdk_resource._get_stack_trace = original
+
+
 async def _resolve(value: Any) -> Any:
     output = pulumi.Output.from_input(value)
     if not await output.is_known():
@@ -435,7 +454,8 @@ def run_program(
                 run_name="__main__",
             )
 
-    _sync_await(run_pulumi_func(program or main))
+    with _without_source_positions():
+        _sync_await(run_pulumi_func(program or main))
     root = runtime_settings.get_root_resource()
     stack_outputs: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
     outputs = {k: _sync_await(_resolve(v)) for k, v in sorted(stack_outputs.items())}
@@ -547,6 +567,11 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the chart expansion (charts.yaml); the charts' own sources in helm.yaml",
     )
     parser.add_argument(
+        "--no-chart-cache",
+        action="store_true",
+        help="run Helm for every chart, neither reading nor writing the expansion cache",
+    )
+    parser.add_argument(
         "--stack-dir",
         type=Path,
         default=None,
@@ -562,7 +587,11 @@ def main(argv: list[str] | None = None) -> int:
         expanded = (
             None
             if args.no_charts
-            else charts.expand(render.helm_charts(), project_dir=args.project_dir)
+            else charts.expand(
+                render.helm_charts(),
+                project_dir=args.project_dir,
+                cache_dir=None if args.no_chart_cache else charts.expansion_cache_dir(),
+            )
         )
     except (pulumi.RunError, RenderError, StackFileError, charts.ChartError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
