@@ -211,3 +211,28 @@ def test_keep_refuses_a_folder_the_harness_did_not_make(tmp_path: Path) -> None:
         (work / "state").mkdir()
     with run._workdir(keep) as work:  # its own folder: replaced
         assert not (work / "state").exists()
+
+
+# --- engine settings and the bench's summary ----------------------------------------------
+
+
+def test_the_engine_settings_reach_every_workflow_command_and_the_tier(tmp_path: Path) -> None:
+    settings = run.engine_settings()
+    assert int(settings["PULUMI_PARALLEL"]) > 8  # above the CLI's default on 2 cores
+    # The interrupted-deploy runbook (docs/operations.md) recovers from the checkpoints the
+    # backend writes after every step; skipping them would leave it nothing to recover from.
+    assert "PULUMI_SKIP_CHECKPOINTS" not in settings
+    script = (REPO / "tools" / "ci" / "pulumi.sh").read_text()
+    assert 'source "$(dirname "$0")/engine.env"' in script
+    assert script.index('source "$(dirname') < script.index('pulumi env run "$PULUMI_ORG')
+    other = tmp_path / "engine.env"
+    other.write_text("# comment\nexport PULUMI_PARALLEL=3\nexport lower=1\nPULUMI_X=2\n")
+    assert run.engine_settings(other) == {"PULUMI_PARALLEL": "3"}
+
+
+def test_the_bench_ends_with_the_hub_ratio_and_preview() -> None:
+    from tools.e2e import bench
+
+    assert bench.summary_line(36.0, 24.0, 4.25) == (
+        "e2e-bench: pulumi up / by hand = 1.50x, preview (no changes) 4.2s"
+    )
