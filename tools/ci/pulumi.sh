@@ -32,9 +32,6 @@ if [ -z "${PULUMI_ACCESS_TOKEN:-}" ]; then
   exit 1
 fi
 
-# shellcheck source=tools/ci/engine.env
-source "$(dirname "$0")/engine.env"
-
 common=(
   --stack "$PULUMI_ORG/meshstack/$STACK"
   --non-interactive

@@ -205,9 +205,7 @@ def bench(stacks: list[str]) -> str:
         "|---|---|---|",
         *(f"| {s} | {up[s]:.1f} | {no_change[s]:.1f} |" for s in stacks),
         "",
-        f"engine settings (tools/ci/engine.env): "
-        f"{', '.join(f'{k}={v}' for k, v in run.engine_settings().items()) or 'none'}; "
-        f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
         "",
         summary_line(up[hub.name], total, no_change[hub.name]),
     ]

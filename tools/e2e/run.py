@@ -114,20 +114,6 @@ class StackResult:
 
 # --- the project copy and the CLI -------------------------------------------------------------
 
-ENGINE_ENV: Final = REPO / "tools" / "ci" / "engine.env"
-"""The engine settings the workflows use (`export NAME=value` lines), so the tier measures and
-proves what a deploy runs."""
-
-
-def engine_settings(path: Path = ENGINE_ENV) -> dict[str, str]:
-    """The `export NAME=value` lines of `tools/ci/engine.env`."""
-    settings = {}
-    for line in path.read_text().splitlines():
-        match = re.fullmatch(r"export ([A-Z_][A-Z0-9_]*)=(\S*)", line.strip())
-        if match:
-            settings[match.group(1)] = match.group(2)
-    return settings
-
 
 def copy_project(dest: Path) -> None:
     """The checkout's files (tracked and untracked, not ignored) and a link to its .venv."""
@@ -160,21 +146,17 @@ class Cli:
         for tool in CLI_TOOLS:
             (bin_dir / tool).symlink_to(cache / "bin" / tool)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PULUMI_")}
-        self.env = (
-            env
-            | {
-                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-                "PULUMI_HOME": str(cache / "pulumi-home"),
-                "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
-                "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
-                "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
-                "PULUMI_SKIP_UPDATE_CHECK": "true",
-                "PULUMI_SKIP_CONFIRMATIONS": "true",
-                # Only the plugins installed in the cache's PULUMI_HOME, never one on PATH.
-                "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
-            }
-            | engine_settings()
-        )
+        self.env = env | {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PULUMI_HOME": str(cache / "pulumi-home"),
+            "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
+            "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
+            "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            "PULUMI_SKIP_CONFIRMATIONS": "true",
+            # Only the plugins installed in the cache's PULUMI_HOME, never one on PATH.
+            "PULUMI_IGNORE_AMBIENT_PLUGINS": "true",
+        }
         (work / "state").mkdir()
 
     def run(
