@@ -37,6 +37,7 @@ from tools.render import (
     render_stack,
     run_program,
     write_render,
+    write_summary,
 )
 from tools.stacks import StackFileError, deploy_order
 
@@ -138,6 +139,7 @@ def _child(target: str, out_dir: Path, cache_dir: Path) -> None:
     expanded = charts.expand(render.helm_charts(), cache_dir=cache_dir)
     charts_done = time.perf_counter()
     write_render(render, out_dir, charts.dump_charts(expanded))
+    write_summary(target, render, expanded, out_dir)
     written = time.perf_counter()
     print(
         json.dumps(

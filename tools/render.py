@@ -293,10 +293,19 @@ class Render:
         ]
         return sorted(objects, key=_object_sort_key)
 
+    def _by_urn(self) -> dict[str, Registration]:
+        # Built once per registration count: area_of runs for every object, and a map per
+        # call made the summary of 400 services quadratic.
+        cached = self.__dict__.get("_urn_index")
+        if cached is None or len(cached) != len(self.registrations):
+            cached = {r.urn: r for r in self.registrations}
+            self.__dict__["_urn_index"] = cached
+        return cached
+
     def area_of(self, registration: Registration) -> str:
         """The area a resource belongs to: the `<area>` of the nearest `meshstack:<area>:`
         component above it (`region` for what region.py registers itself)."""
-        by_urn = {r.urn: r for r in self.registrations}
+        by_urn = self._by_urn()
         current: Registration | None = registration
         while current is not None:
             parts = current.type.split(":")
@@ -533,6 +542,29 @@ def write_render(render: Render, out_dir: Path, charts: str | None = None) -> No
     )
 
 
+def write_summary(
+    stack: str, render: Render, expanded: list[charts.ChartObjects] | None, out_dir: Path
+) -> str:
+    """Write `summary.md` (`tools/summary.py`) into `out_dir`; returns its text."""
+    chart_areas = render.chart_areas()
+    releases = [
+        summary.ChartRelease(
+            name=c.release.name,
+            chart=c.release.chart.rsplit("/", 1)[-1].removesuffix(f"-{c.release.version}"),
+            version=c.release.version,
+            namespace=c.release.namespace,
+            area=chart_areas.get(c.release.name, "region"),
+            objects=c.objects,
+        )
+        for c in expanded or []
+    ]
+    text = summary.render_summary(
+        stack, render.objects_by_area(), releases, render.outputs, hub=render.hub_stack()
+    )
+    (out_dir / "summary.md").write_text(text)
+    return text
+
+
 def control_plane_summary(
     outputs: Mapping[str, Any], previous: Mapping[str, Any] | None = None
 ) -> str:
@@ -597,23 +629,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
     write_render(render, out_dir, None if expanded is None else charts.dump_charts(expanded))
-    chart_areas = render.chart_areas()
-    releases = [
-        summary.ChartRelease(
-            name=c.release.name,
-            chart=c.release.chart.rsplit("/", 1)[-1].removesuffix(f"-{c.release.version}"),
-            version=c.release.version,
-            namespace=c.release.namespace,
-            area=chart_areas.get(c.release.name, "region"),
-            objects=c.objects,
-        )
-        for c in expanded or []
-    ]
-    text = summary.render_summary(
-        args.stack, render.objects_by_area(), releases, render.outputs, hub=render.hub_stack()
-    )
-    (out_dir / "summary.md").write_text(text)
-    print(text)
+    print(write_summary(args.stack, render, expanded, out_dir))
     previous = load_stack_references(args.project_dir, stack_dir=args.stack_dir).get(
         f"{OFFLINE_ORGANIZATION}/{read_yaml_file(args.project_dir / 'Pulumi.yaml')['name']}/"
         f"{args.stack}"
