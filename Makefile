@@ -134,9 +134,9 @@ simulate: install ## Routes, weights, mirrors, retries, faults, TLS, Sidecar sco
 	$(UV) sync --frozen --group dataplane --python python3
 	$(PY) -m tools.simulate.run $(if $(filter file,$(origin STACK)),,$(STACK))
 
-clean: ## Remove build/ and the tool caches (keeps .cache/ and .tools/).
-	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	@# .cache/ (fetched reference data) and .tools/ (Helm) are kept: rebuilding needs the network.
+clean: ## Remove build/, the tool caches and the chart expansion cache (keeps .cache/reference and .tools/).
+	rm -rf build .pytest_cache .mypy_cache .ruff_cache .hypothesis .cache/expanded-charts
+	@# .cache/reference (fetched reference data) and .tools/ (Helm) are kept: rebuilding needs the network.
 
 progressive-tools: ## Build Flagger 1.44.0 and its loadtester (Go) into a cache keyed by their module.
 	@bash tools/progressive/build.sh

@@ -96,3 +96,12 @@ ISTIO_RESERVED_PORTS: Final = {
 15008, 15020, 15021 and 15090 straight to Envoy and redirects all other inbound traffic to
 15006, so an application port among them is never reached through the mesh, nor are its
 AuthorizationPolicy rules or mTLS exceptions applied to it."""
+
+
+SKIP_SERVICE_AWAIT: Final = {"pulumi.com/skipAwait": "true"}
+"""Annotation of a Service whose readiness nothing waits for. pulumi-kubernetes calls a
+Service with a selector ready only 10 s after its Endpoints last changed
+(`provider/pkg/await/service.go`, with no provider-wide switch: pulumi-kubernetes#1421); a
+chart's dependents wait for every object of the chart, so the settle lands on their path
+too. The Deployment behind such a Service is still awaited (its pods Ready), which is the
+readiness its dependents need; see README "Benchmark" for each Service it is set on."""

@@ -12,7 +12,7 @@ import subprocess
 import tarfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
@@ -396,6 +396,46 @@ def test_every_ineffective_value_exception_is_still_needed(expanded: Expanded, h
     found = checks.ineffective_values(sample, helm, exceptions={})
     assert {(f.chart, f.path) for f in found} == set(checks.INEFFECTIVE_VALUE_EXCEPTIONS)
     assert all(reason.strip() for reason in checks.INEFFECTIVE_VALUE_EXCEPTIONS.values())
+
+
+SKIP_AWAIT: Final = "pulumi.com/skipAwait"
+AWAIT_SKIPPED: Final = {("jaeger", "jaeger"), ("kiali", "kiali")}
+"""(release, Service) whose provider await is skipped: only Kiali waits for the Jaeger chart,
+and only for Jaeger's pod, whose Deployment stays awaited; nothing waits for Kiali."""
+
+
+def test_only_services_nothing_waits_for_skip_the_await(expanded: Expanded) -> None:
+    """istiod's Service keeps its await (its Endpoints settled): every Istio object and every
+    injected pod is created after it, and istiod's validating and injection webhooks
+    (failurePolicy Fail) must answer them; the provider retries a create only on NotFound and
+    NoMatch, so an unanswered webhook would fail the `pulumi up`. LoadBalancer Services keep
+    theirs: `ingressGatewayAddress` is read from the status it waits for. Deployments are
+    never skipped: that is the readiness the dependents of a skipped Service rely on."""
+    hub_seen = set()
+    for stack, (render, expansion) in expanded.items():
+        for obj in render.kubernetes_objects():
+            assert SKIP_AWAIT not in (obj["metadata"].get("annotations") or {}), (stack, obj)
+        for chart in expansion:
+            for obj in chart.objects:
+                annotations = obj["metadata"].get("annotations") or {}
+                if annotations.get(SKIP_AWAIT) != "true":
+                    continue
+                where = (chart.release.name, obj["metadata"]["name"])
+                assert obj["kind"] == "Service" and where in AWAIT_SKIPPED, (stack, where)
+                assert obj["spec"].get("type", "ClusterIP") == "ClusterIP", (stack, where)
+                hub_seen.add(where)
+        istiods = [
+            o
+            for c in expansion
+            if c.release.name.startswith("istiod")
+            for o in c.objects
+            if o["kind"] == "Service"
+        ]
+        assert istiods, stack
+        for service in istiods:
+            assert SKIP_AWAIT not in (service["metadata"].get("annotations") or {}), stack
+    if any(c.release.name == "kiali" for _, exp in expanded.values() for c in exp):
+        assert hub_seen == AWAIT_SKIPPED
 
 
 # --- the checks can fail ------------------------------------------------------------------

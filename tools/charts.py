@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -39,19 +40,20 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any, Final
 
-import kubernetes_validate.utils as kv_utils
 import yaml
 
 from components.versions import ISTIO_REPOSITORY
 from tools import install_helm
+from tools.fetch_reference import REFERENCE, DataDirError
 from tools.manifests import (
     SECRET_PLACEHOLDER,
     UNKNOWN_PLACEHOLDER,
     canonical_object,
     dump_yaml_documents,
 )
-from tools.verify.core import CLUSTER_SCOPED_KINDS
-from tools.verify.crd import default_catalog
+
+# tools.verify (CRD catalog, CEL, Kubernetes schemas) is imported where Helm actually runs:
+# importing it costs about 0.6 s, more than a whole render whose charts are all cached.
 
 PROJECT_DIR: Final = Path(__file__).resolve().parents[1]
 ENV_VAR: Final = "MESHSTACK_CHARTS_DIR"
@@ -361,6 +363,8 @@ def fill_cache(
 
 
 def _crd_api_versions() -> list[str]:
+    from tools.verify.crd import default_catalog  # noqa: PLC0415 (heavy, see the imports)
+
     # Kiali's CRD is reference data for the chart's values; its operator is not installed.
     return sorted(
         f"{api}/{kind}" for api, kind in default_catalog().versions if not api.startswith("kiali.")
@@ -373,6 +377,8 @@ def api_versions() -> tuple[str, ...]:
     `group/version` and `group/version/Kind` (from the 1.35 OpenAPI), plus the CRDs it has:
     the Prometheus Operator's (`monitoring.coreos.com/v1`, a prerequisite) and those of
     Istio and Flagger (installed by the charts themselves)."""
+    import kubernetes_validate.utils as kv_utils  # noqa: PLC0415 (heavy, see the imports)
+
     definitions = kv_utils.schema_contents(
         f"kubernetes-json-schema/v{KUBE_VERSION}-local-strict/_definitions.json", KUBE_VERSION
     )["$defs"]
@@ -483,6 +489,9 @@ def locate(release: Release, project_dir: Path = PROJECT_DIR) -> tuple[Path, Pin
 
 
 def _namespaced(kind: str, api_version: str) -> bool:
+    from tools.verify.core import CLUSTER_SCOPED_KINDS  # noqa: PLC0415 (heavy, see the imports)
+    from tools.verify.crd import default_catalog  # noqa: PLC0415
+
     if kind in CLUSTER_SCOPED_KINDS or kind in {"ClusterRole", "ClusterRoleBinding"}:
         return False
     crd = default_catalog().versions.get((api_version, kind))
@@ -538,11 +547,144 @@ class ChartObjects:
     """Stand-in → value path, for values the program passes as secrets."""
 
 
-def render_release(release: Release, helm: Path, project_dir: Path = PROJECT_DIR) -> ChartObjects:
+def render_release(
+    release: Release,
+    helm: Path,
+    project_dir: Path = PROJECT_DIR,
+    cache_dir: Path | None = None,
+) -> ChartObjects:
+    """The release's objects; with `cache_dir`, read from and written to the expansion cache."""
     directory, pin = locate(release, project_dir)
     values, secrets = with_stand_ins(release.name, release.values)
+    key = None
+    if cache_dir is not None:
+        environment = expansion_environment()
+        if environment is not None:
+            key = expansion_key(release, pin, values, helm_identity(helm), environment)
+            cached = read_cached_expansion(cache_dir, key)
+            if cached is not None:
+                return ChartObjects(release, pin.folder, cached, values, secrets)
     objects = [canonical_object(o) for o in helm_template(helm, release, directory, values)]
-    return ChartObjects(release, pin.folder, sorted(objects, key=object_key), values, secrets)
+    objects.sort(key=object_key)
+    if cache_dir is not None and key is not None:
+        write_cached_expansion(cache_dir, key, objects)
+    return ChartObjects(release, pin.folder, objects, values, secrets)
+
+
+# --- the expansion cache ------------------------------------------------------------------
+#
+# `helm template` of the 9 charts of a region is most of a render that changed nothing in
+# them (3-5 s of Helm processes on 2 cores against about 1 s for the program). The cache
+# keeps each release's final objects under a key of everything they are a function of, so
+# a hit is exactly what Helm would produce: a changed value, chart pin, release name or
+# namespace, Helm binary, Kubernetes version, CRD reference data (the advertised API
+# versions and which kinds are namespaced) or the code that turns Helm's output into
+# objects is a different key. Errors are never cached.
+
+EXPANSION_CACHE_ENV: Final = "MESHSTACK_EXPANSION_CACHE"
+"""A directory for the expansion cache, or `off`; default `EXPANSION_CACHE_DIR`."""
+EXPANSION_CACHE_DIR: Final = PROJECT_DIR / ".cache" / "expanded-charts"
+EXPANSION_CACHE_FORMAT: Final = 1
+"""Bumped when an entry's layout changes."""
+_SHAPING_SOURCES: Final = (
+    Path(__file__),  # helm_template's flags and namespace rule, this cache's layout
+    PROJECT_DIR / "tools" / "manifests.py",  # canonical_object
+    PROJECT_DIR / "tools" / "verify" / "core.py",  # CLUSTER_SCOPED_KINDS
+)
+
+
+def expansion_cache_dir() -> Path | None:
+    """Where `make render` keeps expanded charts (`$MESHSTACK_EXPANSION_CACHE`; `off`: none)."""
+    value = os.environ.get(EXPANSION_CACHE_ENV, "")
+    if value == "off":
+        return None
+    return Path(value) if value else EXPANSION_CACHE_DIR
+
+
+def helm_identity(helm: Path) -> str:
+    """The Helm binary as a cache key part: its real path, size and modification time (a
+    rebuilt or replaced binary is another identity; its version was checked already)."""
+    real = helm.resolve()
+    status = real.stat()
+    return f"{real}:{status.st_size}:{status.st_mtime_ns}"
+
+
+@cache
+def expansion_environment() -> str | None:
+    """Digest of what every release's objects depend on besides the release itself: the
+    Kubernetes version, the kubernetes-validate schemas (`api_versions`), the CRD reference
+    files (`api_versions`, `_namespaced`) and the code that shapes Helm's output. None when
+    the reference data is missing: no key, so the render fails as it would without a cache."""
+    try:
+        reference = REFERENCE.resolve()
+    except DataDirError:
+        return None
+    digest = hashlib.sha256()
+    digest.update(f"{EXPANSION_CACHE_FORMAT}\0{KUBE_VERSION}\0".encode())
+    digest.update(importlib.metadata.version("kubernetes-validate").encode() + b"\0")
+    for path in (*_SHAPING_SOURCES, *sorted((reference / "crds").glob("*"))):
+        digest.update(f"{path.name}\0".encode() + sha256(path.read_bytes()).encode())
+    return digest.hexdigest()
+
+
+def expansion_key(
+    release: Release,
+    pin: PinnedChart,
+    values: Mapping[str, Any],
+    helm: str,
+    environment: str,
+) -> str:
+    """The cache key of one release's objects: the chart by its pin (the folder is verified
+    against it before use), the release name and namespace, the values Helm receives
+    (stand-ins included), the Helm binary (`helm_identity`) and `expansion_environment()`."""
+    material = {
+        "chart": [pin.folder, pin.chart, pin.version, pin.files, pin.tree_sha256],
+        "package": pin.package_sha256,
+        "release": release.name,
+        "namespace": release.namespace,
+        "values": values,
+        "helm": helm,
+        "environment": environment,
+    }
+    return sha256(json.dumps(material, sort_keys=True, separators=(",", ":")).encode())
+
+
+def _entry(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"{key}.json"
+
+
+def read_cached_expansion(cache_dir: Path, key: str) -> list[dict[str, Any]] | None:
+    """The cached objects under `key`; None when absent or unreadable (then Helm runs)."""
+    try:
+        entry = json.loads(_entry(cache_dir, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    objects = entry.get("objects")
+    return objects if isinstance(objects, list) else None
+
+
+def write_cached_expansion(cache_dir: Path, key: str, objects: list[dict[str, Any]]) -> None:
+    """Store `objects` under `key`, atomically (a concurrent render never reads half an
+    entry). Objects JSON cannot carry exactly (a YAML timestamp, a non-string key) are not
+    stored, so a hit always equals what Helm gave; a cache that cannot be written is only a
+    slower next render."""
+    try:
+        text = json.dumps({"key": key, "objects": objects}, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return
+    if json.loads(text)["objects"] != objects:
+        return
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=cache_dir, prefix=".entry-", suffix=".tmp", delete=False
+        ) as handle:
+            handle.write(text)
+        Path(handle.name).replace(_entry(cache_dir, key))
+    except OSError:
+        return
 
 
 def object_key(obj: Mapping[str, Any]) -> tuple[str, str, str, str]:
@@ -574,8 +716,12 @@ def expand(
     helm: Path | None = None,
     project_dir: Path = PROJECT_DIR,
     workers: int | None = None,
+    cache_dir: Path | None = None,
 ) -> list[ChartObjects]:
-    """Every release's objects, rendered in parallel; in (namespace, release) order."""
+    """Every release's objects, rendered in parallel; in (namespace, release) order.
+
+    With `cache_dir` (`expansion_cache_dir()`), releases already expanded with the same
+    inputs are read from the expansion cache instead of running Helm again."""
     wanted = sorted((Release.of(r) for r in releases), key=lambda r: (r.namespace, r.name))
     if helm is None:
         try:
@@ -589,7 +735,7 @@ def expand(
         raise ChartError(f"release {duplicates[0]}: installed twice; release names must differ")
     binary = helm
     with ThreadPoolExecutor(max_workers=workers or max(2, os.cpu_count() or 2)) as pool:
-        return list(pool.map(lambda r: render_release(r, binary, project_dir), wanted))
+        return list(pool.map(lambda r: render_release(r, binary, project_dir, cache_dir), wanted))
 
 
 # --- charts.yaml --------------------------------------------------------------------------

@@ -58,8 +58,10 @@ import pulumi
 import yaml
 from google.protobuf import json_format
 from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime import resource as sdk_resource
 from pulumi.runtime import settings as runtime_settings
 from pulumi.runtime.config import set_all_config
+from pulumi.runtime.proto import source_pb2
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
@@ -293,10 +295,19 @@ class Render:
         ]
         return sorted(objects, key=_object_sort_key)
 
+    def _by_urn(self) -> dict[str, Registration]:
+        # Built once per registration count: area_of runs for every object, and a map per
+        # call made the summary of 400 services quadratic.
+        cached = self.__dict__.get("_urn_index")
+        if cached is None or len(cached) != len(self.registrations):
+            cached = {r.urn: r for r in self.registrations}
+            self.__dict__["_urn_index"] = cached
+        return cached
+
     def area_of(self, registration: Registration) -> str:
         """The area a resource belongs to: the `<area>` of the nearest `meshstack:<area>:`
         component above it (`region` for what region.py registers itself)."""
-        by_urn = {r.urn: r for r in self.registrations}
+        by_urn = self._by_urn()
         current: Registration | None = registration
         while current is not None:
             parts = current.type.split(":")
@@ -390,6 +401,23 @@ def _project_on_path(project_dir: Path) -> Iterator[None]:
         sys.path.remove(str(project_dir))
 
 
+@contextmanager
+def _without_source_positions() -> Iterator[None]:
+    """The SDK walks and formats the whole Python stack of every resource it registers, for
+    the source position it sends the engine (`runtime.resource._get_stack_trace`: 7 % of a
+    render's CPU, more with many services). A render records no source positions, so it
+    sends an empty stack trace, as the SDK itself does when it finds no user frame."""
+    original = getattr(sdk_resource, "_get_stack_trace", None)
+    if original is None:  # another SDK layout: nothing to skip
+        yield
+        return
+    sdk_resource._get_stack_trace = source_pb2.StackTrace
+    try:
+        yield
+    finally:
+        sdk_resource._get_stack_trace = original
+
+
 async def _resolve(value: Any) -> Any:
     output = pulumi.Output.from_input(value)
     if not await output.is_known():
@@ -437,7 +465,8 @@ def run_program(
                 run_name="__main__",
             )
 
-    _sync_await(run_pulumi_func(program or main))
+    with _without_source_positions():
+        _sync_await(run_pulumi_func(program or main))
     root = runtime_settings.get_root_resource()
     stack_outputs: dict[str, Any] = dict(getattr(root, "outputs", {}) or {})
     outputs = {k: _sync_await(_resolve(v)) for k, v in sorted(stack_outputs.items())}
@@ -519,6 +548,29 @@ def write_render(render: Render, out_dir: Path, charts: str | None = None) -> No
     )
 
 
+def write_summary(
+    stack: str, render: Render, expanded: list[charts.ChartObjects] | None, out_dir: Path
+) -> str:
+    """Write `summary.md` (`tools/summary.py`) into `out_dir`; returns its text."""
+    chart_areas = render.chart_areas()
+    releases = [
+        summary.ChartRelease(
+            name=c.release.name,
+            chart=c.release.chart.rsplit("/", 1)[-1].removesuffix(f"-{c.release.version}"),
+            version=c.release.version,
+            namespace=c.release.namespace,
+            area=chart_areas.get(c.release.name, "region"),
+            objects=c.objects,
+        )
+        for c in expanded or []
+    ]
+    text = summary.render_summary(
+        stack, render.objects_by_area(), releases, render.outputs, hub=render.hub_stack()
+    )
+    (out_dir / "summary.md").write_text(text)
+    return text
+
+
 def control_plane_summary(
     outputs: Mapping[str, Any], previous: Mapping[str, Any] | None = None
 ) -> str:
@@ -553,6 +605,11 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the chart expansion (charts.yaml); the charts' own sources in helm.yaml",
     )
     parser.add_argument(
+        "--no-chart-cache",
+        action="store_true",
+        help="run Helm for every chart, neither reading nor writing the expansion cache",
+    )
+    parser.add_argument(
         "--stack-dir",
         type=Path,
         default=None,
@@ -568,29 +625,17 @@ def main(argv: list[str] | None = None) -> int:
         expanded = (
             None
             if args.no_charts
-            else charts.expand(render.helm_charts(), project_dir=args.project_dir)
+            else charts.expand(
+                render.helm_charts(),
+                project_dir=args.project_dir,
+                cache_dir=None if args.no_chart_cache else charts.expansion_cache_dir(),
+            )
         )
     except (pulumi.RunError, RenderError, StackFileError, charts.ChartError) as error:
         print(f"render {args.stack}: {error}", file=sys.stderr)
         return 2
     write_render(render, out_dir, None if expanded is None else charts.dump_charts(expanded))
-    chart_areas = render.chart_areas()
-    releases = [
-        summary.ChartRelease(
-            name=c.release.name,
-            chart=c.release.chart.rsplit("/", 1)[-1].removesuffix(f"-{c.release.version}"),
-            version=c.release.version,
-            namespace=c.release.namespace,
-            area=chart_areas.get(c.release.name, "region"),
-            objects=c.objects,
-        )
-        for c in expanded or []
-    ]
-    text = summary.render_summary(
-        args.stack, render.objects_by_area(), releases, render.outputs, hub=render.hub_stack()
-    )
-    (out_dir / "summary.md").write_text(text)
-    print(text)
+    print(write_summary(args.stack, render, expanded, out_dir))
     previous = load_stack_references(args.project_dir, stack_dir=args.stack_dir).get(
         f"{OFFLINE_ORGANIZATION}/{read_yaml_file(args.project_dir / 'Pulumi.yaml')['name']}/"
         f"{args.stack}"

@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any, Final
 
+from components.constants import SKIP_SERVICE_AWAIT
 from components.istio.tracing import OTLP_GRPC_PORT, OTLP_HTTP_PORT
 from components.observability.settings import JaegerSettings
 
@@ -177,6 +178,10 @@ def jaeger_values(settings: JaegerSettings, release: str = RELEASE) -> dict[str,
         "resources": settings.resources.as_kubernetes(),
         # Jaeger never calls the Kubernetes API; its sidecar has its own projected token.
         "serviceAccount": {"automountServiceAccountToken": False},
+        # Kiali installs after this chart only to find Jaeger's pod Ready (the Deployment
+        # stays awaited); Kiali and the proxies reach the Service whenever its endpoints
+        # are there, so the provider's 10 s endpoint settle guards nothing here.
+        "service": {"annotations": dict(SKIP_SERVICE_AWAIT)},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -10,7 +10,7 @@ from typing import Any, Final
 
 import pulumi
 
-from components.constants import PROMETHEUS_IGNORE_LABEL
+from components.constants import PROMETHEUS_IGNORE_LABEL, SKIP_SERVICE_AWAIT
 from components.observability.settings import KialiSettings, ObservabilitySettings
 
 RELEASE: Final = "kiali"
@@ -103,6 +103,9 @@ def kiali_values(
         # only 20001 and 9090, so the sidecar PodMonitor's target on 15090 could never be
         # scraped and would stay down; the label opts Kiali's pod out of that PodMonitor.
         "pod_labels": {PROMETHEUS_IGNORE_LABEL: "true"},
+        # Nothing the program creates waits for Kiali's Service (the Deployment stays
+        # awaited); its 10 s endpoint settle would only lengthen every first deploy.
+        "service_annotations": dict(SKIP_SERVICE_AWAIT),
     }
     server: dict[str, Any] = {"web_root": WEB_ROOT}
     if settings.ingress_host:

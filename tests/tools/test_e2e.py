@@ -211,3 +211,24 @@ def test_keep_refuses_a_folder_the_harness_did_not_make(tmp_path: Path) -> None:
         (work / "state").mkdir()
     with run._workdir(keep) as work:  # its own folder: replaced
         assert not (work / "state").exists()
+
+
+# --- checkpoints and the bench's summary ----------------------------------------------
+
+
+def test_no_pulumi_command_skips_checkpoints() -> None:
+    """The interrupted-deploy runbook (docs/operations.md) imports the pending creates the
+    backend's checkpoints record; with PULUMI_SKIP_CHECKPOINTS an interrupted `up` records
+    none of what it created, and every such object then fails the next `up` (AlreadyExists)."""
+    scripts = [REPO / "tools" / "ci" / "pulumi.sh", *(REPO / ".github" / "workflows").glob("*.yml")]
+    assert len(scripts) > 1
+    for script in scripts:
+        assert "PULUMI_SKIP_CHECKPOINTS" not in script.read_text(), script
+
+
+def test_the_bench_ends_with_the_hub_ratio_and_preview() -> None:
+    from tools.e2e import bench
+
+    assert bench.summary_line(36.0, 24.0, 4.25) == (
+        "e2e-bench: pulumi up / by hand = 1.50x, preview (no changes) 4.2s"
+    )

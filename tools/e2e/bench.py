@@ -14,7 +14,9 @@ built:
   (what Pulumi's await logic waits for).
 
 Prints a table and the ratio (pulumi up ÷ helm+kubectl), and writes it to
-`build/e2e-bench/summary.md`.
+`build/e2e-bench/summary.md`; the last line is
+`e2e-bench: pulumi up / by hand = <r>x, preview (no changes) <s>s` for the hub. The Pulumi
+commands run with the workflows' engine settings (`tools/ci/engine.env`).
 
     python -m tools.e2e.bench [--stacks us-east-1 ...]
 """
@@ -22,6 +24,7 @@ Prints a table and the ratio (pulumi up ÷ helm+kubectl), and writes it to
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -201,8 +204,20 @@ def bench(stacks: list[str]) -> str:
         "| stack | `pulumi up` (s) | `pulumi preview`, no changes (s) |",
         "|---|---|---|",
         *(f"| {s} | {up[s]:.1f} | {no_change[s]:.1f} |" for s in stacks),
+        "",
+        f"load average at the end (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        "",
+        summary_line(up[hub.name], total, no_change[hub.name]),
     ]
     return "\n".join(lines) + "\n"
+
+
+def summary_line(up_seconds: float, by_hand_seconds: float, preview_seconds: float) -> str:
+    """The run's last line: the hub's `pulumi up` over the by-hand path, and its preview."""
+    return (
+        f"e2e-bench: pulumi up / by hand = {up_seconds / by_hand_seconds:.2f}x, "
+        f"preview (no changes) {preview_seconds:.1f}s"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
