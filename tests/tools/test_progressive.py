@@ -286,3 +286,91 @@ def test_the_shims_get_answers_from_the_pods_their_service_selects() -> None:
         if 'source_workload="flagger-loadtester"' in k and 'reporter="destination"' in k
     ]
     assert sum(from_loadtester) == 10, "hey's -q per worker times -c"
+
+
+# --- what the switch scenario calls a route ------------------------------------------------------
+
+
+class _Cluster:
+    """`get(path)` over a few objects, as the API server lists and returns them."""
+
+    def __init__(self, objects: dict[str, Any]) -> None:
+        self.objects = objects
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        return self.objects.get(path)
+
+    def virtual_service(self, s: ProgressiveService) -> dict[str, Any] | None:
+        return self.get(
+            f"/apis/networking.istio.io/v1/namespaces/{s.namespace}/virtualservices/{s.name}"
+        )
+
+
+def _switch_objects(*, gateways: list[str], subset: str | None, pods: str) -> dict[str, Any]:
+    destination: dict[str, Any] = {"host": "cart.shop.svc.cluster.local"}
+    if subset:
+        destination["subset"] = subset
+    vs = {
+        "metadata": {"name": "cart", "uid": "u1"},
+        "spec": {
+            "hosts": ["cart.shop.svc.cluster.local", "shop.example.com"],
+            "gateways": gateways,
+            "http": [{"route": [{"destination": destination}]}],
+        },
+    }
+    dr = {
+        "spec": {
+            "host": "cart.shop.svc.cluster.local",
+            "subsets": [{"name": "v1", "labels": {"version": "v1"}}],
+        }
+    }
+    deployment = {
+        "metadata": {"name": "cart"},
+        "spec": {"template": {"metadata": {"labels": {"app": pods, "version": "v1"}}}},
+        "status": {"readyReplicas": 1},
+    }
+    base = "/apis/networking.istio.io/v1/namespaces/shop"
+    return {
+        f"{base}/virtualservices": {"items": [vs]},
+        f"{base}/destinationrules": {"items": [dr]},
+        "/api/v1/namespaces/shop/services/cart": {"spec": {"selector": {"app": "cart"}}},
+        "/apis/apps/v1/namespaces/shop/deployments": {"items": [deployment]},
+    }
+
+
+def test_a_public_host_answers_only_through_a_gateway_route_to_ready_pods() -> None:
+    from tools.progressive.run import host_answers
+
+    host = "shop.example.com"
+    ok = _Cluster(
+        _switch_objects(gateways=["istio-ingress/public", "mesh"], subset="v1", pods="cart")
+    )
+    assert host_answers(ok, HTTP, host) is None  # type: ignore[arg-type]
+    mesh_only = _Cluster(_switch_objects(gateways=["mesh"], subset=None, pods="cart"))
+    assert "404 NR" in (host_answers(mesh_only, HTTP, host) or "")  # type: ignore[arg-type]
+    no_subset = _Cluster(
+        _switch_objects(gateways=["istio-ingress/public"], subset="v2", pods="cart")
+    )
+    assert "subset v2" in (host_answers(no_subset, HTTP, host) or "")  # type: ignore[arg-type]
+    no_pods = _Cluster(
+        _switch_objects(gateways=["istio-ingress/public"], subset=None, pods="other")
+    )
+    assert "503 UH" in (host_answers(no_pods, HTTP, host) or "")  # type: ignore[arg-type]
+
+
+def test_the_continuity_poller_records_every_poll_without_a_route_and_each_uid() -> None:
+    from tools.progressive.run import Continuity
+
+    objects = _switch_objects(gateways=["istio-ingress/public"], subset=None, pods="cart")
+    cluster = _Cluster(objects)
+    path = "/apis/networking.istio.io/v1/namespaces/shop/virtualservices/cart"
+    objects[path] = objects["/apis/networking.istio.io/v1/namespaces/shop/virtualservices"][
+        "items"
+    ][0]
+    watch = Continuity(cluster, HTTP, "shop.example.com")  # type: ignore[arg-type]
+    watch.poll()
+    del objects[path]
+    objects["/apis/networking.istio.io/v1/namespaces/shop/virtualservices"] = {"items": []}
+    watch.poll()
+    assert watch.polls == 2 and len(watch.gaps) == 1
+    assert watch.uids == ["u1", "absent"], "a deleted VirtualService shows, however short"

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import yaml
 
@@ -437,17 +437,17 @@ class Timeline:
         self.events.append((time.monotonic() - self.started, text))
 
 
-class Watcher:
-    """Polls the Canary and the VirtualService every half second into a Timeline."""
+class Poller:
+    """Calls `poll` every `period` seconds on a thread while the `with` block runs (and once
+    more as it ends)."""
 
-    def __init__(self, cluster: Cluster, s: ProgressiveService) -> None:
-        self.cluster = cluster
-        self.service = s
-        self.timeline = Timeline()
+    period = 0.5
+
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def __enter__(self) -> Watcher:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -456,21 +456,38 @@ class Watcher:
         self._thread.join()
 
     def _loop(self) -> None:
-        t = self.timeline
         while True:
-            canary = self.cluster.canary(self.service) or {}
-            status = canary.get("status", {})
-            phase = status.get("phase", "")
-            if phase and (not t.phases or t.phases[-1] != phase):
-                t.phases.append(phase)
-                t.note(f"phase {phase}")
-            t.max_failed_checks = max(t.max_failed_checks, int(status.get("failedChecks", 0)))
-            state = routing_of(self.cluster.virtual_service(self.service), self.service)
-            if state is not None and (not t.routing or t.routing[-1] != state):
-                t.routing.append(state)
-                t.note(f"routing {state}")
-            if self._stop.wait(0.5):
+            self.poll()
+            if self._stop.wait(self.period):
+                self.poll()
                 return
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+
+class Watcher(Poller):
+    """Polls the Canary and the VirtualService every half second into a Timeline."""
+
+    def __init__(self, cluster: Cluster, s: ProgressiveService) -> None:
+        super().__init__()
+        self.cluster = cluster
+        self.service = s
+        self.timeline = Timeline()
+
+    def poll(self) -> None:
+        t = self.timeline
+        canary = self.cluster.canary(self.service) or {}
+        status = canary.get("status", {})
+        phase = status.get("phase", "")
+        if phase and (not t.phases or t.phases[-1] != phase):
+            t.phases.append(phase)
+            t.note(f"phase {phase}")
+        t.max_failed_checks = max(t.max_failed_checks, int(status.get("failedChecks", 0)))
+        state = routing_of(self.cluster.virtual_service(self.service), self.service)
+        if state is not None and (not t.routing or t.routing[-1] != state):
+            t.routing.append(state)
+            t.note(f"routing {state}")
 
 
 def host_answers(cluster: Cluster, s: ProgressiveService, host: str) -> str | None:
@@ -540,36 +557,28 @@ def host_answers(cluster: Cluster, s: ProgressiveService, host: str) -> str | No
     return None
 
 
-class Continuity:
+class Continuity(Poller):
     """Polls `host_answers` every 100 ms and the VirtualService's uid, until stopped."""
 
+    period = 0.1
+
     def __init__(self, cluster: Cluster, s: ProgressiveService, host: str) -> None:
+        super().__init__()
         self.cluster, self.service, self.host = cluster, s, host
         self.polls = 0
         self.gaps: list[str] = []
         self.uids: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._started = time.monotonic()
 
-    def __enter__(self) -> Continuity:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        started = time.monotonic()
-        while not self._stop.wait(0.1):
-            self.polls += 1
-            why = host_answers(self.cluster, self.service, self.host)
-            if why:
-                self.gaps.append(f"+{time.monotonic() - started:.1f}s {why}")
-            vs = self.cluster.virtual_service(self.service)
-            uid = vs["metadata"]["uid"] if vs else "absent"
-            if not self.uids or self.uids[-1] != uid:
-                self.uids.append(uid)
+    def poll(self) -> None:
+        self.polls += 1
+        why = host_answers(self.cluster, self.service, self.host)
+        if why:
+            self.gaps.append(f"+{time.monotonic() - self._started:.1f}s {why}")
+        vs = self.cluster.virtual_service(self.service)
+        uid = vs["metadata"]["uid"] if vs else "absent"
+        if not self.uids or self.uids[-1] != uid:
+            self.uids.append(uid)
 
 
 # --- scenarios ---------------------------------------------------------------------------------
