@@ -195,7 +195,7 @@ def passed(outcome: Outcome) -> bool:
 
 def killed_up(cli: run.Cli, stack: str, kubeconfig: Path, seconds: float, step: str) -> bool:
     """`pulumi up` killed (SIGKILL to its process group) `seconds` after it started; False
-    when it finished before."""
+    when it finished before; StepFailedError when it failed before."""
     log = cli.logs / stack / f"{step}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = ["pulumi", "up", "--yes", "--skip-preview", "--stack", stack, "--non-interactive"]
@@ -221,6 +221,12 @@ def killed_up(cli: run.Cli, stack: str, kubeconfig: Path, seconds: float, step: 
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
             raise
+    if proc.returncode:
+        # Not "finished before the kill": the up that the recovery prepared failed.
+        raise run.StepFailedError(
+            f"{stack}: {step} failed (exit {proc.returncode}) before the kill at "
+            f"{seconds:.0f}s, after the recovery of the previous kill, see {log}"
+        )
     return False
 
 
