@@ -37,15 +37,24 @@ def test_header_canary_through_the_gateway_is_the_settings_split() -> None:
         calls,
         caller=expect.INGRESS,
         host="api.us.example.com",
-        path="/status",
+        path="/identify/probe",
         headers={"x-user-id": "canary-user-1"},
     )
     assert canary.expect.destinations == (
         expect.Destination(FINGERPRINT, "canary", 5),
         expect.Destination(FINGERPRINT, "stable", 95),
     )
-    assert canary.expect.timeout_ms == 2000
-    assert canary.expect.retries == {
+    # A status route takes no canary split unless it asks, even for a canary user.
+    status = _call(
+        calls,
+        caller=expect.INGRESS,
+        host="api.us.example.com",
+        path="/status",
+        headers={"x-user-id": "canary-user-1"},
+    )
+    assert status.expect.destinations == (expect.Destination(FINGERPRINT, "stable", 100),)
+    assert status.expect.timeout_ms == 2000
+    assert status.expect.retries == {
         "attempts": 1,
         "perTryTimeoutMs": 500,
         "retryOn": "cancelled,connect-failure,refused-stream,reset-before-request,unavailable",

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from tools.simulate.evaluate import PASSTHROUGH, Behaviour
+from tools.simulate.expect import request_method
 
 ROUTE_HEADER: Final = "x-simulate-route"
 ROUTER_TYPE: Final = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
@@ -301,7 +302,7 @@ def send(
         try:
             for _ in range(probe.samples):
                 connection.request(
-                    "POST" if probe.path.startswith("/market") else "GET",
+                    request_method(probe.path),
                     probe.path,
                     headers={"Host": probe.host, **probe.headers},
                 )

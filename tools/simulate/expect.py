@@ -29,6 +29,8 @@ from components.traffic.policy import (
 )
 from components.traffic.settings import EndpointRoute, RetrySettings
 
+READ_METHODS: Final = frozenset({"GET", "HEAD"})
+"""What a `readsOnly` mirror copies (docs/traffic.md); every other method is not mirrored."""
 INGRESS: Final = "ingress-gateway"
 """Caller name of the ingress gateway proxy."""
 HTTPS_PORT: Final = 443
@@ -275,10 +277,17 @@ def _fault(service: MeshService) -> dict[str, Any] | None:
     return spec
 
 
+def request_method(path: str) -> str:
+    """The method of a simulated call: POST for the market-data API's paths (gRPC calls are
+    POSTs), GET otherwise. The real Envoy sends it and the evaluator matches it (`:method`)."""
+    return "POST" if path.startswith("/market") else "GET"
+
+
 def _split(
-    service: MeshService, variant: _Variant
+    service: MeshService, variant: _Variant, route: EndpointRoute | None, method: str
 ) -> tuple[tuple[Destination, ...], dict[str, Any] | None]:
-    """Destinations and mirror of the service's own traffic for one header variant."""
+    """Destinations and mirror of the service's own traffic for one header variant, on an
+    endpoint route (None: the default route), for a request of `method`."""
     host = service_fqdn(service.name, service.namespace)
     if service.delivery == "progressive":
         # Flagger's steady state: the primary takes everything (canary weight 0).
@@ -287,12 +296,15 @@ def _split(
     canary = service.traffic.canary
     if canary is None:
         return (Destination(host, None, 100),), None
+    stable = canary.stable or service.versions[0].name
+    if route is not None and not route.takes_canary:
+        # A health or status route goes to the stable version only, unless it asks.
+        return (Destination(host, stable, 100),), None
     if canary.match is not None and not variant.canary:
-        stable = canary.stable or service.versions[0].name
         return (Destination(host, stable, 100),), None
     destinations = tuple(Destination(host, w.subset, w.weight) for w in canary.weights if w.weight)
     mirror = None
-    if canary.mirror is not None:
+    if canary.mirror is not None and (not canary.mirror.reads_only or method in READ_METHODS):
         mirror = {"host": host, "subset": canary.mirror.subset, "percent": canary.mirror.percentage}
     return destinations, mirror
 
@@ -334,7 +346,7 @@ def _calls_to(
                 policies = {cluster_key(backend_host, None): cluster_policy(backend, None)}
                 why = f"route {route.name} -> {route.backend}"
             else:
-                destinations, mirror = _split(service, variant)
+                destinations, mirror = _split(service, variant, route, request_method(path))
                 policies = {}
                 for d in destinations:
                     if service.delivery == "progressive":
@@ -441,7 +453,12 @@ def expected_calls(settings: StackSettings) -> list[Call]:
                     service=f"{service.namespace}/{service.name}",
                     expect=Expectation(
                         reachable=True,
-                        destinations=_split(service, _Variant("plain", {}, False, False))[0],
+                        destinations=_split(
+                            service,
+                            _Variant("plain", {}, False, False),
+                            settings_route(service, path),
+                            request_method(path),
+                        )[0],
                         why="an ALLOW rule opens this path to the ingress gateway",
                     ),
                 )

@@ -116,7 +116,7 @@ def _any_public_host(proxy: Mapping[str, Any], call: expect.Call) -> tuple[evalu
                     route_config=config["name"],
                     host=domain.split(":")[0],
                     path=call.path,
-                    headers=call.headers,
+                    headers={**call.headers, ":method": expect.request_method(call.path)},
                     tls=True,
                 )
                 if any(d["host"] == target for d in behaviour.destinations):
@@ -171,7 +171,7 @@ def simulate_stack(
                 route_config=route_config,
                 host=call.host,
                 path=call.path,
-                headers=call.headers,
+                headers={**call.headers, ":method": expect.request_method(call.path)},
                 tls=call.caller == expect.INGRESS and call.port == expect.HTTPS_PORT,
             )
         reachable = evaluate.mesh_clusters(proxy, call.host) if not call.expect.reachable else []
