@@ -61,11 +61,12 @@ from tools.e2e.controlplane import REPO, ControlPlane, ControlPlaneError, contro
 from tools.stacks import deploy_order
 
 LOGS: Final = REPO / "build" / "e2e-interrupt"
-KILL_AFTER: Final = (10.0, 25.0, 45.0)
-"""Seconds into `pulumi up`. On this machine us-east-1's `up` takes 79 s and creates about 4
-resources a second (README, real-engine tier): 10 s lands in the namespaces and CRDs, 25 s
-among the charts (the measurement of issue 23 had 64 objects at 25 s), 45 s in the custom
-resources and the awaits. Each point starts from the state the previous recovery left."""
+KILL_AFTER: Final = (8.0, 20.0, 12.0)
+"""Seconds into each `pulumi up`; each up resumes from the state the previous recovery left.
+On this machine us-east-1's `up` takes about 60 s (README, Benchmark): 8 s lands in the
+namespaces and the first CRDs, the second up's 20 s among the charts, the third up's 12 s in
+the custom resources and the awaits. (With the earlier 10/25/45 s, the faster up finished
+before its third kill.)"""
 LOCKED: Final = (("locked", "pulumi cancel"), ("409", "conflict", "another update"))
 """What the refused `up` after a kill says (all words of one group, case-insensitive): the
 DIY backend (file, S3, ...; the e2e tier) "the stack is currently locked by 1 lock(s) ...
@@ -340,8 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     if stack not in stacks:
         print(f"e2e-interrupt: no stack file for {stack}", file=sys.stderr)
         return 2
-    if sorted(args.kill_after) != list(args.kill_after) or min(args.kill_after) <= 0:
-        print("e2e-interrupt: --kill-after takes increasing positive seconds", file=sys.stderr)
+    if min(args.kill_after) <= 0:
+        # Each point is measured from the start of its own up, which resumes the last one.
+        print("e2e-interrupt: --kill-after takes positive seconds", file=sys.stderr)
         return 2
     if LOGS.exists():
         shutil.rmtree(LOGS)
