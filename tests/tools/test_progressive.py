@@ -374,3 +374,18 @@ def test_the_continuity_poller_records_every_poll_without_a_route_and_each_uid()
     watch.poll()
     assert watch.polls == 2 and len(watch.gaps) == 1
     assert watch.uids == ["u1", "absent"], "a deleted VirtualService shows, however short"
+
+
+def test_the_primary_image_is_read_from_the_primary_deployment() -> None:
+    from tools.progressive.run import Cluster
+
+    class _Api:
+        def request(self, method: str, path: str) -> tuple[int, dict[str, Any]]:
+            if path.endswith("/deployments/cart-primary"):
+                spec = {"template": {"spec": {"containers": [{"image": "shop/cart:2"}]}}}
+                return 200, {"spec": spec}
+            return 404, {}
+
+    assert Cluster(_Api()).primary_image(HTTP) == "shop/cart:2"  # type: ignore[arg-type]
+    missing = dataclasses.replace(HTTP, name="gone")
+    assert Cluster(_Api()).primary_image(missing) is None  # type: ignore[arg-type]

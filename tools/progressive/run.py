@@ -132,6 +132,12 @@ class Cluster:
     def deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
 
+    def primary_image(self, s: ProgressiveService) -> str | None:
+        """The image `-primary` runs (Flagger copies the canary's spec there on promotion)."""
+        primary = self.deployment(s.namespace, f"{s.name}-primary") or {}
+        containers = primary.get("spec", {}).get("template", {}).get("spec", {}).get("containers")
+        return str(containers[0]["image"]) if containers else None
+
     def set_image(self, s: ProgressiveService, image: str) -> None:
         patch = {"spec": {"template": {"spec": {"containers": [{"name": s.name, "image": image}]}}}}
         status, body = self.cp.request(
@@ -693,14 +699,7 @@ class Runner:
             verdict.append(
                 "routing " + " → ".join(map(str, seen)) + ", plan " + " → ".join(map(str, plan))
             )
-        primary = self.cluster.deployment(s.namespace, f"{s.name}-primary") or {}
-        primary_image = (
-            primary.get("spec", {})
-            .get("template", {})
-            .get("spec", {})
-            .get("containers", [{}])[0]
-            .get("image")
-        )
+        primary_image = self.cluster.primary_image(s)
         if primary_image != new:
             verdict.append(f"primary runs {primary_image}, not {new}")
         target = self.cluster.deployment(s.namespace, s.name) or {}
@@ -739,14 +738,7 @@ class Runner:
         halts = [m for m in messages if m.startswith("Halt") and phrase in m]
         if not halts:
             verdict.append(f"no failed {metric} check in Flagger's log")
-        primary = self.cluster.deployment(s.namespace, f"{s.name}-primary") or {}
-        primary_image = (
-            primary.get("spec", {})
-            .get("template", {})
-            .get("spec", {})
-            .get("containers", [{}])[0]
-            .get("image")
-        )
+        primary_image = self.cluster.primary_image(s)
         if primary_image == new:
             verdict.append("the failing image reached the primary")
         self.log(name, s, t, messages=messages, calls=calls, verdict=verdict)
