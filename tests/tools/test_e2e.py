@@ -226,6 +226,21 @@ def test_no_pulumi_command_skips_checkpoints() -> None:
         assert "PULUMI_SKIP_CHECKPOINTS" not in script.read_text(), script
 
 
+def test_the_file_backend_writes_no_sidecar_a_reader_could_catch_half_written(
+    tmp_path: Path,
+) -> None:
+    """Every run reads its own stack's last outputs while the engine writes the first
+    checkpoint; the blob library's `.attrs` sidecar is rewritten in place (not renamed), so a
+    reader could decode half of it ("failed to load checkpoint: EOF" failed a spoke's `up`).
+    The tiers' file backend writes no sidecars."""
+    cache = tmp_path / "cache"
+    (cache / "bin").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    cli = run.Cli(cache, tmp_path / "work", tmp_path / "logs")
+    url = cli.env["PULUMI_BACKEND_URL"]
+    assert url.startswith("file://") and url.endswith("?metadata=skip")
+
+
 def test_the_bench_ends_with_the_hub_ratio_and_preview() -> None:
     from tools.e2e import bench
 

@@ -149,7 +149,13 @@ class Cli:
         self.env = env | {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
             "PULUMI_HOME": str(cache / "pulumi-home"),
-            "PULUMI_BACKEND_URL": f"file://{work / 'state'}",
+            # metadata=skip: the file backend's blob library writes a `.attrs` sidecar beside
+            # every checkpoint by truncating and rewriting it, and reads it before the
+            # checkpoint; the program reads its own stack's last outputs while the engine
+            # writes the first checkpoint, and now and then decoded a half-written sidecar
+            # ("failed to load checkpoint: EOF", gocloud.dev/blob/fileblob attrs.go). The
+            # checkpoint itself is written to a temporary file and renamed (atomic).
+            "PULUMI_BACKEND_URL": f"file://{work / 'state'}?metadata=skip",
             "PULUMI_CONFIG_PASSPHRASE": PASSPHRASE,
             "PULUMI_DISABLE_AUTOMATIC_PLUGIN_ACQUISITION": "true",
             "PULUMI_SKIP_UPDATE_CHECK": "true",
