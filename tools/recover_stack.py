@@ -14,13 +14,20 @@ each one instead of guessing:
    checks it first, tools/ci/no_other_run.py): cancelling a live update would interrupt it
    too.
 2. `pulumi stack export`, then for every pending create of a Kubernetes object: looked up in
-   the cluster (`kubectl get`, the stack's `meshstack:kubeContext`). Found: imported into the
-   state with its ID (`namespace/name`, or `name` if cluster-scoped), so the next `up` updates
-   it instead of creating a duplicate. Not found, or not a Kubernetes object (a provider, a
-   RandomPassword whose value nobody received yet): cleared, so the next `up` creates it.
-3. `pulumi refresh --yes --import-pending-creates <urn> <id> ... --clear-pending-creates`:
-   imports first, clears the rest (pulumi's refresh applies them in that order), and reads
-   every other resource back from the cluster (interrupted updates and deletes).
+   the cluster (`kubectl get`, the stack's `meshstack:kubeContext`). Found: recorded in the
+   state as a resource with its ID (`namespace/name`, or `name` if cluster-scoped) and the
+   server-side-apply field manager the killed run wrote it with, so the next `up` updates it
+   as that manager instead of creating a duplicate (or conflicting with itself). Not found,
+   or not a Kubernetes object (a provider, a RandomPassword whose value nobody received yet):
+   cleared, so the next `up` creates it. The edited state goes back with `pulumi stack
+   import`. (`pulumi refresh --import-pending-creates` is not used: Pulumi 3.274's refresh
+   drops such an import from the pending operations without recording the resource, the same
+   as a clear; measured, and read in pkg/backend/snapshot.go, which carries only pending
+   *creates* of the base state into the new one.)
+3. `pulumi refresh --yes`: reads every recorded resource back from the cluster, the imported
+   ones included (their outputs are the live objects after it), and settles interrupted
+   updates and deletes. Then a last export checks that every import is in the state with its
+   ID and that no pending create is left; recovery fails in one line otherwise.
 4. `--up`: `pulumi up --yes` of the checked-out commit (in CI: `region.yml`, `operation: up`,
    at the commit the interrupted run deployed, behind the region's approval).
 
@@ -37,11 +44,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,14 +121,77 @@ def resource_id(live: dict[str, Any]) -> str:
     return f"{namespace}/{metadata['name']}" if namespace else str(metadata["name"])
 
 
-def refresh_args(stack: str, imports: Sequence[tuple[str, str]], clear: bool) -> list[str]:
-    """The one refresh that settles every pending create: imports, then clears the rest."""
-    args = ["pulumi", "refresh", "--yes", "--non-interactive", "--stack", stack]
-    for urn, object_id in imports:
-        args += ["--import-pending-creates", urn, "--import-pending-creates", object_id]
-    if clear:
-        args.append("--clear-pending-creates")
-    return args
+REFRESH_ARGS: Final = ("pulumi", "refresh", "--yes", "--non-interactive")
+PROVIDER_FIELD_MANAGER: Final = "pulumi-kubernetes-"
+"""The prefix of the server-side-apply field manager pulumi-kubernetes names per resource at
+create (provider.go fieldManagerName) and keeps in the resource's state (`__fieldManager`)."""
+
+
+def apply_field_manager(live: dict[str, Any]) -> str:
+    """The field manager pulumi-kubernetes applied `live` with (the newest such `Apply` entry of
+    its managedFields), or "" (a client-side create has no per-resource manager)."""
+    entries = [
+        entry
+        for entry in live.get("metadata", {}).get("managedFields") or []
+        if entry.get("operation") == "Apply"
+        and str(entry.get("manager", "")).startswith(PROVIDER_FIELD_MANAGER)
+    ]
+    entries.sort(key=lambda entry: str(entry.get("time", "")))
+    return str(entries[-1]["manager"]) if entries else ""
+
+
+@dataclass(frozen=True)
+class Import:
+    """A pending create whose object exists: its URN, the provider's ID and what the state
+    needs so the provider reads it and later updates it as the manager that created it."""
+
+    urn: str
+    object_id: str
+    api_version: str = ""
+    field_manager: str = ""
+
+
+def settled_deployment(export: dict[str, Any], imports: Sequence[Import]) -> dict[str, Any]:
+    """`export` with every pending create settled: each import appended to the resources (its
+    parent, provider and dependencies were recorded before its create started, so after them
+    is a valid place), every other pending create removed. Pending updates and deletes are
+    left as they are: `pulumi stack import` drops them (as a refresh would), and the refresh
+    reads their resources back from the cluster."""
+    settled: dict[str, Any] = copy.deepcopy(export)
+    deployment = settled.setdefault("deployment", {})
+    by_urn = {item.urn: item for item in imports}
+    resources = deployment.setdefault("resources", [])
+    remaining = []
+    for op in deployment.get("pending_operations") or []:
+        if op.get("type") != "creating":
+            remaining.append(op)
+            continue
+        item = by_urn.get(op.get("resource", {}).get("urn", ""))
+        if item is None:
+            continue
+        resource = dict(op["resource"])
+        resource["id"] = item.object_id
+        outputs: dict[str, Any] = {"__initialApiVersion": item.api_version}
+        if item.field_manager:
+            outputs["__fieldManager"] = item.field_manager
+        resource["outputs"] = outputs
+        resources.append(resource)
+    deployment["pending_operations"] = remaining
+    return settled
+
+
+def unsettled(export: dict[str, Any], imports: Sequence[Import]) -> list[str]:
+    """What a recovered state still lacks: an import not recorded with its ID, a pending create."""
+    recorded = {
+        r.get("urn"): r.get("id") for r in export.get("deployment", {}).get("resources") or []
+    }
+    problems = [
+        f"{item.urn} not in the state as {item.object_id}"
+        for item in imports
+        if recorded.get(item.urn) != item.object_id
+    ]
+    problems += [f"{create.urn} still a pending create" for create in pending_creates(export)]
+    return problems
 
 
 Lookup = Callable[[PendingCreate], "dict[str, Any] | None"]
@@ -127,8 +199,8 @@ Lookup = Callable[[PendingCreate], "dict[str, Any] | None"]
 
 def plan_pending(
     pending: Sequence[PendingCreate], lookup: Lookup
-) -> tuple[list[tuple[str, str]], list[str]]:
-    """(URN, ID) of each pending create whose object exists in the cluster, and the URNs of
+) -> tuple[list[Import], list[str]]:
+    """The import of each pending create whose object exists in the cluster, and the URNs of
     the others (to clear)."""
     imports, cleared = [], []
     for create in pending:
@@ -136,7 +208,9 @@ def plan_pending(
         if live is None:
             cleared.append(create.urn)
         else:
-            imports.append((create.urn, resource_id(live)))
+            imports.append(
+                Import(create.urn, resource_id(live), create.api_version, apply_field_manager(live))
+            )
     return imports, cleared
 
 
@@ -208,7 +282,9 @@ class Recovery:
     def lookup(self, context: str) -> Lookup:
         def get(create: PendingCreate) -> dict[str, Any] | None:
             argv = ["kubectl", "get", kubectl_type(create.api_version, create.kind), create.name]
-            argv += ["-o", "json", "--ignore-not-found"]
+            # managedFields name the field manager the killed create applied with;
+            # kubectl leaves them out unless asked.
+            argv += ["-o", "json", "--ignore-not-found", "--show-managed-fields"]
             if context:
                 argv += ["--context", context]
             if create.namespace:
@@ -233,11 +309,25 @@ class Recovery:
         )
         pending = pending_creates(export)
         imports, cleared = plan_pending(pending, self.lookup(self.kube_context()))
-        for urn, object_id in imports:
-            print(f"recover: import {urn} as {object_id} (it exists in the cluster)")
+        for item in imports:
+            manager = f", field manager {item.field_manager}" if item.field_manager else ""
+            print(f"recover: import {item.urn} as {item.object_id} (it exists{manager})")
         for urn in cleared:
             print(f"recover: clear {urn} (not in the cluster; the next up creates it)")
-        self.run(refresh_args(self.stack, imports, clear=bool(cleared)))
+        if pending:
+            with tempfile.TemporaryDirectory(prefix="meshstack-recover-") as tmp:
+                edited = Path(tmp) / "state.json"
+                edited.write_text(json.dumps(settled_deployment(export, imports)))
+                self.run(
+                    ["pulumi", "stack", "import", "--stack", self.stack, "--file", str(edited)]
+                )
+        self.run([*REFRESH_ARGS, "--stack", self.stack])
+        after = json.loads(
+            self.run(["pulumi", "stack", "export", "--stack", self.stack], capture=True)
+        )
+        problems = unsettled(after, imports)
+        if problems:
+            raise RecoveryError(f"the state after the refresh: {'; '.join(problems)}")
         if up:
             self.run(
                 ["pulumi", "up", "--yes", "--non-interactive", "--stack", self.stack, *POLICY_ARGS]

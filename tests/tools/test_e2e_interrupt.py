@@ -95,7 +95,7 @@ def test_existing_objects_are_imported_and_the_rest_cleared() -> None:
         return live.get(create.name) if create.name != "canaries.flagger.app" else None
 
     imports, cleared = recover_stack.plan_pending(pending, lookup)
-    assert imports == [(DEPLOYMENT, "istio-system/istiod")]
+    assert imports == [recover_stack.Import(DEPLOYMENT, "istio-system/istiod", "apps/v1")]
     assert cleared == [
         "urn:crd",
         "urn:password",
@@ -107,22 +107,59 @@ def test_existing_objects_are_imported_and_the_rest_cleared() -> None:
     assert recover_stack.resource_id(live["canaries.flagger.app"]) == "canaries.flagger.app"
 
 
-def test_one_refresh_imports_then_clears() -> None:
-    args = recover_stack.refresh_args("org/meshstack/us-east-1", [("urn:a", "ns/a")], clear=True)
-    assert args == [
-        "pulumi",
-        "refresh",
-        "--yes",
-        "--non-interactive",
-        "--stack",
-        "org/meshstack/us-east-1",
-        "--import-pending-creates",
-        "urn:a",
-        "--import-pending-creates",
-        "ns/a",
-        "--clear-pending-creates",
+def _managed(manager: str, operation: str, time: str) -> dict[str, str]:
+    return {"manager": manager, "operation": operation, "time": time}
+
+
+def test_the_import_keeps_the_field_manager_the_killed_create_applied_with() -> None:
+    """pulumi-kubernetes names a random server-side-apply manager at each create and keeps it in
+    the state; a new name for an object the killed create applied conflicts on every field
+    whose value the server changed (an atomic list it defaulted, as a webhook's rules)."""
+    live = {
+        "metadata": {
+            "managedFields": [
+                _managed("kube-apiserver", "Update", "2026-01-01T00:00:03Z"),
+                _managed("pulumi-kubernetes-0a1b2c3d", "Apply", "2026-01-01T00:00:01Z"),
+                _managed("pulumi-kubernetes-9f8e7d6c", "Apply", "2026-01-01T00:00:02Z"),
+                _managed("pulumi-kubernetes", "Update", "2026-01-01T00:00:04Z"),
+            ]
+        }
+    }
+    assert recover_stack.apply_field_manager(live) == "pulumi-kubernetes-9f8e7d6c"
+    assert recover_stack.apply_field_manager({"metadata": {}}) == ""
+
+
+def test_the_settled_state_records_imports_and_keeps_only_updates_and_deletes_pending() -> None:
+    base = {
+        "deployment": {
+            "resources": [{"urn": "urn:stack"}],
+            "pending_operations": EXPORT["deployment"]["pending_operations"],
+        }
+    }
+    item = recover_stack.Import(DEPLOYMENT, "istio-system/istiod", "apps/v1", "pulumi-kubernetes-1")
+    settled = recover_stack.settled_deployment(base, [item])
+    resources = settled["deployment"]["resources"]
+    assert [r["urn"] for r in resources] == ["urn:stack", DEPLOYMENT], "appended after its parents"
+    assert resources[1]["id"] == "istio-system/istiod"
+    assert resources[1]["outputs"] == {
+        "__initialApiVersion": "apps/v1",
+        "__fieldManager": "pulumi-kubernetes-1",
+    }
+    assert resources[1]["inputs"]["metadata"]["name"] == "istiod", "the create's inputs kept"
+    assert [op["resource"]["urn"] for op in settled["deployment"]["pending_operations"]] == [
+        "urn:updating"
     ]
-    assert "--clear-pending-creates" not in recover_stack.refresh_args("s", [], clear=False)
+    assert len(base["deployment"]["resources"]) == 1, "the export itself is left as it was"
+    assert recover_stack.unsettled(settled, [item]) == []
+    assert recover_stack.unsettled(base, [item]) == [
+        f"{DEPLOYMENT} not in the state as istio-system/istiod",
+        f"{DEPLOYMENT} still a pending create",
+        "urn:crd still a pending create",
+        "urn:password still a pending create",
+        "urn:provider still a pending create",
+        "urn:chart still a pending create",
+        "urn:unknown-name still a pending create",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -156,6 +193,27 @@ def test_a_kind_the_cluster_does_not_serve_is_not_found(tmp_path: Path) -> None:
     create = PendingCreate("urn:c", "flagger.app/v1beta1", "Canary", "web", "apps")
     assert tool.lookup("ctx")(create) is None
     assert recover_stack.plan_pending([create], tool.lookup("ctx")) == ([], ["urn:c"])
+
+
+def test_the_lookup_asks_kubectl_for_the_managed_fields(tmp_path: Path) -> None:
+    """kubectl leaves managedFields out of `-o json` unless asked; without them the import
+    would record no field manager and the next `up` would apply as a new one."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    managed = '{"manager": "pulumi-kubernetes-1a2b", "operation": "Apply", "time": "t"}'
+    (bin_dir / "kubectl").write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *--show-managed-fields*) fields=\'"managedFields": [' + managed + "],';;"
+        " *) fields='';; esac\n"
+        'echo "{\\"metadata\\": {$fields \\"name\\": \\"web\\", \\"namespace\\": \\"apps\\"}}"\n'
+    )
+    (bin_dir / "kubectl").chmod(0o755)
+    tool = recover_stack.Recovery(
+        "s", cwd=tmp_path, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, timeout=30
+    )
+    create = PendingCreate("urn:c", "v1", "ConfigMap", "web", "apps")
+    imports, _ = recover_stack.plan_pending([create], tool.lookup("ctx"))
+    assert imports == [recover_stack.Import("urn:c", "apps/web", "v1", "pulumi-kubernetes-1a2b")]
 
 
 def test_any_other_lookup_failure_stops_the_recovery(tmp_path: Path) -> None:

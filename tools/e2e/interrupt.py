@@ -12,7 +12,8 @@ CLI, logs under `build/e2e-interrupt/`). For each point in `KILL_AFTER`:
 2. the next `pulumi up` must refuse at once, naming the lock (the symptom the runbook starts
    from);
 3. the recovery: `pulumi cancel`, then every pending create looked up in the cluster and
-   imported (it exists) or cleared (it does not), in one `pulumi refresh`.
+   imported (it exists) or cleared (it does not) in one edit of the state, then `pulumi
+   refresh`; the recovery itself checks that every import landed in the state.
 
 Then a last `pulumi up` to completion, and the checks that the recovery converged:
 
@@ -34,7 +35,9 @@ Caveat: the tool cache's pulumi-resource-kubernetes is 4.25.0 code (tools/e2e/RE
 creates with server-side apply and so adopts an object that already exists; the real 4.34.2
 answers `AlreadyExists` instead unless the pending create was imported. The scenario checks the
 lock, the cancel, the import/clear decisions and the converged state; with 4.25 an import that
-was wrongly skipped would not fail the next `up`, only the duplicate/orphan checks can catch it.
+was wrongly skipped would not fail the next `up` (except where a new field manager conflicts
+with the killed run's, as on a webhook configuration), so the recovery reads the state back
+and fails unless every import is recorded with its ID.
 
     python -m tools.e2e.interrupt [--stack us-east-1] [--kill-after 10 25 45] [--keep DIR]
 """
