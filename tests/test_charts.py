@@ -37,6 +37,7 @@ from tools import charts, install_helm
 from tools import render as render_tool
 from tools.manifests import SECRET_PLACEHOLDER, UNKNOWN_PLACEHOLDER
 from tools.render import Render, render_stack
+from tools.simulate import registry as simulate_registry
 from tools.verify import charts as checks
 from tools.verify.helm_values import REFERENCE_CHART_DIRS
 
@@ -436,6 +437,37 @@ def test_only_services_nothing_waits_for_skip_the_await(expanded: Expanded) -> N
             assert SKIP_AWAIT not in (service["metadata"].get("annotations") or {}), stack
     if any(c.release.name == "kiali" for _, exp in expanded.values() for c in exp):
         assert hub_seen == AWAIT_SKIPPED
+
+
+def test_simulated_jaeger_is_the_pod_and_service_the_chart_renders(expanded: Expanded) -> None:
+    # `make simulate` feeds istiod Jaeger's pod labels, service account and Service ports
+    # derived from the release's values (tools/simulate/registry.py, `jaeger_workload`);
+    # Helm's expansion of the pinned chart must give the same, or the simulated sidecar
+    # would not be the one the AuthorizationPolicy selects.
+    seen = 0
+    for stack, (_, releases) in expanded.items():
+        for chart in releases:
+            if chart.release.name != simulate_registry.JAEGER_PROXY:
+                continue
+            entry = {
+                "name": chart.release.name,
+                "namespace": chart.release.namespace,
+                "values": chart.values,
+            }
+            workload = simulate_registry.jaeger_workload([entry])
+            assert workload is not None, stack
+            (deployment,) = _objects(chart, "Deployment")
+            template = deployment["spec"]["template"]
+            assert template["metadata"]["labels"] == workload.labels, stack
+            assert template["spec"]["serviceAccountName"] == workload.service_account, stack
+            (service,) = _objects(chart, "Service")
+            assert service["metadata"]["name"] == workload.service, stack
+            tcp = [p for p in service["spec"]["ports"] if p.get("protocol", "TCP") == "TCP"]
+            assert tuple((p["name"], p["port"], p.get("appProtocol", "")) for p in tcp) == (
+                workload.ports
+            ), stack
+            seen += 1
+    assert seen, "no stack deploys Jaeger"
 
 
 # --- the checks can fail ------------------------------------------------------------------

@@ -11,6 +11,9 @@ Where this differs from a cluster (the simulation's output repeats it):
   10.x; a progressive service's pods are the primary's (`app: <name>-primary`, as Flagger's
   primary Deployment labels them), its canary Deployment scaled to zero.
 - One cluster (the registry is the region's own); remote regions' endpoints are absent.
+- Jaeger (a hub's `jaeger` release): one sidecar-injected pod with the chart's pod labels and
+  service account, behind the chart's Service ports (`jaeger_workload`), so istiod writes
+  the inbound listener whose authorization the simulation judges.
 
 Pure: parsed documents and settings in, a JSON-ready dict out.
 """
@@ -18,16 +21,81 @@ Pure: parsed documents and settings in, a JSON-ready dict out.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import yaml
 
 from components.constants import INGRESS_NAMESPACE
+from components.observability import jaeger_values
 from components.settings import MeshService, StackSettings
 from tools.simulate.expect import INGRESS, prometheus_target
 
 ISTIO_GROUPS: Final = ("networking.istio.io/", "security.istio.io/", "telemetry.istio.io/")
 PORT_PREFIX: Final = {"http": "http", "http2": "http2", "grpc": "grpc"}
+JAEGER_PROXY: Final = "jaeger"
+"""Proxy id of Jaeger's sidecar: `<namespace>/jaeger`."""
+JAEGER_CHART_PORTS: Final = (
+    ("config-rest", 5778, ""),
+    ("http-zipkin", 9411, "http"),
+    ("grpc-http", 14250, "grpc"),
+    ("c-tchan-trft", 14267, ""),
+    ("http-c-binary-trft", 14268, "http"),
+    ("otlp-grpc", 4317, "grpc"),
+    ("otlp-http", 4318, "http"),
+    ("http-query", 16686, ""),
+    ("grpc-query", 16685, ""),
+    ("internal-metrics", 8888, "http"),
+    ("span-metrics", 8889, "http"),
+)
+"""The TCP ports of the jaeger chart's Service (name, port, appProtocol), as chart 4.11.1's
+`templates/jaeger/jaeger-service.yaml` renders them; its UDP agent ports carry no HTTP and
+get no listener. tests/test_charts.py holds this against the expanded chart."""
+ISTIO_PROTOCOLS: Final = {"http": "HTTP", "http2": "HTTP2", "grpc": "GRPC", "tcp": "TCP"}
+
+
+def istio_protocol(name: str, app_protocol: str = "") -> str:
+    """The protocol istiod gives a Service port: `appProtocol`, else the name's prefix before
+    `-`; anything else is "" (istiod sniffs it)."""
+    return ISTIO_PROTOCOLS.get((app_protocol or name.split("-", 1)[0]).lower(), "")
+
+
+@dataclass(frozen=True)
+class JaegerWorkload:
+    """Jaeger's pod and Service as the chart renders them for the release's values."""
+
+    namespace: str
+    service: str
+    labels: dict[str, str]
+    service_account: str
+    ports: tuple[tuple[str, int, str], ...] = JAEGER_CHART_PORTS
+
+
+def jaeger_workload(helm_releases: Iterable[Mapping[str, Any]]) -> JaegerWorkload | None:
+    """The chart's names for the `jaeger` release (none without one): the Deployment's pod
+    labels are `jaeger.selectorLabels` (`app.kubernetes.io/name`: `nameOverride` or the
+    chart's name; `app.kubernetes.io/instance`: the release), `app.kubernetes.io/component:
+    all-in-one` and `jaeger.podLabels`; its service account and Service are
+    `jaeger.fullname`."""
+    for release in helm_releases:
+        if not release or release.get("name") != jaeger_values.RELEASE:
+            continue
+        values = release.get("values") or {}
+        name_override = str(values.get("nameOverride") or "")
+        fullname = jaeger_values.jaeger_fullname(
+            release["name"], name_override, str(values.get("fullnameOverride") or "")
+        )
+        labels = {
+            "app.kubernetes.io/name": (name_override or jaeger_values.CHART_NAME)[:63],
+            "app.kubernetes.io/instance": release["name"],
+            "app.kubernetes.io/component": "all-in-one",
+            **{
+                str(k): str(v)
+                for k, v in ((values.get("jaeger") or {}).get("podLabels") or {}).items()
+            },
+        }
+        return JaegerWorkload(str(release["namespace"]), fullname, labels, fullname)
+    return None
 
 
 def istio_objects(manifests: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -306,6 +374,29 @@ def registry_input(
                 "namespace": obs_ns,
                 "labels": kiali["endpoints"][0]["labels"],
                 "ip": kiali["endpoints"][0]["ip"],
+            }
+        )
+    jaeger = jaeger_workload(helm_releases)
+    if jaeger is not None:
+        pod = _svc(
+            jaeger.service,
+            jaeger.namespace,
+            [
+                {"name": name, "port": port, "protocol": istio_protocol(name, app)}
+                for name, port, app in jaeger.ports
+            ],
+            pods=[jaeger.labels],
+            addresses=addresses,
+            account=jaeger.service_account,
+        )
+        services.append(pod)
+        proxies.append(
+            {
+                "id": f"{jaeger.namespace}/{JAEGER_PROXY}",
+                "type": "sidecar",
+                "namespace": jaeger.namespace,
+                "labels": jaeger.labels,
+                "ip": pod["endpoints"][0]["ip"],
             }
         )
     return (

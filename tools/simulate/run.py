@@ -5,11 +5,15 @@ For each stack (all stacks without arguments, in deploy order) it reads the offl
 (`build/<stack>/manifests.yaml` and `helm.yaml`, from `python -m tools.render <stack>
 --no-charts`), feeds configgen the Istio objects, the mesh config and the service registry the
 workloads would create (`registry.py`), evaluates every call the settings promise or forbid
-(`expect.py`) on the proxy that makes it (`evaluate.py`), and writes:
+(`expect.py`) on the proxy that makes it (`evaluate.py`), decides on a hub every call the
+settings promise or forbid on Jaeger's pod with Envoy's RBAC semantics on its sidecar's
+inbound listener (`access.py`, `rbac.py`), and writes:
 
 - `build/<stack>/simulation.json`: one record per call (caller, host, port, path, headers,
   the matched route, destinations with subset and weight, mirror, timeout, retries, fault,
-  each cluster's TLS mode, outlier detection and connection pool, and the expectation);
+  each cluster's TLS mode, outlier detection and connection pool, and the expectation), and
+  under `authorization` one per call on Jaeger (caller, identity, source address, port,
+  method, the promise, the filter chain and policy that decided);
 - `build/<stack>/behaviour.md`: the same as a table an operator can read in a pull request.
 
 A mismatch prints one line naming the stack, caller, host, path, what the settings promise
@@ -37,7 +41,7 @@ import yaml
 
 from components.settings import StackSettings, load_settings
 from tools.render import load_stack_config
-from tools.simulate import compare, envoy, evaluate, expect, registry
+from tools.simulate import access, compare, envoy, evaluate, expect, rbac, registry
 from tools.stacks import PROJECT_DIR, deploy_order
 
 HERE: Final = Path(__file__).resolve().parent
@@ -49,7 +53,10 @@ DIFFERENCES: Final = (
     "Flagger: its VirtualService and DestinationRules as its Istio router writes them before "
     "any analysis (primary 100 %, canary 0 %); weights during an analysis are Flagger's",
     "Istio-only filters (istio.stats, metadata exchange), EnvoyFilters' effects on listeners "
-    "and authorization are generated but not judged here",
+    "and authorization other than Jaeger's are generated but not judged here",
+    "Jaeger's callers: each is one connection with the identity its certificate would carry "
+    "and the ALPN an Istio client sidecar offers (`istio-http/1.1`, `istio-h2`), decided on "
+    "the inbound listener's filter chain and RBAC filters; TLS handshakes are not run",
     "JWKS: fetched by Envoy (`PILOT_JWT_ENABLE_REMOTE_JWKS=envoy`) instead of inlined by "
     "istiod, which would need the network; JWT filters are not judged here",
     "proxies run the default revision's view; an upgrade's second revision is not simulated",
@@ -131,6 +138,12 @@ class StackResult:
     mismatches: list[str] = field(default_factory=list)
     added: list[str] = field(default_factory=list)
     envoy: bool = False
+    authorization: list[dict[str, Any]] = field(default_factory=list)
+    """Records of the calls on Jaeger's pod (`access.judge`); a hub only."""
+
+    @property
+    def calls(self) -> int:
+        return len(self.records) + len(self.authorization)
 
 
 def simulate_stack(
@@ -215,9 +228,30 @@ def simulate_stack(
             result.mismatches.append(
                 compare.mismatch_line(stack, call, expected_text, actual_text, diffs)
             )
+    _judge_jaeger_access(result, settings, proxies)
     if envoy_binary is not None:
         _judge_with_envoy(result, behaviours, probes, route_configs, envoy_binary)
     return result
+
+
+def _judge_jaeger_access(
+    result: StackResult, settings: StackSettings, proxies: Mapping[str, Mapping[str, Any]]
+) -> None:
+    """A hub's Jaeger: every promised and forbidden caller on its sidecar's inbound listener."""
+    if not access.jaeger_calls(settings):
+        return
+    proxy = proxies.get(access.jaeger_proxy(settings))
+    if proxy is None:
+        raise SimulateError(
+            f"{result.stack}: no proxy {access.jaeger_proxy(settings)} in the registry: the hub "
+            "deploys Jaeger, but helm.yaml has no `jaeger` release in that namespace"
+        )
+    try:
+        records, lines = access.judge(result.stack, settings, proxy.get("listeners") or [])
+    except rbac.UnmodelledError as error:
+        raise SimulateError(f"{result.stack}: Jaeger's inbound listener: {error}") from None
+    result.authorization = records
+    result.mismatches += lines
 
 
 def _judge_with_envoy(
@@ -310,6 +344,32 @@ def self_check(
     if not result.mismatches:
         raise SimulateError(f"self-check: {what} in a copy of the render went unnoticed")
     caught = len(result.mismatches)
+    lines = [
+        f"simulate: self-check {stack}: {what} in a copy of the render: {caught} mismatches caught"
+    ]
+    if access.jaeger_calls(settings):
+        lines.append(_self_check_access(stack, settings, manifests, helm_releases, binary))
+    return "\n".join(lines)
+
+
+def _self_check_access(
+    stack: str,
+    settings: StackSettings,
+    manifests: list[dict[str, Any]],
+    helm_releases: list[dict[str, Any]],
+    binary: Path,
+) -> str:
+    """Jaeger's calls judge something: a principal widened in a copy must give mismatches."""
+    broken = access.widened_policy(manifests, settings)
+    if broken is None:
+        raise SimulateError("self-check: no principal of Jaeger's ALLOW policy to widen")
+    documents, what = broken
+    result = simulate_stack(
+        stack, settings, manifests=documents, helm_releases=helm_releases, binary=binary
+    )
+    caught = sum(1 for r in result.authorization if r["mismatch"])
+    if not caught:
+        raise SimulateError(f"self-check: {what} in a copy of the render went unnoticed")
     return (
         f"simulate: self-check {stack}: {what} in a copy of the render: {caught} mismatches caught"
     )
@@ -363,7 +423,7 @@ def behaviour_markdown(result: StackResult) -> str:
         "(Istio 1.30.4) fed this stack's offline render, each call evaluated on the proxy "
         "that makes it and checked against the settings. Do not edit.",
         "",
-        f"{len(result.records)} calls, {len(result.mismatches)} mismatches.",
+        f"{result.calls} calls, {len(result.mismatches)} mismatches.",
         "",
         "| service | caller | request | Istio does | as promised |",
         "|---|---|---|---|---|",
@@ -377,6 +437,7 @@ def behaviour_markdown(result: StackResult) -> str:
             f"| {r['service']} | {r['caller']} | {_cell(request)} | {_cell(r['actualText'])} "
             f"| {_cell(verdict)} |"
         )
+    lines += access.markdown(result.authorization)
     clusters: dict[str, dict[str, Any]] = {}
     for r in result.records:
         clusters.update(r["istio"]["clusters"])
@@ -419,6 +480,7 @@ def write_outputs(result: StackResult, out_dir: Path) -> None:
                 "envoyChanges": list(envoy.CHANGES) if result.envoy else [],
                 "added": result.added,
                 "calls": result.records,
+                "authorization": result.authorization,
             },
             indent=2,
         )
@@ -476,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in result.mismatches:
             print(line)
         print(check)
-        calls += len(result.records)
+        calls += result.calls
         mismatches += len(result.mismatches)
         done += 1
     print(f"simulate: {done}/{len(stacks)} stacks, {calls} calls, {mismatches} mismatches")
