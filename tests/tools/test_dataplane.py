@@ -237,7 +237,7 @@ def test_offered_load_stays_under_the_generators_ceiling() -> None:
 
 
 def test_tier_cases_cover_each_listed_tier_and_the_unlisted_one() -> None:
-    quota = stack_settings("us-east-1").rate_limit.quota
+    quota = stack_settings("fixture-hub").rate_limit.quota
     cases = expect.tier_cases(quota)
     assert {c.tier for c in cases} >= {c.tier for c in quota.clients}
     (unlisted,) = (c for c in cases if not c.known)

@@ -32,7 +32,7 @@ def _call(calls: list[expect.Call], **match: Any) -> expect.Call:
 
 
 def test_header_canary_through_the_gateway_is_the_settings_split() -> None:
-    calls = expect.expected_calls(stack_settings("us-east-1"))
+    calls = expect.expected_calls(stack_settings("fixture-hub"))
     canary = _call(
         calls,
         caller=expect.INGRESS,
@@ -68,7 +68,7 @@ def test_header_canary_through_the_gateway_is_the_settings_split() -> None:
 
 
 def test_weighted_split_with_mirror_and_merged_subset_policy() -> None:
-    calls = expect.expected_calls(stack_settings("us-east-1"))
+    calls = expect.expected_calls(stack_settings("fixture-hub"))
     call = _call(calls, caller="identity/fingerprint-api", host=REVENUE, path="/")
     assert call.expect.mirror == {"host": REVENUE, "subset": "v3", "percent": 25.0}
     v2 = call.expect.clusters[f"{REVENUE}|v2"]
@@ -85,7 +85,7 @@ def test_weighted_split_with_mirror_and_merged_subset_policy() -> None:
 
 
 def test_endpoint_route_to_another_service_and_faults_only_with_the_drill_header() -> None:
-    calls = expect.expected_calls(stack_settings("eu-west-1"))
+    calls = expect.expected_calls(stack_settings("fixture-spoke"))
     admin = _call(calls, host=REVENUE, path="/api/v1/admin/probe")
     assert admin.expect.destinations == (
         expect.Destination("admin-service.revenue.svc.cluster.local", None, 100),
@@ -102,7 +102,7 @@ def test_endpoint_route_to_another_service_and_faults_only_with_the_drill_header
 
 
 def test_forbidden_calls_are_the_undeclared_services_of_other_namespaces() -> None:
-    calls = expect.expected_calls(stack_settings("us-east-1"))
+    calls = expect.expected_calls(stack_settings("fixture-hub"))
     forbidden = {(c.caller, c.service) for c in calls if not c.expect.reachable}
     assert ("identity/fingerprint-api", "revenue/admin-service") in forbidden
     assert ("identity/fingerprint-api", "markets/market-data") in forbidden
@@ -137,7 +137,7 @@ def test_header_samples_follow_re2_full_match() -> None:
 
 
 def test_settings_route_order_is_exact_then_longest_prefix() -> None:
-    service = stack_settings("us-east-1").services[0]
+    service = stack_settings("fixture-hub").services[0]
     assert (route := expect.settings_route(service, "/status")) and route.name == "status"
     assert (route := expect.settings_route(service, "/identify/x")) and route.name == "identify"
     assert expect.settings_route(service, "/other") is None
