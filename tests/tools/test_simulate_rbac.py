@@ -18,7 +18,7 @@ import pytest
 from components.settings import StackSettings
 from tests.conftest import stack_settings
 from tools.render import Render
-from tools.simulate import access, rbac, registry
+from tools.simulate import access, matchers, rbac, registry
 from tools.stacks import stack_names
 
 TD = "spiffe://cluster.local"
@@ -235,24 +235,24 @@ def test_deny_filter_before_allow_wins_and_an_empty_allow_filter_denies_everythi
 
 def test_string_matchers_are_envoys() -> None:
     name = f"{TD}/ns/monitoring/sa/grafana"
-    assert rbac.string_matches({"exact": name}, name)
-    assert not rbac.string_matches({"exact": name}, name + "-2")
-    assert rbac.string_matches({"prefix": f"{TD}/ns/monitoring/sa/"}, name)
-    assert rbac.string_matches({"suffix": "/sa/grafana"}, name)
-    assert rbac.string_matches({"exact": "get", "ignoreCase": True}, "GET")
+    assert matchers.string_matches({"exact": name}, name)
+    assert not matchers.string_matches({"exact": name}, name + "-2")
+    assert matchers.string_matches({"prefix": f"{TD}/ns/monitoring/sa/"}, name)
+    assert matchers.string_matches({"suffix": "/sa/grafana"}, name)
+    assert matchers.string_matches({"exact": "get", "ignoreCase": True}, "GET")
     # safe_regex is a full match (RE2), and `.+` needs a non-empty name.
-    assert not rbac.string_matches({"safeRegex": {"regex": "spiffe://.+/ns/monitoring"}}, name)
-    assert rbac.string_matches({"safeRegex": {"regex": ".+"}}, name)
-    assert not rbac.string_matches({"safeRegex": {"regex": ".+"}}, "")
+    assert not matchers.string_matches({"safeRegex": {"regex": "spiffe://.+/ns/monitoring"}}, name)
+    assert matchers.string_matches({"safeRegex": {"regex": ".+"}}, name)
+    assert not matchers.string_matches({"safeRegex": {"regex": ".+"}}, "")
 
 
 def test_header_matchers_invert_and_test_presence() -> None:
     get = {"name": ":method", "stringMatch": {"exact": "GET"}}
-    assert rbac.header_matches(get, {":method": "GET"})
-    assert not rbac.header_matches({**get, "invertMatch": True}, {":method": "GET"})
-    assert rbac.header_matches({**get, "invertMatch": True}, {":method": "POST"})
-    assert not rbac.header_matches(get, {}), "a network filter sees no request headers"
-    assert rbac.header_matches({"name": "x-a", "presentMatch": False}, {}), "absent"
+    assert matchers.header_matches(get, {":method": "GET"})
+    assert not matchers.header_matches({**get, "invertMatch": True}, {":method": "GET"})
+    assert matchers.header_matches({**get, "invertMatch": True}, {":method": "POST"})
+    assert not matchers.header_matches(get, {}), "a network filter sees no request headers"
+    assert matchers.header_matches({"name": "x-a", "presentMatch": False}, {}), "absent"
 
 
 def test_filter_chain_choice_is_most_specific_without_backtracking() -> None:
@@ -269,11 +269,11 @@ def test_filter_chain_choice_is_most_specific_without_backtracking() -> None:
 
 def test_matchers_the_reader_does_not_model_are_refused_not_guessed() -> None:
     policies = {"jwt": {"permissions": [{"any": True}], "principals": [{"metadata": {}}]}}
-    with pytest.raises(rbac.UnmodelledError, match="principal"):
+    with pytest.raises(matchers.UnmodelledError, match="principal"):
         _allowed(16686, GRAFANA, listener=_listener(policies))
     listener = _listener()
     listener["filterChains"][2]["filterChainMatch"]["serverNames"] = ["x"]
-    with pytest.raises(rbac.UnmodelledError, match="serverNames"):
+    with pytest.raises(matchers.UnmodelledError, match="serverNames"):
         _allowed(4317, GRAFANA, listener=listener)
 
 

@@ -28,6 +28,8 @@ from typing import Any, Final
 
 import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
 
+from tools.simulate.matchers import header_matches
+
 FAULT_FILTER: Final = "envoy.filters.http.fault"
 HCM: Final = "envoy.filters.network.http_connection_manager"
 UINT32_MAX: Final = 4294967295
@@ -116,49 +118,6 @@ def select_virtual_host(route_config: Mapping[str, Any], host: str) -> Mapping[s
     return best[1] if best else None
 
 
-def string_match(matcher: Mapping[str, Any], value: str) -> bool:
-    """Envoy's StringMatcher."""
-    ignore_case = bool(matcher.get("ignoreCase"))
-    subject = value.lower() if ignore_case else value
-
-    def norm(s: str) -> str:
-        return s.lower() if ignore_case else s
-
-    if "exact" in matcher:
-        return subject == norm(matcher["exact"])
-    if "prefix" in matcher:
-        return subject.startswith(norm(matcher["prefix"]))
-    if "suffix" in matcher:
-        return subject.endswith(norm(matcher["suffix"]))
-    if "contains" in matcher:
-        return norm(matcher["contains"]) in subject
-    if "safeRegex" in matcher:
-        return re2.fullmatch(matcher["safeRegex"]["regex"], value) is not None
-    raise ValueError(f"unsupported string matcher {sorted(matcher)}")
-
-
-def _header_matches(matcher: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
-    name = matcher["name"].lower()
-    value = headers.get(name)
-    if value is None and matcher.get("treatMissingHeaderAsEmpty"):
-        value = ""
-    if "presentMatch" in matcher:
-        result = (value is not None) == bool(matcher["presentMatch"])
-    elif value is None:
-        result = False
-    elif "stringMatch" in matcher:
-        result = string_match(matcher["stringMatch"], value)
-    elif "exactMatch" in matcher:
-        result = value == matcher["exactMatch"]
-    elif "safeRegexMatch" in matcher:
-        result = re2.fullmatch(matcher["safeRegexMatch"]["regex"], value) is not None
-    elif "prefixMatch" in matcher:
-        result = value.startswith(matcher["prefixMatch"])
-    else:
-        raise ValueError(f"unsupported header matcher {sorted(matcher)}")
-    return result != bool(matcher.get("invertMatch"))
-
-
 def route_matches(match: Mapping[str, Any], path: str, headers: Mapping[str, str]) -> bool:
     """Envoy's RouteMatch on the path (query string stripped) and headers."""
     path_only = path.split("?", 1)[0]
@@ -179,7 +138,7 @@ def route_matches(match: Mapping[str, Any], path: str, headers: Mapping[str, str
         ok = subject == prefix or subject.startswith(prefix + "/")
     else:
         raise ValueError(f"unsupported path matcher {sorted(match)}")
-    return ok and all(_header_matches(h, headers) for h in match.get("headers", []))
+    return ok and all(header_matches(h, headers) for h in match.get("headers", []))
 
 
 def _percent(fraction: Mapping[str, Any] | None) -> float:

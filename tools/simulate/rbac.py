@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import re2  # type: ignore[import-untyped]  # google-re2: the engine Envoy uses
+from tools.simulate.matchers import UnmodelledError, header_matches, string_matches
 
 HTTP_RBAC: Final = "envoy.filters.http.rbac"
 NETWORK_RBAC: Final = "envoy.filters.network.rbac"
@@ -50,10 +50,6 @@ HCM: Final = "envoy.filters.network.http_connection_manager"
 UNMODELLED_FILTERS: Final = frozenset(
     {"envoy.filters.http.ext_authz", "envoy.filters.network.ext_authz"}
 )
-
-
-class UnmodelledError(Exception):
-    """The configuration uses a matcher or filter this reader does not decide."""
 
 
 @dataclass(frozen=True)
@@ -155,54 +151,6 @@ def select_filter_chain(listener: Mapping[str, Any], conn: Connection) -> Mappin
 
 
 # --- matchers ----------------------------------------------------------------------------------
-
-
-def string_matches(matcher: Mapping[str, Any], value: str) -> bool:
-    """Envoy's StringMatcher (`type/matcher/v3/string.proto`)."""
-    fold = bool(matcher.get("ignoreCase"))
-    subject = value.lower() if fold else value
-
-    def pattern(key: str) -> str:
-        text = str(matcher[key])
-        return text.lower() if fold else text
-
-    if "exact" in matcher:
-        return subject == pattern("exact")
-    if "prefix" in matcher:
-        return subject.startswith(pattern("prefix"))
-    if "suffix" in matcher:
-        return subject.endswith(pattern("suffix"))
-    if "contains" in matcher:
-        return pattern("contains") in subject
-    if "safeRegex" in matcher:
-        # ignore_case does not apply to safe_regex (string.proto).
-        return re2.fullmatch(matcher["safeRegex"]["regex"], value) is not None
-    raise UnmodelledError(f"string matcher {sorted(matcher)}")
-
-
-def header_matches(matcher: Mapping[str, Any], headers: Mapping[str, str]) -> bool:
-    """Envoy's HeaderMatcher on the request headers (none for a network filter)."""
-    name = str(matcher["name"]).lower()
-    value = headers.get(name)
-    if value is None and matcher.get("treatMissingHeaderAsEmpty"):
-        value = ""
-    if "presentMatch" in matcher:
-        result = (value is not None) == bool(matcher["presentMatch"])
-    elif value is None:
-        result = False
-    elif "stringMatch" in matcher:
-        result = string_matches(matcher["stringMatch"], value)
-    elif "exactMatch" in matcher:
-        result = value == matcher["exactMatch"]
-    elif "prefixMatch" in matcher:
-        result = value.startswith(matcher["prefixMatch"])
-    elif "suffixMatch" in matcher:
-        result = value.endswith(matcher["suffixMatch"])
-    elif "safeRegexMatch" in matcher:
-        result = re2.fullmatch(matcher["safeRegexMatch"]["regex"], value) is not None
-    else:
-        raise UnmodelledError(f"header matcher {sorted(matcher)}")
-    return result != bool(matcher.get("invertMatch"))
 
 
 def cidr_contains(cidr: Mapping[str, Any], address: str) -> bool:

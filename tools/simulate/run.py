@@ -41,7 +41,7 @@ import yaml
 
 from components.settings import StackSettings, load_settings
 from tools.render import load_stack_config
-from tools.simulate import access, compare, envoy, evaluate, expect, rbac, registry
+from tools.simulate import access, compare, envoy, evaluate, expect, matchers, registry
 from tools.stacks import PROJECT_DIR, deploy_order
 
 HERE: Final = Path(__file__).resolve().parent
@@ -248,7 +248,7 @@ def _judge_jaeger_access(
         )
     try:
         records, lines = access.judge(result.stack, settings, proxy.get("listeners") or [])
-    except rbac.UnmodelledError as error:
+    except matchers.UnmodelledError as error:
         raise SimulateError(f"{result.stack}: Jaeger's inbound listener: {error}") from None
     result.authorization = records
     result.mismatches += lines
