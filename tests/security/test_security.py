@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +37,7 @@ from tests.conftest import by_name, run_with_provider
 from tests.conftest import make_settings as make_stack_settings
 from tests.conftest import settings_error as stack_settings_error
 from tools.render import PROJECT_DIR, load_stack_config
-from tools.verify import validate_manifest
+from tools.verify import authorization, validate_manifest
 
 ISSUER = "https://auth.example.com"
 JWKS = f"{ISSUER}/jwks.json"
@@ -927,118 +926,39 @@ def test_fixture_stacks_route_backends_admit_the_routing_service_callers(
 # --- Istio's evaluation over the rendered stacks ----------------------------------------------
 
 
-def _path_matches(pattern: str, path: str) -> bool:
-    """Istio's string match: exact, `prefix*`, `*suffix` or `*`."""
-    if pattern == "*":
-        return True
-    if pattern.endswith("*"):
-        return path.startswith(pattern[:-1])
-    if pattern.startswith("*"):
-        return path.endswith(pattern[1:])
-    return path == pattern
+SOURCE_IP = "10.1.2.3"
+"""The peer address of a request in these tests (no rule of the stacks names it)."""
 
 
-def _request_principal(token: dict[str, Any] | None) -> str | None:
-    """`request.auth.principal`: `<iss>/<sub>` of a verified token."""
-    if token is None:
-        return None
-    return f"{token.get('iss', ISSUER)}/{token.get('sub', 'someone')}"
-
-
-def _rule_matches(rule: dict[str, Any], request: dict[str, Any]) -> bool:
-    """Istio's AuthorizationPolicy rule semantics for the fields the program renders.
-
-    `request`: `principal` (mTLS identity, None for plaintext), `token` (the verified JWT
-    payload, None without one), `ip`, `port`, `path`, `method`.
-    """
-    principal, token = request.get("principal"), request.get("token")
-    namespace = principal.split("/")[2] if principal else None
-    request_principal = _request_principal(token)
-    for source in [s["source"] for s in rule.get("from", [])][:1]:
-        checks = [
-            ("principals", principal, True),
-            ("notPrincipals", principal, False),
-            ("namespaces", namespace, True),
-            ("notNamespaces", namespace, False),
-            ("requestPrincipals", request_principal, True),
-            ("notRequestPrincipals", request_principal, False),
-        ]
-        for key, value, positive in checks:
-            if key not in source:
-                continue
-            found = value is not None and any(_path_matches(p, value) for p in source[key])
-            if found != positive:
-                return False
-        if "ipBlocks" in source and not any(
-            request.get("ip") and ipaddress.ip_address(request["ip"]) in ipaddress.ip_network(b)
-            for b in source["ipBlocks"]
-        ):
-            return False
-    for operation in [t["operation"] for t in rule.get("to", [])][:1]:
-        if "paths" in operation and not any(
-            _path_matches(p, request["path"]) for p in operation["paths"]
-        ):
-            return False
-        if any(_path_matches(p, request["path"]) for p in operation.get("notPaths", [])):
-            return False
-        if "methods" in operation and request["method"] not in operation["methods"]:
-            return False
-        if "ports" in operation and str(request.get("port", 8080)) not in operation["ports"]:
-            return False
-    for condition in rule.get("when", []):
-        claim = condition["key"].removeprefix("request.auth.claims[").removesuffix("]")
-        if (token or {}).get(claim) not in condition["values"]:
-            return False
-    return True
-
-
-def _applies(obj: dict[str, Any], namespace: str, app: str) -> bool:
-    """Whether a policy in `namespace` applies to pods `app: <app>` (no selector: all)."""
-    selector = obj["spec"].get("selector", {"matchLabels": {"app": app}})["matchLabels"]
-    return bool(obj["metadata"]["namespace"] == namespace and selector == {"app": app})
+def _workload(namespace: str, app: str) -> authorization.Workload:
+    return authorization.Workload(namespace, {"app": app})
 
 
 def _authenticated(
     objects: list[dict[str, Any]], namespace: str, app: str, token: dict[str, Any] | None
-) -> dict[str, Any] | None:
-    """The token as the workload's RequestAuthentications see it: Envoy's jwt_authn
-    compares `iss` with each jwtRule's `issuer` byte for byte; a token no rule accepts
-    gives the request no principal (or is rejected), never an authenticated identity."""
-    if token is None or "iss" not in token:
-        return token
-    issuers = {
-        rule["issuer"]
-        for o in objects
-        if o["kind"] == "RequestAuthentication" and _applies(o, namespace, app)
-        for rule in o["spec"]["jwtRules"]
-    }
-    return token if token["iss"] in issuers else None
+) -> Any:
+    """The token as the workload's RequestAuthentications see it (None: not accepted)."""
+    request = authorization.Request(port=8080, source_ip=SOURCE_IP, token=token)
+    return authorization.authenticated(objects, _workload(namespace, app), request).token
 
 
 def _allowed(target: Any, namespace: str, app: str, request: dict[str, Any]) -> bool:
-    """Istio's decision for `request` to pods `app: <app>` in `namespace`: any matching
-    DENY denies; otherwise, with no ALLOW policy the request is allowed, with some it
-    must match one of them."""
+    """Istio's decision (`tools.verify.authorization`, the one evaluator of the rendered
+    policies) for `request` to pods `app: <app>` in `namespace`."""
     objects = target if isinstance(target, list) else target.kubernetes_objects()
-    request = {
-        **request,
-        "token": _authenticated(objects, namespace, app, request.get("token")),
-    }
-    policies = [
-        o["spec"]
-        for o in objects
-        if o["kind"] == "AuthorizationPolicy" and _applies(o, namespace, app)
-    ]
-    for action in ("DENY", "ALLOW"):
-        specs_ = [spec for spec in policies if spec.get("action", "ALLOW") == action]
-        matched = any(
-            _rule_matches(rule, request) for spec in specs_ for rule in spec.get("rules", [])
-        )
-        if action == "DENY" and matched:
-            return False
-        if action == "ALLOW" and not specs_:
-            return True
-    return matched
+    decision = authorization.decide(
+        objects,
+        _workload(namespace, app),
+        authorization.Request(
+            port=int(request.get("port", 8080)),
+            source_ip=str(request.get("ip", SOURCE_IP)),
+            principal=request["principal"],
+            method=request["method"],
+            path=request["path"],
+            token=request.get("token"),
+        ),
+    )
+    return decision == "allowed"
 
 
 def req(
@@ -1056,13 +976,20 @@ def test_fixture_stacks_evaluate_as_intended(fixture_renders: Any) -> None:
     admin_sa = "cluster.local/ns/revenue/sa/admin-service"
     engine_sa = "cluster.local/ns/revenue/sa/revenue-engine"
     fingerprint = "cluster.local/ns/identity/sa/fingerprint-api"
-    user = {"role": "user"}
+    # fixture-hub's provider; a token of another issuer is no identity at all.
+    user = {"iss": "https://auth.meshstack.example.com", "sub": "someone", "role": "user"}
+    forged = {**user, "iss": "https://auth.example.org"}
 
     # Finding 2: an identity the rules name gets past the JWT DENY; no token + gateway does not.
     assert _allowed(us, "revenue", "revenue-engine", req(admin_sa, "/api/v1/revenue/x"))
     assert not _allowed(us, "revenue", "revenue-engine", req(GATEWAY, "/api/v1/revenue/x"))
     assert not _allowed(us, "revenue", "revenue-engine", req(None, "/api/v1/revenue/x"))
-    assert _allowed(us, "revenue", "revenue-engine", req(None, "/api/v1/revenue/x", token=user))
+    path = "/api/v1/revenue/x"
+    assert _allowed(us, "revenue", "revenue-engine", req(GATEWAY, path, token=user))
+    assert not _allowed(us, "revenue", "revenue-engine", req(GATEWAY, path, token=forged))
+    assert not _allowed(us, "revenue", "revenue-engine", req(None, path, token=user)), (
+        "STRICT mTLS: plaintext is refused whatever the token"
+    )
     for app in ("admin-service", "admin-service-primary"):
         assert _allowed(eu, "revenue", app, req(engine_sa, "/api/x", "POST"))
         assert not _allowed(eu, "revenue", app, req(GATEWAY, "/api/x"))
@@ -1329,10 +1256,10 @@ def test_a_token_of_a_mesh_provider_is_accepted_in_every_region() -> None:
 
     token = {"iss": ISSUER, "sub": "feed"}
     for objects in (region("one"), region("two")):
-        assert _allowed(objects, "shop", "api", req(None, "/api/x", token=token))
+        assert _allowed(objects, "shop", "api", req(GATEWAY, "/api/x", token=token))
         # The same subject from an issuer spelled otherwise is no identity at all.
         other = {"iss": f"{ISSUER}/", "sub": "feed"}
-        assert not _allowed(objects, "shop", "api", req(None, "/api/x", token=other))
+        assert not _allowed(objects, "shop", "api", req(GATEWAY, "/api/x", token=other))
 
 
 def test_stacks_accept_every_issuer_of_a_provider_in_every_region(every_render: Any) -> None:
@@ -1396,3 +1323,46 @@ def test_stacks_admit_the_loadtester_on_canary_pods_only(every_render: Any) -> N
             assert admitted == ((namespace, app) in canaries), (stack, namespace, app)
             seen += admitted
     assert seen, "a fixture's canary admits the loadtester"
+
+
+def test_claim_conditions_and_request_principals_as_istio_decides_them() -> None:
+    """The evaluator's token semantics (tools/verify/authorization.py): a claim condition
+    matches when one item of a list claim does, `notValues` excludes, a token counts only
+    for an issuer a RequestAuthentication of the workload names, and a policy that names
+    request principals admits no request without a token."""
+    issuer = "https://auth.meshstack.example.com"
+    objects: list[dict[str, Any]] = [
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "RequestAuthentication",
+            "metadata": {"name": "api-jwt", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "api"}}, "jwtRules": [{"issuer": issuer}]},
+        },
+        {
+            "apiVersion": "security.istio.io/v1",
+            "kind": "AuthorizationPolicy",
+            "metadata": {"name": "api-allow", "namespace": "shop"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "api"}},
+                "rules": [
+                    {
+                        "from": [{"source": {"requestPrincipals": [f"{issuer}/*"]}}],
+                        "when": [
+                            {"key": "request.auth.claims[groups]", "values": ["ops"]},
+                            {"key": "request.auth.claims[role]", "notValues": ["guest"]},
+                        ],
+                    }
+                ],
+            },
+        },
+    ]
+    token = {"iss": issuer, "sub": "ana", "groups": ["dev", "ops"], "role": "admin"}
+
+    def allowed(**request: Any) -> bool:
+        return _allowed(objects, "shop", "api", req(GATEWAY, "/x", **request))
+
+    assert allowed(token=token), "one of the groups is ops"
+    assert not allowed(token={**token, "groups": ["dev"]})
+    assert not allowed(token={**token, "role": "guest"}), "notValues excludes"
+    assert not allowed(token={**token, "iss": issuer + "/"}), "an issuer no rule names"
+    assert not allowed(), "request principals need a token"

@@ -20,7 +20,13 @@ reference "Authorization Policy" and "Peer Authentication", security.istio.io/v1
    identity (absent for plaintext: then only `notPrincipals` can match), `*` any present
    identity, `prefix*` / `*suffix` as written; `ipBlocks` the connection's peer address;
    `ports` the destination port; `methods` and `paths` the HTTP request (paths exact,
-   `prefix*`, `*suffix`).
+   `prefix*`, `*suffix`); `requestPrincipals` the verified token's `<iss>/<sub>`; a `when`
+   condition on `request.auth.claims[<claim>]` its `values` / `notValues` (any other key
+   raises).
+4. Request authentication: a token counts only when a RequestAuthentication applying to the
+   workload (same namespace rules as above) names its `iss` byte for byte (Envoy's jwt_authn
+   compares issuers exactly); any other token gives the request no request principal (Envoy
+   rejects it with 401, which no policy can turn into an allow either).
 
 Pure: rendered documents and a `Request` in, a `Decision` out.
 """
@@ -29,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal
 
 ROOT_NAMESPACE: Final = "istio-system"
@@ -45,6 +51,16 @@ class Request:
     """The peer's mTLS identity (`cluster.local/ns/<ns>/sa/<sa>`); None for plaintext."""
     method: str = "GET"
     path: str = "/"
+    token: Mapping[str, Any] | None = None
+    """The JWT's payload as sent (`iss`, `sub`, claims); None without a token. Counted only
+    when a RequestAuthentication of the workload accepts its issuer (`authenticated`)."""
+
+    @property
+    def request_principal(self) -> str | None:
+        """`request.auth.principal`: `<iss>/<sub>` of the token."""
+        if self.token is None:
+            return None
+        return f"{self.token.get('iss', '')}/{self.token.get('sub', '')}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,7 @@ def _ip_match(blocks: Sequence[str], address: str) -> bool:
 
 def _source_matches(source: Mapping[str, Any], request: Request) -> bool:
     principal = request.principal
+    request_principal = request.request_principal
     checks = {
         "principals": lambda v: (
             principal is not None and any(_string_match(p, principal) for p in v)
@@ -134,6 +151,12 @@ def _source_matches(source: Mapping[str, Any], request: Request) -> bool:
         ),
         "notNamespaces": lambda v: (
             principal is None or not any(_string_match(n, _namespace_of(principal)) for n in v)
+        ),
+        "requestPrincipals": lambda v: (
+            request_principal is not None and any(_string_match(p, request_principal) for p in v)
+        ),
+        "notRequestPrincipals": lambda v: (
+            request_principal is None or not any(_string_match(p, request_principal) for p in v)
         ),
     }
     return _fields_match(source, checks)
@@ -165,9 +188,27 @@ def _fields_match(fields: Mapping[str, Any], checks: Mapping[str, Any]) -> bool:
     return True
 
 
+CLAIM_KEY: Final = "request.auth.claims["
+
+
+def _condition_matches(condition: Mapping[str, Any], request: Request) -> bool:
+    """A `when` condition on a token claim (a list claim matches when one item does)."""
+    key = str(condition.get("key", ""))
+    if not (key.startswith(CLAIM_KEY) and key.endswith("]")):
+        raise ValueError(f"`when` key {key!r} is not evaluated here")
+    claim = (request.token or {}).get(key[len(CLAIM_KEY) : -1])
+    present = [] if claim is None else claim if isinstance(claim, list) else [claim]
+    values = [str(v) for v in present]
+    if "values" in condition and not any(
+        _string_match(p, v) for p in condition["values"] for v in values
+    ):
+        return False
+    return not any(_string_match(p, v) for p in condition.get("notValues") or [] for v in values)
+
+
 def _rule_matches(rule: Mapping[str, Any], request: Request) -> bool:
-    if rule.get("when"):
-        raise ValueError("`when` conditions are not evaluated here")
+    if not all(_condition_matches(c, request) for c in rule.get("when") or []):
+        return False
     sources = rule.get("from")
     if sources and not any(_source_matches(s.get("source") or {}, request) for s in sources):
         return False
@@ -190,6 +231,7 @@ def decide(
     """What `workload`'s sidecar does with `request` (module docstring)."""
     if request.principal is None and mtls_mode(documents, workload, request.port, root) == "STRICT":
         return "refused-plaintext"
+    request = authenticated(documents, workload, request, root)
     policies = [
         d.get("spec") or {} for d in _applying(documents, "AuthorizationPolicy", workload, root)
     ]
@@ -202,3 +244,22 @@ def decide(
     if not allows:
         return "allowed"
     return "allowed" if any(_policy_matches(s, request) for s in allows) else "denied"
+
+
+def authenticated(
+    documents: Sequence[Mapping[str, Any]],
+    workload: Workload,
+    request: Request,
+    root: str = ROOT_NAMESPACE,
+) -> Request:
+    """`request` with its token kept only if a RequestAuthentication of `workload` accepts
+    the token's issuer (module docstring, 4)."""
+    token = request.token
+    if token is None:
+        return request
+    issuers = {
+        str(rule.get("issuer"))
+        for doc in _applying(documents, "RequestAuthentication", workload, root)
+        for rule in (doc.get("spec") or {}).get("jwtRules") or []
+    }
+    return request if token.get("iss") in issuers else replace(request, token=None)
