@@ -50,7 +50,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -386,11 +386,11 @@ class Render:
         Registration order depends on how the SDK's threads interleave, so it is not
         stable between runs; the URN order is.
         """
+        # The fields one by one: `asdict` deep-copied every resource's inputs only to drop
+        # them (a quarter of writing the render of 400 services).
+        listed = [f.name for f in fields(Registration) if f.name not in {"inputs", "custom"}]
         return sorted(
-            (
-                {k: v for k, v in asdict(r).items() if k not in {"inputs", "custom"}}
-                for r in self.registrations
-            ),
+            ({name: getattr(r, name) for name in listed} for r in self.registrations),
             key=lambda r: str(r["urn"]),
         )
 

@@ -175,13 +175,14 @@ def service_lines(
 ) -> list[str]:
     """Per service (`namespace/name`): routing, rollout, exposure, resilience, security."""
     lines = []
+    # One pass over the objects, not one per service (quadratic at 400 services).
+    by_service: dict[tuple[Any, str | None], list[Mapping[str, Any]]] = {}
+    for o in program:
+        key = ((o.get("metadata") or {}).get("namespace"), app_of(o))
+        by_service.setdefault(key, []).append(o)
     for service in sorted(services):
         namespace, name = service.split("/", 1)
-        objects = [
-            o
-            for o in program
-            if (o.get("metadata") or {}).get("namespace") == namespace and app_of(o) == name
-        ]
+        objects = by_service.get((namespace, name), [])
         details: list[str] = []
         for obj in objects:
             if obj.get("kind") == "Canary":
