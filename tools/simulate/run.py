@@ -332,42 +332,40 @@ def self_check(
     helm_releases: list[dict[str, Any]],
     binary: Path,
 ) -> str:
-    """The run judges something: a broken copy of the render must give mismatches."""
+    """The run judges something: a broken copy of the render must give mismatches (a
+    VirtualService route, and on a hub Jaeger's policy with a principal widened)."""
     called = {c.host for c in expect.expected_calls(settings) if c.expect.reachable}
     broken = sabotaged(manifests, called)
     if broken is None:
         return f"simulate: self-check {stack}: no VirtualService route to break"
-    documents, what = broken
-    result = simulate_stack(
-        stack, settings, manifests=documents, helm_releases=helm_releases, binary=binary
-    )
-    if not result.mismatches:
-        raise SimulateError(f"self-check: {what} in a copy of the render went unnoticed")
-    caught = len(result.mismatches)
-    lines = [
-        f"simulate: self-check {stack}: {what} in a copy of the render: {caught} mismatches caught"
-    ]
+    lines = [_caught(stack, settings, broken, helm_releases, binary, authorization=False)]
     if access.jaeger_calls(settings):
-        lines.append(_self_check_access(stack, settings, manifests, helm_releases, binary))
+        widened = access.widened_policy(manifests, settings)
+        if widened is None:
+            raise SimulateError("self-check: no principal of Jaeger's ALLOW policy to widen")
+        lines.append(_caught(stack, settings, widened, helm_releases, binary, authorization=True))
     return "\n".join(lines)
 
 
-def _self_check_access(
+def _caught(
     stack: str,
     settings: StackSettings,
-    manifests: list[dict[str, Any]],
+    broken: tuple[list[dict[str, Any]], str],
     helm_releases: list[dict[str, Any]],
     binary: Path,
+    *,
+    authorization: bool,
 ) -> str:
-    """Jaeger's calls judge something: a principal widened in a copy must give mismatches."""
-    broken = access.widened_policy(manifests, settings)
-    if broken is None:
-        raise SimulateError("self-check: no principal of Jaeger's ALLOW policy to widen")
+    """Simulate the broken copy; its mismatches (on Jaeger's calls only, for a policy break)
+    must not be zero."""
     documents, what = broken
     result = simulate_stack(
         stack, settings, manifests=documents, helm_releases=helm_releases, binary=binary
     )
-    caught = sum(1 for r in result.authorization if r["mismatch"])
+    if authorization:
+        caught = sum(1 for r in result.authorization if r["mismatch"])
+    else:
+        caught = len(result.mismatches)
     if not caught:
         raise SimulateError(f"self-check: {what} in a copy of the render went unnoticed")
     return (
