@@ -11,7 +11,9 @@ built:
   of its namespaces, `helm install --wait` of every chart with the program's values
   (`istio-base` first, then `istiod`, then the others in the render's order), `kubectl apply
   --server-side` of `manifests.yaml`, and `kubectl wait` until every Deployment is Available
-  (what Pulumi's await logic waits for).
+  (what Pulumi's await logic waits for);
+- the hub's `pulumi up` once more on a fresh control plane with `PULUMI_SKIP_CHECKPOINTS`,
+  to show what the file backend's checkpoint writes cost (a measurement only).
 
 Prints a table and the ratio (pulumi up ÷ helm+kubectl), and writes it to
 `build/e2e-bench/summary.md`; the last line is
