@@ -89,9 +89,8 @@ class PinnedChart:
     """`find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum` in the
     folder, as `shared/charts/SOURCES.md` records it."""
     package_sha256: str | None = None
-    """SHA-256 of the published package (`index.yaml` digest), when known; without it a
-    downloaded package is trusted only if it unpacks to exactly the pinned tree
-    (`fill_cache`)."""
+    """SHA-256 of the published package (`index.yaml` digest), when known; a chart cache
+    entry is trusted only with it."""
 
 
 _FLAGGER: Final = "https://flagger.app"
@@ -333,39 +332,28 @@ def package_url(index: Mapping[str, Any], pin: PinnedChart) -> str:
 def fill_cache(
     cache_dir: Path = CACHE_DIR, pins: Iterable[PinnedChart] = PINS, fetch: Fetcher = _download
 ) -> list[str]:
-    """Download, check and unpack every pinned chart missing from `cache_dir`.
-
-    A package with a pinned SHA-256 is checked by it and kept beside its folder; one without
-    (the pins recorded from the shared folders' trees) is accepted only if its unpacked files
-    are exactly the pinned tree (count and SHA-256 over every file's content: what Helm
-    reads), and only the folder is kept, checked by that tree from then on.
-    """
+    """Download, check and unpack every pinned chart missing from `cache_dir`."""
     written = []
     for pin in pins:
         directory = cache_dir / pin.folder
-        if directory.is_dir():
+        if directory.is_dir() and _package_file(directory).is_file():
             verify_chart_dir(directory, pin)
             continue
+        if pin.package_sha256 is None:
+            raise ChartError(
+                f"{pin.folder}: no pinned package SHA-256; record the digest of "
+                f"{pin.repository} {pin.chart} {pin.version} in tools/charts.py PINS first"
+            )
         index = yaml.safe_load(fetch(f"{pin.repository.rstrip('/')}/index.yaml")) or {}
         package = fetch(package_url(index, pin))
-        if pin.package_sha256 is not None and sha256(package) != pin.package_sha256:
+        if sha256(package) != pin.package_sha256:
             raise ChartError(
                 f"{pin.folder}: package SHA-256 {sha256(package)} is not the pinned one"
             )
         cache_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=cache_dir) as scratch:
             unpacked = unpack(package, Path(scratch), pin)
-            if pin.package_sha256 is None:
-                files, digest = tree_digest(unpacked)
-                if (files, digest) != (pin.files, pin.tree_sha256):
-                    raise ChartError(
-                        f"{pin.folder}: the package {pin.repository} publishes unpacks to "
-                        f"{files} files with tree SHA-256 {digest[:16]}…, not the pinned "
-                        f"{pin.files} files {pin.tree_sha256[:16]}… (package SHA-256 "
-                        f"{sha256(package)}; no package digest is pinned to trust instead)"
-                    )
-            else:
-                _package_file(directory).write_bytes(package)
+            _package_file(directory).write_bytes(package)
             unpacked.replace(directory)
         written.append(pin.folder)
     return written

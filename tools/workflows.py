@@ -237,10 +237,8 @@ def render_job(stacks: Sequence[str], _hubs: Collection[str] = ()) -> str:
         '    python-version: "3.11"\n'
         "- name: Install uv (every wheel pinned by SHA-256)\n"
         "  run: python -m pip install --require-hashes --no-deps -r tools/requirements/uv.txt\n"
-        "- name: Install locked dependencies, the pinned Helm and the pinned charts\n"
-        "  # No shared chart folders on a runner: each chart from its repository, kept only\n"
-        "  # if it is the pinned package or unpacks to exactly the pinned tree.\n"
-        "  run: make install helm charts\n"
+        "- name: Install locked dependencies and the pinned Helm\n"
+        "  run: make install helm\n"
         "- name: Fetch reference data\n"
         "  run: python3 tools/fetch_reference.py\n"
         "  env:\n"
