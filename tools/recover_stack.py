@@ -15,9 +15,11 @@ each one instead of guessing:
    too.
 2. `pulumi stack export`, then for every pending create of a Kubernetes object: looked up in
    the cluster (`kubectl get`, the stack's `meshstack:kubeContext`). Found: recorded in the
-   state as a resource with its ID (`namespace/name`, or `name` if cluster-scoped) and the
-   server-side-apply field manager the killed run wrote it with, so the next `up` updates it
-   as that manager instead of creating a duplicate (or conflicting with itself). Not found,
+   state as a resource with its ID (`namespace/name`, or `name` if cluster-scoped) and, if
+   the killed run created it by server-side apply, the field manager it used, so the next
+   `up` updates it as that manager instead of creating a duplicate (or conflicting with
+   itself); in the place of the entry it was replacing, if any (`settled_deployment`). An
+   object no `pulumi-kubernetes` manager ever wrote stops the recovery (`plan_pending`). Not found,
    or not a Kubernetes object (a provider, a RandomPassword whose value nobody received yet):
    cleared, so the next `up` creates it. The edited state goes back with `pulumi stack
    import`. (`pulumi refresh --import-pending-creates` is not used: Pulumi 3.274's refresh
@@ -152,15 +154,23 @@ class Import:
 
 
 def settled_deployment(export: dict[str, Any], imports: Sequence[Import]) -> dict[str, Any]:
-    """`export` with every pending create settled: each import appended to the resources (its
-    parent, provider and dependencies were recorded before its create started, so after them
-    is a valid place), every other pending create removed. Pending updates and deletes are
-    left as they are: `pulumi stack import` drops them (as a refresh would), and the refresh
-    reads their resources back from the cluster."""
+    """`export` with every pending create settled: each import recorded as a resource, every
+    other pending create removed. Pending updates and deletes are left as they are: `pulumi
+    stack import` drops them (as a refresh would), and the refresh reads their resources back
+    from the cluster.
+
+    Where the import goes: a new resource is appended (its parent, provider and dependencies
+    were recorded before its create started). A create that was replacing an object has its
+    URN in the state already (pulumi-kubernetes replaces a renamed object create-before-delete
+    and one whose name stays delete-before-replace): an old entry `pendingReplacement`
+    (its object already deleted) gives its place to the import, so what depends on that URN
+    still comes after it; any other old entry is marked `delete`, as the engine would have
+    marked it once the create finished, and the next `up` deletes its object.
+    """
     settled: dict[str, Any] = copy.deepcopy(export)
     deployment = settled.setdefault("deployment", {})
     by_urn = {item.urn: item for item in imports}
-    resources = deployment.setdefault("resources", [])
+    resources: list[dict[str, Any]] = deployment.setdefault("resources", [])
     remaining = []
     for op in deployment.get("pending_operations") or []:
         if op.get("type") != "creating":
@@ -175,6 +185,17 @@ def settled_deployment(export: dict[str, Any], imports: Sequence[Import]) -> dic
         if item.field_manager:
             outputs["__fieldManager"] = item.field_manager
         resource["outputs"] = outputs
+        replaced = [
+            i
+            for i, r in enumerate(resources)
+            if r.get("urn") == item.urn and r.get("pendingReplacement")
+        ]
+        if replaced:
+            resources[replaced[0]] = resource
+            continue
+        for old in resources:
+            if old.get("urn") == item.urn and not old.get("delete"):
+                old["delete"] = True
         resources.append(resource)
     deployment["pending_operations"] = remaining
     return settled
@@ -183,7 +204,9 @@ def settled_deployment(export: dict[str, Any], imports: Sequence[Import]) -> dic
 def unsettled(export: dict[str, Any], imports: Sequence[Import]) -> list[str]:
     """What a recovered state still lacks: an import not recorded with its ID, a pending create."""
     recorded = {
-        r.get("urn"): r.get("id") for r in export.get("deployment", {}).get("resources") or []
+        r.get("urn"): r.get("id")
+        for r in export.get("deployment", {}).get("resources") or []
+        if not r.get("delete")
     }
     problems = [
         f"{item.urn} not in the state as {item.object_id}"
@@ -197,20 +220,38 @@ def unsettled(export: dict[str, Any], imports: Sequence[Import]) -> list[str]:
 Lookup = Callable[[PendingCreate], "dict[str, Any] | None"]
 
 
+def written_by_pulumi(live: dict[str, Any]) -> bool:
+    """Whether pulumi-kubernetes wrote `live`: a managedFields entry of its per-resource
+    server-side-apply manager or of its fixed client-side one (`pulumi-kubernetes`)."""
+    return any(
+        str(entry.get("manager", "")).startswith(PROVIDER_FIELD_MANAGER.rstrip("-"))
+        for entry in live.get("metadata", {}).get("managedFields") or []
+    )
+
+
 def plan_pending(
     pending: Sequence[PendingCreate], lookup: Lookup
 ) -> tuple[list[Import], list[str]]:
     """The import of each pending create whose object exists in the cluster, and the URNs of
-    the others (to clear)."""
+    the others (to clear). An object of that name that pulumi-kubernetes never wrote stops
+    the recovery: it existed before the killed create (which would then have failed with
+    AlreadyExists), and importing it would adopt it silently, what keeping
+    `upsertExistingObjects` off is for."""
     imports, cleared = [], []
     for create in pending:
         live = lookup(create) if create.is_kubernetes_object else None
         if live is None:
             cleared.append(create.urn)
-        else:
-            imports.append(
-                Import(create.urn, resource_id(live), create.api_version, apply_field_manager(live))
+            continue
+        object_id = resource_id(live)
+        if not written_by_pulumi(live):
+            raise RecoveryError(
+                f"{create.kind} {object_id} exists but pulumi-kubernetes never wrote it (no "
+                f"field manager of it in managedFields): not imported into {create.urn}; "
+                "delete it or import it deliberately (`pulumi import`), then run the recovery "
+                "again"
             )
+        imports.append(Import(create.urn, object_id, create.api_version, apply_field_manager(live)))
     return imports, cleared
 
 

@@ -84,8 +84,11 @@ def test_pending_creates_name_their_kubernetes_objects() -> None:
 
 def test_existing_objects_are_imported_and_the_rest_cleared() -> None:
     pending = recover_stack.pending_creates(EXPORT)
+    written = [{"manager": "pulumi-kubernetes", "operation": "Update"}]
     live = {
-        "istiod": {"metadata": {"name": "istiod", "namespace": "istio-system"}},
+        "istiod": {
+            "metadata": {"name": "istiod", "namespace": "istio-system", "managedFields": written}
+        },
         "canaries.flagger.app": {"metadata": {"name": "canaries.flagger.app"}},
     }
     looked_up: list[str] = []
@@ -127,6 +130,58 @@ def test_the_import_keeps_the_field_manager_the_killed_create_applied_with() -> 
     }
     assert recover_stack.apply_field_manager(live) == "pulumi-kubernetes-9f8e7d6c"
     assert recover_stack.apply_field_manager({"metadata": {}}) == ""
+
+
+def test_an_object_pulumi_never_wrote_stops_the_recovery() -> None:
+    """It existed before the killed create: importing it would adopt it silently."""
+    create = PendingCreate("urn:c", "v1", "ConfigMap", "web", "apps")
+    foreign = {
+        "metadata": {
+            "name": "web",
+            "namespace": "apps",
+            "managedFields": [{"manager": "kubectl-client-side-apply", "operation": "Update"}],
+        }
+    }
+    with pytest.raises(recover_stack.RecoveryError, match="never wrote it"):
+        recover_stack.plan_pending([create], lambda _: foreign)
+
+
+def _replacing(old: dict[str, Any]) -> dict[str, Any]:
+    """A state whose pending create replaces `old` (same URN)."""
+    pending = {
+        "type": "creating",
+        "resource": {"urn": DEPLOYMENT, "type": "kubernetes:apps/v1:Deployment", "inputs": {}},
+    }
+    dependent = {"urn": "urn:dependent", "dependencies": [DEPLOYMENT]}
+    resources = [{"urn": "urn:stack"}, old, dependent]
+    return {"deployment": {"resources": resources, "pending_operations": [pending]}}
+
+
+def test_a_create_that_replaced_an_object_takes_its_place_in_the_state() -> None:
+    """pulumi-kubernetes replaces a renamed object create-before-delete (the old entry stays
+    until the create ends) and one that keeps its name delete-before-replace (the old entry
+    is `pendingReplacement`): either way the state must not hold the URN twice unmarked, or
+    `pulumi stack import` refuses it."""
+    item = recover_stack.Import(DEPLOYMENT, "istio-system/istiod-v2", "apps/v1")
+    renamed = _replacing({"urn": DEPLOYMENT, "id": "istio-system/istiod"})
+    settled = recover_stack.settled_deployment(renamed, [item])["deployment"]["resources"]
+    assert [(r["urn"], r.get("id"), r.get("delete", False)) for r in settled] == [
+        ("urn:stack", None, False),
+        (DEPLOYMENT, "istio-system/istiod", True),
+        ("urn:dependent", None, False),
+        (DEPLOYMENT, "istio-system/istiod-v2", False),
+    ], "the old object is deleted by the next up"
+    assert recover_stack.unsettled({"deployment": {"resources": settled}}, [item]) == []
+
+    same_name = _replacing(
+        {"urn": DEPLOYMENT, "id": "istio-system/istiod", "pendingReplacement": True}
+    )
+    settled = recover_stack.settled_deployment(same_name, [item])["deployment"]["resources"]
+    assert [(r["urn"], r.get("id")) for r in settled] == [
+        ("urn:stack", None),
+        (DEPLOYMENT, "istio-system/istiod-v2"),
+        ("urn:dependent", None),
+    ], "in the deleted object's place, before what depends on it"
 
 
 def test_the_settled_state_records_imports_and_keeps_only_updates_and_deletes_pending() -> None:
