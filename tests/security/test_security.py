@@ -939,7 +939,8 @@ def _authenticated(
 ) -> Any:
     """The token as the workload's RequestAuthentications see it (None: not accepted)."""
     request = authorization.Request(port=8080, source_ip=SOURCE_IP, token=token)
-    return authorization.authenticated(objects, _workload(namespace, app), request).token
+    verified = authorization.authenticated(objects, _workload(namespace, app), request)
+    return None if verified is None else verified.token
 
 
 def _allowed(target: Any, namespace: str, app: str, request: dict[str, Any]) -> bool:
@@ -977,7 +978,12 @@ def test_fixture_stacks_evaluate_as_intended(fixture_renders: Any) -> None:
     engine_sa = "cluster.local/ns/revenue/sa/revenue-engine"
     fingerprint = "cluster.local/ns/identity/sa/fingerprint-api"
     # fixture-hub's provider; a token of another issuer is no identity at all.
-    user = {"iss": "https://auth.meshstack.example.com", "sub": "someone", "role": "user"}
+    user = {
+        "iss": "https://auth.meshstack.example.com",
+        "sub": "someone",
+        "aud": "revenue-engine",
+        "role": "user",
+    }
     forged = {**user, "iss": "https://auth.example.org"}
 
     # Finding 2: an identity the rules name gets past the JWT DENY; no token + gateway does not.
@@ -1254,11 +1260,11 @@ def test_a_token_of_a_mesh_provider_is_accepted_in_every_region() -> None:
 
         return run_with_provider(build).kubernetes_objects()
 
-    token = {"iss": ISSUER, "sub": "feed"}
+    token = {"iss": ISSUER, "sub": "feed", "aud": "api"}  # JWT's audience
     for objects in (region("one"), region("two")):
         assert _allowed(objects, "shop", "api", req(GATEWAY, "/api/x", token=token))
         # The same subject from an issuer spelled otherwise is no identity at all.
-        other = {"iss": f"{ISSUER}/", "sub": "feed"}
+        other = {**token, "iss": f"{ISSUER}/"}
         assert not _allowed(objects, "shop", "api", req(GATEWAY, "/api/x", token=other))
 
 
@@ -1266,7 +1272,7 @@ def test_stacks_accept_every_issuer_of_a_provider_in_every_region(every_render: 
     # Envoy's jwt_authn compares `iss` byte for byte: a provider (its JWKS) spelled with
     # two issuers would make its tokens valid in some regions and 401 in the others.
     issuers: dict[str, set[str]] = {}
-    workloads: list[tuple[list[dict[str, Any]], str, str, str]] = []
+    workloads: list[tuple[list[dict[str, Any]], str, str, str, list[str]]] = []
     for render in every_render.values():
         objects = render.kubernetes_objects()
         for obj in objects:
@@ -1277,11 +1283,19 @@ def test_stacks_accept_every_issuer_of_a_provider_in_every_region(every_render: 
                 continue  # the ingress gateway's quota-client identity (tests/ratelimit)
             for rule in obj["spec"]["jwtRules"]:
                 issuers.setdefault(rule["jwksUri"], set()).add(rule["issuer"])
-                workloads.append((objects, obj["metadata"]["namespace"], app, rule["jwksUri"]))
+                workloads.append(
+                    (
+                        objects,
+                        obj["metadata"]["namespace"],
+                        app,
+                        rule["jwksUri"],
+                        rule.get("audiences") or [],
+                    )
+                )
     assert workloads, "a fixture authenticates JWTs"
-    for objects, namespace, app, jwks in workloads:
+    for objects, namespace, app, jwks, audiences in workloads:
         for issuer in issuers[jwks]:
-            token = {"iss": issuer, "sub": "someone"}
+            token = {"iss": issuer, "sub": "someone", **({"aud": audiences} if audiences else {})}
             assert _authenticated(objects, namespace, app, token) == token, (app, issuer)
 
 
@@ -1327,16 +1341,20 @@ def test_stacks_admit_the_loadtester_on_canary_pods_only(every_render: Any) -> N
 
 def test_claim_conditions_and_request_principals_as_istio_decides_them() -> None:
     """The evaluator's token semantics (tools/verify/authorization.py): a claim condition
-    matches when one item of a list claim does, `notValues` excludes, a token counts only
-    for an issuer a RequestAuthentication of the workload names, and a policy that names
-    request principals admits no request without a token."""
+    matches when one item of a list claim does (`scope` split on spaces), `notValues`
+    excludes, a token counts only for an issuer and audience a RequestAuthentication of the
+    workload names, any other token is rejected (401) before the policies, even where an
+    identity rule would admit the peer, and request principals need a token."""
     issuer = "https://auth.meshstack.example.com"
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "security.istio.io/v1",
             "kind": "RequestAuthentication",
             "metadata": {"name": "api-jwt", "namespace": "shop"},
-            "spec": {"selector": {"matchLabels": {"app": "api"}}, "jwtRules": [{"issuer": issuer}]},
+            "spec": {
+                "selector": {"matchLabels": {"app": "api"}},
+                "jwtRules": [{"issuer": issuer, "audiences": ["api"]}],
+            },
         },
         {
             "apiVersion": "security.istio.io/v1",
@@ -1351,18 +1369,41 @@ def test_claim_conditions_and_request_principals_as_istio_decides_them() -> None
                             {"key": "request.auth.claims[groups]", "values": ["ops"]},
                             {"key": "request.auth.claims[role]", "notValues": ["guest"]},
                         ],
-                    }
+                    },
+                    {
+                        "to": [{"operation": {"paths": ["/read"]}}],
+                        "when": [{"key": "request.auth.claims[scope]", "values": ["read"]}],
+                    },
+                    {
+                        "from": [{"source": {"principals": [GATEWAY]}}],
+                        "to": [{"operation": {"paths": ["/open"]}}],
+                    },
                 ],
             },
         },
     ]
-    token = {"iss": issuer, "sub": "ana", "groups": ["dev", "ops"], "role": "admin"}
+    token = {
+        "iss": issuer,
+        "sub": "ana",
+        "aud": ["api", "web"],
+        "groups": ["dev", "ops"],
+        "role": "admin",
+    }
 
-    def allowed(**request: Any) -> bool:
-        return _allowed(objects, "shop", "api", req(GATEWAY, "/x", **request))
+    def allowed(path: str = "/x", **request: Any) -> bool:
+        return _allowed(objects, "shop", "api", req(GATEWAY, path, **request))
 
     assert allowed(token=token), "one of the groups is ops"
     assert not allowed(token={**token, "groups": ["dev"]})
     assert not allowed(token={**token, "role": "guest"}), "notValues excludes"
-    assert not allowed(token={**token, "iss": issuer + "/"}), "an issuer no rule names"
     assert not allowed(), "request principals need a token"
+    reader = {**token, "groups": ["dev"]}  # not admitted by the groups rule
+    assert allowed("/read", token={**reader, "scope": "write read"}), "scope is space-delimited"
+    assert not allowed("/read", token={**reader, "scope": "readonly"})
+    assert allowed("/open"), "the gateway's identity opens /open without a token"
+    for bad in ({**token, "iss": issuer + "/"}, {**token, "aud": "web"}):
+        assert not allowed("/open", token=bad), "a token no rule accepts is a 401 first"
+    nested = {"key": "request.auth.claims[realm][roles]", "values": ["x"]}
+    objects[1]["spec"]["rules"][0]["when"] = [nested]
+    with pytest.raises(ValueError, match="nested claims"):
+        allowed(token=token)

@@ -24,9 +24,12 @@ reference "Authorization Policy" and "Peer Authentication", security.istio.io/v1
    condition on `request.auth.claims[<claim>]` its `values` / `notValues` (any other key
    raises).
 4. Request authentication: a token counts only when a RequestAuthentication applying to the
-   workload (same namespace rules as above) names its `iss` byte for byte (Envoy's jwt_authn
-   compares issuers exactly); any other token gives the request no request principal (Envoy
-   rejects it with 401, which no policy can turn into an allow either).
+   workload (same namespace rules as above) has a jwtRule with its `iss` byte for byte
+   (Envoy's jwt_authn compares issuers exactly) and, when the rule lists `audiences`, an
+   `aud` among them. A token no rule accepts is rejected (401, `rejected-token`) before any
+   policy runs, when a RequestAuthentication applies; with none, a token is not verified
+   and gives the request no request principal. Signatures and expiry are not modelled: a
+   token here is one the provider issued.
 
 Pure: rendered documents and a `Request` in, a `Decision` out.
 """
@@ -71,7 +74,7 @@ class Workload:
     labels: Mapping[str, str]
 
 
-Decision = Literal["allowed", "denied", "refused-plaintext"]
+Decision = Literal["allowed", "denied", "refused-plaintext", "rejected-token"]
 
 
 def _selects(spec: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
@@ -189,6 +192,8 @@ def _fields_match(fields: Mapping[str, Any], checks: Mapping[str, Any]) -> bool:
 
 
 CLAIM_KEY: Final = "request.auth.claims["
+SPACE_DELIMITED_CLAIMS: Final = frozenset({"scope", "permission"})
+"""Claims Istio splits on spaces before matching (a `scope` of "read write" matches `read`)."""
 
 
 def _condition_matches(condition: Mapping[str, Any], request: Request) -> bool:
@@ -196,9 +201,14 @@ def _condition_matches(condition: Mapping[str, Any], request: Request) -> bool:
     key = str(condition.get("key", ""))
     if not (key.startswith(CLAIM_KEY) and key.endswith("]")):
         raise ValueError(f"`when` key {key!r} is not evaluated here")
-    claim = (request.token or {}).get(key[len(CLAIM_KEY) : -1])
+    name = key[len(CLAIM_KEY) : -1]
+    if "][" in name:
+        raise ValueError(f"`when` key {key!r}: nested claims are not evaluated here")
+    claim = (request.token or {}).get(name)
     present = [] if claim is None else claim if isinstance(claim, list) else [claim]
     values = [str(v) for v in present]
+    if name in SPACE_DELIMITED_CLAIMS:
+        values = [part for v in values for part in v.split()]
     if "values" in condition and not any(
         _string_match(p, v) for p in condition["values"] for v in values
     ):
@@ -231,7 +241,10 @@ def decide(
     """What `workload`'s sidecar does with `request` (module docstring)."""
     if request.principal is None and mtls_mode(documents, workload, request.port, root) == "STRICT":
         return "refused-plaintext"
-    request = authenticated(documents, workload, request, root)
+    verified = authenticated(documents, workload, request, root)
+    if verified is None:
+        return "rejected-token"
+    request = verified
     policies = [
         d.get("spec") or {} for d in _applying(documents, "AuthorizationPolicy", workload, root)
     ]
@@ -246,20 +259,35 @@ def decide(
     return "allowed" if any(_policy_matches(s, request) for s in allows) else "denied"
 
 
+def _audiences(token: Mapping[str, Any]) -> set[str]:
+    aud = token.get("aud")
+    return {str(a) for a in aud} if isinstance(aud, list) else {str(aud)} if aud else set()
+
+
+def _accepts(rule: Mapping[str, Any], token: Mapping[str, Any]) -> bool:
+    """Whether a jwtRule accepts the token: its issuer exactly, an audience when it lists any."""
+    if token.get("iss") != rule.get("issuer"):
+        return False
+    audiences = {str(a) for a in rule.get("audiences") or []}
+    return not audiences or bool(audiences & _audiences(token))
+
+
 def authenticated(
     documents: Sequence[Mapping[str, Any]],
     workload: Workload,
     request: Request,
     root: str = ROOT_NAMESPACE,
-) -> Request:
-    """`request` with its token kept only if a RequestAuthentication of `workload` accepts
-    the token's issuer (module docstring, 4)."""
+) -> Request | None:
+    """`request` as the workload's RequestAuthentications leave it (module docstring, 4): the
+    token kept if a rule accepts it, dropped if none applies, None (rejected) otherwise."""
     token = request.token
     if token is None:
         return request
-    issuers = {
-        str(rule.get("issuer"))
+    rules = [
+        rule
         for doc in _applying(documents, "RequestAuthentication", workload, root)
         for rule in (doc.get("spec") or {}).get("jwtRules") or []
-    }
-    return request if token.get("iss") in issuers else replace(request, token=None)
+    ]
+    if not rules:
+        return replace(request, token=None)
+    return request if any(_accepts(rule, token) for rule in rules) else None
