@@ -85,7 +85,7 @@ def test_pending_creates_name_their_kubernetes_objects() -> None:
 def test_existing_objects_are_imported_and_the_rest_cleared() -> None:
     pending = recover_stack.pending_creates(EXPORT)
     written = [{"manager": "pulumi-kubernetes", "operation": "Update"}]
-    live = {
+    live: dict[str, dict[str, Any]] = {
         "istiod": {
             "metadata": {"name": "istiod", "namespace": "istio-system", "managedFields": written}
         },
