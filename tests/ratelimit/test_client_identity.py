@@ -300,11 +300,11 @@ def _request(authority: str, path: str) -> dict[str, list[str]]:
     return {":authority": [authority], ":path": [path]}
 
 
-def test_a_scoped_quota_counts_only_its_hosts_and_paths_on_top_of_the_region_wide_one(
+def _hub_quota(
     fixture_renders: dict[str, Render],
-) -> None:
-    # fixture-hub: scope `search` on api.us.example.com under /search/ and /v1/search
-    # (free 10/min, pro 20/s, internal unlisted), scope `shop` on *.shop.example.com.
+) -> tuple[list[dict[str, Any]], dict[str, Any], str]:
+    """fixture-hub's gateway objects, its quota service's configuration and the issuer the
+    gateway verifies client tokens of."""
     objects = _hub_gateway(fixture_renders)
     config = specs.ratelimit_config(stack_settings("fixture-hub").rate_limit.quota)
     issuer = next(
@@ -313,6 +313,15 @@ def test_a_scoped_quota_counts_only_its_hosts_and_paths_on_top_of_the_region_wid
         if o["kind"] == "RequestAuthentication"
         for r in o["spec"]["jwtRules"]
     )
+    return objects, config, issuer
+
+
+def test_a_scoped_quota_counts_only_its_hosts_and_paths_on_top_of_the_region_wide_one(
+    fixture_renders: dict[str, Render],
+) -> None:
+    # fixture-hub: scope `search` on api.us.example.com under /search/ and /v1/search
+    # (free 10/min, pro 20/s, internal unlisted), scope `shop` on *.shop.example.com.
+    objects, config, issuer = _hub_quota(fixture_renders)
     acme = Token(issuer, {"client_id": "acme-mobile"}, valid=True)
     region = [(specs.CLIENT_DESCRIPTOR, "acme-mobile")]
     scoped = [(specs.SCOPE_DESCRIPTOR, "search"), *region]
@@ -341,14 +350,7 @@ def test_a_scoped_quota_counts_only_its_hosts_and_paths_on_top_of_the_region_wid
 def test_a_tier_a_scope_does_not_list_has_no_limit_there(
     fixture_renders: dict[str, Render],
 ) -> None:
-    objects = _hub_gateway(fixture_renders)
-    config = specs.ratelimit_config(stack_settings("fixture-hub").rate_limit.quota)
-    issuer = next(
-        r["issuer"]
-        for o in objects
-        if o["kind"] == "RequestAuthentication"
-        for r in o["spec"]["jwtRules"]
-    )
+    objects, config, issuer = _hub_quota(fixture_renders)
     # billing-batch is `internal`, which `search` does not list: its id must not fall back
     # to the scope's value-less (unknown client, free) entry.
     billing = Token(issuer, {"client_id": "billing-batch"}, valid=True)
