@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from components.constants import ISTIO_RESERVED_PORTS
-from components.naming import is_dns_label
+from components.naming import is_dns_label, is_dns_subdomain
 
 
 class SettingsError(ValueError):
@@ -113,6 +113,18 @@ class SettingsModel(BaseModel):
         populate_by_name=True,
         str_strip_whitespace=False,
     )
+
+
+def _public_host(value: str) -> str:
+    bare = value.removeprefix("*.")
+    if not (is_dns_subdomain(bare) and "." in bare):
+        raise ValueError("must be a lowercase DNS name like api.example.com or *.example.com")
+    return value
+
+
+PublicHost = Annotated[str, AfterValidator(_public_host)]
+"""A host the ingress gateway serves, `*.` for every subdomain (as a Gateway's and a
+VirtualService's hosts take it): public hosts of a service, hosts a quota is scoped to."""
 
 
 _SERVICE_HOST = re.compile(

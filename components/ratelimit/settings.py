@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
-from components.naming import is_dns_subdomain
 from components.settings_types import (
     DnsLabel,
     HeaderName,
+    PublicHost,
     RuleViolationError,
     SettingsModel,
     check_unique,
@@ -149,17 +149,6 @@ DEFAULT_TIERS: Final = (QuotaTier(name="free", requests_per_unit=60, unit="minut
 name to change it (`free` with other numbers)."""
 
 
-def _gateway_host(value: str) -> str:
-    bare = value.removeprefix("*.")
-    if not (is_dns_subdomain(bare) and "." in bare):
-        raise ValueError("must be a lowercase DNS name like api.example.com or *.example.com")
-    return value
-
-
-GatewayHost = Annotated[str, AfterValidator(_gateway_host)]
-"""A public host of the ingress gateway, `*.` for every subdomain (as a Gateway's hosts)."""
-
-
 class QuotaScope(SettingsModel):
     """A quota on part of the gateway's requests, counted on top of the region-wide one."""
 
@@ -168,7 +157,7 @@ class QuotaScope(SettingsModel):
             "Scope name, e.g. `search`: the value of the `quota_scope` descriptor entry. Required."
         )
     )
-    hosts: tuple[GatewayHost, ...] = Field(
+    hosts: tuple[PublicHost, ...] = Field(
         default=(),
         description=(
             "Public hosts (`:authority`, any port, any case) whose requests it counts; each "

@@ -24,6 +24,7 @@ from components.settings_types import (
     Duration,
     HeaderName,
     OptionalDnsLabel,
+    PublicHost,
     Re2Regex,
     RuleViolationError,
     SettingsModel,
@@ -31,16 +32,6 @@ from components.settings_types import (
     duration_ms,
 )
 from components.traffic.policy import TrafficPolicySettings
-
-
-def _hostname(value: str) -> str:
-    bare = value.removeprefix("*.")
-    if not (is_dns_subdomain(bare) and "." in bare):
-        raise ValueError("must be a lowercase DNS name like api.example.com or *.example.com")
-    return value
-
-
-Hostname = Annotated[str, AfterValidator(_hostname)]
 
 _SERVICE_REF: Final = re.compile(r"^([^/]+)/([^/]+)$")
 
@@ -369,7 +360,7 @@ class ExposeSettings(SettingsModel):
     """Serve the service on public hosts through an ingress Gateway."""
 
     gateway: DnsLabel = Field(description="Name of an entry of `traffic.gateways`.")
-    hosts: NonEmpty[Hostname] = Field(
+    hosts: NonEmpty[PublicHost] = Field(
         description="Public hosts; each must be served by the gateway."
     )
 
@@ -554,7 +545,7 @@ class GatewaySettings(SettingsModel):
     """An ingress Gateway for public hosts: HTTPS, and HTTP redirected to HTTPS."""
 
     name: DnsLabel = Field(description="Gateway name, in the ingress gateway's namespace.")
-    hosts: NonEmpty[Hostname] = Field(
+    hosts: NonEmpty[PublicHost] = Field(
         description="Hosts it serves, e.g. `api.example.com`, `*.example.com`."
     )
     credential_name: SecretName = Field(
