@@ -6,46 +6,31 @@ Chart v4 renders the chart and manages each object as its own Pulumi resource, s
 object, and Helm's `helm.sh/resource-policy: keep` becomes RetainOnDelete. Its costs are
 known and handled here: it runs no Helm hooks (none of our charts needs one at install),
 and it always renders as a fresh install, which is why istiod and base set
-`base.validationFailurePolicy: Fail` (see `components.istio.values`). Where the charts come from is
-the stack's `meshstack:chartSource` (`chart_reference`); `tools/charts.py` renders them
-offline exactly as installed here (`build/<stack>/charts.yaml`).
+`base.validationFailurePolicy: Fail` (see `components.istio.values`).
+
+CRDs and namespaces are never deleted: Chart v4 registers an object annotated
+`helm.sh/resource-policy: keep` with RetainOnDelete (the provider's `helm/v4` chart.go,
+`preregister`), and every CRD the pinned charts ship carries it. The policy pack's
+`crds-and-namespaces-retained`, run over every stack's render with the charts' objects
+(`tests/test_charts.py`), fails a chart that ships a CRD or namespace without it. There is
+no transform adding RetainOnDelete here: the engine calls a program transform for every
+chart object, one at a time, with its full inputs (the 18 Istio CRDs are 0.5 MB), which
+cost every preview about 0.8 s (README, Benchmark) and changed nothing.
+
+Where the charts come from is the stack's `meshstack:chartSource` (`chart_reference`);
+`tools/charts.py` renders them offline exactly as installed here (`build/<stack>/charts.yaml`).
 """
 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
-from typing import Any, Final
+from typing import Any
 
 import pulumi
 import pulumi_kubernetes as k8s
 
 from components.settings_types import ChartSource
 from components.versions import HelmChart
-
-RETAINED_TYPES: Final = frozenset(
-    {
-        "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
-        "kubernetes:core/v1:Namespace",
-    }
-)
-"""Object types the program never deletes: deleting a CRD deletes every object of its
-kind cluster-wide, deleting a namespace deletes everything in it."""
-
-
-def retain_crds_and_namespaces(
-    args: pulumi.ResourceTransformArgs,
-) -> pulumi.ResourceTransformResult | None:
-    """Transform that marks CRDs and namespaces rendered by a chart RetainOnDelete.
-
-    Chart v4 already honours `helm.sh/resource-policy: keep`; this also covers charts
-    that ship CRDs without that annotation (Flagger's `crds/`).
-    """
-    if args.type_ not in RETAINED_TYPES:
-        return None
-    return pulumi.ResourceTransformResult(
-        props=args.props,
-        opts=pulumi.ResourceOptions.merge(args.opts, pulumi.ResourceOptions(retain_on_delete=True)),
-    )
 
 
 def chart_reference(chart: HelmChart, source: ChartSource) -> tuple[str, str]:
@@ -91,6 +76,5 @@ def install_chart(
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=depends_on or [],
-            transforms=[retain_crds_and_namespaces],
         ),
     )

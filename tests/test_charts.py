@@ -350,6 +350,31 @@ def test_policy_pack_passes_program_and_chart_objects_together(
     assert report.unknown == []
 
 
+def test_a_chart_crd_without_the_keep_policy_would_be_deleted_with_the_stack(
+    expanded: Expanded,
+) -> None:
+    """Chart v4 retains a chart object on delete only when it is annotated
+    `helm.sh/resource-policy: keep` (no program transform adds RetainOnDelete), so a chart
+    version that ships a CRD without it must fail the policy pack, not delete every
+    VirtualService in the cluster at the next `pulumi destroy`."""
+    render, expansion = expanded[STACKS[0]]
+    base = _release(expanded, STACKS[0], "istio-base")
+    objects = list(base.objects)
+    at = next(i for i, o in enumerate(objects) if o["kind"] == "CustomResourceDefinition")
+    crd = json.loads(json.dumps(objects[at]))
+    del crd["metadata"]["annotations"][checks.KEEP_ANNOTATION]
+    objects[at] = crd
+    edited = [replace(c, objects=objects) if c is base else c for c in expansion]
+    report = checks.policy_report(render, edited)
+    assert [(v.policy, v.message) for v in report.violations] == [
+        (
+            "crds-and-namespaces-retained",
+            f"apiextensions.k8s.io/CustomResourceDefinition {crd['metadata']['name']} is "
+            "deleted with the stack: set retainOnDelete",
+        )
+    ]
+
+
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_object_has_one_owner(expanded: Expanded, stack: str) -> None:
     render, expansion = expanded[stack]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pulumi
 import pytest
 
-from components import helm
 from components.istio.component import IstioMesh
 from components.region import RegionMesh
 from tests.conftest import RUN_CONTEXT, by_name, make_settings, run_with_provider
@@ -167,18 +166,3 @@ def test_region_mesh_composes_istio_and_exports_outputs() -> None:
     assert render.outputs["namespaces"] == ["bank", "shop"]
     assert render.outputs["version"] == "1.30.4"
     assert render.outputs["address"] == "[unknown: known after deploy]"
-
-
-def test_retain_transform_marks_crds_and_namespaces_only() -> None:
-    def args(type_: str) -> pulumi.ResourceTransformArgs:
-        return pulumi.ResourceTransformArgs(
-            custom=True, type_=type_, name="x", props={}, opts=pulumi.ResourceOptions()
-        )
-
-    crd = helm.retain_crds_and_namespaces(
-        args("kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition")
-    )
-    assert crd is not None and crd.opts is not None and crd.opts.retain_on_delete is True
-    ns = helm.retain_crds_and_namespaces(args("kubernetes:core/v1:Namespace"))
-    assert ns is not None and ns.opts is not None and ns.opts.retain_on_delete is True
-    assert helm.retain_crds_and_namespaces(args("kubernetes:apps/v1:Deployment")) is None

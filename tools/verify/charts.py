@@ -4,8 +4,8 @@
   (`tools.verify.validate_manifest`), for every chart object;
 * `policy_report`: the policy pack's offline runner over the program's registrations plus one
   registration per chart object, as Chart v4 registers them (children of the chart, with its
-  provider; CRDs and namespaces retained by `components.helm.retain_crds_and_namespaces`,
-  `helm.sh/resource-policy: keep` honoured);
+  provider; retained on delete exactly when annotated `helm.sh/resource-policy: keep`, as
+  Chart v4 decides, so a chart CRD or namespace without it fails `crds-and-namespaces-retained`);
 * `ownership_conflicts`: an object rendered by two charts, or by a chart and the program —
   two owners that would overwrite each other on every `pulumi up`;
 * `secret_leaks`: a value the program passes as a secret appearing in an object that is not
@@ -42,9 +42,6 @@ from tools.manifests import SECRET_PLACEHOLDER, canonical_object
 from tools.render import HELM_CHART_TYPE, Registration, Render
 from tools.verify import validate_manifest
 
-RETAINED_TYPES: Final = frozenset(
-    {"apiextensions.k8s.io/v1/CustomResourceDefinition", "v1/Namespace"}
-)
 KEEP_ANNOTATION: Final = "helm.sh/resource-policy"
 
 INEFFECTIVE_VALUE_EXCEPTIONS: Final[Mapping[tuple[str, str], str]] = {
@@ -135,11 +132,10 @@ def chart_registrations(render: Render, expanded: Iterable[ChartObjects]) -> lis
         if parent is None:
             raise ValueError(f"release {chart.release.name} is not a chart of the render")
         for obj in chart.objects:
-            _, kind, namespace, name = object_key(obj)
+            _, _, namespace, name = object_key(obj)
             type_ = _type_token(obj)
             child = f"{parent.name}:{namespace + '/' if namespace else ''}{name}"
             annotations = (obj.get("metadata") or {}).get("annotations") or {}
-            retained = f"{obj.get('apiVersion')}/{kind}" in RETAINED_TYPES
             registrations.append(
                 Registration(
                     urn=f"{parent.urn.rsplit('::', 1)[0]}${type_}::{child}",
@@ -150,7 +146,7 @@ def chart_registrations(render: Render, expanded: Iterable[ChartObjects]) -> lis
                     dependencies=[],
                     provider=parent.provider,
                     protect=False,
-                    retain_on_delete=retained or annotations.get(KEEP_ANNOTATION) == "keep",
+                    retain_on_delete=annotations.get(KEEP_ANNOTATION) == "keep",
                     inputs=dict(obj),
                 )
             )
