@@ -18,7 +18,8 @@ built:
 Prints a table and the ratio (pulumi up ÷ helm+kubectl), and writes it to
 `build/e2e-bench/summary.md`; the last line is
 `e2e-bench: pulumi up / by hand = <r>x, preview (no changes) <s>s` for the hub. The Pulumi
-commands run with the workflows' engine settings (`tools/ci/engine.env`).
+commands run with the engine's defaults, as the workflows' do (README, Benchmark: why no
+`PULUMI_PARALLEL`).
 
     python -m tools.e2e.bench [--stacks us-east-1 ...]
 """
