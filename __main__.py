@@ -129,6 +129,16 @@ def refuse_control_plane_replacement(settings: StackSettings, last: dict[str, An
         raise pulumi.RunError(f"invalid stack settings: {error}")
 
 
+if not OFFLINE:
+    # The engine sends this program the resources a Chart created as their IDs, not as
+    # resource references: the SDK turns every reference into a typed resource by reading its
+    # whole state back from the engine (`pulumi:pulumi:getResource`), about 180 reads per run
+    # (the Istio CRDs alone 0.5 MB), 1 s of every preview, for objects nothing here reads
+    # (README, Benchmark). The one chart object the program reads, the ingress Service, it
+    # reads by name (`components.istio.component`). Set before the first registration; the
+    # SDK reads it on each one.
+    os.environ["PULUMI_DISABLE_RESOURCE_REFERENCES"] = "true"
+
 settings = read_settings()
 context = run_context(settings)
 last = last_deployment(context)

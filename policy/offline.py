@@ -221,6 +221,10 @@ def evaluate(
             if not isinstance(policy, ResourceValidationPolicy):
                 raise TypeError(f"policy {policy.name} is neither a resource nor a stack policy")
             for r in render.registrations:
+                if r.read:
+                    # The engine validates registrations only; a read is not applied
+                    # (GenerateReadSteps runs no analyzer).
+                    continue
                 args = ResourceValidationArgs(
                     r.type,
                     unknown_checking_proxy(_engine_value(r.inputs)),

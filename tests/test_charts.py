@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from components.helm import chart_reference
+from components.istio.values import INGRESS
 from components.observability.kiali_values import (
     SIGNING_KEY_ITEM,
     SIGNING_KEY_REFERENCE,
@@ -373,6 +374,22 @@ def test_a_chart_crd_without_the_keep_policy_would_be_deleted_with_the_stack(
             "deleted with the stack: set retainOnDelete",
         )
     ]
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_ingress_service_the_program_reads_is_the_ingress_charts_load_balancer(
+    expanded: Expanded, stack: str
+) -> None:
+    """`ingressGatewayAddress` is read from `<namespace>/<release>` of the ingress gateway
+    (`components.istio.component`): the istio-gateway chart must name its Service so, or
+    the read finds nothing (a first preview hides it: the read waits for the chart)."""
+    chart = _release(expanded, stack, INGRESS.release)
+    services = [
+        (o["metadata"].get("namespace"), o["metadata"]["name"], o["spec"].get("type"))
+        for o in chart.objects
+        if o["kind"] == "Service"
+    ]
+    assert services == [(INGRESS.namespace, INGRESS.release, "LoadBalancer")]
 
 
 @pytest.mark.parametrize("stack", STACKS)

@@ -186,8 +186,11 @@ def test_resources_json_describes_every_resource(tmp_path: Path) -> None:
             "provider",
             "protect",
             "retain_on_delete",
+            "read",
         }
     urns = [r["urn"] for r in resources]
+    reads = {r["type"] for r in resources if r["read"]}
+    assert "kubernetes:core/v1:Service" in reads, "the ingress Service is read, not managed"
     assert len(urns) == len(set(urns)), "URNs are unique"
 
 

@@ -11,7 +11,7 @@ writes to `build/STACK/`:
 - `helm.yaml`: one document per Helm chart: name, chart, version, repository, namespace,
   values;
 - `resources.json`: every Pulumi resource with urn, type, name, parent, dependencies,
-  provider, protect and retain_on_delete;
+  provider, protect, retain_on_delete and read (a read of an existing object, not managed);
 - `outputs.json`: the stack outputs;
 - `summary.md`: what the stack deploys per area and per service (`tools/summary.py`),
   also printed;
@@ -146,6 +146,8 @@ class Registration:
     protect: bool
     retain_on_delete: bool
     inputs: dict[str, Any] = field(repr=False)
+    read: bool = False
+    """A read of something that exists (`<Resource>.get`, a stack reference), not managed."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -156,7 +158,15 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         self.registrations: list[Registration] = []
 
     def _record(
-        self, request: Any, urn: str, properties: Any, *, custom: bool, protect: bool, retain: bool
+        self,
+        request: Any,
+        urn: str,
+        properties: Any,
+        *,
+        custom: bool,
+        protect: bool,
+        retain: bool,
+        read: bool = False,
     ) -> None:
         inputs = json_format.MessageToDict(properties, preserving_proto_field_name=True)
         self.registrations.append(
@@ -171,14 +181,22 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 protect=protect,
                 retain_on_delete=retain,
                 inputs=_plain(inputs),
+                read=read,
             )
         )
 
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        """Reads (stack references) are recorded too, so renders show which stack is read."""
+        """Reads (stack references, the ingress Service) are recorded too, marked `read`, so
+        renders show what the stack reads."""
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]
         self._record(
-            request, response.urn, request.properties, custom=True, protect=False, retain=False
+            request,
+            response.urn,
+            request.properties,
+            custom=True,
+            protect=False,
+            retain=False,
+            read=True,
         )
         return response
 
@@ -304,7 +322,7 @@ class Render:
         objects = [
             canonical_object(r.inputs)
             for r in self.registrations
-            if r.custom and r.type.startswith("kubernetes:") and "kind" in r.inputs
+            if r.custom and not r.read and r.type.startswith("kubernetes:") and "kind" in r.inputs
         ]
         return sorted(objects, key=_object_sort_key)
 

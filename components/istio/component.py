@@ -16,7 +16,7 @@ dependency every Istio custom resource needs, so nobody writes a hand-made `depe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, Final, cast
 
 import pulumi
@@ -45,11 +45,21 @@ def _load_balancer_address(status: Any) -> str:
     return str(getattr(first, "hostname", None) or getattr(first, "ip", None) or UNKNOWN_ADDRESS)
 
 
-def _service_address(resources: Sequence[Any] | None) -> pulumi.Output[str] | str:
-    services = [r for r in resources or [] if isinstance(r, k8s.core.v1.Service)]
-    if not services:
-        return UNKNOWN_ADDRESS
-    return services[0].status.apply(_load_balancer_address)
+def _read_gateway_service(
+    resource_name: str,
+    gateway: values.GatewaySpec,
+    chart: k8s.helm.v4.Chart,
+    parent: pulumi.Resource,
+) -> k8s.core.v1.Service:
+    """The gateway chart's Service (named after the release), read from the cluster once the
+    chart's objects exist: its ID comes from the chart's `resources`, unknown while a
+    preview would create them, so a first preview reads nothing and the address stays
+    unknown; a later preview reads the live Service. A read, not a resource: the chart
+    owns the Service."""
+    service_id = chart.resources.apply(lambda _: f"{gateway.namespace}/{gateway.release}")
+    return k8s.core.v1.Service.get(
+        resource_name, service_id, opts=pulumi.ResourceOptions(parent=parent)
+    )
 
 
 def _istiod_values(
@@ -225,7 +235,9 @@ class IstioMesh(pulumi.ComponentResource):
         ).apply(lambda names: [str(n) for n in names])
         self.ingress_namespace = ingress_ns.metadata.name.apply(str)
         self.ingress_selector = pulumi.Output.from_input(values.gateway_selector(values.INGRESS))
-        self.ingress_address = ingress.resources.apply(_service_address)
+        self.ingress_address = _read_gateway_service(
+            f"{name}-ingress-service", values.INGRESS, ingress, self
+        ).status.apply(_load_balancer_address)
         self.register_outputs(
             {
                 "namespace": self.namespace,

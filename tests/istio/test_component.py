@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pulumi
 import pytest
+from pulumi.runtime.mocks import MockResourceArgs
 
-from components.istio.component import IstioMesh
+from components.istio import values
+from components.istio.component import UNKNOWN_ADDRESS, IstioMesh
 from components.region import RegionMesh
 from tests.conftest import RUN_CONTEXT, by_name, make_settings, run_with_provider
-from tools.render import Render
+from tools import render as render_tool
+from tools.render import HELM_CHART_TYPE, Render
 
 SETTINGS = make_settings(
     services=[
@@ -39,7 +44,9 @@ def test_istio_mesh_children(mesh_render: Render) -> None:
         "m-egress-gateway",
         "m-eastwest-gateway",
         "m-cross-network-gateway",
+        "m-ingress-service",
     }
+    assert [r.name for r in mesh_render.registrations if r.read] == ["m-ingress-service"]
     component = names["m"]
     for name, registration in names.items():
         if name not in {"m", "test-kubernetes"}:
@@ -166,3 +173,52 @@ def test_region_mesh_composes_istio_and_exports_outputs() -> None:
     assert render.outputs["namespaces"] == ["bank", "shop"]
     assert render.outputs["version"] == "1.30.4"
     assert render.outputs["address"] == "[unknown: known after deploy]"
+
+
+class DeployedMocks(render_tool.RenderMocks):
+    """A run after the charts exist: a Chart's `resources` are its objects' IDs (the program
+    turns resource references off, `__main__.py`), and the ingress Service has a load
+    balancer address."""
+
+    def __init__(self, address: dict[str, str] | None) -> None:
+        super().__init__()
+        self.address = address
+        self.reads: list[tuple[str, str]] = []
+
+    def new_resource(self, args: MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
+        if args.typ == HELM_CHART_TYPE:
+            release = f"{args.inputs['namespace']}/{args.inputs['name']}"
+            return None, {"resources": [release, f"{release}-sa"]}
+        if args.resource_id and args.typ == "kubernetes:core/v1:Service":
+            self.reads.append((args.name, args.resource_id))
+            ingress = [self.address] if self.address else []
+            return args.resource_id, {"status": {"loadBalancer": {"ingress": ingress}}}
+        return super().new_resource(args)
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ({"ip": "203.0.113.7"}, "203.0.113.7"),
+        ({"hostname": "lb.example.com"}, "lb.example.com"),
+        (None, UNKNOWN_ADDRESS),
+    ],
+)
+def test_ingress_address_is_read_from_the_gateway_charts_service_by_name(
+    monkeypatch: pytest.MonkeyPatch, address: dict[str, str] | None, expected: str
+) -> None:
+    """The one chart object the program reads: the ingress gateway's Service, which the
+    istio-gateway chart names after its release, read by `<namespace>/<release>` once the
+    chart's objects exist (a first preview, where they do not, is the test above)."""
+    mocks = DeployedMocks(address)
+    monkeypatch.setattr(render_tool, "RenderMocks", lambda _references=None: mocks)
+
+    def build(opts: pulumi.ResourceOptions) -> None:
+        region = RegionMesh("r", SETTINGS, context=RUN_CONTEXT, opts=opts)
+        pulumi.export("address", region.ingress_address)
+
+    render = run_with_provider(build)
+    assert mocks.reads == [
+        ("r-istio-ingress-service", f"{values.INGRESS.namespace}/{values.INGRESS.release}")
+    ]
+    assert render.outputs["address"] == expected

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from components.istio.component import UNKNOWN_ADDRESS
+from components.istio.values import INGRESS
 from tools.e2e import run
 from tools.e2e.controlplane import REPO, ControlPlane, ControlPlaneError
 from tools.stacks import deploy_order
@@ -102,6 +104,27 @@ def test_crds_and_namespaces_are_read_from_the_export_with_their_retain_flag() -
     assert run.retained_in_state(export) == (
         [("Namespace", "shop")],
         ["CustomResourceDefinition canaries.flagger.app"],
+    )
+
+
+def test_the_ingress_address_output_must_be_what_the_live_service_reports() -> None:
+    def service(*ingress: dict[str, str]) -> dict[str, Any]:
+        return {"status": {"loadBalancer": {"ingress": list(ingress)}}}
+
+    assert run.ingress_address_problem("203.0.113.7", service({"ip": "203.0.113.7"})) is None
+    assert (
+        run.ingress_address_problem(
+            "lb.example.com", service({"hostname": "lb.example.com", "ip": "203.0.113.7"})
+        )
+        is None
+    )
+    assert run.ingress_address_problem(UNKNOWN_ADDRESS, service()) is None
+    assert run.ingress_address_problem(UNKNOWN_ADDRESS, service({"ip": "203.0.113.7"})) == (
+        "ingressGatewayAddress is 'pending: the load balancer has no address yet', "
+        "the live ingress Service says '203.0.113.7'"
+    )
+    assert run.ingress_address_problem("203.0.113.7", None) == (
+        f"Service {INGRESS.namespace}/{INGRESS.release} is not in the cluster"
     )
 
 

@@ -114,10 +114,13 @@ def object_key(api_version: str, kind: str, namespace: str | None, name: str) ->
 
 def state_objects(export: dict[str, Any]) -> list[str]:
     """The key of every Kubernetes object the state records (custom Kubernetes resources with
-    outputs; components, providers and other packages' resources are not objects)."""
+    outputs; components, providers, other packages' resources and reads of objects the stack
+    does not manage, `external`, are not objects)."""
     keys = []
     for res in export.get("deployment", {}).get("resources", []):
         if not str(res.get("type", "")).startswith("kubernetes:") or not res.get("custom"):
+            continue
+        if res.get("external"):
             continue
         outputs = res.get("outputs") or {}
         metadata = outputs.get("metadata") or {}

@@ -53,6 +53,8 @@ from typing import Any, Final
 
 import yaml
 
+from components.istio.component import UNKNOWN_ADDRESS
+from components.istio.values import INGRESS
 from components.run_context import OFFLINE_RUNBOOK_BASE_URL
 from components.settings import load_settings
 from tools import charts
@@ -279,6 +281,20 @@ def rendered_objects(stack: str, out: Path, logs: Path = LOGS) -> list[dict[str,
     for name in ("manifests.yaml", "charts.yaml"):
         objects += [d for d in yaml.safe_load_all((out / name).read_text()) if d]
     return objects
+
+
+def ingress_address_problem(reported: Any, service: dict[str, Any] | None) -> str | None:
+    """Why the stack's `ingressGatewayAddress` is not the ingress gateway Service's load
+    balancer address as the cluster reports it (its first `status.loadBalancer.ingress`,
+    hostname before IP, or the program's "pending" text without one); None when it is."""
+    if service is None:
+        return f"Service {INGRESS.namespace}/{INGRESS.release} is not in the cluster"
+    ingress = ((service.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
+    first = ingress[0] if ingress else {}
+    live = str(first.get("hostname") or first.get("ip") or UNKNOWN_ADDRESS)
+    if reported != live:
+        return f"ingressGatewayAddress is {reported!r}, the live ingress Service says {live!r}"
+    return None
 
 
 def prerequisite_namespaces(objects: list[dict[str, Any]]) -> list[str]:
@@ -526,6 +542,21 @@ def run_stack(
     )
     result.idempotent, result.seconds["preview-no-changes"] = rc == 0, took
     _report(name, "preview --expect-no-changes", took, "no changes" if rc == 0 else "CHANGES")
+
+    _, out, took = cli.pulumi(
+        name, "output-ingress", "stack", "output", "ingressGatewayAddress", "--json", kubeconfig=kc
+    )
+    service = cp.get(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"namespace": INGRESS.namespace, "name": INGRESS.release},
+        }
+    )
+    problem = ingress_address_problem(json.loads(out), service)
+    if problem:
+        raise StepFailedError(f"{name}: {problem}")
+    _report(name, "ingressGatewayAddress", took, "the live ingress Service's address")
 
     started = time.monotonic()
     applied, missing = check_live(cp, expected)
