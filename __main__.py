@@ -133,10 +133,10 @@ if not OFFLINE:
     # The engine sends this program the resources a Chart created as their IDs, not as
     # resource references: the SDK turns every reference into a typed resource by reading its
     # whole state back from the engine (`pulumi:pulumi:getResource`), about 180 reads per run
-    # (the Istio CRDs alone 0.5 MB), 1 s of every preview, for objects nothing here reads
-    # (README, Benchmark). The one chart object the program reads, the ingress Service, it
-    # reads by name (`components.istio.component`). Set before the first registration; the
-    # SDK reads it on each one.
+    # (the Istio CRDs alone 0.5 MB), about 1 s of a preview of the hub (README, Benchmark),
+    # for objects the program does not read; the one it does, the ingress Service, it reads
+    # by name (`components.istio.component`). Set before the first registration; the SDK
+    # reads it on each one.
     os.environ["PULUMI_DISABLE_RESOURCE_REFERENCES"] = "true"
 
 settings = read_settings()

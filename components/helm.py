@@ -14,7 +14,7 @@ CRDs and namespaces are never deleted: Chart v4 registers an object annotated
 `crds-and-namespaces-retained`, run over every stack's render with the charts' objects
 (`tests/test_charts.py`), fails a chart that ships a CRD or namespace without it. There is
 no transform adding RetainOnDelete here: the engine calls a program transform for every
-chart object, one at a time, with its full inputs (the 18 Istio CRDs are 0.5 MB), which
+chart object, one at a time, with its full inputs (the Istio CRDs alone are 0.5 MB), which
 cost every preview about 0.8 s (README, Benchmark) and changed nothing.
 
 Where the charts come from is the stack's `meshstack:chartSource` (`chart_reference`);

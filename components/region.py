@@ -75,7 +75,13 @@ class RegionMesh(pulumi.ComponentResource):
                 f"{name}-hub", observability, context=context, opts=child
             ).tracing_target
         )
-        self.mesh = IstioMesh(f"{name}-istio", settings.istio, tracing=tracing, opts=child)
+        self.mesh = IstioMesh(
+            f"{name}-istio",
+            settings.istio,
+            tracing=tracing,
+            applied=not settings.render_yaml_to_directory,
+            opts=child,
+        )
         self.jaeger = (
             JaegerStack(
                 f"{name}-jaeger", self.mesh, observability.jaeger, namespace_name=obs_ns, opts=child

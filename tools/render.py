@@ -11,7 +11,8 @@ writes to `build/STACK/`:
 - `helm.yaml`: one document per Helm chart: name, chart, version, repository, namespace,
   values;
 - `resources.json`: every Pulumi resource with urn, type, name, parent, dependencies,
-  provider, protect, retain_on_delete and read (a read of an existing object, not managed);
+  provider, protect, retain_on_delete and read (for a read of an existing object, not managed,
+  the ID it reads);
 - `outputs.json`: the stack outputs;
 - `summary.md`: what the stack deploys per area and per service (`tools/summary.py`),
   also printed;
@@ -146,8 +147,10 @@ class Registration:
     protect: bool
     retain_on_delete: bool
     inputs: dict[str, Any] = field(repr=False)
-    read: bool = False
-    """A read of something that exists (`<Resource>.get`, a stack reference), not managed."""
+    read: str | None = None
+    """For a read of something that exists (`<Resource>.get`, a stack reference), not
+    managed: the ID read (`UNKNOWN_PLACEHOLDER` while it is unknown, when the engine skips
+    the read); None for a registration."""
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):
@@ -166,7 +169,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         custom: bool,
         protect: bool,
         retain: bool,
-        read: bool = False,
+        read: str | None = None,
     ) -> None:
         inputs = json_format.MessageToDict(properties, preserving_proto_field_name=True)
         self.registrations.append(
@@ -186,8 +189,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         )
 
     def ReadResource(self, request: Any) -> Any:  # noqa: N802 (gRPC method name)
-        """Reads (stack references, the ingress Service) are recorded too, marked `read`, so
-        renders show what the stack reads."""
+        """Reads (stack references, the ingress Service) are recorded too, with the ID they
+        read, so renders show what the stack reads and when."""
         response = super().ReadResource(request)  # type: ignore[no-untyped-call]
         self._record(
             request,
@@ -196,7 +199,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
             custom=True,
             protect=False,
             retain=False,
-            read=True,
+            read=_plain(request.id),
         )
         return response
 

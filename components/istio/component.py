@@ -35,6 +35,7 @@ from components.versions import istio_charts, istio_minor
 TOKEN: Final = "meshstack:istio:IstioMesh"
 
 UNKNOWN_ADDRESS: Final = "pending: the load balancer has no address yet"
+NOT_APPLIED_ADDRESS: Final = "none: renderYamlToDirectory writes manifests, nothing is applied"
 
 
 def _load_balancer_address(status: Any) -> str:
@@ -52,10 +53,11 @@ def _read_gateway_service(
     parent: pulumi.Resource,
 ) -> k8s.core.v1.Service:
     """The gateway chart's Service (named after the release), read from the cluster once the
-    chart's objects exist: its ID comes from the chart's `resources`, unknown while a
-    preview would create them, so a first preview reads nothing and the address stays
-    unknown; a later preview reads the live Service. A read, not a resource: the chart
-    owns the Service."""
+    chart's objects exist. Its ID comes from the chart's `resources` (their IDs, with
+    resource references off: `__main__.py`), unknown in a preview that creates or replaces
+    any of them, so the engine skips the read there and the address is unknown in that
+    preview; otherwise it reads the live Service. A read, not a resource: the chart owns the
+    Service."""
     service_id = chart.resources.apply(lambda _: f"{gateway.namespace}/{gateway.release}")
     return k8s.core.v1.Service.get(
         resource_name, service_id, opts=pulumi.ResourceOptions(parent=parent)
@@ -84,6 +86,8 @@ class IstioMesh(pulumi.ComponentResource):
     PodDisruptionBudgets, HPAs, requests and limits everywhere, and the validation webhook
     pinned to `Fail`. With `tracing`, meshConfig gets an OTLP `opentelemetry` extension
     provider to that target (the Telemetry API selects it; `components.observability.telemetry`).
+    `applied=False` (the provider only renders YAML: `meshstack:renderYamlToDirectory`) reads
+    nothing from the cluster.
     """
 
     namespace: pulumi.Output[str]
@@ -101,7 +105,8 @@ class IstioMesh(pulumi.ComponentResource):
     ingress_selector: pulumi.Output[dict[str, str]]
     """Pod labels of the ingress gateway, for `Gateway.spec.selector`."""
     ingress_address: pulumi.Output[str]
-    """Load-balancer address of the ingress gateway; known after deploy."""
+    """Load-balancer address of the ingress gateway; known after deploy (`applied=False`,
+    when the provider only renders YAML: `NOT_APPLIED_ADDRESS`)."""
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class IstioMesh(pulumi.ComponentResource):
         settings: IstioSettings,
         *,
         tracing: TracingTarget | None = None,
+        applied: bool = True,
         opts: pulumi.ResourceOptions | None = None,
     ) -> None:
         super().__init__(TOKEN, name, None, opts)
@@ -235,9 +241,15 @@ class IstioMesh(pulumi.ComponentResource):
         ).apply(lambda names: [str(n) for n in names])
         self.ingress_namespace = ingress_ns.metadata.name.apply(str)
         self.ingress_selector = pulumi.Output.from_input(values.gateway_selector(values.INGRESS))
-        self.ingress_address = _read_gateway_service(
-            f"{name}-ingress-service", values.INGRESS, ingress, self
-        ).status.apply(_load_balancer_address)
+        # Without a cluster (the provider renders YAML) there is no Service to read: the
+        # provider refuses a read when the cluster is unreachable.
+        self.ingress_address = (
+            _read_gateway_service(
+                f"{name}-ingress-service", values.INGRESS, ingress, self
+            ).status.apply(_load_balancer_address)
+            if applied
+            else pulumi.Output.from_input(NOT_APPLIED_ADDRESS)
+        )
         self.register_outputs(
             {
                 "namespace": self.namespace,
