@@ -103,12 +103,21 @@ def kubernetes_provider(settings: StackSettings) -> k8s.Provider:
     # exists silently adopts it, and a rename without an alias then deletes it. An object a
     # killed `pulumi up` created but never recorded is imported by the recovery instead
     # (tools/recover_stack.py, docs/operations.md "Interrupted deploy").
+    if settings.render_yaml_to_directory:
+        # The provider refuses a cluster (`context`, `kubeconfig`) beside
+        # renderYamlToDirectory, and the SDK fills an unset kubeconfig from $KUBECONFIG: an
+        # empty one says "no cluster", so a stack file's kubeContext does not stop a render.
+        return k8s.Provider(
+            f"{settings.region}-kubernetes",
+            kubeconfig="",
+            enable_server_side_apply=True,
+            render_yaml_to_directory=settings.render_yaml_to_directory,
+        )
     return k8s.Provider(
         f"{settings.region}-kubernetes",
         kubeconfig=kubeconfig,
         context=settings.kube_context or None,
         enable_server_side_apply=True,
-        render_yaml_to_directory=settings.render_yaml_to_directory or None,
     )
 
 

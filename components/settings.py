@@ -242,9 +242,13 @@ class StackSettings(SettingsModel):
         default="",
         description=(
             "When set, the Kubernetes provider writes manifests to this directory instead "
-            "of applying them (for users with the Pulumi CLI but no cluster), Secrets in plain "
-            "text (the Redis password, Kiali's signing key): never a directory under version "
-            "control, and never on a deployed stack. Default: off."
+            "of applying them (for users with the Pulumi CLI but no cluster: no context or "
+            "kubeconfig is passed, nothing is read), Secrets in plain text (the Redis "
+            "password, Kiali's signing key): never a directory under version control, and "
+            "never on a deployed stack. Without a cluster Chart v4 renders for Kubernetes "
+            "1.20, below the Jaeger chart's `kubeVersion`, so a stack that deploys Jaeger (the "
+            "hub) cannot be rendered this way; a spoke reads its hub's stack outputs. "
+            "Default: off."
         ),
     )
     istio_revision: str = Field(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from components.istio.component import NOT_APPLIED_ADDRESS
 from components.versions import ISTIO_VERSION
 from tests.conftest import STACKS, default_istiod, waits_for
 from tools.charts import published_chart
@@ -224,6 +225,27 @@ def test_settings_error_exits_with_one_line_and_writes_nothing(tmp_path: Path) -
     ]
     assert "Traceback" not in result.stderr + result.stdout
     assert not (project / "build").exists()
+
+
+def test_rendering_yaml_needs_no_cluster_and_reads_nothing(tmp_path: Path) -> None:
+    """With renderYamlToDirectory the provider refuses a context or kubeconfig beside it, and
+    the SDK would fill an unset kubeconfig from $KUBECONFIG: the provider gets an empty one
+    and no context even when the stack file names one, and nothing is read from a cluster."""
+    project = _project_copy(
+        tmp_path,
+        {
+            "meshstack:region": "lab-1",
+            "meshstack:kubeContext": "mesh-lab-1",
+            "meshstack:renderYamlToDirectory": "rendered",
+        },
+    )
+    render = render_stack("bad", project)
+    provider = next(r for r in render.registrations if r.type == "pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == ""
+    assert "context" not in provider.inputs
+    assert provider.inputs["renderYamlToDirectory"] == "rendered"
+    assert not any(r.read for r in render.registrations if r.type.startswith("kubernetes:"))
+    assert render.outputs["ingressGatewayAddress"] == NOT_APPLIED_ADDRESS
 
 
 def test_cli_renders_any_stack_file(tmp_path: Path) -> None:
