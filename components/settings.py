@@ -241,14 +241,11 @@ class StackSettings(SettingsModel):
     render_yaml_to_directory: str = Field(
         default="",
         description=(
-            "When set, the Kubernetes provider writes manifests to this directory instead "
-            "of applying them (for users with the Pulumi CLI but no cluster: no context or "
-            "kubeconfig is passed, nothing is read), Secrets in plain text (the Redis "
-            "password, Kiali's signing key): never a directory under version control, and "
-            "never on a deployed stack. Without a cluster Chart v4 renders for Kubernetes "
-            "1.20, below the Jaeger chart's `kubeVersion`, so a stack that deploys Jaeger (the "
-            "hub) cannot be rendered this way; a spoke reads its hub's stack outputs. "
-            "Default: off."
+            "When set, the Kubernetes provider writes manifests here instead of applying them "
+            "(no cluster: no context or kubeconfig is passed, nothing is read), Secrets in plain "
+            "text (Redis password, Kiali's signing key): never under version control, never on "
+            "a deployed stack. Chart v4 without a cluster renders for Kubernetes 1.20, below "
+            "the Jaeger chart's `kubeVersion`: the hub cannot be rendered so. Default: off."
         ),
     )
     istio_revision: str = Field(
