@@ -239,14 +239,3 @@ def test_without_a_cluster_the_ingress_address_is_not_read() -> None:
     render = run_with_provider(build)
     assert [r.name for r in render.registrations if r.read] == []
     assert render.outputs["address"] == NOT_APPLIED_ADDRESS
-
-
-def test_region_reads_the_ingress_address_only_when_it_applies() -> None:
-    def build(opts: pulumi.ResourceOptions) -> None:
-        rendering = SETTINGS.model_copy(update={"render_yaml_to_directory": "out"})
-        region = RegionMesh("r", rendering, context=RUN_CONTEXT, opts=opts)
-        pulumi.export("address", region.ingress_address)
-
-    render = run_with_provider(build)
-    assert not any(r.read for r in render.registrations)
-    assert render.outputs["address"] == NOT_APPLIED_ADDRESS
